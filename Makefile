@@ -1,0 +1,29 @@
+# The two commands a user needs: `make demo` and `make test`. Both install what
+# is missing (scripts/setup.sh, idempotent) into the git-ignored .tools/ folder.
+SHELL := /bin/bash
+ROOT := $(abspath .)
+# Honour a LIBTORCH the user already has; otherwise use ours.
+LIBTORCH ?= $(ROOT)/.tools/libtorch
+export LIBTORCH
+export PATH := $(ROOT)/.tools/bin:$(PATH)
+
+.PHONY: setup build test demo bench clean-tools
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	cargo build --release
+
+test: setup
+	cargo build --release
+	cargo test --release -- --test-threads=2
+
+demo: build
+	bash scripts/demo.sh
+
+bench: build
+	bash scripts/bench.sh
+
+clean-tools:
+	rm -rf .tools

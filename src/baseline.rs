@@ -1,0 +1,161 @@
+//! Robust baselines: a loss becomes an anomaly score as a z-score against the
+//! median and MAD of recent losses of the same key, so a noisy service does not
+//! drown a quiet one. While a key has too few losses, its kind's baseline
+//! stands in. Baselines are frozen per model (the trainer's EVALUATE step
+//! computes them) so an ongoing fault cannot teach itself into "normal".
+
+use crate::event::Kind;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Median and scaled MAD of a set of losses.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Stat {
+    pub median: f32,
+    /// 1.4826 x MAD: a standard deviation for normal data, robust to outliers.
+    pub scale: f32,
+    pub n: u32,
+}
+
+impl Stat {
+    /// None for an empty set.
+    pub fn of(losses: &[f32]) -> Option<Stat> {
+        if losses.is_empty() {
+            return None;
+        }
+        let median = median(losses.to_vec());
+        let mad = median_of(losses.iter().map(|l| (l - median).abs()).collect());
+        Some(Stat {
+            median,
+            scale: 1.4826 * mad,
+            n: losses.len() as u32,
+        })
+    }
+}
+
+fn median(mut v: Vec<f32>) -> f32 {
+    median_of_mut(&mut v)
+}
+
+fn median_of(mut v: Vec<f32>) -> f32 {
+    median_of_mut(&mut v)
+}
+
+fn median_of_mut(v: &mut [f32]) -> f32 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The baselines a model scores against.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Baselines {
+    pub keys: HashMap<String, Stat>,
+    pub kinds: HashMap<Kind, Stat>,
+    pub global: Option<Stat>,
+    /// A key needs at least this many losses to stand on its own baseline.
+    pub min_count: u32,
+    /// Floor on the scale, in nats, so near-constant keys do not turn noise into alarms.
+    pub min_scale: f32,
+}
+
+/// Where a score's baseline came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaselineOf {
+    Key,
+    Kind,
+    Global,
+    None,
+}
+
+impl Baselines {
+    pub const DEFAULT_MIN_COUNT: u32 = 20;
+    pub const DEFAULT_MIN_SCALE: f32 = 0.05;
+    /// Most keys kept; past it the keys with fewest losses are dropped (they fall back to kind).
+    pub const MAX_KEYS: usize = 50_000;
+
+    /// Builds baselines from (key, kind, loss) observations.
+    pub fn fit<'a>(obs: impl IntoIterator<Item = (&'a str, Kind, f32)>) -> Baselines {
+        let mut by_key: HashMap<&str, Vec<f32>> = HashMap::new();
+        let mut by_kind: HashMap<Kind, Vec<f32>> = HashMap::new();
+        let mut all = Vec::new();
+        for (k, kind, l) in obs {
+            if !l.is_finite() {
+                continue;
+            }
+            by_key.entry(k).or_default().push(l);
+            by_kind.entry(kind).or_default().push(l);
+            all.push(l);
+        }
+        let mut keys: Vec<(String, Stat)> = by_key
+            .into_iter()
+            .filter(|(_, v)| v.len() as u32 >= Self::DEFAULT_MIN_COUNT)
+            .filter_map(|(k, v)| Stat::of(&v).map(|s| (k.to_string(), s)))
+            .collect();
+        if keys.len() > Self::MAX_KEYS {
+            keys.sort_by(|a, b| b.1.n.cmp(&a.1.n));
+            keys.truncate(Self::MAX_KEYS);
+        }
+        Baselines {
+            keys: keys.into_iter().collect(),
+            kinds: by_kind
+                .into_iter()
+                .filter_map(|(k, v)| Stat::of(&v).map(|s| (k, s)))
+                .collect(),
+            global: Stat::of(&all),
+            min_count: Self::DEFAULT_MIN_COUNT,
+            min_scale: Self::DEFAULT_MIN_SCALE,
+        }
+    }
+
+    /// The baseline an event of `key` and `kind` is scored against.
+    pub fn stat(&self, key: &str, kind: Kind) -> (Option<Stat>, BaselineOf) {
+        if let Some(s) = self.keys.get(key).filter(|s| s.n >= self.min_count) {
+            return (Some(*s), BaselineOf::Key);
+        }
+        if let Some(s) = self.kinds.get(&kind) {
+            return (Some(*s), BaselineOf::Kind);
+        }
+        match self.global {
+            Some(s) => (Some(s), BaselineOf::Global),
+            None => (None, BaselineOf::None),
+        }
+    }
+
+    /// The robust z-score of `loss`; 0 when there is no baseline at all.
+    pub fn score(&self, key: &str, kind: Kind, loss: f32) -> (f32, Option<Stat>) {
+        match self.stat(key, kind).0 {
+            Some(s) => ((loss - s.median) / s.scale.max(self.min_scale), Some(s)),
+            None => (0.0, None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_mad() {
+        let s = Stat::of(&[1.0, 2.0, 3.0, 4.0, 100.0]).unwrap();
+        assert_eq!(s.median, 3.0);
+        assert!((s.scale - 1.4826).abs() < 1e-5);
+    }
+
+    #[test]
+    fn key_falls_back_to_kind() {
+        let mut obs: Vec<(String, Kind, f32)> = (0..30).map(|i| ("a".to_string(), Kind::Log, 1.0 + (i % 3) as f32)).collect();
+        obs.push(("b".into(), Kind::Log, 9.0));
+        let b = Baselines::fit(obs.iter().map(|(k, kind, l)| (k.as_str(), *kind, *l)));
+        assert_eq!(b.stat("a", Kind::Log).1, BaselineOf::Key);
+        assert_eq!(b.stat("b", Kind::Log).1, BaselineOf::Kind);
+        assert_eq!(b.stat("c", Kind::Pulse).1, BaselineOf::Global);
+        let (z, _) = b.score("a", Kind::Log, 2.0 + 3.0 * 1.4826);
+        assert!((z - 3.0).abs() < 1e-3, "{z}");
+    }
+}

@@ -1,0 +1,458 @@
+//! The five curricula: every event becomes one line of text ("a sentence")
+//! with special tokens for the OS concepts, and the registry becomes the
+//! axiomatic and topology lines.
+//!
+//! Two choices here decide what the model can learn:
+//! - volatile parts of free text (ids, hex, IPs, UUIDs, long numbers) are
+//!   masked, so that randomness is not mistaken for surprise; loopback
+//!   addresses are kept, since calling localhost is itself a failure pattern;
+//! - metric values are written compactly (2 significant digits with an SI
+//!   suffix, or a magnitude bucket), so that a value's size is a few tokens.
+
+use crate::event::{Body, Event, Kind, Phase};
+use crate::registry::Registry;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+
+/// The five curricula.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Curriculum {
+    Axiomatic,
+    Nervous,
+    Temporal,
+    Reasoning,
+    Topology,
+}
+
+impl Curriculum {
+    pub const ALL: [Curriculum; 5] = [
+        Curriculum::Axiomatic,
+        Curriculum::Nervous,
+        Curriculum::Temporal,
+        Curriculum::Reasoning,
+        Curriculum::Topology,
+    ];
+
+    pub fn of(kind: Kind) -> Curriculum {
+        match kind {
+            Kind::Flux => Curriculum::Nervous,
+            Kind::Pulse | Kind::Log | Kind::Chronicle => Curriculum::Temporal,
+            Kind::Trace => Curriculum::Reasoning,
+            Kind::Graph => Curriculum::Topology,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Curriculum::Axiomatic => "axiomatic",
+            Curriculum::Nervous => "nervous",
+            Curriculum::Temporal => "temporal",
+            Curriculum::Reasoning => "reasoning",
+            Curriculum::Topology => "topology",
+        }
+    }
+}
+
+/// How metric values are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricFormat {
+    /// Two significant digits with an SI suffix: 0.042, 4.2, 42, 420, 4.2k, 42M.
+    Digits,
+    /// A half-octave magnitude bucket: `b` and the bucket number (2*log2 x, rounded).
+    Buckets,
+}
+
+/// A volatile-text mask: matches of `pattern` become `token`, except matches
+/// that start with one of `keep` (e.g. loopback addresses).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaskSpec {
+    pub pattern: String,
+    pub token: String,
+    #[serde(default)]
+    pub keep: Vec<String>,
+    /// Only mask matches holding both a digit and a letter (hex ids, not words or numbers).
+    #[serde(default)]
+    pub mixed: bool,
+}
+
+/// Rendering settings (part of the configuration file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RenderConfig {
+    pub metric_format: MetricFormat,
+    /// Applied in order.
+    pub masks: Vec<MaskSpec>,
+}
+
+impl Default for RenderConfig {
+    fn default() -> Self {
+        let m = |pattern: &str, token: &str, keep: &[&str]| MaskSpec {
+            pattern: pattern.into(),
+            token: token.into(),
+            keep: keep.iter().map(|s| s.to_string()).collect(),
+            mixed: false,
+        };
+        RenderConfig {
+            metric_format: MetricFormat::Digits,
+            masks: vec![
+                m(
+                    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+                    "<|UUID|>",
+                    &[],
+                ),
+                m(
+                    r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b",
+                    "<|IP|>",
+                    &["127.", "0.0.0.0"],
+                ),
+                m(r"\b(?:req|trace|span|txn|session|sess|job|task|id)[-_:=][A-Za-z0-9]+\b", "<|ID|>", &[]),
+                m(r"\b0x[0-9a-fA-F]+\b", "<|HEX|>", &[]),
+                MaskSpec {
+                    mixed: true,
+                    ..m(r"\b[0-9a-fA-F]{6,}\b", "<|HEX|>", &[])
+                },
+                m(r"(?:/[\w.-]+){2,}", "<|PATH|>", &[]),
+                m(r"-?\d{5,}", "<|NUM|>", &[]),
+            ],
+        }
+    }
+}
+
+struct Mask {
+    re: Regex,
+    token: String,
+    keep: Vec<String>,
+    mixed: bool,
+}
+
+/// Renders events and the registry as curriculum lines.
+pub struct Renderer {
+    masks: Vec<Mask>,
+    metric_format: MetricFormat,
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Renderer::new(&RenderConfig::default()).expect("default masks compile")
+    }
+}
+
+impl Renderer {
+    /// A bad pattern is an error naming it.
+    pub fn new(cfg: &RenderConfig) -> anyhow::Result<Renderer> {
+        let mut masks = Vec::new();
+        for (i, m) in cfg.masks.iter().enumerate() {
+            let re = Regex::new(&m.pattern).map_err(|e| {
+                anyhow::anyhow!("render.masks[{i}].pattern {:?}: {e}", m.pattern)
+            })?;
+            let tok = crate::tokenizer::tokenizer();
+            anyhow::ensure!(
+                tok.specials().contains(&m.token.as_str()),
+                "render.masks[{i}].token {:?} is not a special token of proto/tokens.txt",
+                m.token
+            );
+            masks.push(Mask {
+                re,
+                token: m.token.clone(),
+                keep: m.keep.clone(),
+                mixed: m.mixed,
+            });
+        }
+        Ok(Renderer {
+            masks,
+            metric_format: cfg.metric_format,
+        })
+    }
+
+    /// Masks the volatile parts of free text.
+    pub fn mask(&self, text: &str) -> String {
+        let mut s = escape(text);
+        for m in &self.masks {
+            if !m.re.is_match(&s) {
+                continue;
+            }
+            s = m
+                .re
+                .replace_all(&s, |c: &regex::Captures| {
+                    let hit = &c[0];
+                    let unmixed = m.mixed
+                        && !(hit.bytes().any(|b| b.is_ascii_digit())
+                            && hit.bytes().any(|b| b.is_ascii_alphabetic()));
+                    if unmixed || m.keep.iter().any(|k| hit.starts_with(k.as_str())) {
+                        hit.to_string()
+                    } else {
+                        m.token.clone()
+                    }
+                })
+                .into_owned();
+        }
+        s
+    }
+
+    /// One event as one line.
+    pub fn render(&self, ev: &Event) -> String {
+        let mut s = String::with_capacity(96);
+        s.push_str("<|BOE|>");
+        match &ev.body {
+            Body::Flux {
+                event,
+                state,
+                attrs,
+            } => {
+                svc(&mut s, "<|FLUX|>", &ev.source);
+                s.push_str("<|EVENT|>");
+                s.push_str(&escape(event));
+                if let Some(st) = state {
+                    s.push_str("<|STATE|>");
+                    s.push_str(&escape(st));
+                }
+                for (k, v) in attrs {
+                    s.push_str("<|ATTR|>");
+                    s.push_str(&escape(k));
+                    s.push('=');
+                    match v {
+                        crate::event::Scalar::Int(i) => self.number(&mut s, *i as f64),
+                        crate::event::Scalar::Float(x) => self.number(&mut s, *x),
+                        other => s.push_str(&self.mask(&other.to_string())),
+                    }
+                }
+            }
+            Body::Pulse { metrics } => {
+                svc(&mut s, "<|PULSE|>", &ev.source);
+                for (k, v) in metrics {
+                    s.push_str("<|METRIC|>");
+                    s.push_str(&escape(k));
+                    s.push('=');
+                    self.number(&mut s, *v);
+                }
+            }
+            Body::Log { message, level } => {
+                svc(&mut s, "<|LOG|>", &ev.source);
+                if let Some(l) = level {
+                    s.push_str("<|LEVEL|>");
+                    s.push_str(&escape(&l.to_ascii_uppercase()));
+                }
+                s.push_str("<|MSG|>");
+                s.push_str(&self.mask(message));
+            }
+            Body::Chronicle {
+                actor,
+                action,
+                target,
+                outcome,
+            } => {
+                svc(&mut s, "<|CHRONICLE|>", &ev.source);
+                for (tok, v) in [
+                    ("<|ACTOR|>", actor),
+                    ("<|ACTION|>", action),
+                    ("<|TARGET|>", target),
+                    ("<|OUTCOME|>", outcome),
+                ] {
+                    s.push_str(tok);
+                    s.push_str(&self.mask(v));
+                }
+            }
+            Body::Trace {
+                phase,
+                summary,
+                duration_ms,
+                ..
+            } => {
+                // The request id is random by nature: leaving it out keeps the
+                // model's attention on the phase order, timing and content.
+                svc(&mut s, "<|TRACE|>", &ev.source);
+                s.push_str(phase_token(*phase));
+                if let Some(d) = duration_ms {
+                    s.push_str("<|DUR|>");
+                    self.number(&mut s, *d);
+                }
+                s.push_str("<|MSG|>");
+                s.push_str(&self.mask(summary));
+            }
+            Body::Graph {
+                graph,
+                src,
+                rel,
+                dst,
+            } => edge(&mut s, graph, src, rel, dst),
+        }
+        s.push_str("<|EOE|>");
+        s
+    }
+
+    /// The axiomatic curriculum: one line per service.
+    pub fn axiomatic(&self, reg: &Registry) -> Vec<String> {
+        reg.services
+            .iter()
+            .map(|sv| {
+                let mut s = String::from("<|BOE|><|AXIOMATIC|>");
+                s.push_str("<|SVC|>");
+                s.push_str(&escape(&sv.name));
+                let _ = write!(s, "<|L{}|>", sv.layer.min(crate::registry::LAYERS - 1));
+                s.push_str("<|ROLE|>");
+                s.push_str(&escape(&sv.role));
+                let _ = write!(s, "<|PORT|>{}", sv.port);
+                for d in &sv.depends_on {
+                    s.push_str("<|DEPENDS|>");
+                    s.push_str(&escape(d));
+                }
+                s.push_str("<|EOE|>");
+                s
+            })
+            .collect()
+    }
+
+    /// The registry's part of the topology curriculum: each dependency as a
+    /// ServiceGraph edge, in the same form as a graph event.
+    pub fn topology(&self, reg: &Registry) -> Vec<String> {
+        let mut out = Vec::new();
+        for sv in &reg.services {
+            for d in &sv.depends_on {
+                let mut s = String::from("<|BOE|><|TOPOLOGY|>");
+                edge(&mut s, "ServiceGraph", &sv.name, "depends_on", d);
+                s.push_str("<|EOE|>");
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    fn number(&self, s: &mut String, x: f64) {
+        match self.metric_format {
+            MetricFormat::Digits => compact(s, x),
+            MetricFormat::Buckets => bucket(s, x),
+        }
+    }
+}
+
+fn svc(s: &mut String, kind_tok: &str, source: &str) {
+    s.push_str(kind_tok);
+    s.push_str("<|SVC|>");
+    s.push_str(&escape(source));
+}
+
+fn edge(s: &mut String, graph: &str, src: &str, rel: &str, dst: &str) {
+    s.push_str("<|GRAPH|>");
+    s.push_str(&escape(graph));
+    s.push_str("<|SRC|>");
+    s.push_str(&escape(src));
+    s.push_str("<|REL|>");
+    s.push_str(&escape(rel));
+    s.push_str("<|DST|>");
+    s.push_str(&escape(dst));
+}
+
+fn phase_token(p: Phase) -> &'static str {
+    match p {
+        Phase::Perceive => "<|PERCEIVE|>",
+        Phase::Remember => "<|REMEMBER|>",
+        Phase::Reason => "<|REASON|>",
+        Phase::Plan => "<|PLAN|>",
+        Phase::Act => "<|ACT|>",
+        Phase::Learn => "<|LEARN|>",
+    }
+}
+
+/// User text can never forge a special token: `<|` loses its bar.
+pub fn escape(s: &str) -> String {
+    if s.contains("<|") {
+        s.replace("<|", "<")
+    } else {
+        s.to_string()
+    }
+}
+
+/// Two significant digits with an SI suffix (k, M, G, T), trailing zeros dropped.
+fn compact(s: &mut String, x: f64) {
+    if !x.is_finite() {
+        s.push_str("nan");
+        return;
+    }
+    if x == 0.0 {
+        s.push('0');
+        return;
+    }
+    if x < 0.0 {
+        s.push('-');
+    }
+    let a = x.abs();
+    let (v, suffix) = match a {
+        a if a >= 1e12 => (a / 1e12, "T"),
+        a if a >= 1e9 => (a / 1e9, "G"),
+        a if a >= 1e6 => (a / 1e6, "M"),
+        a if a >= 1e3 => (a / 1e3, "k"),
+        a => (a, ""),
+    };
+    // Round to 2 significant digits.
+    let mag = v.log10().floor() as i32;
+    let decimals = (1 - mag).max(0) as usize;
+    let scale = 10f64.powi(1 - mag);
+    let r = (v * scale).round() / scale;
+    let mut t = format!("{r:.decimals$}");
+    if t.contains('.') {
+        while t.ends_with('0') {
+            t.pop();
+        }
+        if t.ends_with('.') {
+            t.pop();
+        }
+    }
+    s.push_str(&t);
+    s.push_str(suffix);
+}
+
+/// Half-octave bucket: `b<n>` with n = round(2*log2|x|); `b0` for 1, `z` for 0.
+fn bucket(s: &mut String, x: f64) {
+    if x == 0.0 || !x.is_finite() {
+        s.push('z');
+        return;
+    }
+    if x < 0.0 {
+        s.push('-');
+    }
+    let n = (2.0 * x.abs().log2()).round() as i64;
+    let _ = write!(s, "b{n}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(x: f64) -> String {
+        let mut s = String::new();
+        compact(&mut s, x);
+        s
+    }
+
+    #[test]
+    fn compact_numbers() {
+        assert_eq!(c(0.0), "0");
+        assert_eq!(c(0.042), "0.042");
+        assert_eq!(c(4.24), "4.2");
+        assert_eq!(c(42.4), "42");
+        assert_eq!(c(424.0), "420");
+        assert_eq!(c(4240.0), "4.2k");
+        assert_eq!(c(3000.0), "3k");
+        assert_eq!(c(99.96), "100");
+        assert_eq!(c(1.5e7), "15M");
+        assert_eq!(c(-12.0), "-12");
+    }
+
+    #[test]
+    fn masks_keep_loopback() {
+        let r = Renderer::default();
+        assert_eq!(
+            r.mask("GET /api/v1/users req-8f3a2c from 10.1.2.3:5544 took 12ms id 550e8400-e29b-41d4-a716-446655440000"),
+            "GET <|PATH|> <|ID|> from <|IP|> took 12ms id <|UUID|>"
+        );
+        assert_eq!(
+            r.mask("connect to 127.0.0.1:8105 refused"),
+            "connect to 127.0.0.1:8105 refused"
+        );
+        assert_eq!(r.mask("block blk_-1608999687919862906 at 0xdeadbeef"), "block blk_<|NUM|> at <|HEX|>");
+        assert_eq!(r.mask("forged <|FLUX|>"), "forged <FLUX|>");
+    }
+}

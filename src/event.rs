@@ -1,0 +1,742 @@
+//! The wire event: what services publish, as proto/README.md specifies.
+//!
+//! Two layers: [`WireEvent`] is the lenient, flat form that serde reads from
+//! MessagePack or JSON (every field optional, so a missing field is *our*
+//! clear error, not a serde one); [`Event`] is the validated form the rest of
+//! proprio works with. Nothing that arrives over the wire can panic here:
+//! every failure is a [`Reject`] with a reason that names its DLQ subject.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The six kinds of telemetry, one per subject family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Flux,
+    Pulse,
+    Log,
+    Chronicle,
+    Trace,
+    Graph,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Flux,
+        Kind::Pulse,
+        Kind::Log,
+        Kind::Chronicle,
+        Kind::Trace,
+        Kind::Graph,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Flux => "flux",
+            Kind::Pulse => "pulse",
+            Kind::Log => "log",
+            Kind::Chronicle => "chronicle",
+            Kind::Trace => "trace",
+            Kind::Graph => "graph",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The orchestrator's SixPillars reasoning phases, in cycle order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Perceive,
+    Remember,
+    Reason,
+    Plan,
+    Act,
+    Learn,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::Perceive,
+        Phase::Remember,
+        Phase::Reason,
+        Phase::Plan,
+        Phase::Act,
+        Phase::Learn,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Perceive => "perceive",
+            Phase::Remember => "remember",
+            Phase::Reason => "reason",
+            Phase::Plan => "plan",
+            Phase::Act => "act",
+            Phase::Learn => "learn",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// An attribute value on a flux event: scalars only, so rendering stays one line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+/// The flat wire form. Field names are the contract (proto/README.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WireEvent {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ts: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    // flux
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attrs: Option<BTreeMap<String, Scalar>>,
+    // pulse
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<BTreeMap<String, f64>>,
+    // log
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    // chronicle
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    // trace
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    // graph
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graph: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dst: Option<String>,
+    /// Only in event files: absent or null = normal, otherwise a fault id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// What an event says, by kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Flux {
+        event: String,
+        state: Option<String>,
+        attrs: BTreeMap<String, Scalar>,
+    },
+    Pulse {
+        metrics: BTreeMap<String, f64>,
+    },
+    Log {
+        message: String,
+        level: Option<String>,
+    },
+    Chronicle {
+        actor: String,
+        action: String,
+        target: String,
+        outcome: String,
+    },
+    Trace {
+        phase: Phase,
+        request: String,
+        summary: String,
+        duration_ms: Option<f64>,
+    },
+    Graph {
+        graph: String,
+        src: String,
+        rel: String,
+        dst: String,
+    },
+}
+
+/// A validated event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Unix milliseconds.
+    pub ts: i64,
+    pub source: String,
+    /// The context the event is scored in; defaults to `source`.
+    pub key: String,
+    pub body: Body,
+    /// Fault id in labelled files; never reaches the model.
+    pub label: Option<String>,
+}
+
+/// Why an event was refused. The reason names its DLQ subject `proprio.dlq.<reason>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    TooLarge,
+    Decode,
+    InvalidUtf8,
+    MissingField,
+    UnknownKind,
+    BadValue,
+    TooLong,
+    TooMany,
+    BadTimestamp,
+    BadSubject,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 10] = [
+        Reason::TooLarge,
+        Reason::Decode,
+        Reason::InvalidUtf8,
+        Reason::MissingField,
+        Reason::UnknownKind,
+        Reason::BadValue,
+        Reason::TooLong,
+        Reason::TooMany,
+        Reason::BadTimestamp,
+        Reason::BadSubject,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::TooLarge => "too_large",
+            Reason::Decode => "decode",
+            Reason::InvalidUtf8 => "invalid_utf8",
+            Reason::MissingField => "missing_field",
+            Reason::UnknownKind => "unknown_kind",
+            Reason::BadValue => "bad_value",
+            Reason::TooLong => "too_long",
+            Reason::TooMany => "too_many",
+            Reason::BadTimestamp => "bad_timestamp",
+            Reason::BadSubject => "bad_subject",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {detail}", reason.as_str())]
+pub struct Reject {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+fn reject(reason: Reason, detail: impl Into<String>) -> Reject {
+    Reject {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+/// Limits on what is accepted; past them an event is rejected, never truncated,
+/// so that what the model sees is always what was sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Largest payload accepted, in bytes.
+    pub max_payload: usize,
+    /// Longest identifier (source, key, event, state, names, ...), in bytes.
+    pub max_name: usize,
+    /// Longest free text (log message, trace summary, attribute value), in bytes.
+    pub max_text: usize,
+    /// Most entries in `attrs` or `metrics`.
+    pub max_entries: usize,
+    /// How far from the receiver's clock `ts` may be, in milliseconds (live only).
+    pub max_skew_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload: 64 * 1024,
+            max_name: 128,
+            max_text: 4096,
+            max_entries: 64,
+            max_skew_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+impl Event {
+    pub fn kind(&self) -> Kind {
+        match self.body {
+            Body::Flux { .. } => Kind::Flux,
+            Body::Pulse { .. } => Kind::Pulse,
+            Body::Log { .. } => Kind::Log,
+            Body::Chronicle { .. } => Kind::Chronicle,
+            Body::Trace { .. } => Kind::Trace,
+            Body::Graph { .. } => Kind::Graph,
+        }
+    }
+
+    /// Decodes a payload received on `subject` (under the telemetry `root`).
+    /// MessagePack map first, then a JSON object; on a log subject a payload
+    /// that is neither is taken as a raw UTF-8 log line. `now_ms` enables the
+    /// timestamp skew check (live traffic); files pass `None`.
+    pub fn decode(
+        payload: &[u8],
+        subject: Option<(&str, &str)>,
+        limits: &Limits,
+        now_ms: Option<i64>,
+    ) -> Result<Event, Reject> {
+        if payload.len() > limits.max_payload {
+            return Err(reject(
+                Reason::TooLarge,
+                format!("payload {} bytes > limit {}", payload.len(), limits.max_payload),
+            ));
+        }
+        let hint = match subject {
+            Some((root, s)) => Some(SubjectHint::parse(root, s)?),
+            None => None,
+        };
+        let wire = match decode_wire(payload) {
+            Ok(w) => w,
+            Err(e) => match &hint {
+                Some(h) if h.kind == Kind::Log => {
+                    let line = std::str::from_utf8(payload).map_err(|_| {
+                        reject(Reason::InvalidUtf8, "log line is not valid UTF-8")
+                    })?;
+                    WireEvent {
+                        message: Some(line.trim_end_matches(['\r', '\n']).to_string()),
+                        ts: now_ms,
+                        ..Default::default()
+                    }
+                }
+                _ => return Err(e),
+            },
+        };
+        Event::from_wire(wire, hint.as_ref(), limits, now_ms)
+    }
+
+    /// Validates a wire event, filling what the subject says where the payload is silent.
+    pub fn from_wire(
+        mut w: WireEvent,
+        hint: Option<&SubjectHint>,
+        limits: &Limits,
+        now_ms: Option<i64>,
+    ) -> Result<Event, Reject> {
+        if let Some(h) = hint {
+            match &w.kind {
+                None => w.kind = Some(h.kind.as_str().to_string()),
+                Some(k) if k != h.kind.as_str() => {
+                    return Err(reject(
+                        Reason::BadSubject,
+                        format!("kind {k:?} published on a {} subject", h.kind),
+                    ))
+                }
+                _ => {}
+            }
+            if w.source.is_none() {
+                w.source = h.source.clone();
+            }
+            if h.kind == Kind::Flux && w.event.is_none() {
+                w.event = h.event.clone();
+            }
+            if h.kind == Kind::Graph && w.graph.is_none() {
+                w.graph = h.graph.clone();
+            }
+        }
+        let kind_s = need(w.kind, "kind")?;
+        let kind = Kind::parse(&kind_s)
+            .ok_or_else(|| reject(Reason::UnknownKind, format!("unknown kind {kind_s:?}")))?;
+        if kind == Kind::Graph && w.source.is_none() {
+            w.source = w.graph.clone();
+        }
+        let ts = need(w.ts, "ts")?;
+        if ts < 0 {
+            return Err(reject(Reason::BadTimestamp, format!("ts {ts} is negative")));
+        }
+        if let Some(now) = now_ms {
+            if (ts - now).abs() > limits.max_skew_ms {
+                return Err(reject(
+                    Reason::BadTimestamp,
+                    format!("ts {ts} is {} ms from now", ts - now),
+                ));
+            }
+        }
+        let source = name(need(w.source, "source")?, "source", limits)?;
+        let key = match w.key {
+            Some(k) => name(k, "key", limits)?,
+            None => source.clone(),
+        };
+        let body = match kind {
+            Kind::Flux => {
+                let attrs = w.attrs.unwrap_or_default();
+                if attrs.len() > limits.max_entries {
+                    return Err(too_many("attrs", attrs.len(), limits));
+                }
+                for (k, v) in &attrs {
+                    check_len(k, "attrs key", limits.max_name)?;
+                    match v {
+                        Scalar::Str(s) => check_len(s, "attrs value", limits.max_text)?,
+                        Scalar::Float(x) if !x.is_finite() => {
+                            return Err(reject(Reason::BadValue, format!("attrs.{k} is {x}")))
+                        }
+                        _ => {}
+                    }
+                }
+                Body::Flux {
+                    event: name(need(w.event, "event")?, "event", limits)?,
+                    state: w.state.map(|s| name(s, "state", limits)).transpose()?,
+                    attrs,
+                }
+            }
+            Kind::Pulse => {
+                let metrics = need(w.metrics, "metrics")?;
+                if metrics.is_empty() {
+                    return Err(reject(Reason::MissingField, "metrics is empty"));
+                }
+                if metrics.len() > limits.max_entries {
+                    return Err(too_many("metrics", metrics.len(), limits));
+                }
+                for (k, v) in &metrics {
+                    check_len(k, "metric name", limits.max_name)?;
+                    if !v.is_finite() {
+                        return Err(reject(Reason::BadValue, format!("metric {k} is {v}")));
+                    }
+                }
+                Body::Pulse { metrics }
+            }
+            Kind::Log => Body::Log {
+                message: text(need(w.message, "message")?, "message", limits)?,
+                level: w.level.map(|s| name(s, "level", limits)).transpose()?,
+            },
+            Kind::Chronicle => Body::Chronicle {
+                actor: name(need(w.actor, "actor")?, "actor", limits)?,
+                action: name(need(w.action, "action")?, "action", limits)?,
+                target: name(need(w.target, "target")?, "target", limits)?,
+                outcome: name(need(w.outcome, "outcome")?, "outcome", limits)?,
+            },
+            Kind::Trace => {
+                let p = need(w.phase, "phase")?;
+                let phase = Phase::parse(&p)
+                    .ok_or_else(|| reject(Reason::BadValue, format!("unknown phase {p:?}")))?;
+                if let Some(d) = w.duration_ms {
+                    if !d.is_finite() || d < 0.0 {
+                        return Err(reject(Reason::BadValue, format!("duration_ms is {d}")));
+                    }
+                }
+                Body::Trace {
+                    phase,
+                    request: name(need(w.request, "request")?, "request", limits)?,
+                    summary: text(need(w.summary, "summary")?, "summary", limits)?,
+                    duration_ms: w.duration_ms,
+                }
+            }
+            Kind::Graph => Body::Graph {
+                graph: name(need(w.graph, "graph")?, "graph", limits)?,
+                src: name(need(w.src, "src")?, "src", limits)?,
+                rel: name(need(w.rel, "rel")?, "rel", limits)?,
+                dst: name(need(w.dst, "dst")?, "dst", limits)?,
+            },
+        };
+        Ok(Event {
+            ts,
+            source,
+            key,
+            body,
+            label: w.label,
+        })
+    }
+
+    /// The flat wire form (what is written to files and published).
+    pub fn to_wire(&self) -> WireEvent {
+        let mut w = WireEvent {
+            ts: Some(self.ts),
+            source: Some(self.source.clone()),
+            kind: Some(self.kind().as_str().to_string()),
+            key: (self.key != self.source).then(|| self.key.clone()),
+            label: self.label.clone(),
+            ..Default::default()
+        };
+        match &self.body {
+            Body::Flux {
+                event,
+                state,
+                attrs,
+            } => {
+                w.event = Some(event.clone());
+                w.state = state.clone();
+                w.attrs = (!attrs.is_empty()).then(|| attrs.clone());
+            }
+            Body::Pulse { metrics } => w.metrics = Some(metrics.clone()),
+            Body::Log { message, level } => {
+                w.message = Some(message.clone());
+                w.level = level.clone();
+            }
+            Body::Chronicle {
+                actor,
+                action,
+                target,
+                outcome,
+            } => {
+                w.actor = Some(actor.clone());
+                w.action = Some(action.clone());
+                w.target = Some(target.clone());
+                w.outcome = Some(outcome.clone());
+            }
+            Body::Trace {
+                phase,
+                request,
+                summary,
+                duration_ms,
+            } => {
+                w.phase = Some(phase.as_str().to_string());
+                w.request = Some(request.clone());
+                w.summary = Some(summary.clone());
+                w.duration_ms = *duration_ms;
+            }
+            Body::Graph {
+                graph,
+                src,
+                rel,
+                dst,
+            } => {
+                w.graph = Some(graph.clone());
+                w.src = Some(src.clone());
+                w.rel = Some(rel.clone());
+                w.dst = Some(dst.clone());
+            }
+        }
+        w
+    }
+
+    /// MessagePack map with named fields (the bus form). The label is not sent.
+    pub fn to_msgpack(&self) -> Vec<u8> {
+        let mut w = self.to_wire();
+        w.label = None;
+        rmp_serde::to_vec_named(&w).expect("serializing a WireEvent to a Vec cannot fail")
+    }
+
+    /// One JSON object (the file form, label included).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.to_wire()).expect("serializing a WireEvent cannot fail")
+    }
+
+    /// The subject this event is published on under `root`.
+    pub fn subject(&self, root: &str) -> String {
+        let s = subject_token(&self.source);
+        match &self.body {
+            Body::Flux { event, .. } => format!("{root}.flux.{s}.{}", subject_token(event)),
+            Body::Pulse { .. } => format!("{root}.pulse.{s}"),
+            Body::Log { .. } => format!("{root}.log.{s}"),
+            Body::Chronicle { .. } => format!("{root}.chronicle.{s}"),
+            Body::Trace { .. } => format!("{root}.trace.{s}"),
+            Body::Graph { graph, .. } => format!("{root}.graph.{}", subject_token(graph)),
+        }
+    }
+}
+
+/// Makes a name safe as one subject token (no dots, spaces or wildcards).
+pub fn subject_token(s: &str) -> String {
+    let t: String = s
+        .chars()
+        .map(|c| match c {
+            '.' | ' ' | '*' | '>' | '\t' | '\r' | '\n' => '_',
+            c => c,
+        })
+        .collect();
+    if t.is_empty() {
+        "_".into()
+    } else {
+        t
+    }
+}
+
+/// Decodes a MessagePack map or a JSON object into the flat wire form.
+pub fn decode_wire(payload: &[u8]) -> Result<WireEvent, Reject> {
+    let first = payload.iter().copied().find(|b| !b.is_ascii_whitespace());
+    if first == Some(b'{') {
+        return serde_json::from_slice::<WireEvent>(payload)
+            .map_err(|e| reject(Reason::Decode, format!("JSON: {e}")));
+    }
+    let is_map = matches!(payload.first(), Some(0x80..=0x8f | 0xde | 0xdf));
+    if !is_map {
+        return Err(reject(
+            Reason::Decode,
+            "payload is neither a MessagePack map nor a JSON object",
+        ));
+    }
+    rmp_serde::from_slice::<WireEvent>(payload).map_err(|e| {
+        let msg = e.to_string();
+        if msg.contains("utf-8") || msg.contains("UTF-8") || msg.contains("Utf8") {
+            reject(Reason::InvalidUtf8, format!("MessagePack: {msg}"))
+        } else {
+            reject(Reason::Decode, format!("MessagePack: {msg}"))
+        }
+    })
+}
+
+/// What a telemetry subject says about its event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubjectHint {
+    pub kind: Kind,
+    pub source: Option<String>,
+    pub event: Option<String>,
+    pub graph: Option<String>,
+}
+
+impl SubjectHint {
+    /// Parses `<root>.<kind>.<name>[.<event>]`.
+    pub fn parse(root: &str, subject: &str) -> Result<SubjectHint, Reject> {
+        let bad = || reject(Reason::BadSubject, format!("{subject:?} is not a telemetry subject under {root:?}"));
+        let rest = subject
+            .strip_prefix(root)
+            .and_then(|r| r.strip_prefix('.'))
+            .ok_or_else(bad)?;
+        let parts: Vec<&str> = rest.split('.').collect();
+        let kind = Kind::parse(parts[0]).ok_or_else(bad)?;
+        let name = parts.get(1).map(|s| s.to_string());
+        let hint = match (kind, parts.len()) {
+            (Kind::Flux, 3) => SubjectHint {
+                kind,
+                source: name,
+                event: Some(parts[2].to_string()),
+                graph: None,
+            },
+            (Kind::Graph, 2) => SubjectHint {
+                kind,
+                source: None,
+                event: None,
+                graph: name,
+            },
+            (Kind::Flux, _) | (Kind::Graph, _) => return Err(bad()),
+            (_, 2) => SubjectHint {
+                kind,
+                source: name,
+                event: None,
+                graph: None,
+            },
+            _ => return Err(bad()),
+        };
+        Ok(hint)
+    }
+}
+
+fn need<T>(v: Option<T>, field: &str) -> Result<T, Reject> {
+    v.ok_or_else(|| reject(Reason::MissingField, format!("missing field `{field}`")))
+}
+
+fn check_len(s: &str, field: &str, max: usize) -> Result<(), Reject> {
+    if s.len() > max {
+        return Err(reject(
+            Reason::TooLong,
+            format!("{field} is {} bytes > limit {max}", s.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn name(s: String, field: &str, limits: &Limits) -> Result<String, Reject> {
+    if s.is_empty() {
+        return Err(reject(Reason::MissingField, format!("`{field}` is empty")));
+    }
+    check_len(&s, field, limits.max_name)?;
+    Ok(s)
+}
+
+fn text(s: String, field: &str, limits: &Limits) -> Result<String, Reject> {
+    check_len(&s, field, limits.max_text)?;
+    Ok(s)
+}
+
+fn too_many(field: &str, n: usize, limits: &Limits) -> Reject {
+    reject(
+        Reason::TooMany,
+        format!("{field} has {n} entries > limit {}", limits.max_entries),
+    )
+}
+
+/// Reads a JSON-lines event file. Blank lines are skipped; a bad line is an
+/// error naming its line number.
+pub fn read_jsonl(path: &std::path::Path) -> anyhow::Result<Vec<Event>> {
+    use anyhow::Context;
+    use std::io::BufRead;
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let limits = Limits::default();
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.with_context(|| format!("{}:{}", path.display(), i + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let ev = Event::decode(line.as_bytes(), None, &limits, None)
+            .with_context(|| format!("{}:{}", path.display(), i + 1))?;
+        out.push(ev);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_fills_missing_fields() {
+        let p = br#"{"ts": 5, "state": "healthy"}"#;
+        let e = Event::decode(p, Some(("os", "os.flux.AitherMind.started")), &Limits::default(), None)
+            .unwrap();
+        assert_eq!(e.source, "AitherMind");
+        assert_eq!(e.key, "AitherMind");
+        assert!(matches!(e.body, Body::Flux { ref event, .. } if event == "started"));
+    }
+
+    #[test]
+    fn raw_log_line() {
+        let e = Event::decode(b"OOMKilled\n", Some(("os", "os.log.a")), &Limits::default(), Some(9))
+            .unwrap();
+        assert_eq!(e.ts, 9);
+        assert!(matches!(e.body, Body::Log { ref message, .. } if message == "OOMKilled"));
+    }
+}

@@ -1,0 +1,89 @@
+//! Test support: a real nats-server per test, on a free port with its own
+//! temporary JetStream store, stopped when dropped.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct NatsServer {
+    pub port: u16,
+    pub url: String,
+    pub store: tempfile::TempDir,
+    child: Child,
+}
+
+/// The project's tools folder (installed by scripts/setup.sh).
+pub fn tools_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools")
+}
+
+pub fn nats_server_bin() -> PathBuf {
+    let p = tools_dir().join("bin/nats-server");
+    assert!(p.exists(), "{} missing: run `make setup` (or `make test`)", p.display());
+    p
+}
+
+/// The release or debug proprio binary cargo built for this test run.
+pub fn proprio_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_proprio"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        Self::start_with_args(&[])
+    }
+
+    /// Starts nats-server with JetStream; `extra` args are appended (e.g. `--config`).
+    pub fn start_with_args(extra: &[&str]) -> NatsServer {
+        let store = tempfile::tempdir().unwrap();
+        Self::start_in(store, None, extra)
+    }
+
+    /// Starts on `port` (or a free one) with the given store directory, so a
+    /// test can stop and restart a server on the same store.
+    pub fn start_in(store: tempfile::TempDir, port: Option<u16>, extra: &[&str]) -> NatsServer {
+        let port = port.unwrap_or_else(free_port);
+        let child = Command::new(nats_server_bin())
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store.path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nats-server");
+        let url = format!("nats://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        NatsServer {
+            port,
+            url,
+            store,
+            child,
+        }
+    }
+
+    /// Stops the server and hands back its store, to restart on it.
+    pub fn stop(mut self) -> (tempfile::TempDir, u16) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.port;
+        let store = std::mem::replace(&mut self.store, tempfile::tempdir().unwrap());
+        (store, port)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
