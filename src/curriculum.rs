@@ -55,6 +55,72 @@ impl Curriculum {
     }
 }
 
+/// A rendered curriculum document: what the harvester publishes on
+/// `proprio.curriculum.<curriculum>` and the trainer harvests. It carries the
+/// fingerprint epoch it was rendered under, so the trainer can refuse
+/// documents that describe an architecture that no longer exists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    /// Event time, unix milliseconds.
+    pub ts: i64,
+    /// The scoring context (the event's key); training streams are per key.
+    pub key: String,
+    pub source: String,
+    /// The event's kind; none for the registry's documents.
+    pub kind: Option<Kind>,
+    pub curriculum: Curriculum,
+    /// The rendered line.
+    pub text: String,
+    /// Fingerprint epoch at harvest time.
+    pub fingerprint: String,
+}
+
+impl Document {
+    pub fn of_event(r: &Renderer, ev: &Event, fingerprint: &str) -> Document {
+        Document {
+            ts: ev.ts,
+            key: ev.key.clone(),
+            source: ev.source.clone(),
+            kind: Some(ev.kind()),
+            curriculum: Curriculum::of(ev.kind()),
+            text: r.render(ev),
+            fingerprint: fingerprint.to_string(),
+        }
+    }
+
+    /// The registry's documents (axiomatic and topology), stamped `now_ms`.
+    pub fn of_registry(r: &Renderer, reg: &Registry, fingerprint: &str, now_ms: i64) -> Vec<Document> {
+        let mk = |curriculum: Curriculum, key: &str, text: String| Document {
+            ts: now_ms,
+            key: key.to_string(),
+            source: "registry".to_string(),
+            kind: None,
+            curriculum,
+            text,
+            fingerprint: fingerprint.to_string(),
+        };
+        let mut out: Vec<Document> = r
+            .axiomatic(reg)
+            .into_iter()
+            .map(|t| mk(Curriculum::Axiomatic, "registry.axiomatic", t))
+            .collect();
+        out.extend(
+            r.topology(reg)
+                .into_iter()
+                .map(|t| mk(Curriculum::Topology, "registry.topology", t)),
+        );
+        out
+    }
+
+    pub fn to_msgpack(&self) -> Vec<u8> {
+        rmp_serde::to_vec_named(self).expect("a Document always serializes")
+    }
+
+    pub fn from_msgpack(b: &[u8]) -> Result<Document, rmp_serde::decode::Error> {
+        rmp_serde::from_slice(b)
+    }
+}
+
 /// How metric values are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -214,6 +280,10 @@ impl Renderer {
                     s.push_str(&escape(k));
                     s.push('=');
                     match v {
+                        // Small integers are codes (exit 137, port 8080): exact.
+                        crate::event::Scalar::Int(i) if i.abs() < 100_000 => {
+                            let _ = write!(s, "{i}");
+                        }
                         crate::event::Scalar::Int(i) => self.number(&mut s, *i as f64),
                         crate::event::Scalar::Float(x) => self.number(&mut s, *x),
                         other => s.push_str(&self.mask(&other.to_string())),
@@ -454,5 +524,105 @@ mod tests {
         );
         assert_eq!(r.mask("block blk_-1608999687919862906 at 0xdeadbeef"), "block blk_<|NUM|> at <|HEX|>");
         assert_eq!(r.mask("forged <|FLUX|>"), "forged <FLUX|>");
+    }
+}
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+    use crate::event::{Body, Event, Phase, Scalar};
+    use std::collections::BTreeMap;
+
+    fn ev(body: Body) -> Event {
+        Event {
+            ts: 1,
+            source: "AitherMind".into(),
+            key: "AitherMind".into(),
+            body,
+            label: None,
+        }
+    }
+
+    #[test]
+    fn every_kind_renders_one_line_of_known_tokens() {
+        let r = Renderer::default();
+        let mut attrs = BTreeMap::new();
+        attrs.insert("exit_code".to_string(), Scalar::Int(137));
+        attrs.insert("pod".to_string(), Scalar::Str("mind-7f9c2d1e".into()));
+        let mut metrics = BTreeMap::new();
+        metrics.insert("cpu".to_string(), 0.424);
+        metrics.insert("latency_p99_ms".to_string(), 3120.0);
+        let cases = [
+            (
+                ev(Body::Flux { event: "crashed".into(), state: Some("degraded".into()), attrs }),
+                "<|BOE|><|FLUX|><|SVC|>AitherMind<|EVENT|>crashed<|STATE|>degraded<|ATTR|>exit_code=137<|ATTR|>pod=mind-<|HEX|><|EOE|>",
+            ),
+            (
+                ev(Body::Pulse { metrics }),
+                "<|BOE|><|PULSE|><|SVC|>AitherMind<|METRIC|>cpu=0.42<|METRIC|>latency_p99_ms=3.1k<|EOE|>",
+            ),
+            (
+                ev(Body::Log { message: "conn from 10.0.0.7:4411 refused".into(), level: Some("warn".into()) }),
+                "<|BOE|><|LOG|><|SVC|>AitherMind<|LEVEL|>WARN<|MSG|>conn from <|IP|> refused<|EOE|>",
+            ),
+            (
+                ev(Body::Chronicle { actor: "admin".into(), action: "restart".into(), target: "AitherFlux".into(), outcome: "ok".into() }),
+                "<|BOE|><|CHRONICLE|><|SVC|>AitherMind<|ACTOR|>admin<|ACTION|>restart<|TARGET|>AitherFlux<|OUTCOME|>ok<|EOE|>",
+            ),
+            (
+                ev(Body::Trace { phase: Phase::Plan, request: "req-123".into(), summary: "route to GPU".into(), duration_ms: Some(42.0) }),
+                "<|BOE|><|TRACE|><|SVC|>AitherMind<|PLAN|><|DUR|>42<|MSG|>route to GPU<|EOE|>",
+            ),
+            (
+                ev(Body::Graph { graph: "ServiceGraph".into(), src: "a".into(), rel: "calls".into(), dst: "b".into() }),
+                "<|BOE|><|GRAPH|>ServiceGraph<|SRC|>a<|REL|>calls<|DST|>b<|EOE|>",
+            ),
+        ];
+        let tok = crate::tokenizer::tokenizer();
+        for (e, want) in cases {
+            let got = r.render(&e);
+            assert_eq!(got, want);
+            assert!(!got.contains('\n'));
+            // Every <|...|> in the line is a real special token.
+            let ids = tok.encode(&got);
+            assert_eq!(tok.decode(&ids), got);
+            assert_eq!(ids.iter().filter(|&&i| i >= 256).count(), got.matches("<|").count());
+        }
+    }
+
+    #[test]
+    fn buckets_are_an_alternative() {
+        let r = Renderer::new(&RenderConfig { metric_format: MetricFormat::Buckets, ..Default::default() }).unwrap();
+        let mut metrics = BTreeMap::new();
+        metrics.insert("cpu".to_string(), 4.0);
+        assert!(r.render(&ev(Body::Pulse { metrics })).contains("cpu=b4"));
+    }
+
+    #[test]
+    fn bad_mask_is_a_clear_error() {
+        let mut cfg = RenderConfig::default();
+        cfg.masks.push(MaskSpec { pattern: "(".into(), token: "<|ID|>".into(), keep: vec![], mixed: false });
+        let e = Renderer::new(&cfg).err().unwrap().to_string();
+        assert!(e.contains("render.masks["), "{e}");
+        let mut cfg = RenderConfig::default();
+        cfg.masks[0].token = "<|NOPE|>".into();
+        assert!(Renderer::new(&cfg).is_err());
+    }
+
+    #[test]
+    fn registry_curricula() {
+        let reg = Registry::parse(
+            "services:\n  - {name: A, layer: 0, port: 80}\n  - {name: B, layer: 11, port: 81, role: dashboard, depends_on: [A]}\n",
+        )
+        .unwrap();
+        let r = Renderer::default();
+        assert_eq!(
+            r.axiomatic(&reg)[1],
+            "<|BOE|><|AXIOMATIC|><|SVC|>B<|L11|><|ROLE|>dashboard<|PORT|>81<|DEPENDS|>A<|EOE|>"
+        );
+        assert_eq!(
+            r.topology(&reg),
+            vec!["<|BOE|><|TOPOLOGY|><|GRAPH|>ServiceGraph<|SRC|>B<|REL|>depends_on<|DST|>A<|EOE|>"]
+        );
     }
 }

@@ -340,8 +340,17 @@ impl Event {
             Some((root, s)) => Some(SubjectHint::parse(root, s)?),
             None => None,
         };
-        let wire = match decode_wire(payload) {
+        let structured = payload
+            .iter()
+            .copied()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| b == b'{')
+            || matches!(payload.first(), Some(0x80..=0x8f | 0xde | 0xdf));
+        let mut wire = match decode_wire(payload) {
             Ok(w) => w,
+            // Only a payload that is not structured at all is a raw log line:
+            // a malformed map is a decode error, not a message.
+            Err(e) if structured => return Err(e),
             Err(e) => match &hint {
                 Some(h) if h.kind == Kind::Log => {
                     let line = std::str::from_utf8(payload).map_err(|_| {
@@ -356,6 +365,10 @@ impl Event {
                 _ => return Err(e),
             },
         };
+        if hint.is_some() {
+            // Labels belong to evaluation files, never to live traffic.
+            wire.label = None;
+        }
         Event::from_wire(wire, hint.as_ref(), limits, now_ms)
     }
 
@@ -398,7 +411,7 @@ impl Event {
             return Err(reject(Reason::BadTimestamp, format!("ts {ts} is negative")));
         }
         if let Some(now) = now_ms {
-            if (ts - now).abs() > limits.max_skew_ms {
+            if ts.abs_diff(now) > limits.max_skew_ms as u64 {
                 return Err(reject(
                     Reason::BadTimestamp,
                     format!("ts {ts} is {} ms from now", ts - now),

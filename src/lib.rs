@@ -13,11 +13,21 @@
 //! - [`freshness`]: the three gates: fingerprint, TTL, decay.
 //! - [`baseline`]: per-key robust baselines that turn a loss into a score.
 
+pub mod alert;
 pub mod baseline;
+pub mod bus;
+pub mod cli_ops;
 pub mod curriculum;
+pub mod digest;
 pub mod event;
 pub mod freshness;
+pub mod harvester;
+pub mod logging;
 pub mod model;
 pub mod registry;
+pub mod run;
+pub mod scorer;
+pub mod silence;
 pub mod sim;
 pub mod tokenizer;
+pub mod trainer;

@@ -55,3 +55,14 @@ pub struct EventLoss {
     /// `token_losses[i]` is the loss of `event[i + 1]`.
     pub token_losses: Vec<f32>,
 }
+
+pub mod bench;
+pub mod checkpoint;
+pub mod gpt;
+pub mod score;
+pub mod train;
+
+pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
+pub use gpt::Gpt;
+pub use score::{score, score_with, surprising_span, Engine};
+pub use train::{train, TrainConfig, TrainReport};

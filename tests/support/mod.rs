@@ -21,7 +21,11 @@ pub fn tools_dir() -> PathBuf {
 
 pub fn nats_server_bin() -> PathBuf {
     let p = tools_dir().join("bin/nats-server");
-    assert!(p.exists(), "{} missing: run `make setup` (or `make test`)", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `make setup` (or `make test`)",
+        p.display()
+    );
     p
 }
 
@@ -31,7 +35,11 @@ pub fn proprio_bin() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl NatsServer {
@@ -60,7 +68,10 @@ impl NatsServer {
         let url = format!("nats://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         NatsServer {

@@ -1,0 +1,416 @@
+//! The harvester: turns the telemetry stream into the curriculum the trainer
+//! learns from.
+//!
+//! Each telemetry message is decoded and validated against its subject;
+//! what fails is dead-lettered with its reason and terminated (a bad payload
+//! stays bad, so redelivering it would only loop). What passes is rendered
+//! to one line, sampled so that no single source dominates what the model
+//! learns, stamped with the fingerprint epoch, and published on
+//! `proprio.curriculum.<curriculum>`. The telemetry message is acknowledged
+//! only once that publish is acknowledged: a crash or an outage in between
+//! means a redelivery, never a silent loss.
+
+use crate::bus::{self, Bus, Feed};
+use crate::curriculum::{Document, RenderConfig, Renderer};
+use crate::event::{Event, Kind, Limits, Reason};
+use crate::freshness::{Clock, Gates, SystemClock};
+use anyhow::{Context as _, Result};
+use async_nats::jetstream::{self, AckKind};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Harvester settings.
+#[derive(Debug, Clone)]
+pub struct HarvesterConfig {
+    pub limits: Limits,
+    pub render: RenderConfig,
+    /// Its key files define the fingerprint epoch stamped on every document.
+    pub gates: Gates,
+    /// Most documents one source may contribute per minute of event time;
+    /// past it the source's events are dropped until the next minute.
+    pub budget_per_minute: u32,
+    /// How often the key files are re-hashed. Hashing per message would
+    /// cost disk reads on the hot path for a change that happens on deploys.
+    pub fingerprint_every: Duration,
+    /// Most sources/keys whose sampling state is kept; beyond it the state
+    /// is reset, which at worst lets one extra document per source through.
+    pub max_tracked: usize,
+    /// Curriculum publishes awaiting their ack at once; bounds memory and
+    /// how much is redelivered after a crash.
+    pub in_flight: usize,
+}
+
+impl Default for HarvesterConfig {
+    fn default() -> Self {
+        HarvesterConfig {
+            limits: Limits::default(),
+            render: RenderConfig::default(),
+            gates: Gates::default(),
+            budget_per_minute: 120,
+            fingerprint_every: Duration::from_secs(60),
+            max_tracked: 50_000,
+            in_flight: 256,
+        }
+    }
+}
+
+/// What the harvester has done, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct HarvestStats {
+    /// Deliveries seen (a redelivery counts again).
+    pub received: AtomicU64,
+    /// Documents published and acknowledged on the curriculum stream.
+    pub harvested: AtomicU64,
+    /// Dropped on purpose: the source was over its per-minute budget.
+    pub sampled_out: AtomicU64,
+    /// Dropped on purpose: a pulse identical to the key's previous one.
+    pub collapsed: AtomicU64,
+    /// Curriculum or DLQ publishes that failed; the message was handed back
+    /// for redelivery.
+    pub failed: AtomicU64,
+    rejected: [AtomicU64; Reason::ALL.len()],
+}
+
+impl HarvestStats {
+    pub fn rejected(&self, reason: Reason) -> u64 {
+        let i = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.rejected[i].load(Ordering::Relaxed)
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Rejections per reason, only the reasons seen.
+    pub fn rejected_by_reason(&self) -> Vec<(Reason, u64)> {
+        Reason::ALL
+            .iter()
+            .zip(&self.rejected)
+            .map(|(r, a)| (*r, a.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    fn count_reject(&self, reason: Reason) {
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
+            self.rejected[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+impl std::fmt::Display for HarvestStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "received={} harvested={} sampled_out={} collapsed={} rejected={} failed={}",
+            load(&self.received),
+            load(&self.harvested),
+            load(&self.sampled_out),
+            load(&self.collapsed),
+            self.rejected_total(),
+            load(&self.failed)
+        )
+    }
+}
+
+/// The sampler's decision for one document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sample {
+    Keep,
+    /// The source already used its budget for this minute.
+    OverBudget,
+    /// A heartbeat saying exactly what the key's previous one said.
+    Collapsed,
+}
+
+/// Keeps a chatty source from crowding out the others: a per-source budget
+/// per minute of event time (event time, so replaying a backlog samples it
+/// as it happened rather than squeezing hours into one minute's budget),
+/// and identical consecutive heartbeats collapsed to one.
+#[derive(Debug)]
+pub struct Sampler {
+    budget: u32,
+    max_tracked: usize,
+    /// source -> (minute, documents kept in it)
+    windows: HashMap<String, (i64, u32)>,
+    /// key -> hash of its last pulse's rendered text
+    last_pulse: HashMap<String, u64>,
+}
+
+impl Sampler {
+    pub fn new(budget_per_minute: u32, max_tracked: usize) -> Sampler {
+        Sampler {
+            budget: budget_per_minute,
+            max_tracked: max_tracked.max(1),
+            windows: HashMap::new(),
+            last_pulse: HashMap::new(),
+        }
+    }
+
+    pub fn admit(&mut self, ev: &Event, text: &str) -> Sample {
+        if ev.kind() == Kind::Pulse {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            text.hash(&mut h);
+            let h = h.finish();
+            if self.last_pulse.len() >= self.max_tracked && !self.last_pulse.contains_key(&ev.key) {
+                self.last_pulse.clear();
+            }
+            if self.last_pulse.insert(ev.key.clone(), h) == Some(h) {
+                return Sample::Collapsed;
+            }
+        }
+        let minute = ev.ts.div_euclid(60_000);
+        if self.windows.len() >= self.max_tracked && !self.windows.contains_key(&ev.source) {
+            self.windows.clear();
+        }
+        let w = self.windows.entry(ev.source.clone()).or_insert((minute, 0));
+        // Only a later minute resets: an out-of-order event counts against
+        // the current one instead of opening a fresh budget.
+        if minute > w.0 {
+            *w = (minute, 0);
+        }
+        if w.1 >= self.budget {
+            return Sample::OverBudget;
+        }
+        w.1 += 1;
+        Sample::Keep
+    }
+}
+
+/// The fingerprint epoch, re-read from the key files now and then.
+struct Epoch {
+    gates: Gates,
+    every: Duration,
+    value: String,
+    at: Instant,
+}
+
+impl Epoch {
+    fn new(gates: Gates, every: Duration) -> Result<Epoch> {
+        let value = gates
+            .fingerprint()
+            .context("computing the fingerprint epoch")?;
+        Ok(Epoch {
+            gates,
+            every,
+            value,
+            at: Instant::now(),
+        })
+    }
+
+    fn current(&mut self) -> &str {
+        if self.at.elapsed() >= self.every {
+            self.at = Instant::now();
+            match self.gates.fingerprint() {
+                Ok(v) => {
+                    if v != self.value {
+                        tracing::info!(from = %self.value, to = %v, "fingerprint epoch changed");
+                    }
+                    self.value = v;
+                }
+                // Keep the last known epoch: a transient read error is not an
+                // architecture change.
+                Err(e) => tracing::warn!("fingerprint: {e:#}; keeping the previous epoch"),
+            }
+        }
+        &self.value
+    }
+}
+
+/// What to do with one telemetry message once it has been looked at.
+enum Action {
+    Publish { subject: String, payload: Vec<u8> },
+    DeadLetter { reason: Reason, detail: String },
+    Drop,
+}
+
+/// The harvester role.
+pub struct Harvester {
+    bus: Bus,
+    cfg: HarvesterConfig,
+    clock: Arc<dyn Clock>,
+    stats: Arc<HarvestStats>,
+}
+
+impl Harvester {
+    pub fn new(bus: Bus, cfg: HarvesterConfig) -> Harvester {
+        Harvester {
+            bus,
+            cfg,
+            clock: Arc::new(SystemClock),
+            stats: Arc::new(HarvestStats::default()),
+        }
+    }
+
+    /// "Now" for the timestamp skew check.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Harvester {
+        self.clock = clock;
+        self
+    }
+
+    pub fn stats(&self) -> Arc<HarvestStats> {
+        self.stats.clone()
+    }
+
+    /// Harvests until `shutdown` resolves, then lets the publishes in flight
+    /// finish (and their messages be acked) for up to a few seconds.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let renderer = Renderer::new(&self.cfg.render).context("harvester renderer")?;
+        let mut epoch = Epoch::new(self.cfg.gates.clone(), self.cfg.fingerprint_every)?;
+        let mut sampler = Sampler::new(self.cfg.budget_per_minute, self.cfg.max_tracked);
+        let mut feed: Feed = self
+            .bus
+            .feed(
+                bus::STREAM_TELEMETRY,
+                bus::CONSUMER_HARVESTER,
+                &self.bus.telemetry_filter(),
+            )
+            .await?;
+        let cap = self.cfg.in_flight.max(1);
+        let mut inflight = FuturesUnordered::new();
+        tokio::pin!(shutdown);
+        tracing::info!("harvester: running");
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(()) = inflight.next(), if !inflight.is_empty() => {}
+                msg = feed.next(), if inflight.len() < cap => {
+                    self.stats.received.fetch_add(1, Ordering::Relaxed);
+                    let action = self.look_at(&msg, &renderer, &mut epoch, &mut sampler);
+                    inflight.push(finish(self.bus.clone(), self.stats.clone(), msg, action));
+                }
+            }
+        }
+        let drain = async { while inflight.next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(5), drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "harvester: publishes still in flight at shutdown; they will be redelivered"
+            );
+        }
+        tracing::info!("harvester: stopped ({})", self.stats);
+        Ok(())
+    }
+
+    fn look_at(
+        &self,
+        msg: &jetstream::Message,
+        renderer: &Renderer,
+        epoch: &mut Epoch,
+        sampler: &mut Sampler,
+    ) -> Action {
+        let now = self.clock.now_ms();
+        let ev = match Event::decode(
+            &msg.payload,
+            Some((self.bus.root(), msg.subject.as_str())),
+            &self.cfg.limits,
+            Some(now),
+        ) {
+            Ok(ev) => ev,
+            Err(rej) => {
+                return Action::DeadLetter {
+                    reason: rej.reason,
+                    detail: rej.detail,
+                }
+            }
+        };
+        let doc = Document::of_event(renderer, &ev, epoch.current());
+        // A redelivery was already admitted once; sampling it again would
+        // find it "identical to itself" and drop it.
+        let first_delivery = msg.info().map(|i| i.delivered <= 1).unwrap_or(true);
+        if first_delivery {
+            match sampler.admit(&ev, &doc.text) {
+                Sample::Keep => {}
+                Sample::OverBudget => {
+                    self.stats.sampled_out.fetch_add(1, Ordering::Relaxed);
+                    return Action::Drop;
+                }
+                Sample::Collapsed => {
+                    self.stats.collapsed.fetch_add(1, Ordering::Relaxed);
+                    return Action::Drop;
+                }
+            }
+        }
+        Action::Publish {
+            subject: bus::curriculum_subject(doc.curriculum),
+            payload: doc.to_msgpack(),
+        }
+    }
+}
+
+/// Carries out an action and only then settles the telemetry message: acked
+/// once its document (or dead letter) is stored, terminated when rejected,
+/// handed back with a growing delay when the publish failed.
+async fn finish(bus: Bus, stats: Arc<HarvestStats>, msg: jetstream::Message, action: Action) {
+    let (delivered, id) = match msg.info() {
+        Ok(i) => (
+            i.delivered,
+            Some(format!("{}:{}", i.stream, i.stream_sequence)),
+        ),
+        Err(_) => (1, None),
+    };
+    let (result, done) = match action {
+        Action::Drop => (Ok(()), AckKind::Ack),
+        Action::Publish { subject, payload } => {
+            let r = match &id {
+                Some(id) => bus
+                    .publish_once(subject, payload, None, id)
+                    .await
+                    .map(|_| ()),
+                None => bus.publish_acked(subject, payload, None).await,
+            };
+            if r.is_ok() {
+                stats.harvested.fetch_add(1, Ordering::Relaxed);
+            }
+            (r, AckKind::Ack)
+        }
+        Action::DeadLetter { reason, detail } => {
+            let r = bus
+                .publish_dlq(
+                    reason,
+                    &detail,
+                    msg.subject.as_str(),
+                    msg.payload.clone(),
+                    id.as_deref(),
+                )
+                .await;
+            if r.is_ok() {
+                stats.count_reject(reason);
+                tracing::debug!(subject = %msg.subject, reason = reason.as_str(), "dead-lettered: {detail}");
+            }
+            (r, AckKind::Term)
+        }
+    };
+    let kind = match result {
+        Ok(()) => done,
+        Err(e) => {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(subject = %msg.subject, delivered, "harvest failed, will retry: {e:#}");
+            AckKind::Nak(Some(bus::nak_delay(delivered)))
+        }
+    };
+    if let Err(e) = msg.ack_with(kind).await {
+        tracing::warn!(subject = %msg.subject, "ack failed (the message will be redelivered): {e}");
+    }
+}
+
+/// Runs the harvester role until `shutdown` resolves.
+pub async fn run(bus: Bus, cfg: HarvesterConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    Harvester::new(bus, cfg).run(shutdown).await
+}

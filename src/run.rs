@@ -1,0 +1,269 @@
+//! `proprio run`: the roles in one process. Every role talks only to NATS,
+//! so the same roles can as well run in many processes (`--roles scorer`).
+
+use crate::bus::{Bus, BusConfig, SUBJECT_TICK_TRAIN};
+use crate::cli_ops::{parse_duration, NatsArgs};
+use crate::harvester::{Harvester, HarvesterConfig};
+use crate::scorer::role::{Scorer, ScorerConfig};
+use crate::silence::{SilenceConfig, SilenceWatch};
+use crate::trainer::cycle::{Trainer, TrainerConfig};
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Harvester,
+    Scorer,
+    Trainer,
+    Silence,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Harvester, Role::Scorer, Role::Trainer, Role::Silence];
+
+    pub fn parse(s: &str) -> Result<Role> {
+        Ok(match s.trim() {
+            "harvester" => Role::Harvester,
+            "scorer" => Role::Scorer,
+            "trainer" => Role::Trainer,
+            "silence" => Role::Silence,
+            other => bail!("unknown role {other:?} (harvester, scorer, trainer, silence)"),
+        })
+    }
+}
+
+fn parse_roles(s: &str) -> Result<Vec<Role>, String> {
+    let mut out = Vec::new();
+    for r in s.split(',').filter(|r| !r.trim().is_empty()) {
+        let r = Role::parse(r).map_err(|e| e.to_string())?;
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    if out.is_empty() {
+        return Err("no role given".into());
+    }
+    Ok(out)
+}
+
+/// Run proprio's roles against a NATS server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    /// Roles to run, comma-separated.
+    #[arg(long, default_value = "harvester,scorer,trainer,silence", value_parser = parse_roles)]
+    pub roles: Vec<Role>,
+    /// Publish a training tick this often (e.g. 6h); without it, any scheduler may publish `proprio.tick.train`.
+    #[arg(long, value_parser = parse_duration)]
+    pub train_every: Option<Duration>,
+    /// Telemetry subject root.
+    #[arg(long, default_value = "os", env = "PROPRIO_ROOT")]
+    pub root: String,
+    /// Score at or above which an alert is published.
+    #[arg(long, default_value_t = 3.0)]
+    pub threshold: f32,
+    /// Per source and kind, at most one alert per this much event time.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub cooldown: Duration,
+    /// The service registry (axiomatic and topology curricula; part of the fingerprint).
+    #[arg(long, default_value = "deploy/services.yaml")]
+    pub registry: PathBuf,
+    /// Steps of a cold-start training cycle.
+    #[arg(long, default_value_t = 500)]
+    pub cold_steps: usize,
+    /// Steps of an incremental training cycle.
+    #[arg(long, default_value_t = 200)]
+    pub incremental_steps: usize,
+    /// A silent source is alerted once quiet for this many times its usual interval.
+    #[arg(long, default_value_t = 3.0)]
+    pub silence_multiple: f64,
+    /// Threads for the model.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Least time between two digests republished because alerts arrived.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub digest_debounce: Duration,
+}
+
+/// Handles to the roles started by [`start`], for the demo and tests.
+pub struct Running {
+    pub scorer: Option<Arc<crate::scorer::role::ScorerStats>>,
+    pub harvester: Option<Arc<crate::harvester::HarvestStats>>,
+    pub trainer: Option<Arc<crate::trainer::cycle::TrainerStats>>,
+    pub silence: Option<Arc<crate::silence::SilenceStats>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<(Role, tokio::task::JoinHandle<Result<()>>)>,
+}
+
+impl Running {
+    /// Stops every role and waits for them.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        for (role, t) in self.tasks {
+            match t.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(?role, "role failed: {e:#}"),
+                Err(e) => tracing::error!(?role, "role panicked: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until a role ends on its own (an error), or `shutdown` resolves.
+    pub async fn wait(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        let tasks = std::mem::take(&mut self.tasks);
+        let (roles, handles): (Vec<Role>, Vec<_>) = tasks.into_iter().unzip();
+        tokio::pin!(shutdown);
+        let first = tokio::select! {
+            _ = &mut shutdown => None,
+            (r, i, rest) = futures::future::select_all(handles) => Some((r, roles[i], rest)),
+        };
+        let _ = self.stop.send(true);
+        if let Some((r, role, rest)) = first {
+            for t in rest {
+                let _ = t.await;
+            }
+            match r {
+                Ok(Ok(())) => bail!("role {role:?} stopped"),
+                Ok(Err(e)) => return Err(e.context(format!("role {role:?} failed"))),
+                Err(e) => bail!("role {role:?} panicked: {e}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn stopped(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut rx = rx.clone();
+    async move {
+            let _ = rx.wait_for(|s| *s).await.map(|_| ());
+    }
+}
+
+/// Connects, ensures the streams and buckets, and starts the roles.
+pub async fn start(args: &RunArgs) -> Result<Running> {
+    crate::model::score::set_threads(args.threads.max(1));
+    let bus = Bus::connect(&BusConfig {
+        root: args.root.clone(),
+        ..BusConfig::with_url(args.nats.nats.clone())
+    })
+    .await?;
+    bus.ensure().await?;
+    let gates = crate::freshness::Gates {
+        key_files: vec![args.registry.clone()],
+        ..Default::default()
+    };
+    let (stop, rx) = watch::channel(false);
+    let mut r = Running {
+        scorer: None,
+        harvester: None,
+        trainer: None,
+        silence: None,
+        stop,
+        tasks: Vec::new(),
+    };
+    for role in &args.roles {
+        let bus = bus.clone();
+        let shutdown = stopped(&rx);
+        let task = match role {
+            Role::Harvester => {
+                let h = Harvester::new(
+                    bus,
+                    HarvesterConfig {
+                        gates: gates.clone(),
+                        ..Default::default()
+                    },
+                );
+                r.harvester = Some(h.stats());
+                tokio::spawn(h.run(shutdown))
+            }
+            Role::Scorer => {
+                let s = Scorer::new(
+                    bus,
+                    ScorerConfig {
+                        threshold: args.threshold,
+                        cooldown_ms: args.cooldown.as_millis() as i64,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+                r.scorer = Some(s.stats());
+                tokio::spawn(s.run(shutdown))
+            }
+            Role::Trainer => {
+                let t = Trainer::new(
+                    bus.clone(),
+                    TrainerConfig {
+                        registry: args.registry.clone(),
+                        gates: gates.clone(),
+                        cold_steps: args.cold_steps,
+                        incremental_steps: args.incremental_steps,
+                        threshold: args.threshold,
+                        digest_debounce: args.digest_debounce,
+                        ..Default::default()
+                    },
+                );
+                r.trainer = Some(t.stats());
+                if let Some(every) = args.train_every {
+                    let client = bus.client().clone();
+                    let stop = stopped(&rx);
+                    tokio::spawn(async move {
+                        tokio::pin!(stop);
+                        let mut iv = tokio::time::interval(every);
+                        iv.tick().await;
+                        loop {
+                            tokio::select! {
+                                _ = iv.tick() => {
+                                    if let Err(e) = client.publish(SUBJECT_TICK_TRAIN, "{}".into()).await {
+                                        tracing::warn!("training tick not published: {e}");
+                                    }
+                                }
+                                _ = &mut stop => break,
+                            }
+                        }
+                    });
+                }
+                tokio::spawn(t.run(shutdown))
+            }
+            Role::Silence => {
+                let w = SilenceWatch::new(
+                    bus,
+                    SilenceConfig {
+                        multiple: args.silence_multiple,
+                        ..Default::default()
+                    },
+                    Arc::new(crate::freshness::SystemClock),
+                );
+                r.silence = Some(w.stats());
+                tokio::spawn(w.run(shutdown))
+            }
+        };
+        r.tasks.push((*role, task));
+    }
+    tracing::info!(roles = ?args.roles, "proprio running");
+    Ok(r)
+}
+
+/// `proprio run` until Ctrl-C or SIGTERM.
+pub async fn run(args: RunArgs) -> Result<()> {
+    let running = start(&args).await?;
+    running
+        .wait(async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        })
+        .await
+}

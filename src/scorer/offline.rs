@@ -1,0 +1,98 @@
+//! `proprio score`: every event of a file scored in the context of its key.
+
+use super::{finish, EventScorer, Scored};
+use crate::curriculum::{RenderConfig, Renderer};
+use crate::event::{read_jsonl, Event, Kind};
+use crate::model::checkpoint::Checkpoint;
+use anyhow::Result;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScoreArgs {
+    /// Checkpoint written by `proprio train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Event file (JSON lines).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Forward-pass batch size.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Threads for libtorch.
+    #[arg(long, default_value_t = 2)]
+    pub threads: i32,
+}
+
+/// One output line of `proprio score`.
+#[derive(Debug, serde::Serialize)]
+pub struct ScoreLine<'a> {
+    pub ts: i64,
+    pub source: &'a str,
+    pub key: &'a str,
+    pub kind: Kind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<&'a str>,
+    #[serde(flatten)]
+    pub scored: &'a Scored,
+}
+
+/// Events scored per call of the forward pass driver, to bound memory on big files.
+const CHUNK: usize = 4096;
+
+/// Scores events in order, each in the context of the previous events of its key.
+pub fn score_events(ck: &Checkpoint, events: &[Event], batch: usize) -> Result<Vec<Scored>> {
+    let mut out = Vec::with_capacity(events.len());
+    score_events_with(ck, events, batch, |_, s| {
+        out.push(s);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Streams scores to `sink` in event order.
+pub fn score_events_with(
+    ck: &Checkpoint,
+    events: &[Event],
+    batch: usize,
+    mut sink: impl FnMut(&Event, Scored) -> Result<()>,
+) -> Result<()> {
+    let renderer = Renderer::new(&RenderConfig::default())?;
+    let mut scorer = EventScorer::new(
+        renderer,
+        ck.meta.config.block_size,
+        super::Contexts::DEFAULT_MAX_KEYS,
+    );
+    for chunk in events.chunks(CHUNK) {
+        let prepared: Vec<_> = chunk.iter().map(|e| scorer.prepare_event(e)).collect();
+        let items: Vec<_> = prepared.iter().map(|p| p.item.clone()).collect();
+        let losses = crate::model::score::score(&ck.gpt, &items, batch);
+        for ((ev, p), l) in chunk.iter().zip(&prepared).zip(&losses) {
+            sink(ev, finish(p, l, &ck.meta.baselines))?;
+        }
+    }
+    Ok(())
+}
+
+pub fn run(args: ScoreArgs) -> Result<()> {
+    crate::model::score::set_threads(args.threads.max(1) as usize);
+    let ck = Checkpoint::load(&args.model)?;
+    let events = read_jsonl(&args.input)?;
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    score_events_with(&ck, &events, args.batch, |ev, s| {
+        let line = ScoreLine {
+            ts: ev.ts,
+            source: &ev.source,
+            key: &ev.key,
+            kind: ev.kind(),
+            label: ev.label.as_deref(),
+            scored: &s,
+        };
+        serde_json::to_writer(&mut w, &line)?;
+        w.write_all(b"\n")?;
+        Ok(())
+    })?;
+    w.flush()?;
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! The scorer role on the bus: every replica binds the one durable pull
+//! consumer `proprio-scorer` (scale out = start another replica), scores
+//! micro-batches in the model thread and publishes an alert when an event's
+//! score passes the threshold. A telemetry message is acknowledged only after
+//! its alert, if any, is stored; the alert's `Nats-Msg-Id` is the telemetry
+//! message's stream sequence, so a redelivered event never alerts twice.
+
+use super::worker::{ModelInfo, ModelWorker};
+use super::{finish, EventScorer, Prepared, Scored};
+use crate::alert::{Alert, AlertBaseline, AlertReason, Diagnoser, Span};
+use crate::bus::{Bus, CONSUMER_SCORER, STREAM_TELEMETRY, SUBJECT_MODEL_PUBLISHED};
+use crate::curriculum::{RenderConfig, Renderer};
+use crate::event::{Event, Kind, Limits};
+use crate::freshness::{Clock, SystemClock};
+use crate::model::checkpoint::Checkpoint;
+use crate::trainer::cycle::ModelNotice;
+use anyhow::Result;
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ScorerConfig {
+    /// Score at or above which an alert is published.
+    pub threshold: f32,
+    /// Most events in one forward pass.
+    pub batch: usize,
+    /// Longest wait for a batch to fill once its first event has arrived.
+    pub max_wait: Duration,
+    /// Per source and kind, at most one alert per this much event time.
+    pub cooldown_ms: i64,
+    /// Keys whose context is kept (least recently used evicted).
+    pub max_keys: usize,
+    pub limits: Limits,
+    pub render: RenderConfig,
+    pub diagnoser: Diagnoser,
+}
+
+impl Default for ScorerConfig {
+    fn default() -> Self {
+        ScorerConfig {
+            threshold: 3.0,
+            batch: 64,
+            max_wait: Duration::from_millis(20),
+            cooldown_ms: 60_000,
+            max_keys: super::Contexts::DEFAULT_MAX_KEYS,
+            limits: Limits::default(),
+            render: RenderConfig::default(),
+            diagnoser: Diagnoser::default(),
+        }
+    }
+}
+
+/// Counters a test or the metrics endpoint can read.
+#[derive(Debug, Default)]
+pub struct ScorerStats {
+    pub scored: AtomicU64,
+    pub batches: AtomicU64,
+    /// Events that arrived while there was no model yet.
+    pub warming: AtomicU64,
+    pub invalid: AtomicU64,
+    pub alerts: AtomicU64,
+    /// Alerts the stream had already stored (a redelivery, or another replica).
+    pub duplicate_alerts: AtomicU64,
+    pub cooled_down: AtomicU64,
+    pub muted: AtomicU64,
+    pub swaps: AtomicU64,
+}
+
+impl ScorerStats {
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// Remembers the last alert per (source, kind); bounded.
+struct Cooldown {
+    last: HashMap<(String, Kind), i64>,
+    window_ms: i64,
+}
+
+impl Cooldown {
+    const MAX: usize = 10_000;
+
+    /// True when an alert at `ts` may go out, and then records it.
+    fn admit(&mut self, source: &str, kind: Kind, ts: i64) -> bool {
+        if let Some(&t) = self.last.get(&(source.to_string(), kind)) {
+            if ts >= t && ts - t < self.window_ms {
+                return false;
+            }
+        }
+        if self.last.len() >= Self::MAX {
+            let w = self.window_ms;
+            self.last.retain(|_, t| ts - *t < w);
+        }
+        self.last.insert((source.to_string(), kind), ts);
+        true
+    }
+}
+
+pub struct Scorer {
+    bus: Bus,
+    cfg: ScorerConfig,
+    worker: ModelWorker,
+    stats: Arc<ScorerStats>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Scorer {
+    /// A scorer with the model currently published on the bus, if any.
+    pub async fn new(bus: Bus, cfg: ScorerConfig) -> Result<Scorer> {
+        let worker = ModelWorker::spawn(None, cfg.batch);
+        let s = Scorer {
+            bus,
+            cfg,
+            worker,
+            stats: Arc::new(ScorerStats::default()),
+            clock: Arc::new(SystemClock),
+        };
+        if let Some(notice) = ModelNotice::current(&s.bus).await? {
+            if let Err(e) = load_and_swap(&s.bus, &s.worker, &notice, &s.stats).await {
+                tracing::warn!("the published model {} could not be loaded: {e:#}", notice.version);
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn stats(&self) -> Arc<ScorerStats> {
+        self.stats.clone()
+    }
+
+    pub fn worker(&self) -> ModelWorker {
+        self.worker.clone()
+    }
+
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        // Model notices: swap between batches, never inside one.
+        let mut notices = self
+            .bus
+            .client()
+            .subscribe(SUBJECT_MODEL_PUBLISHED)
+            .await?;
+        let (bus2, worker2, stats2) = (self.bus.clone(), self.worker.clone(), self.stats.clone());
+        let watcher = tokio::spawn(async move {
+            while let Some(m) = notices.next().await {
+                match serde_json::from_slice::<ModelNotice>(&m.payload) {
+                    Ok(n) => {
+                        if let Err(e) = load_and_swap(&bus2, &worker2, &n, &stats2).await {
+                            tracing::warn!("model {} not swapped in: {e:#}", n.version);
+                        }
+                    }
+                    Err(e) => tracing::warn!("ignoring a malformed model notice: {e}"),
+                }
+            }
+        });
+        let mut feed = self
+            .bus
+            .feed(STREAM_TELEMETRY, CONSUMER_SCORER, &self.bus.telemetry_filter())
+            .await?;
+        let renderer = Renderer::new(&self.cfg.render)?;
+        let mut scorer = EventScorer::new(renderer, 128, self.cfg.max_keys);
+        let mut cooldown = Cooldown {
+            last: HashMap::new(),
+            window_ms: self.cfg.cooldown_ms,
+        };
+        tokio::pin!(shutdown);
+        loop {
+            let first = tokio::select! {
+                m = feed.next() => m,
+                _ = &mut shutdown => break,
+            };
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + self.cfg.max_wait;
+            while batch.len() < self.cfg.batch {
+                match tokio::time::timeout_at(deadline, feed.next()).await {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.process(&mut scorer, &mut cooldown, batch).await {
+                tracing::warn!("scoring a batch: {e:#}");
+            }
+        }
+        watcher.abort();
+        Ok(())
+    }
+
+    async fn process(
+        &self,
+        scorer: &mut EventScorer,
+        cooldown: &mut Cooldown,
+        batch: Vec<jetstream::Message>,
+    ) -> Result<()> {
+        let now = self.clock.now_ms();
+        let root = self.bus.root().to_string();
+        let mut valid: Vec<(jetstream::Message, Event, Prepared)> = Vec::with_capacity(batch.len());
+        for m in batch {
+            match Event::decode(&m.payload, Some((&root, m.subject.as_str())), &self.cfg.limits, Some(now)) {
+                Ok(ev) => {
+                    let p = scorer.prepare_event(&ev);
+                    valid.push((m, ev, p));
+                }
+                Err(_) => {
+                    // The harvester dead-letters it; here it is just not scored.
+                    self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                    let _ = m.ack_with(AckKind::Term).await;
+                }
+            }
+        }
+        if valid.is_empty() {
+            return Ok(());
+        }
+        let items = valid.iter().map(|(_, _, p)| p.item.clone()).collect();
+        let Some((losses, info)) = self.worker.score(items).await else {
+            self.stats.warming.fetch_add(valid.len() as u64, Ordering::Relaxed);
+            for (m, _, _) in valid {
+                let _ = m.ack().await;
+            }
+            return Ok(());
+        };
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.scored.fetch_add(valid.len() as u64, Ordering::Relaxed);
+        for ((m, ev, p), loss) in valid.into_iter().zip(&losses) {
+            let s = finish(&p, loss, &info.baselines);
+            let ok = if s.score >= self.cfg.threshold {
+                self.alert(&m, &ev, &s, &info, cooldown, now).await
+            } else {
+                Ok(())
+            };
+            match ok {
+                Ok(()) => {
+                    let _ = m.ack().await;
+                }
+                Err(e) => {
+                    tracing::warn!("alert for {} not published, will retry: {e:#}", ev.source);
+                    let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn alert(
+        &self,
+        m: &jetstream::Message,
+        ev: &Event,
+        s: &Scored,
+        info: &ModelInfo,
+        cooldown: &mut Cooldown,
+        now: i64,
+    ) -> Result<()> {
+        if self.bus.is_muted(&ev.source, now).await? {
+            self.stats.muted.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        if !cooldown.admit(&ev.source, ev.kind(), ev.ts) {
+            self.stats.cooled_down.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let alert = surprise_alert(ev, s, &self.cfg.diagnoser, Some(&info.version), seq);
+        let fresh = self
+            .bus
+            .publish_once(alert.subject(), alert.to_msgpack(), None, &alert.id)
+            .await?;
+        if fresh {
+            self.stats.alerts.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.duplicate_alerts.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// The alert for a surprising event.
+pub fn surprise_alert(
+    ev: &Event,
+    s: &Scored,
+    diagnoser: &Diagnoser,
+    model: Option<&str>,
+    stream_seq: u64,
+) -> Alert {
+    let b = s.baseline.unwrap_or(crate::baseline::Stat {
+        median: 0.0,
+        scale: 0.0,
+        n: 0,
+    });
+    Alert {
+        id: Alert::id_for_message(STREAM_TELEMETRY, stream_seq),
+        ts: ev.ts,
+        source: ev.source.clone(),
+        key: ev.key.clone(),
+        kind: ev.kind(),
+        score: s.score,
+        loss: s.loss,
+        baseline: AlertBaseline {
+            median: b.median,
+            scale: b.scale,
+            of: s.baseline_of,
+        },
+        rendered: s.rendered.clone(),
+        span: Span {
+            text: s.span.text.clone(),
+            start: s.span.start,
+            end: s.span.end,
+            loss: s.span.loss,
+        },
+        diagnosis: diagnoser.diagnose_event(ev),
+        model: model.map(str::to_string),
+        reason: AlertReason::Surprise,
+    }
+}
+
+async fn load_and_swap(
+    bus: &Bus,
+    worker: &ModelWorker,
+    n: &ModelNotice,
+    stats: &ScorerStats,
+) -> Result<()> {
+    if worker.info().await.map(|i| i.version) == Some(n.version.clone()) {
+        return Ok(());
+    }
+    let bytes = bus
+        .get_model_bytes(&n.object)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("model object {} is missing", n.object))?;
+    let ck = tokio::task::spawn_blocking(move || Checkpoint::from_bytes(&bytes)).await??;
+    let info = worker.swap(ck).await?;
+    stats.swaps.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(version = %info.version, "scorer switched model");
+    Ok(())
+}

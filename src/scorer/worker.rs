@@ -1,0 +1,115 @@
+//! The model's own thread. A tch `Tensor` is Send but not Sync, so rather than
+//! lock a model across async tasks, one thread owns it and async code talks
+//! to it over channels. A new model is swapped in between two requests, so
+//! every batch is scored by exactly one model, start to finish.
+
+use crate::baseline::Baselines;
+use crate::model::checkpoint::Checkpoint;
+use crate::model::{EventLoss, ScoreItem};
+use std::sync::mpsc;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// What a batch was scored with.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub version: String,
+    pub baselines: Arc<Baselines>,
+    pub val_loss: f32,
+    pub created_at_ms: i64,
+}
+
+enum Request {
+    Score {
+        items: Vec<ScoreItem>,
+        reply: oneshot::Sender<Option<(Vec<EventLoss>, ModelInfo)>>,
+    },
+    Swap {
+        ckpt: Box<Checkpoint>,
+        reply: oneshot::Sender<ModelInfo>,
+    },
+    Info {
+        reply: oneshot::Sender<Option<ModelInfo>>,
+    },
+}
+
+/// A handle to the model thread; cheap to clone.
+#[derive(Clone)]
+pub struct ModelWorker {
+    tx: mpsc::Sender<Request>,
+}
+
+impl ModelWorker {
+    /// Starts the thread, with `ckpt` in service if given. `batch` bounds the
+    /// forward pass's batch size.
+    pub fn spawn(ckpt: Option<Checkpoint>, batch: usize) -> ModelWorker {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("proprio-model".into())
+            .spawn(move || serve(rx, ckpt, batch.max(1)))
+            .expect("spawning the model thread");
+        ModelWorker { tx }
+    }
+
+    /// Scores items with the model in service; `None` while there is no model ("warming").
+    pub async fn score(&self, items: Vec<ScoreItem>) -> Option<(Vec<EventLoss>, ModelInfo)> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::Score { items, reply }).ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// Puts `ckpt` in service for every later request.
+    pub async fn swap(&self, ckpt: Checkpoint) -> anyhow::Result<ModelInfo> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Swap {
+                ckpt: Box::new(ckpt),
+                reply,
+            })
+            .map_err(|_| anyhow::anyhow!("the model thread has stopped"))?;
+        Ok(rx.await?)
+    }
+
+    pub async fn info(&self) -> Option<ModelInfo> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::Info { reply }).ok()?;
+        rx.await.ok().flatten()
+    }
+}
+
+fn info_of(c: &Checkpoint) -> ModelInfo {
+    ModelInfo {
+        version: c.meta.version.clone(),
+        baselines: Arc::new(c.meta.baselines.clone()),
+        val_loss: c.meta.val_loss,
+        created_at_ms: c.meta.created_at_ms,
+    }
+}
+
+fn serve(rx: mpsc::Receiver<Request>, ckpt: Option<Checkpoint>, batch: usize) {
+    let mut current = ckpt.map(|c| {
+        let i = info_of(&c);
+        (c, i)
+    });
+    while let Ok(req) = rx.recv() {
+        match req {
+            Request::Score { items, reply } => {
+                let out = current.as_ref().map(|(c, info)| {
+                    (
+                        crate::model::score::score(&c.gpt, &items, batch),
+                        info.clone(),
+                    )
+                });
+                let _ = reply.send(out);
+            }
+            Request::Swap { ckpt, reply } => {
+                let info = info_of(&ckpt);
+                current = Some((*ckpt, info.clone()));
+                let _ = reply.send(info);
+            }
+            Request::Info { reply } => {
+                let _ = reply.send(current.as_ref().map(|(_, i)| i.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,521 @@
+//! The silence watch: a source that stops publishing is an event too. It is
+//! the article's first failure (a container OOM-killed at 3 am stays dead
+//! until morning) and the one a loss-based scorer can never see, since a dead
+//! service sends nothing to score.
+//!
+//! Each source's usual interval is learned from when its telemetry reached
+//! the server; a source quiet for longer than a multiple of it gets one
+//! silence alert per episode, re-armed when it speaks again.
+//!
+//! Why an ordered consumer starting a few minutes back, not the shared
+//! durable the other roles use, nor a core subscription:
+//! - every watcher must see every message (a shared durable would split the
+//!   sources between replicas, and each would think the others' sources
+//!   silent);
+//! - arrival times are the stream's own timestamps, identical in every
+//!   watcher, so two watchers name a silence alike
+//!   ([`Alert::id_for_silence`]) and the alerts stream's dedup keeps one;
+//! - replaying the last minutes at start-up relearns the intervals at once,
+//!   and a source that died while proprio was down is still noticed;
+//! - nothing here needs acknowledging: losing a message only delays a
+//!   silence, so an ack per message would be cost without benefit.
+
+use crate::alert::{Alert, AlertBaseline, AlertReason, Span};
+use crate::baseline::BaselineOf;
+use crate::bus::{self, Bus};
+use crate::event::Kind;
+use crate::freshness::Clock;
+use anyhow::{Context as _, Result};
+use futures::StreamExt;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Silence watch settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SilenceConfig {
+    /// A source is silent once quiet for this many times its usual interval.
+    pub multiple: f64,
+    /// ... and for at least this long, so sub-second publishers do not alert
+    /// on a garbage-collection pause.
+    pub floor: Duration,
+    /// Gaps seen before a source's interval is trusted.
+    pub min_observations: usize,
+    /// Gaps remembered per source.
+    pub history: usize,
+    /// Most sources tracked; the least recently heard is forgotten first.
+    pub max_sources: usize,
+    pub check_every: Duration,
+    /// Telemetry replayed at start-up to relearn intervals.
+    pub lookback: Duration,
+}
+
+impl Default for SilenceConfig {
+    fn default() -> Self {
+        SilenceConfig {
+            multiple: 3.0,
+            floor: Duration::from_secs(5),
+            min_observations: 5,
+            history: 32,
+            max_sources: 10_000,
+            check_every: Duration::from_millis(250),
+            lookback: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// One source's rhythm.
+#[derive(Debug, Clone)]
+struct Track {
+    last_seen: i64,
+    kind: Kind,
+    gaps: VecDeque<i64>,
+    /// The current silence has been alerted (or suppressed by a mute).
+    alerted: bool,
+    /// After a failed publish, when to try again.
+    retry_at: i64,
+}
+
+impl Track {
+    /// The longest recent gap: a source that bursts and then rests is judged
+    /// by its rests, not by the tiny gaps inside a burst.
+    fn usual(&self) -> Option<i64> {
+        self.gaps.iter().copied().max()
+    }
+}
+
+/// A source found silent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overdue {
+    pub source: String,
+    pub kind: Kind,
+    pub last_seen: i64,
+    pub silent_ms: i64,
+    pub usual_ms: i64,
+}
+
+impl Overdue {
+    /// "silent for 42s (usual 10s)"
+    pub fn describe(&self) -> String {
+        format!(
+            "silent for {} (usual {})",
+            format_duration(self.silent_ms),
+            format_duration(self.usual_ms)
+        )
+    }
+
+    /// The alert for this silence. Its loss is the silence in seconds and
+    /// its baseline the usual interval (as scale, median 0), so that the
+    /// score, like a surprise's, reads as "how many usuals".
+    pub fn alert(&self, now_ms: i64) -> Alert {
+        let usual_s = self.usual_ms.max(1) as f32 / 1000.0;
+        let silent_s = self.silent_ms as f32 / 1000.0;
+        let what = self.describe();
+        let rendered = format!("{} {what}", self.source);
+        Alert {
+            id: Alert::id_for_silence(&self.source, self.last_seen),
+            ts: now_ms,
+            source: self.source.clone(),
+            key: self.source.clone(),
+            kind: self.kind,
+            score: silent_s / usual_s,
+            loss: silent_s,
+            baseline: AlertBaseline {
+                median: 0.0,
+                scale: usual_s,
+                of: BaselineOf::Key,
+            },
+            span: Span {
+                text: rendered.clone(),
+                start: 0,
+                end: 0,
+                loss: silent_s,
+            },
+            rendered,
+            diagnosis: Some(what),
+            model: None,
+            reason: AlertReason::Silence,
+        }
+    }
+}
+
+/// Learns each source's interval and says which sources are overdue. Pure:
+/// time is passed in, so it is testable without a bus or a clock.
+#[derive(Debug)]
+pub struct Tracker {
+    cfg: SilenceConfig,
+    sources: HashMap<String, Track>,
+    /// (last_seen, source), for least-recently-heard eviction.
+    by_age: BTreeSet<(i64, String)>,
+}
+
+impl Tracker {
+    pub fn new(cfg: SilenceConfig) -> Tracker {
+        Tracker {
+            cfg,
+            sources: HashMap::new(),
+            by_age: BTreeSet::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.sources.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    /// `source` was heard from at `ts_ms` (server time).
+    pub fn observe(&mut self, source: &str, kind: Kind, ts_ms: i64) {
+        if let Some(t) = self.sources.get_mut(source) {
+            if ts_ms <= t.last_seen {
+                // Same millisecond or out of order: no new gap to learn.
+                t.kind = kind;
+                return;
+            }
+            let gap = ts_ms - t.last_seen;
+            self.by_age.remove(&(t.last_seen, source.to_string()));
+            self.by_age.insert((ts_ms, source.to_string()));
+            t.last_seen = ts_ms;
+            t.kind = kind;
+            if t.alerted {
+                // The silence just ended: re-arm, and keep the outage out of
+                // what "usual" means.
+                t.alerted = false;
+                return;
+            }
+            t.gaps.push_back(gap);
+            while t.gaps.len() > self.cfg.history.max(1) {
+                t.gaps.pop_front();
+            }
+            return;
+        }
+        while self.sources.len() >= self.cfg.max_sources.max(1) {
+            let Some(oldest) = self.by_age.pop_first() else {
+                break;
+            };
+            self.sources.remove(&oldest.1);
+        }
+        self.by_age.insert((ts_ms, source.to_string()));
+        self.sources.insert(
+            source.to_string(),
+            Track {
+                last_seen: ts_ms,
+                kind,
+                gaps: VecDeque::new(),
+                alerted: false,
+                retry_at: 0,
+            },
+        );
+    }
+
+    /// Sources silent past their threshold and not yet alerted.
+    pub fn overdue(&self, now_ms: i64) -> Vec<Overdue> {
+        let floor = self.cfg.floor.as_millis() as i64;
+        let mut out = Vec::new();
+        for (source, t) in &self.sources {
+            if t.alerted || now_ms < t.retry_at || t.gaps.len() < self.cfg.min_observations {
+                continue;
+            }
+            let Some(usual) = t.usual() else { continue };
+            let silent = now_ms - t.last_seen;
+            let threshold = ((usual as f64 * self.cfg.multiple) as i64).max(floor);
+            if silent > threshold {
+                out.push(Overdue {
+                    source: source.clone(),
+                    kind: t.kind,
+                    last_seen: t.last_seen,
+                    silent_ms: silent,
+                    usual_ms: usual,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.source.cmp(&b.source));
+        out
+    }
+
+    /// This silence has been dealt with (alerted, or muted); no more alerts
+    /// until the source speaks again.
+    pub fn settle(&mut self, source: &str) {
+        if let Some(t) = self.sources.get_mut(source) {
+            t.alerted = true;
+        }
+    }
+
+    /// Publishing failed: try again later rather than on every tick.
+    pub fn retry_later(&mut self, source: &str, at_ms: i64) {
+        if let Some(t) = self.sources.get_mut(source) {
+            t.retry_at = at_ms;
+        }
+    }
+}
+
+/// The source a telemetry subject speaks for (`<root>.<kind>.<source>...`).
+/// Graph subjects name a graph, not a service that can die, so they have none.
+pub fn source_of(root: &str, subject: &str) -> Option<(String, Kind)> {
+    let rest = subject.strip_prefix(root)?.strip_prefix('.')?;
+    let mut parts = rest.split('.');
+    let kind = Kind::parse(parts.next()?)?;
+    let source = parts.next().filter(|s| !s.is_empty())?;
+    (kind != Kind::Graph).then(|| (source.to_string(), kind))
+}
+
+/// What the watch has done, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct SilenceStats {
+    pub observed: AtomicU64,
+    /// Silence alerts stored (dedup'd ones not counted).
+    pub alerts: AtomicU64,
+    /// Silences not alerted because the source was muted.
+    pub muted: AtomicU64,
+    /// Sources currently tracked.
+    pub tracked: AtomicU64,
+}
+
+/// The silence watch role.
+pub struct SilenceWatch {
+    bus: Bus,
+    cfg: SilenceConfig,
+    clock: Arc<dyn Clock>,
+    stats: Arc<SilenceStats>,
+}
+
+impl SilenceWatch {
+    pub fn new(bus: Bus, cfg: SilenceConfig, clock: Arc<dyn Clock>) -> SilenceWatch {
+        SilenceWatch {
+            bus,
+            cfg,
+            clock,
+            stats: Arc::new(SilenceStats::default()),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<SilenceStats> {
+        self.stats.clone()
+    }
+
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let mut tracker = Tracker::new(self.cfg.clone());
+        let lookback = self.cfg.lookback.as_millis() as i64;
+        let mut since = self.clock.now_ms() - lookback;
+        let mut tick = tokio::time::interval(self.cfg.check_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        tracing::info!("silence watch: running");
+        'bind: loop {
+            let (mut msgs, mut caught_up) = match self.open(since).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("silence watch: {e:#}; retrying");
+                    tokio::select! {
+                        _ = &mut shutdown => break 'bind,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue 'bind,
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break 'bind,
+                    _ = tick.tick(), if caught_up => self.check(&mut tracker).await,
+                    m = msgs.next() => match m {
+                        Some(Ok(m)) => {
+                            let Ok(info) = m.info() else { continue };
+                            let (ts, pending) = (bus::datetime_ms(&info), info.pending);
+                            since = since.max(ts + 1);
+                            if let Some((source, kind)) = source_of(self.bus.root(), m.subject.as_str()) {
+                                tracker.observe(&source, kind, ts);
+                                self.stats.observed.fetch_add(1, Ordering::Relaxed);
+                                self.stats.tracked.store(tracker.len() as u64, Ordering::Relaxed);
+                            }
+                            // Judge silences only once the replay is done;
+                            // mid-replay every source looks minutes late.
+                            caught_up |= pending == 0;
+                        }
+                        Some(Err(e)) => tracing::debug!("silence watch: {e}"),
+                        None => {
+                            tracing::warn!("silence watch: consumer ended; rebinding");
+                            continue 'bind;
+                        }
+                    },
+                }
+            }
+        }
+        tracing::info!("silence watch: stopped");
+        Ok(())
+    }
+
+    async fn open(
+        &self,
+        since_ms: i64,
+    ) -> Result<(async_nats::jetstream::consumer::pull::Ordered, bool)> {
+        let stream = self
+            .bus
+            .js()
+            .get_stream(bus::STREAM_TELEMETRY)
+            .await
+            .context("opening the telemetry stream (run ensure first)")?;
+        let consumer = stream
+            .create_consumer(bus::ordered_since(&self.bus.telemetry_filter(), since_ms)?)
+            .await
+            .context("creating the silence watch's consumer")?;
+        let caught_up = consumer.cached_info().num_pending == 0;
+        let msgs = consumer.messages().await.context("reading telemetry")?;
+        Ok((msgs, caught_up))
+    }
+
+    async fn check(&self, tracker: &mut Tracker) {
+        let now = self.clock.now_ms();
+        for o in tracker.overdue(now) {
+            match self.bus.is_muted(&o.source, now).await {
+                Ok(true) => {
+                    self.stats.muted.fetch_add(1, Ordering::Relaxed);
+                    tracker.settle(&o.source);
+                    continue;
+                }
+                Ok(false) => {}
+                // Better a possibly muted alert than a silenced outage.
+                Err(e) => tracing::warn!("silence watch: reading mute of {}: {e:#}", o.source),
+            }
+            let alert = o.alert(now);
+            match self
+                .bus
+                .publish_once(alert.subject(), alert.to_msgpack(), None, &alert.id)
+                .await
+            {
+                Ok(stored) => {
+                    if stored {
+                        self.stats.alerts.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(source = %o.source, "{}", o.describe());
+                    }
+                    tracker.settle(&o.source);
+                }
+                Err(e) => {
+                    tracing::warn!(source = %o.source, "silence alert not published: {e:#}");
+                    tracker.retry_later(&o.source, now + 2_000);
+                }
+            }
+        }
+    }
+}
+
+/// Runs the silence watch until `shutdown` resolves.
+pub async fn run(
+    bus: Bus,
+    cfg: SilenceConfig,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    SilenceWatch::new(bus, cfg, clock).run(shutdown).await
+}
+
+/// A duration for people: "0.4s", "42s", "3m20s", "2h5m", "3d4h".
+pub fn format_duration(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 10_000 && ms % 1000 != 0 {
+        let s = format!("{:.1}", ms as f64 / 1000.0);
+        return format!("{}s", s.trim_end_matches(".0"));
+    }
+    let s = ms / 1000;
+    let (d, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    let two = |a: i64, ua: &str, b: i64, ub: &str| {
+        if b == 0 {
+            format!("{a}{ua}")
+        } else {
+            format!("{a}{ua}{b}{ub}")
+        }
+    };
+    if d > 0 {
+        two(d, "d", h, "h")
+    } else if h > 0 {
+        two(h, "h", m, "m")
+    } else if m > 0 {
+        two(m, "m", s, "s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> SilenceConfig {
+        SilenceConfig {
+            floor: Duration::from_millis(100),
+            min_observations: 3,
+            max_sources: 2,
+            ..SilenceConfig::default()
+        }
+    }
+
+    #[test]
+    fn learns_alerts_once_and_rearms() {
+        let mut t = Tracker::new(cfg());
+        for i in 0..5 {
+            t.observe("a", Kind::Pulse, i * 1000);
+        }
+        assert!(t.overdue(6_500).is_empty(), "2.5 usuals is not silent yet");
+        let o = t.overdue(7_100);
+        assert_eq!(o.len(), 1);
+        assert_eq!(o[0].describe(), "silent for 3.1s (usual 1s)");
+        t.settle("a");
+        assert!(t.overdue(60_000).is_empty(), "one alert per episode");
+        t.observe("a", Kind::Pulse, 60_000);
+        assert_eq!(
+            t.sources["a"].usual(),
+            Some(1000),
+            "the outage is not usual"
+        );
+        assert_eq!(t.overdue(63_100).len(), 1, "re-armed");
+    }
+
+    #[test]
+    fn needs_observations_and_respects_floor() {
+        let mut t = Tracker::new(SilenceConfig {
+            floor: Duration::from_secs(10),
+            ..cfg()
+        });
+        t.observe("a", Kind::Log, 0);
+        t.observe("a", Kind::Log, 10);
+        assert!(t.overdue(1_000_000).is_empty(), "too few gaps to judge");
+        t.observe("a", Kind::Log, 20);
+        t.observe("a", Kind::Log, 30);
+        assert!(t.overdue(9_000).is_empty(), "under the floor");
+        assert_eq!(t.overdue(10_100).len(), 1);
+    }
+
+    #[test]
+    fn bounded_and_evicts_least_recently_heard() {
+        let mut t = Tracker::new(cfg());
+        t.observe("a", Kind::Pulse, 0);
+        t.observe("b", Kind::Pulse, 1);
+        t.observe("a", Kind::Pulse, 2);
+        t.observe("c", Kind::Pulse, 3);
+        assert_eq!(t.len(), 2);
+        assert!(t.sources.contains_key("a") && t.sources.contains_key("c"));
+    }
+
+    #[test]
+    fn subjects_and_durations() {
+        assert_eq!(
+            source_of("os", "os.flux.api.started"),
+            Some(("api".into(), Kind::Flux))
+        );
+        assert_eq!(
+            source_of("os", "os.pulse.api"),
+            Some(("api".into(), Kind::Pulse))
+        );
+        assert_eq!(source_of("os", "os.graph.deps"), None);
+        assert_eq!(source_of("os", "other.pulse.api"), None);
+        assert_eq!(source_of("os", "os.nope.api"), None);
+        assert_eq!(format_duration(42_000), "42s");
+        assert_eq!(format_duration(400), "0.4s");
+        assert_eq!(format_duration(200_000), "3m20s");
+        assert_eq!(format_duration(3_600_000), "1h");
+        assert_eq!(format_duration(90_000_000), "1d1h");
+    }
+}

@@ -1,0 +1,141 @@
+//! Fault kinds and the ground-truth list written to FILE.faults.json.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The failure patterns the simulator can inject: the article's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    LatencySpike,
+    OomDeath,
+    OomCascade,
+    PortConflict,
+    LocalhostTrap,
+    CrashLoop,
+    VramPressure,
+    StartupOrder,
+    NewDependency,
+    ArchChange,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 10] = [
+        FaultKind::LatencySpike,
+        FaultKind::OomDeath,
+        FaultKind::OomCascade,
+        FaultKind::PortConflict,
+        FaultKind::LocalhostTrap,
+        FaultKind::CrashLoop,
+        FaultKind::VramPressure,
+        FaultKind::StartupOrder,
+        FaultKind::NewDependency,
+        FaultKind::ArchChange,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::LatencySpike => "latency_spike",
+            FaultKind::OomDeath => "oom_death",
+            FaultKind::OomCascade => "oom_cascade",
+            FaultKind::PortConflict => "port_conflict",
+            FaultKind::LocalhostTrap => "localhost_trap",
+            FaultKind::CrashLoop => "crash_loop",
+            FaultKind::VramPressure => "vram_pressure",
+            FaultKind::StartupOrder => "startup_order",
+            FaultKind::NewDependency => "new_dependency",
+            FaultKind::ArchChange => "arch_change",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FaultKind> {
+        FaultKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The kind a fault id names: ids are `<kind>-<n>`.
+    pub fn of_id(id: &str) -> Option<FaultKind> {
+        let (kind, n) = id.rsplit_once('-')?;
+        n.parse::<u32>().ok()?;
+        FaultKind::parse(kind)
+    }
+
+    /// How long the fault lasts when the run leaves room for it, in ms.
+    pub(crate) fn nominal_ms(self) -> i64 {
+        let min = 60_000;
+        match self {
+            FaultKind::LatencySpike => 20 * min,
+            FaultKind::OomDeath => 30 * min,
+            FaultKind::OomCascade => 25 * min,
+            FaultKind::PortConflict => 6 * min,
+            FaultKind::LocalhostTrap => 15 * min,
+            FaultKind::CrashLoop => 12 * min,
+            FaultKind::VramPressure => 20 * min,
+            FaultKind::StartupOrder => 2 * min,
+            FaultKind::NewDependency => 40 * min,
+            FaultKind::ArchChange => 10 * min,
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which faults to inject: `all`, `none`, or a comma-separated list of kinds
+/// (a kind may repeat).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultSpec {
+    All,
+    None,
+    List(Vec<FaultKind>),
+}
+
+impl std::str::FromStr for FaultSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<FaultSpec, String> {
+        match s.trim() {
+            "all" => Ok(FaultSpec::All),
+            "none" | "" => Ok(FaultSpec::None),
+            list => {
+                let mut kinds = Vec::new();
+                for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let k = FaultKind::parse(part).ok_or_else(|| {
+                        let valid: Vec<&str> = FaultKind::ALL.iter().map(|k| k.as_str()).collect();
+                        format!(
+                            "unknown fault kind {part:?}; expected all, none or a comma-separated list of: {}",
+                            valid.join(", ")
+                        )
+                    })?;
+                    kinds.push(k);
+                }
+                Ok(if kinds.is_empty() {
+                    FaultSpec::None
+                } else {
+                    FaultSpec::List(kinds)
+                })
+            }
+        }
+    }
+}
+
+/// One injected fault: the ground truth an evaluation scores alerts against.
+/// Every event the fault changed carries `label == id`, has `start_ms <= ts <=
+/// end_ms`, and its source is in `sources`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fault {
+    /// `<kind>-<n>`, n counting faults of that kind from 0.
+    pub id: String,
+    pub kind: FaultKind,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// Every source that publishes labelled events for this fault.
+    pub sources: Vec<String>,
+    /// arch_change only: the file (relative to the faults file's directory)
+    /// holding the registry as it is after the change, so a test can hash it
+    /// against the one before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_after: Option<String>,
+}

@@ -1,0 +1,546 @@
+//! The trainer role: one growth-loop cycle per `proprio.tick.train` message,
+//! one function per step, with only one trainer running a cycle at a time
+//! (a lease in KV). A failed cycle publishes nothing, so the previous model
+//! stays in service.
+
+use super::{checkpoint, evaluate, train, validate, Validated};
+use crate::alert::Alert;
+use crate::bus::{Bus, KEY_DIGEST, KEY_DIGEST_JSON, KEY_MODEL, KEY_TRAINER_LOCK, STREAM_ALERTS,
+    STREAM_CURRICULUM, SUBJECT_ALERTS_ALL, SUBJECT_CURRICULUM_ALL, SUBJECT_DIGEST,
+    SUBJECT_MODEL_PUBLISHED, SUBJECT_TICK_TRAIN};
+use crate::curriculum::{Document, Renderer};
+use crate::digest::{Digest, DigestState, Problem};
+use crate::freshness::{Clock, Gates, SystemClock, HOUR_MS};
+use crate::model::checkpoint::Checkpoint;
+use crate::model::train::TrainConfig;
+use crate::model::GptConfig;
+use crate::registry::Registry;
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the trainer publishes about a model: in KV `model` and on
+/// `proprio.model.published`, where scorers act on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelNotice {
+    pub version: String,
+    /// Object name in `proprio-models`.
+    pub object: String,
+    /// SHA-256 of the checkpoint bytes.
+    pub sha256: String,
+    pub fingerprint: String,
+    pub step: u64,
+    pub train_loss: f32,
+    pub val_loss: f32,
+    pub created_at_ms: i64,
+    pub cold_start: bool,
+}
+
+impl ModelNotice {
+    /// The model in service, from KV.
+    pub async fn current(bus: &Bus) -> Result<Option<ModelNotice>> {
+        match bus.get(KEY_MODEL).await? {
+            Some(b) => Ok(serde_json::from_slice(&b).ok()),
+            None => Ok(None),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainerConfig {
+    pub registry: PathBuf,
+    pub gates: Gates,
+    /// Steps for a cold start and for an incremental cycle.
+    pub cold_steps: usize,
+    pub incremental_steps: usize,
+    pub batch: usize,
+    /// How long a trainer holds the lock before another may take over.
+    pub lease_ms: i64,
+    /// Score at which an evaluated flux event counts as anomalous.
+    pub threshold: f32,
+    /// Least time between two digests published because alerts arrived.
+    pub digest_debounce: Duration,
+    pub seed: u64,
+    /// A name for this trainer in the lock.
+    pub id: String,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        let registry = PathBuf::from("deploy/services.yaml");
+        TrainerConfig {
+            gates: Gates {
+                key_files: vec![registry.clone()],
+                ..Gates::default()
+            },
+            registry,
+            cold_steps: 500,
+            incremental_steps: 200,
+            batch: 32,
+            lease_ms: 30 * 60 * 1000,
+            threshold: 3.0,
+            digest_debounce: Duration::from_secs(10),
+            seed: 1337,
+            id: format!("{}-{}", hostname(), std::process::id()),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "proprio".into())
+}
+
+/// Counters a test can read.
+#[derive(Debug, Default)]
+pub struct TrainerStats {
+    pub cycles: AtomicU64,
+    pub failed: AtomicU64,
+    /// Ticks skipped because another trainer held the lock.
+    pub skipped: AtomicU64,
+    pub digests: AtomicU64,
+}
+
+/// What a cycle did.
+#[derive(Debug, Clone, Serialize)]
+pub struct CycleReport {
+    pub version: String,
+    pub documents: usize,
+    pub kept: usize,
+    pub expired: usize,
+    pub old_epoch: usize,
+    pub cold_start: bool,
+    pub steps: usize,
+    pub val_loss: f32,
+    pub heldout_loss: f32,
+    pub flux_scored: usize,
+    pub flux_anomalies: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Lease {
+    holder: String,
+    until_ms: i64,
+}
+
+pub struct Trainer {
+    bus: Bus,
+    cfg: TrainerConfig,
+    clock: Arc<dyn Clock>,
+    stats: Arc<TrainerStats>,
+}
+
+/// HARVEST's result.
+pub struct Harvest {
+    pub docs: Vec<Document>,
+    pub fingerprint: String,
+    pub now_ms: i64,
+}
+
+impl Trainer {
+    pub fn new(bus: Bus, cfg: TrainerConfig) -> Trainer {
+        Trainer {
+            bus,
+            cfg,
+            clock: Arc::new(SystemClock),
+            stats: Arc::new(TrainerStats::default()),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Trainer {
+        self.clock = clock;
+        self
+    }
+
+    pub fn stats(&self) -> Arc<TrainerStats> {
+        self.stats.clone()
+    }
+
+    /// Runs a cycle per tick, and republishes the digest (debounced) when alerts arrive.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let client = self.bus.client().clone();
+        // A queue group: with several trainers, each tick reaches one of them
+        // (the lease covers ticks that still overlap).
+        let mut ticks = client
+            .queue_subscribe(SUBJECT_TICK_TRAIN, "proprio-trainer".into())
+            .await?;
+        let mut alerts = client.subscribe(SUBJECT_ALERTS_ALL).await?;
+        if self.bus.get(KEY_DIGEST).await?.is_none() {
+            self.publish_digest(None).await?;
+        }
+        let mut last_digest = Instant::now() - self.cfg.digest_debounce;
+        let mut digest_due: Option<tokio::time::Instant> = None;
+        tokio::pin!(shutdown);
+        loop {
+            let due = digest_due;
+            tokio::select! {
+                _ = &mut shutdown => break,
+                t = ticks.next() => {
+                    if t.is_none() { break; }
+                    match self.cycle().await {
+                        Ok(Some(r)) => tracing::info!(report = ?r, "growth cycle done"),
+                        Ok(None) => {}
+                        Err(e) => {
+                            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!("growth cycle failed, previous model stays in service: {e:#}");
+                        }
+                    }
+                    last_digest = Instant::now();
+                }
+                a = alerts.next() => {
+                    if a.is_none() { break; }
+                    if digest_due.is_none() {
+                        let at = last_digest + self.cfg.digest_debounce;
+                        digest_due = Some(tokio::time::Instant::from_std(at.max(Instant::now())));
+                    }
+                }
+                _ = async { tokio::time::sleep_until(due.unwrap()).await }, if due.is_some() => {
+                    digest_due = None;
+                    last_digest = Instant::now();
+                    let model = ModelNotice::current(&self.bus).await.ok().flatten();
+                    if let Err(e) = self.publish_digest(model.as_ref()).await {
+                        tracing::warn!("digest not published: {e:#}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One growth cycle under the lock; `None` when another trainer holds it.
+    pub async fn cycle(&self) -> Result<Option<CycleReport>> {
+        let Some(rev) = self.lock().await? else {
+            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("another trainer holds the lock; tick skipped");
+            return Ok(None);
+        };
+        let out = self.cycle_locked().await;
+        self.unlock(rev).await;
+        if out.is_ok() {
+            self.stats.cycles.fetch_add(1, Ordering::Relaxed);
+        }
+        out.map(Some)
+    }
+
+    async fn cycle_locked(&self) -> Result<CycleReport> {
+        let h = step("harvest", self.harvest()).await?;
+        let prev = step("load previous", self.previous()).await;
+        let (v, prev) = {
+            let t = Instant::now();
+            let v = validate(h.docs.clone(), &self.cfg.gates, &h.fingerprint, h.now_ms);
+            tracing::info!(step = "validate", kept = v.kept, expired = v.expired, old_epoch = v.old_epoch,
+                ms = t.elapsed().as_millis() as u64, "ok");
+            (v, prev.unwrap_or(None))
+        };
+        let (ck, report) = step("train+evaluate", self.train_and_evaluate(v, prev, &h)).await?;
+        step("publish", self.publish(ck, report)).await
+    }
+
+    /// HARVEST: the curriculum window (TTL) from the stream, and the registry.
+    pub async fn harvest(&self) -> Result<Harvest> {
+        let now = self.clock.now_ms();
+        let fingerprint = self.cfg.gates.fingerprint()?;
+        let since = now - self.cfg.gates.ttl_ms;
+        let raw = self
+            .bus
+            .read_since(STREAM_CURRICULUM, SUBJECT_CURRICULUM_ALL, since)
+            .await?;
+        let mut docs = Vec::with_capacity(raw.len() + 1024);
+        let mut bad = 0usize;
+        for (payload, _) in raw {
+            match Document::from_msgpack(&payload) {
+                Ok(d) => docs.push(d),
+                Err(_) => bad += 1,
+            }
+        }
+        if bad > 0 {
+            tracing::warn!(bad, "undecodable curriculum documents skipped");
+        }
+        if self.cfg.registry.exists() {
+            let reg = Registry::load(&self.cfg.registry)?;
+            docs.extend(Document::of_registry(&Renderer::default(), &reg, &fingerprint, now));
+        }
+        Ok(Harvest {
+            docs,
+            fingerprint,
+            now_ms: now,
+        })
+    }
+
+    /// The model in service, if it can be read; a corrupt one is refused by
+    /// its hash and the cycle cold-starts.
+    async fn previous(&self) -> Result<Option<Checkpoint>> {
+        let Some(n) = ModelNotice::current(&self.bus).await? else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.bus.get_model_bytes(&n.object).await? else {
+            tracing::warn!(object = %n.object, "previous model missing; cold start");
+            return Ok(None);
+        };
+        match tokio::task::spawn_blocking(move || Checkpoint::from_bytes(&bytes)).await? {
+            Ok(c) => Ok(Some(c)),
+            Err(e) => {
+                tracing::warn!("previous model refused ({e:#}); cold start");
+                Ok(None)
+            }
+        }
+    }
+
+    /// VALIDATE ran already; TRAIN then EVALUATE, on a blocking thread.
+    async fn train_and_evaluate(
+        &self,
+        v: Validated,
+        prev: Option<Checkpoint>,
+        h: &Harvest,
+    ) -> Result<(Checkpoint, CycleReport)> {
+        let cfg = self.cfg.clone();
+        let fp = h.fingerprint.clone();
+        let now = h.now_ms;
+        let docs = h.docs.len();
+        tokio::task::spawn_blocking(move || -> Result<(Checkpoint, CycleReport)> {
+            let cold = crate::freshness::must_cold_start(
+                prev.as_ref().map(|c| c.meta.fingerprint.as_str()),
+                &fp,
+            );
+            let tc = TrainConfig {
+                steps: if cold { cfg.cold_steps } else { cfg.incremental_steps },
+                batch_size: cfg.batch,
+                seed: cfg.seed,
+                progress: false,
+                ..TrainConfig::default()
+            };
+            let t = Instant::now();
+            let (gpt, report, cold, step_n) = train(prev, &fp, GptConfig::default(), &v, &tc)?;
+            tracing::info!(step = "train", cold, steps = report.steps, loss = report.train_loss,
+                ms = t.elapsed().as_millis() as u64, "ok");
+            let t = Instant::now();
+            let (baselines, heldout) = evaluate(&gpt, &v, 64);
+            let (flux_scored, flux_anomalies) = last_flux(&gpt, &v, &baselines, cfg.threshold);
+            tracing::info!(step = "evaluate", heldout_loss = heldout, flux_scored, flux_anomalies,
+                ms = t.elapsed().as_millis() as u64, "ok");
+            let ck = checkpoint(gpt, &fp, step_n, &report, baselines, now);
+            let r = CycleReport {
+                version: String::new(),
+                documents: docs,
+                kept: v.kept,
+                expired: v.expired,
+                old_epoch: v.old_epoch,
+                cold_start: cold,
+                steps: report.steps,
+                val_loss: report.val_loss.unwrap_or(f32::NAN),
+                heldout_loss: heldout,
+                flux_scored,
+                flux_anomalies,
+            };
+            Ok((ck, r))
+        })
+        .await?
+    }
+
+    /// PUBLISH: checkpoint to the object store, metadata to KV, the notice
+    /// scorers act on, and the digest.
+    pub async fn publish(&self, ck: Checkpoint, mut r: CycleReport) -> Result<CycleReport> {
+        let (bytes, ck) = tokio::task::spawn_blocking(move || ck.to_bytes().map(|b| (b, ck))).await??;
+        let meta = Checkpoint::read_meta(&bytes)?;
+        let object = format!("model-{}", meta.version);
+        self.bus.put_model_bytes(&object, &bytes).await?;
+        let notice = ModelNotice {
+            version: meta.version.clone(),
+            object,
+            sha256: hex::encode(Sha256::digest(&bytes)),
+            fingerprint: meta.fingerprint.clone(),
+            step: meta.step,
+            train_loss: meta.train_loss,
+            val_loss: ck.meta.val_loss,
+            created_at_ms: self.clock.now_ms(),
+            cold_start: r.cold_start,
+        };
+        let json = serde_json::to_vec(&notice)?;
+        self.bus.put(KEY_MODEL, json.clone()).await?;
+        self.bus
+            .client()
+            .publish(SUBJECT_MODEL_PUBLISHED, json.into())
+            .await?;
+        self.bus.client().flush().await?;
+        self.publish_digest(Some(&notice)).await?;
+        r.version = notice.version;
+        Ok(r)
+    }
+
+    /// Builds the digest from the alerts of the last 24 h and publishes it on
+    /// `proprio.digest` and in KV.
+    pub async fn publish_digest(&self, model: Option<&ModelNotice>) -> Result<Digest> {
+        let d = build_digest(&self.bus, model, self.clock.now_ms()).await?;
+        let text = d.text();
+        self.bus.put(KEY_DIGEST, text.clone()).await?;
+        self.bus.put(KEY_DIGEST_JSON, d.to_json()).await?;
+        self.bus
+            .client()
+            .publish(SUBJECT_DIGEST, text.into())
+            .await?;
+        self.bus.client().flush().await?;
+        self.stats.digests.fetch_add(1, Ordering::Relaxed);
+        Ok(d)
+    }
+
+    /// Takes the lease: created if absent, taken over only when expired.
+    async fn lock(&self) -> Result<Option<u64>> {
+        let kv = self.bus.kv().await?;
+        let now = self.clock.now_ms();
+        let lease = serde_json::to_vec(&Lease {
+            holder: self.cfg.id.clone(),
+            until_ms: now + self.cfg.lease_ms,
+        })?;
+        if let Ok(rev) = kv.create(KEY_TRAINER_LOCK, lease.clone().into()).await {
+            return Ok(Some(rev));
+        }
+        let Some(entry) = kv.entry(KEY_TRAINER_LOCK).await? else {
+            return Ok(None);
+        };
+        let held: Option<Lease> = serde_json::from_slice(&entry.value).ok();
+        let expired = match held {
+            Some(l) => l.until_ms < now,
+            // A deleted (tombstoned) or unreadable lock is free.
+            None => true,
+        };
+        if !expired {
+            return Ok(None);
+        }
+        match kv.update(KEY_TRAINER_LOCK, lease.into(), entry.revision).await {
+            Ok(rev) => Ok(Some(rev)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    async fn unlock(&self, rev: u64) {
+        let Ok(kv) = self.bus.kv().await else { return };
+        // Released by writing an expired lease at our revision: if another
+        // trainer took over meanwhile, its lease is left alone.
+        let free = serde_json::to_vec(&Lease {
+            holder: String::new(),
+            until_ms: 0,
+        })
+        .unwrap_or_default();
+        let _ = kv.update(KEY_TRAINER_LOCK, free.into(), rev).await;
+    }
+}
+
+/// Runs one step, logging its duration and outcome.
+async fn step<T>(name: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
+    let t = Instant::now();
+    let out = f.await;
+    let ms = t.elapsed().as_millis() as u64;
+    match &out {
+        Ok(_) => tracing::info!(step = name, ms, "ok"),
+        Err(e) => tracing::error!(step = name, ms, "failed: {e:#}"),
+    }
+    out.with_context(|| format!("growth loop step {name}"))
+}
+
+/// EVALUATE's last part: the last 50 flux events, scored in context against
+/// the new baselines; how many pass the threshold.
+fn last_flux(gpt: &crate::model::Gpt, v: &Validated, b: &crate::baseline::Baselines, threshold: f32) -> (usize, usize) {
+    let mut flux: Vec<&Document> = v
+        .by_key
+        .iter()
+        .flat_map(|(docs, _)| docs.iter())
+        .filter(|d| d.kind == Some(crate::event::Kind::Flux))
+        .collect();
+    flux.sort_by_key(|d| d.ts);
+    let last: Vec<&Document> = flux.iter().rev().take(50).rev().copied().collect();
+    if last.is_empty() {
+        return (0, 0);
+    }
+    // Context: the documents of the same key before each one.
+    let mut scorer = crate::scorer::EventScorer::new(Renderer::default(), gpt.config().block_size, 1 << 16);
+    let keys: std::collections::HashSet<&str> = last.iter().map(|d| d.key.as_str()).collect();
+    let cutoff = last.first().map(|d| d.ts).unwrap_or(0);
+    let mut prepared = Vec::new();
+    for (docs, _) in &v.by_key {
+        for d in docs.iter().filter(|d| keys.contains(d.key.as_str())) {
+            let p = scorer.prepare_text(&d.key, &d.source, d.kind, d.text.clone());
+            if d.kind == Some(crate::event::Kind::Flux) && d.ts >= cutoff {
+                prepared.push(p);
+            }
+        }
+    }
+    let items: Vec<_> = prepared.iter().map(|p| p.item.clone()).collect();
+    let losses = crate::model::score::score(gpt, &items, 64);
+    let anomalies = prepared
+        .iter()
+        .zip(&losses)
+        .filter(|(p, l)| crate::scorer::finish(p, l, b).score >= threshold)
+        .count();
+    (prepared.len(), anomalies)
+}
+
+/// The digest: model state from the notice, counts and the highest-scoring
+/// distinct problems from the alerts of the last 24 h.
+pub async fn build_digest(bus: &Bus, model: Option<&ModelNotice>, now_ms: i64) -> Result<Digest> {
+    let since = now_ms - 24 * HOUR_MS;
+    let raw = bus.read_since(STREAM_ALERTS, SUBJECT_ALERTS_ALL, since).await?;
+    let mut count = 0u64;
+    let mut best: std::collections::HashMap<(String, String), f32> = Default::default();
+    for (payload, _) in raw {
+        let Ok(a) = Alert::decode(&payload) else { continue };
+        count += 1;
+        let what = problem_words(&a);
+        let e = best.entry((a.source.clone(), what)).or_insert(f32::MIN);
+        *e = e.max(a.score);
+    }
+    let mut recent: Vec<Problem> = best
+        .into_iter()
+        .map(|((source, what), score)| Problem { source, what, score })
+        .collect();
+    recent.sort_by(|a, b| b.score.total_cmp(&a.score));
+    recent.truncate(3);
+    Ok(Digest {
+        state: if model.is_some() { DigestState::Trained } else { DigestState::Warming },
+        loss: model.map(|m| m.val_loss).filter(|l| l.is_finite()),
+        anomalies_24h: count,
+        recent,
+        model: model.map(|m| m.version.clone()),
+        ts: now_ms,
+    })
+}
+
+/// An alert in words: its diagnosis, or what surprised the model.
+fn problem_words(a: &Alert) -> String {
+    if let Some(d) = &a.diagnosis {
+        return d.clone();
+    }
+    let span: String = strip_specials(&a.span.text);
+    let span = span.trim();
+    if span.is_empty() {
+        format!("unusual {}", a.kind)
+    } else {
+        format!("unusual {} '{}'", a.kind, span)
+    }
+}
+
+fn strip_specials(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("<|") {
+        out.push_str(&rest[..i]);
+        match rest[i..].find("|>") {
+            Some(j) => {
+                out.push(' ');
+                rest = &rest[i + j + 2..];
+            }
+            None => {
+                rest = &rest[i..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}

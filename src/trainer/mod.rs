@@ -1,0 +1,149 @@
+//! The growth loop: HARVEST → VALIDATE → TRAIN → EVALUATE → PUBLISH.
+//!
+//! The steps that do not touch the bus live here, so the offline commands
+//! (`proprio train`, `proprio eval`) and the bus trainer run the same code;
+//! [`cycle`] adds HARVEST and PUBLISH on NATS.
+
+pub mod cycle;
+pub mod offline;
+
+use crate::baseline::Baselines;
+use crate::curriculum::Document;
+use crate::freshness::{Gates, Verdict};
+use crate::model::checkpoint::Checkpoint;
+use crate::model::gpt::Gpt;
+use crate::model::train::{TrainConfig, TrainReport};
+use crate::model::{GptConfig, Stream};
+use crate::scorer::EventScorer;
+use crate::tokenizer::tokenizer;
+use std::collections::HashMap;
+
+/// Share of each key's most recent documents held out for validation and baselines.
+pub const HOLD_OUT: f64 = 0.1;
+/// Most held-out documents scored for baselines, so EVALUATE stays seconds.
+pub const MAX_BASELINE_DOCS: usize = 20_000;
+
+/// What VALIDATE leaves to train on.
+#[derive(Debug, Default)]
+pub struct Validated {
+    /// One stream per key, events in time order, weighted by decay.
+    pub streams: Vec<Stream>,
+    /// Per key, documents in time order, and where its held-out tail starts.
+    pub by_key: Vec<(Vec<Document>, usize)>,
+    pub kept: usize,
+    pub expired: usize,
+    pub old_epoch: usize,
+}
+
+/// VALIDATE: the fingerprint epoch, TTL and decay gates, then per-key streams.
+pub fn validate(docs: Vec<Document>, gates: &Gates, current_fp: &str, now_ms: i64) -> Validated {
+    let mut v = Validated::default();
+    let mut keyed: HashMap<String, Vec<(Document, f32)>> = HashMap::new();
+    for d in docs {
+        match gates.admit(&d.fingerprint, current_fp, d.ts, now_ms) {
+            Verdict::Keep(w) => {
+                v.kept += 1;
+                keyed.entry(d.key.clone()).or_default().push((d, w));
+            }
+            Verdict::Expired => v.expired += 1,
+            Verdict::OldEpoch => v.old_epoch += 1,
+        }
+    }
+    let mut keys: Vec<String> = keyed.keys().cloned().collect();
+    keys.sort();
+    let tok = tokenizer();
+    for k in keys {
+        let mut docs = keyed.remove(&k).unwrap_or_default();
+        docs.sort_by_key(|(d, _)| d.ts);
+        let mut s = Stream::default();
+        for (d, w) in &docs {
+            s.starts.push((s.tokens.len(), *w));
+            s.tokens.extend(tok.encode(&d.text));
+        }
+        let n = docs.len();
+        let held = ((n as f64) * HOLD_OUT).floor() as usize;
+        v.streams.push(s);
+        v.by_key
+            .push((docs.into_iter().map(|(d, _)| d).collect(), n - held));
+    }
+    v
+}
+
+/// TRAIN: incremental from `prev` when it was trained under `current_fp`,
+/// otherwise a cold start. Returns the model, its report and whether it was cold.
+pub fn train(
+    prev: Option<Checkpoint>,
+    current_fp: &str,
+    config: GptConfig,
+    v: &Validated,
+    cfg: &TrainConfig,
+) -> anyhow::Result<(Gpt, TrainReport, bool, u64)> {
+    let (mut gpt, cold, step0) = match prev {
+        Some(c) if !crate::freshness::must_cold_start(Some(&c.meta.fingerprint), current_fp) => {
+            let step = c.meta.step;
+            (c.gpt, false, step)
+        }
+        _ => (Gpt::new(config, cfg.seed)?, true, 0),
+    };
+    anyhow::ensure!(
+        v.streams.iter().any(|s| !s.starts.is_empty()),
+        "nothing to train on: every document was filtered out by the freshness gates"
+    );
+    let report = crate::model::train::train(&mut gpt, &v.streams, cfg)?;
+    let step = step0 + report.steps as u64;
+    Ok((gpt, report, cold, step))
+}
+
+/// EVALUATE: scores each key's held-out documents in context and fits the
+/// baselines a loss is scored against. Returns them with the held-out mean loss.
+pub fn evaluate(gpt: &Gpt, v: &Validated, batch: usize) -> (Baselines, f32) {
+    let cap_per_key = (MAX_BASELINE_DOCS / v.by_key.len().max(1)).max(20);
+    let mut scorer = EventScorer::new(
+        crate::curriculum::Renderer::default(),
+        gpt.config().block_size,
+        v.by_key.len() + 1,
+    );
+    let mut prepared = Vec::new();
+    for (docs, held_from) in &v.by_key {
+        let first_scored = (*held_from).max(docs.len().saturating_sub(cap_per_key));
+        for (i, d) in docs.iter().enumerate() {
+            let p = scorer.prepare_text(&d.key, &d.source, d.kind, d.text.clone());
+            if i >= first_scored && d.kind.is_some() {
+                prepared.push(p);
+            }
+        }
+    }
+    let items: Vec<_> = prepared.iter().map(|p| p.item.clone()).collect();
+    let losses = crate::model::score::score(gpt, &items, batch);
+    let mean = if losses.is_empty() {
+        f32::NAN
+    } else {
+        losses.iter().map(|l| l.loss).sum::<f32>() / losses.len() as f32
+    };
+    let b = Baselines::fit(prepared.iter().zip(&losses).map(|(p, l)| {
+        (
+            p.key.as_str(),
+            p.kind.expect("only event documents are scored"),
+            l.loss,
+        )
+    }));
+    (b, mean)
+}
+
+/// Packs a trained model and its evaluation into a checkpoint.
+pub fn checkpoint(
+    gpt: Gpt,
+    fingerprint: &str,
+    step: u64,
+    report: &TrainReport,
+    baselines: Baselines,
+    now_ms: i64,
+) -> Checkpoint {
+    let mut ck = Checkpoint::new(gpt, fingerprint);
+    ck.meta.step = step;
+    ck.meta.train_loss = report.train_loss;
+    ck.meta.val_loss = report.val_loss.unwrap_or(f32::NAN);
+    ck.meta.baselines = baselines;
+    ck.meta.created_at_ms = now_ms;
+    ck
+}

@@ -1,0 +1,136 @@
+//! `proprio train`: the growth loop's middle steps on an event file.
+
+use super::{checkpoint, evaluate, train, validate};
+use crate::curriculum::{Document, RenderConfig, Renderer};
+use crate::event::read_jsonl;
+use crate::freshness::{Gates, HOUR_MS};
+use crate::model::checkpoint::Checkpoint;
+use crate::model::train::TrainConfig;
+use crate::model::GptConfig;
+use crate::registry::Registry;
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Event file (JSON lines, the wire contract's file form).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write the checkpoint.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Training steps.
+    #[arg(long, default_value_t = 500)]
+    pub steps: usize,
+    /// Continue from this checkpoint (cold start anyway if its fingerprint differs).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// The service registry: axiomatic and topology curricula, and the fingerprint.
+    #[arg(long, default_value = "deploy/services.yaml")]
+    pub registry: PathBuf,
+    /// Documents older than this (before the file's last event) are dropped; 0 keeps all.
+    #[arg(long, default_value_t = 24.0)]
+    pub ttl_hours: f64,
+    /// Decay half-life in hours; 0 weighs every document the same.
+    #[arg(long, default_value_t = 12.0)]
+    pub half_life_hours: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Threads for libtorch.
+    #[arg(long, default_value_t = 2)]
+    pub threads: i32,
+}
+
+/// Summary of an offline training run (printed as JSON).
+#[derive(Debug, serde::Serialize)]
+pub struct TrainSummary {
+    pub events: usize,
+    pub kept: usize,
+    pub expired: usize,
+    pub keys: usize,
+    pub cold_start: bool,
+    pub steps: usize,
+    pub train_loss: f32,
+    pub val_loss: f32,
+    pub heldout_loss: f32,
+    pub seconds: f64,
+    pub fingerprint: String,
+    pub version: String,
+}
+
+pub fn gates_for(registry: &std::path::Path, ttl_hours: f64, half_life_hours: f64) -> Gates {
+    Gates {
+        ttl_ms: if ttl_hours > 0.0 {
+            (ttl_hours * HOUR_MS as f64) as i64
+        } else {
+            i64::MAX / 4
+        },
+        half_life_ms: if half_life_hours > 0.0 {
+            (half_life_hours * HOUR_MS as f64) as i64
+        } else {
+            i64::MAX / 4
+        },
+        key_files: vec![registry.to_path_buf()],
+    }
+}
+
+/// Trains on events (already read) and returns the checkpoint with a summary.
+pub fn train_events(
+    events: &[crate::event::Event],
+    args: &TrainArgs,
+    progress: bool,
+) -> Result<(Checkpoint, TrainSummary)> {
+    crate::model::score::set_threads(args.threads.max(1) as usize);
+    let gates = gates_for(&args.registry, args.ttl_hours, args.half_life_hours);
+    let fp = gates.fingerprint()?;
+    let renderer = Renderer::new(&RenderConfig::default())?;
+    let now = events.iter().map(|e| e.ts).max().unwrap_or(0);
+    let mut docs: Vec<Document> = events
+        .iter()
+        .map(|e| Document::of_event(&renderer, e, &fp))
+        .collect();
+    if args.registry.exists() {
+        let reg = Registry::load(&args.registry)?;
+        docs.extend(Document::of_registry(&renderer, &reg, &fp, now));
+    }
+    let v = validate(docs, &gates, &fp, now);
+    let prev = match &args.init {
+        Some(p) => Some(Checkpoint::load(p)?),
+        None => None,
+    };
+    let cfg = TrainConfig {
+        steps: args.steps,
+        seed: args.seed,
+        progress,
+        ..TrainConfig::default()
+    };
+    let (gpt, report, cold, step) = train(prev, &fp, GptConfig::default(), &v, &cfg)?;
+    let (baselines, heldout) = evaluate(&gpt, &v, 64);
+    let ck = checkpoint(gpt, &fp, step, &report, baselines, now);
+    let summary = TrainSummary {
+        events: events.len(),
+        kept: v.kept,
+        expired: v.expired,
+        keys: v.by_key.len(),
+        cold_start: cold,
+        steps: report.steps,
+        train_loss: report.train_loss,
+        val_loss: report.val_loss.unwrap_or(f32::NAN),
+        heldout_loss: heldout,
+        seconds: report.seconds,
+        fingerprint: fp,
+        version: ck.meta.version.clone(),
+    };
+    Ok((ck, summary))
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    let events = read_jsonl(&args.input)?;
+    anyhow::ensure!(!events.is_empty(), "{} holds no events", args.input.display());
+    let (ck, summary) = train_events(&events, &args, std::io::stderr().is_terminal())?;
+    ck.save(&args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}

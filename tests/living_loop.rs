@@ -1,0 +1,249 @@
+//! The living loop end to end on a real nats-server: telemetry published as a
+//! service would, harvested, trained on by a tick, scored, alerted, digested.
+
+mod support;
+
+use futures::StreamExt;
+use proprio::alert::Alert;
+use proprio::bus::{Bus, BusConfig, KEY_DIGEST, KEY_DIGEST_JSON, STREAM_ALERTS, SUBJECT_ALERTS_ALL};
+use proprio::cli_ops::NatsArgs;
+use proprio::run::{Role, RunArgs, Running};
+use proprio::trainer::cycle::{ModelNotice, Trainer, TrainerConfig};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use support::NatsServer;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn args(url: &str, roles: &[Role]) -> RunArgs {
+    RunArgs {
+        nats: NatsArgs { nats: url.to_string() },
+        roles: roles.to_vec(),
+        train_every: None,
+        root: "os".into(),
+        threshold: 3.0,
+        cooldown: Duration::from_secs(0),
+        registry: std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/services.yaml")),
+        cold_steps: 150,
+        incremental_steps: 50,
+        silence_multiple: 3.0,
+        threads: 1,
+        digest_debounce: Duration::from_millis(500),
+    }
+}
+
+/// Normal telemetry, built by hand as raw JSON (the wire contract, not our types):
+/// `n` rounds of a pulse, a log line and a flux heartbeat from each of `sources`.
+async fn publish_normal(client: &async_nats::Client, sources: usize, n: usize, t0: i64) {
+    for i in 0..n {
+        for s in 0..sources {
+            let ts = t0 + (i as i64) * 1000 + s as i64;
+            let cpu = 20 + ((i * 7 + s * 3) % 5);
+            let pulse = format!(
+                r#"{{"ts":{ts},"metrics":{{"cpu":{cpu},"mem_mb":512,"req_rate":40}}}}"#
+            );
+            client
+                .publish(format!("os.pulse.svc{s}"), pulse.into())
+                .await
+                .unwrap();
+            let log = format!(
+                r#"{{"ts":{},"level":"info","message":"GET /health 200 in {}ms req-{:x}"}}"#,
+                ts + 1,
+                3 + (i % 4),
+                i * 7919 + s
+            );
+            client.publish(format!("os.log.svc{s}"), log.into()).await.unwrap();
+            let flux = format!(r#"{{"ts":{},"state":"healthy"}}"#, ts + 2);
+            client
+                .publish(format!("os.flux.svc{s}.heartbeat"), flux.into())
+                .await
+                .unwrap();
+        }
+    }
+    client.flush().await.unwrap();
+}
+
+/// Telemetry the harvester is done with (harvested or dropped on purpose).
+fn handled(h: &proprio::harvester::HarvestStats) -> u64 {
+    h.harvested.load(Ordering::Relaxed)
+        + h.collapsed.load(Ordering::Relaxed)
+        + h.sampled_out.load(Ordering::Relaxed)
+}
+
+async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn alerts_stored(bus: &Bus) -> Vec<Alert> {
+    bus.read_since(STREAM_ALERTS, SUBJECT_ALERTS_ALL, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(p, _)| Alert::decode(&p).unwrap())
+        .collect()
+}
+
+/// Starts the roles and trains the first model on normal telemetry.
+async fn trained(nats: &NatsServer, roles: &[Role]) -> (Running, Bus, async_nats::Client) {
+    let running = proprio::run::start(&args(&nats.url, roles)).await.unwrap();
+    let bus = Bus::connect(&BusConfig::with_url(nats.url.clone())).await.unwrap();
+    let client = bus.client().clone();
+    publish_normal(&client, 6, 40, now_ms() - 60_000).await;
+    let h = running.harvester.clone().unwrap();
+    wait_until("harvest", 30, || handled(&h) >= 6 * 40 * 3).await;
+    client.publish("proprio.tick.train", "{}".into()).await.unwrap();
+    let t = running.trainer.clone().unwrap();
+    wait_until("a growth cycle", 120, || t.cycles.load(Ordering::Relaxed) >= 1).await;
+    let s = running.scorer.clone().unwrap();
+    wait_until("the scorer's swap", 30, || s.swaps.load(Ordering::Relaxed) >= 1).await;
+    (running, bus, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_to_alert_digest_and_model_switch() {
+    let nats = NatsServer::start();
+    let (running, bus, client) =
+        trained(&nats, &[Role::Harvester, Role::Scorer, Role::Trainer]).await;
+    let first = ModelNotice::current(&bus).await.unwrap().expect("a model in KV");
+    assert!(first.cold_start);
+
+    // The digest is in KV and says the model is trained.
+    let text = String::from_utf8(bus.get(KEY_DIGEST).await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(text.starts_with("[OS BASELINE]") && text.contains("trained"), "{text}");
+    assert!(bus.get(KEY_DIGEST_JSON).await.unwrap().is_some());
+
+    // An event unlike anything seen: an alert on proprio.alert.<source>, diagnosed.
+    let mut sub = client.subscribe("proprio.alert.svc3").await.unwrap();
+    let mut digests = client.subscribe("proprio.digest").await.unwrap();
+    let t_pub = Instant::now();
+    let oom = format!(
+        r#"{{"ts":{},"level":"fatal","message":"Memory cgroup out of memory: OOMKilled process 4242 (python3) total-vm:8123456kB"}}"#,
+        now_ms()
+    );
+    client.publish("os.log.svc3", oom.into()).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(20), sub.next())
+        .await
+        .expect("an alert within 20 s")
+        .unwrap();
+    let latency = t_pub.elapsed();
+    let alert = Alert::decode(&msg.payload).unwrap();
+    println!("alert after {latency:?}: {}", alert.to_json());
+    assert_eq!(alert.source, "svc3");
+    assert!(alert.score >= 3.0);
+    assert_eq!(alert.diagnosis.as_deref(), Some("OOM killed"));
+    assert_eq!(alert.model.as_deref(), Some(first.version.as_str()));
+
+    // The digest follows the alert (debounced) on its subject and in KV.
+    let d = tokio::time::timeout(Duration::from_secs(20), digests.next())
+        .await
+        .expect("a digest after the alert")
+        .unwrap();
+    let d = String::from_utf8(d.payload.to_vec()).unwrap();
+    println!("{d}");
+    assert!(d.contains("anomal"), "{d}");
+    assert!(d.contains("svc3"), "{d}");
+
+    // A second tick trains incrementally and every scorer switches to it.
+    client.publish("proprio.tick.train", "{}".into()).await.unwrap();
+    let t = running.trainer.clone().unwrap();
+    wait_until("a second cycle", 120, || t.cycles.load(Ordering::Relaxed) >= 2).await;
+    let s = running.scorer.clone().unwrap();
+    wait_until("the second swap", 30, || s.swaps.load(Ordering::Relaxed) >= 2).await;
+    let second = ModelNotice::current(&bus).await.unwrap().unwrap();
+    assert_ne!(second.version, first.version);
+    assert!(!second.cold_start, "same fingerprint: incremental");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_trainers_one_cycle() {
+    let nats = NatsServer::start();
+    let bus = Bus::connect(&BusConfig::with_url(nats.url.clone())).await.unwrap();
+    bus.ensure().await.unwrap();
+    // Curriculum for the trainers: harvested by a harvester.
+    let running = proprio::run::start(&args(&nats.url, &[Role::Harvester])).await.unwrap();
+    publish_normal(bus.client(), 3, 20, now_ms() - 30_000).await;
+    let h = running.harvester.clone().unwrap();
+    wait_until("harvest", 30, || handled(&h) >= 3 * 20 * 3).await;
+    let cfg = |id: &str| TrainerConfig {
+        registry: args(&nats.url, &[]).registry,
+        gates: proprio::freshness::Gates {
+            key_files: vec![args(&nats.url, &[]).registry],
+            ..Default::default()
+        },
+        cold_steps: 60,
+        id: id.into(),
+        ..Default::default()
+    };
+    let a = Trainer::new(bus.clone(), cfg("a"));
+    let b = Trainer::new(bus.clone(), cfg("b"));
+    let (ra, rb) = tokio::join!(a.cycle(), b.cycle());
+    let ran = [ra.unwrap().is_some(), rb.unwrap().is_some()];
+    assert_eq!(ran.iter().filter(|r| **r).count(), 1, "{ran:?}");
+    // The lock is released: the next tick trains again.
+    assert!(a.cycle().await.unwrap().is_some());
+    running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivery_does_not_alert_twice_and_mutes_hold_then_expire() {
+    let nats = NatsServer::start();
+    let (running, bus, client) =
+        trained(&nats, &[Role::Harvester, Role::Scorer, Role::Trainer]).await;
+    let s = running.scorer.clone().unwrap();
+
+    // Muted: a surprising event is scored but not alerted.
+    proprio::cli_ops::set_mute(&bus, "svc2", Duration::from_secs(3), now_ms())
+        .await
+        .unwrap();
+    let weird = |n: u32| {
+        format!(
+            r#"{{"ts":{},"level":"fatal","message":"kernel panic {n}: unable to mount root fs on unknown-block(0,0) ZZZQQQ"}}"#,
+            now_ms()
+        )
+    };
+    client.publish("os.log.svc2", weird(1).into()).await.unwrap();
+    wait_until("the muted event", 20, || s.muted.load(Ordering::Relaxed) >= 1).await;
+    assert_eq!(s.alerts.load(Ordering::Relaxed), 0);
+
+    // The mute expires.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    client.publish("os.log.svc2", weird(2).into()).await.unwrap();
+    wait_until("an alert after the mute", 20, || s.alerts.load(Ordering::Relaxed) >= 1).await;
+    running.stop().await.unwrap();
+    let before = alerts_stored(&bus).await;
+    assert_eq!(before.len(), 1);
+
+    // Every telemetry message is delivered again to a fresh scorer consumer
+    // (as after a crash before the acks): the same alerts' ids, stored once.
+    let js = bus.js();
+    js.get_stream("PROPRIO_TELEMETRY")
+        .await
+        .unwrap()
+        .delete_consumer("proprio-scorer")
+        .await
+        .unwrap();
+    let again = proprio::run::start(&args(&nats.url, &[Role::Scorer])).await.unwrap();
+    let s2 = again.scorer.clone().unwrap();
+    let total = 6 * 40 * 3 + 2;
+    wait_until("re-scoring everything", 60, || {
+        s2.scored.load(Ordering::Relaxed) >= total as u64
+    })
+    .await;
+    // The mute has expired, so the first weird event now alerts (new), the
+    // second is a duplicate of the stored alert.
+    assert!(s2.duplicate_alerts.load(Ordering::Relaxed) >= 1);
+    again.stop().await.unwrap();
+    let after = alerts_stored(&bus).await;
+    let ids: std::collections::HashSet<_> = after.iter().map(|a| a.id.clone()).collect();
+    assert_eq!(ids.len(), after.len(), "no alert stored twice");
+}
