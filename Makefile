@@ -7,7 +7,7 @@ LIBTORCH ?= $(ROOT)/.tools/libtorch
 export LIBTORCH
 export PATH := $(ROOT)/.tools/bin:$(PATH)
 
-.PHONY: setup build test demo bench clean-tools
+.PHONY: setup build test demo bench examples clean-tools
 
 setup:
 	@bash scripts/setup.sh
@@ -24,6 +24,10 @@ demo: build
 
 bench: build
 	bash scripts/bench.sh
+
+# The Python examples (examples/) against nats-server + proprio, end to end.
+examples: build
+	bash scripts/examples.sh
 
 clean-tools:
 	rm -rf .tools

@@ -61,6 +61,13 @@ pub struct Baselines {
     pub min_count: u32,
     /// Floor on the scale, in nats, so near-constant keys do not turn noise into alarms.
     pub min_scale: f32,
+    /// Per kind, the TAIL_QUANTILE of held-out normal losses above their own
+    /// key's median. Losses are heavy-tailed (free text, rare but normal
+    /// events), so a MAD alone puts a fifth of normal events past z = 3; with
+    /// the scale floored at tail / 3, a score of 3 means "as far above its
+    /// key's median as only 1 in TAIL_QUANTILE normal events of its kind".
+    #[serde(default)]
+    pub tails: HashMap<Kind, f32>,
 }
 
 /// Where a score's baseline came from.
@@ -78,16 +85,19 @@ impl Baselines {
     pub const DEFAULT_MIN_SCALE: f32 = 0.05;
     /// Most keys kept; past it the keys with fewest losses are dropped (they fall back to kind).
     pub const MAX_KEYS: usize = 50_000;
+    pub const TAIL_QUANTILE: f64 = 0.999;
 
     /// Builds baselines from (key, kind, loss) observations.
     pub fn fit<'a>(obs: impl IntoIterator<Item = (&'a str, Kind, f32)>) -> Baselines {
         let mut by_key: HashMap<&str, Vec<f32>> = HashMap::new();
         let mut by_kind: HashMap<Kind, Vec<f32>> = HashMap::new();
         let mut all = Vec::new();
+        let mut kept = Vec::new();
         for (k, kind, l) in obs {
             if !l.is_finite() {
                 continue;
             }
+            kept.push((k, kind, l));
             by_key.entry(k).or_default().push(l);
             by_kind.entry(kind).or_default().push(l);
             all.push(l);
@@ -101,12 +111,31 @@ impl Baselines {
             keys.sort_by(|a, b| b.1.n.cmp(&a.1.n));
             keys.truncate(Self::MAX_KEYS);
         }
+        let keys: HashMap<String, Stat> = keys.into_iter().collect();
+        let kind_stats: HashMap<Kind, Stat> = by_kind
+            .iter()
+            .filter_map(|(k, v)| Stat::of(v).map(|s| (*k, s)))
+            .collect();
+        let mut residuals: HashMap<Kind, Vec<f32>> = HashMap::new();
+        for (key, kind, l) in &kept {
+            let m = keys
+                .get(*key)
+                .or_else(|| kind_stats.get(kind))
+                .map_or(0.0, |s| s.median);
+            residuals.entry(*kind).or_default().push(l - m);
+        }
+        let tails = residuals
+            .into_iter()
+            .map(|(k, mut r)| {
+                r.sort_by(|a, b| a.total_cmp(b));
+                let i = ((r.len() as f64 - 1.0) * Self::TAIL_QUANTILE).round() as usize;
+                (k, r[i.min(r.len() - 1)].max(0.0))
+            })
+            .collect();
         Baselines {
-            keys: keys.into_iter().collect(),
-            kinds: by_kind
-                .into_iter()
-                .filter_map(|(k, v)| Stat::of(&v).map(|s| (k, s)))
-                .collect(),
+            keys,
+            tails,
+            kinds: kind_stats,
             global: Stat::of(&all),
             min_count: Self::DEFAULT_MIN_COUNT,
             min_scale: Self::DEFAULT_MIN_SCALE,
@@ -129,8 +158,12 @@ impl Baselines {
 
     /// The robust z-score of `loss`; 0 when there is no baseline at all.
     pub fn score(&self, key: &str, kind: Kind, loss: f32) -> (f32, Option<Stat>) {
+        let tail = self.tails.get(&kind).copied().unwrap_or(0.0) / 3.0;
         match self.stat(key, kind).0 {
-            Some(s) => ((loss - s.median) / s.scale.max(self.min_scale), Some(s)),
+            Some(s) => (
+                (loss - s.median) / s.scale.max(tail).max(self.min_scale),
+                Some(s),
+            ),
             None => (0.0, None),
         }
     }
@@ -141,6 +174,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_heavy_tail_widens_the_scale() {
+        // 990 near-identical losses and 10 rare-but-normal large ones.
+        let mut obs: Vec<f32> = (0..990).map(|i| 1.0 + (i % 2) as f32 * 0.01).collect();
+        obs.extend([5.0; 10]);
+        let b = Baselines::fit(obs.iter().map(|l| ("k", Kind::Log, *l)));
+        // MAD alone would make a 5.0 loss a z of hundreds; the tail makes it ~3.
+        let (z, _) = b.score("k", Kind::Log, 5.0);
+        assert!((2.5..=3.5).contains(&z), "{z}");
+        assert!(b.score("k", Kind::Log, 20.0).0 > 10.0);
+    }
+
+    #[test]
     fn median_and_mad() {
         let s = Stat::of(&[1.0, 2.0, 3.0, 4.0, 100.0]).unwrap();
         assert_eq!(s.median, 3.0);
@@ -149,13 +194,17 @@ mod tests {
 
     #[test]
     fn key_falls_back_to_kind() {
-        let mut obs: Vec<(String, Kind, f32)> = (0..30).map(|i| ("a".to_string(), Kind::Log, 1.0 + (i % 3) as f32)).collect();
+        let mut obs: Vec<(String, Kind, f32)> = (0..30)
+            .map(|i| ("a".to_string(), Kind::Log, 1.0 + (i % 3) as f32))
+            .collect();
         obs.push(("b".into(), Kind::Log, 9.0));
         let b = Baselines::fit(obs.iter().map(|(k, kind, l)| (k.as_str(), *kind, *l)));
         assert_eq!(b.stat("a", Kind::Log).1, BaselineOf::Key);
         assert_eq!(b.stat("b", Kind::Log).1, BaselineOf::Kind);
         assert_eq!(b.stat("c", Kind::Pulse).1, BaselineOf::Global);
-        let (z, _) = b.score("a", Kind::Log, 2.0 + 3.0 * 1.4826);
+        let s = b.keys["a"];
+        let scale = s.scale.max(b.tails[&Kind::Log] / 3.0).max(b.min_scale);
+        let (z, _) = b.score("a", Kind::Log, s.median + 3.0 * scale);
         assert!((z - 3.0).abs() < 1e-3, "{z}");
     }
 }

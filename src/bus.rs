@@ -123,17 +123,249 @@ pub struct BusConfig {
     pub connect_timeout: Duration,
     /// Replicas for the streams/buckets `ensure` creates (1 on a single server).
     pub replicas: usize,
+    /// Credentials and TLS (none by default).
+    pub security: NatsSecurity,
 }
 
 impl Default for BusConfig {
+    /// The process's configured settings when [`install_defaults`] was
+    /// called (the binary does, from its configuration), the built-in ones
+    /// otherwise.
     fn default() -> Self {
+        if let Some(c) = INSTALLED.read().ok().and_then(|c| c.clone()) {
+            return c;
+        }
         BusConfig {
             url: default_url(),
             root: DEFAULT_ROOT.to_string(),
             connect_timeout: Duration::from_secs(3),
             replicas: 1,
+            security: NatsSecurity::default(),
         }
     }
+}
+
+static INSTALLED: std::sync::RwLock<Option<BusConfig>> = std::sync::RwLock::new(None);
+
+/// Makes `cfg` what [`BusConfig::default`] (and so every command's
+/// connection) starts from: the binary installs its effective
+/// configuration here once, so credentials reach every subcommand.
+pub fn install_defaults(cfg: BusConfig) {
+    if let Ok(mut g) = INSTALLED.write() {
+        *g = Some(cfg);
+    }
+}
+
+/// How proprio proves who it is to NATS, and how it checks the server.
+/// Any combination the server accepts: user and password, a token, a
+/// credentials file (JWT + NKey, as `nsc` writes them) or an NKey seed
+/// file; TLS with a private CA and/or a client certificate.
+#[derive(Clone, Default, PartialEq)]
+pub struct NatsSecurity {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    /// A `.creds` file (user JWT and NKey seed).
+    pub creds: Option<std::path::PathBuf>,
+    /// A file holding an NKey seed (`SU...`), for NKey authentication.
+    pub nkey: Option<std::path::PathBuf>,
+    /// CA certificate(s) (PEM) the server's certificate must chain to.
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate and key (PEM), for servers that verify clients.
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Refuse to talk to a server without TLS.
+    pub tls_required: bool,
+}
+
+impl std::fmt::Debug for NatsSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
+        f.debug_struct("NatsSecurity")
+            .field("user", &self.user)
+            .field("password", &redact(&self.password))
+            .field("token", &redact(&self.token))
+            .field("creds", &self.creds)
+            .field("nkey", &self.nkey)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("tls_required", &self.tls_required)
+            .finish()
+    }
+}
+
+impl NatsSecurity {
+    /// Checks the combination and that the files are there, naming the
+    /// configuration key at fault.
+    pub fn check(&self) -> Result<()> {
+        let methods = [
+            self.user.is_some(),
+            self.token.is_some(),
+            self.creds.is_some(),
+            self.nkey.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if methods > 1 {
+            bail!("nats: give one of user/password, token, creds or nkey, not several");
+        }
+        if self.password.is_some() && self.user.is_none() {
+            bail!("nats.password is set but nats.user is not");
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!("nats.tls_cert and nats.tls_key go together: give both or neither");
+        }
+        let files = [
+            ("nats.creds", &self.creds),
+            ("nats.nkey", &self.nkey),
+            ("nats.tls_ca", &self.tls_ca),
+            ("nats.tls_cert", &self.tls_cert),
+            ("nats.tls_key", &self.tls_key),
+        ];
+        for (key, p) in files {
+            if let Some(p) = p {
+                std::fs::File::open(p)
+                    .with_context(|| format!("{key}: cannot read {}", p.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the settings to `opts`, after [`NatsSecurity::check`].
+    async fn apply(
+        &self,
+        mut opts: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions> {
+        self.check()?;
+        if let Some(u) = &self.user {
+            opts = opts.user_and_password(u.clone(), self.password.clone().unwrap_or_default());
+        }
+        if let Some(t) = &self.token {
+            opts = opts.token(t.clone());
+        }
+        if let Some(p) = &self.creds {
+            opts = opts.credentials_file(p).await.with_context(|| {
+                format!("nats.creds: {} is not a credentials file", p.display())
+            })?;
+        }
+        if let Some(p) = &self.nkey {
+            let seed = std::fs::read_to_string(p)
+                .with_context(|| format!("nats.nkey: reading {}", p.display()))?;
+            let seed = seed
+                .lines()
+                .map(str::trim)
+                .find(|l| l.starts_with('S') && l.len() > 40)
+                .ok_or_else(|| anyhow!("nats.nkey: {} holds no NKey seed (SU...)", p.display()))?;
+            opts = opts.nkey(seed.to_string());
+        }
+        if let Some(p) = &self.tls_ca {
+            opts = opts.add_root_certificates(p.clone());
+        }
+        if let (Some(c), Some(k)) = (&self.tls_cert, &self.tls_key) {
+            opts = opts.add_client_certificate(c.clone(), k.clone());
+        }
+        if self.tls_required || self.tls_ca.is_some() || self.tls_cert.is_some() {
+            opts = opts.require_tls(true);
+        }
+        Ok(opts)
+    }
+
+    /// Whether any authentication method is configured.
+    pub fn has_method(&self) -> bool {
+        self.user.is_some() || self.token.is_some() || self.creds.is_some() || self.nkey.is_some()
+    }
+
+    /// What to check when the server refuses: the method in use.
+    fn hint(&self) -> &'static str {
+        if self.creds.is_some() {
+            "check nats.creds"
+        } else if self.nkey.is_some() {
+            "check nats.nkey"
+        } else if self.token.is_some() {
+            "check nats.token"
+        } else if self.user.is_some() {
+            "check nats.user and nats.password"
+        } else {
+            "the server requires credentials: set nats.user/nats.password, nats.token, nats.creds or nats.nkey"
+        }
+    }
+}
+
+/// A connection error about TLS, whatever kind async-nats filed it under
+/// (a refused certificate arrives as an IO error).
+fn is_tls_error(e: &async_nats::ConnectError) -> bool {
+    let text = format!("{e:#} {e:?}").to_lowercase();
+    e.kind() == async_nats::ConnectErrorKind::Tls
+        || ["certificate", "tls", "handshake", "unknownissuer"]
+            .iter()
+            .any(|w| text.contains(w))
+}
+
+/// Takes credentials out of NATS URLs (`nats://user:pass@host:4222`, or
+/// `nats://token@host`; a comma-separated list too): the URLs without them,
+/// and the first credentials found, as (user or token, password).
+pub fn split_url_credentials(urls: &str) -> (String, Option<(String, Option<String>)>) {
+    let mut found = None;
+    let clean: Vec<String> = urls
+        .split(',')
+        .map(|u| {
+            let u = u.trim();
+            let (scheme, rest) = match u.split_once("://") {
+                Some((s, r)) => (Some(s), r),
+                None => (None, u),
+            };
+            let (auth, host) = match rest.rsplit_once('@') {
+                Some((a, h)) if !a.contains('/') => (Some(a), h),
+                _ => (None, rest),
+            };
+            if let Some(a) = auth.filter(|a| !a.is_empty()) {
+                let creds = match a.split_once(':') {
+                    Some((user, pass)) => (user.to_string(), Some(pass.to_string())),
+                    None => (a.to_string(), None),
+                };
+                found.get_or_insert(creds);
+            }
+            match scheme {
+                Some(s) => format!("{s}://{host}"),
+                None => host.to_string(),
+            }
+        })
+        .collect();
+    (clean.join(","), found)
+}
+
+/// NATS URLs fit to print: credentials in them replaced by `<redacted>`.
+pub fn redact_url(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| {
+            let u = u.trim();
+            let (clean, creds) = split_url_credentials(u);
+            let Some((user, pass)) = creds else {
+                return u.to_string();
+            };
+            let shown = match pass {
+                Some(_) => format!("{user}:<redacted>@"),
+                None => "<redacted>@".to_string(),
+            };
+            match clean.split_once("://") {
+                Some((scheme, host)) => format!("{scheme}://{shown}{host}"),
+                None => format!("{shown}{clean}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The message a permission violation reported by the server gets: what
+/// was refused and where the permissions live.
+pub fn permission_error(server_message: &str) -> anyhow::Error {
+    anyhow!(
+        "NATS refused a permission proprio needs: {server_message}. \
+         proprio's NATS user must be allowed its streams, buckets and subjects \
+         (see the proprio user in deploy/nats.conf)"
+    )
 }
 
 impl BusConfig {
@@ -143,6 +375,17 @@ impl BusConfig {
             ..BusConfig::default()
         }
     }
+}
+
+/// A bare client for `url` (credentials in it honoured) with the process's
+/// configured credentials and TLS, failing fast and clearly like
+/// [`Bus::connect`]: for tools that only publish, like `proprio simulate`.
+pub async fn connect_client(url: &str) -> Result<async_nats::Client> {
+    let cfg = BusConfig {
+        url: url.to_string(),
+        ..BusConfig::default()
+    };
+    Ok(Bus::connect(&cfg).await?.client().clone())
 }
 
 /// NATS_URL, then the local default: what every command uses without `--nats`.
@@ -177,6 +420,8 @@ pub struct Bus {
     js: jetstream::Context,
     root: String,
     replicas: usize,
+    /// The first permission violation the server reported, if any.
+    denied: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -191,28 +436,67 @@ impl Bus {
     /// losing the server is async-nats's to handle (it reconnects forever).
     pub async fn connect(cfg: &BusConfig) -> Result<Bus> {
         check_root(&cfg.root)?;
+        let (denied_tx, denied) = tokio::sync::watch::channel(None::<String>);
+        let denied_tx = std::sync::Arc::new(denied_tx);
         let opts = async_nats::ConnectOptions::new()
             .name("proprio")
             .connection_timeout(cfg.connect_timeout)
-            .event_callback(|ev| async move {
-                match ev {
-                    async_nats::Event::Connected => tracing::info!("nats: connected"),
-                    async_nats::Event::Disconnected => tracing::warn!("nats: disconnected"),
-                    other => tracing::warn!("nats: {other}"),
+            .event_callback(move |ev| {
+                let denied_tx = denied_tx.clone();
+                async move {
+                    match ev {
+                        async_nats::Event::Connected => tracing::info!("nats: connected"),
+                        async_nats::Event::Disconnected => tracing::warn!("nats: disconnected"),
+                        async_nats::Event::ServerError(async_nats::ServerError::Other(m))
+                            if m.to_lowercase().contains("permissions violation") =>
+                        {
+                            tracing::error!("nats: {m}");
+                            denied_tx.send_if_modified(|d| {
+                                d.is_none() && {
+                                    *d = Some(m.clone());
+                                    true
+                                }
+                            });
+                        }
+                        other => tracing::warn!("nats: {other}"),
+                    }
                 }
             });
+        // Credentials in the URL (nats://user:pass@host, nats://token@host)
+        // count when nothing else is configured; they never reach a message.
+        let (url, from_url) = split_url_credentials(&cfg.url);
+        let mut security = cfg.security.clone();
+        if let Some((user, pass)) = from_url.filter(|_| !security.has_method()) {
+            match pass {
+                Some(p) => (security.user, security.password) = (Some(user), Some(p)),
+                None => security.token = Some(user),
+            }
+        }
+        let opts = security.apply(opts).await?;
         // The connector itself may retry for a while; the timeout is what
         // the operator was promised.
         let budget = cfg.connect_timeout + Duration::from_millis(500);
-        let client = match tokio::time::timeout(budget, opts.connect(cfg.url.as_str())).await {
+        let client = match tokio::time::timeout(budget, opts.connect(url.as_str())).await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => bail!(
-                "cannot connect to NATS at {}: {e} (is nats-server running? set --nats or NATS_URL)",
-                cfg.url
-            ),
+            Ok(Err(e)) => match e.kind() {
+                async_nats::ConnectErrorKind::AuthorizationViolation
+                | async_nats::ConnectErrorKind::Authentication => bail!(
+                    "cannot connect to NATS at {}: the server refused proprio's credentials ({e}): {}",
+                    url,
+                    security.hint()
+                ),
+                _ if is_tls_error(&e) => bail!(
+                    "cannot connect to NATS at {}: TLS failed: {e:#} (check nats.tls_ca, nats.tls_cert, nats.tls_key and the server's certificate)",
+                    url
+                ),
+                _ => bail!(
+                    "cannot connect to NATS at {}: {e} (is nats-server running? set --nats or NATS_URL)",
+                    url
+                ),
+            },
             Err(_) => bail!(
                 "cannot connect to NATS at {}: no answer within {:?} (is nats-server running? set --nats or NATS_URL)",
-                cfg.url,
+                url,
                 cfg.connect_timeout
             ),
         };
@@ -222,7 +506,38 @@ impl Bus {
             js,
             root: cfg.root.clone(),
             replicas: cfg.replicas.max(1),
+            denied,
         })
+    }
+
+    /// The first permission violation the server reported on this
+    /// connection, if any.
+    pub fn permission_denied(&self) -> Option<String> {
+        self.denied.borrow().clone()
+    }
+
+    /// Resolves with the server's message once it reports a permission
+    /// violation (never, otherwise).
+    pub async fn denied(&self) -> String {
+        let mut rx = self.denied.clone();
+        let got = rx.wait_for(|d| d.is_some()).await.map(|d| d.clone());
+        match got {
+            Ok(d) => d.unwrap_or_default(),
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Runs `f`, failing at once with a clear error if the server reports a
+    /// permission violation meanwhile (a refused request would otherwise
+    /// only time out).
+    pub async fn guarded<T>(&self, f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        tokio::select! {
+            r = f => match (r, self.permission_denied()) {
+                (Err(_), Some(m)) => Err(permission_error(&m)),
+                (r, _) => r,
+            },
+            m = self.denied() => Err(permission_error(&m)),
+        }
     }
 
     pub fn client(&self) -> &async_nats::Client {

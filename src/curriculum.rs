@@ -89,7 +89,12 @@ impl Document {
     }
 
     /// The registry's documents (axiomatic and topology), stamped `now_ms`.
-    pub fn of_registry(r: &Renderer, reg: &Registry, fingerprint: &str, now_ms: i64) -> Vec<Document> {
+    pub fn of_registry(
+        r: &Renderer,
+        reg: &Registry,
+        fingerprint: &str,
+        now_ms: i64,
+    ) -> Vec<Document> {
         let mk = |curriculum: Curriculum, key: &str, text: String| Document {
             ts: now_ms,
             key: key.to_string(),
@@ -162,7 +167,14 @@ impl Default for RenderConfig {
             mixed: false,
         };
         RenderConfig {
-            metric_format: MetricFormat::Digits,
+            // Buckets by measurement (README, "Rendering"): same model, same
+            // data, AUROC 0.881 vs 0.867 for digits, and VRAM pressure 0.894
+            // vs 0.685, since the noise of the second digit is gone.
+            // PROPRIO_RENDER_METRIC_FORMAT=digits switches back.
+            metric_format: match std::env::var("PROPRIO_RENDER_METRIC_FORMAT").as_deref() {
+                Ok("digits") => MetricFormat::Digits,
+                _ => MetricFormat::Buckets,
+            },
             masks: vec![
                 m(
                     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
@@ -174,7 +186,11 @@ impl Default for RenderConfig {
                     "<|IP|>",
                     &["127.", "0.0.0.0"],
                 ),
-                m(r"\b(?:req|trace|span|txn|session|sess|job|task|id)[-_:=][A-Za-z0-9]+\b", "<|ID|>", &[]),
+                m(
+                    r"\b(?:req|trace|span|txn|session|sess|job|task|id)[-_:=][A-Za-z0-9]+\b",
+                    "<|ID|>",
+                    &[],
+                ),
                 m(r"\b0x[0-9a-fA-F]+\b", "<|HEX|>", &[]),
                 MaskSpec {
                     mixed: true,
@@ -211,9 +227,8 @@ impl Renderer {
     pub fn new(cfg: &RenderConfig) -> anyhow::Result<Renderer> {
         let mut masks = Vec::new();
         for (i, m) in cfg.masks.iter().enumerate() {
-            let re = Regex::new(&m.pattern).map_err(|e| {
-                anyhow::anyhow!("render.masks[{i}].pattern {:?}: {e}", m.pattern)
-            })?;
+            let re = Regex::new(&m.pattern)
+                .map_err(|e| anyhow::anyhow!("render.masks[{i}].pattern {:?}: {e}", m.pattern))?;
             let tok = crate::tokenizer::tokenizer();
             anyhow::ensure!(
                 tok.specials().contains(&m.token.as_str()),
@@ -240,9 +255,8 @@ impl Renderer {
             if !m.re.is_match(&s) {
                 continue;
             }
-            s = m
-                .re
-                .replace_all(&s, |c: &regex::Captures| {
+            s =
+                m.re.replace_all(&s, |c: &regex::Captures| {
                     let hit = &c[0];
                     let unmixed = m.mixed
                         && !(hit.bytes().any(|b| b.is_ascii_digit())
@@ -522,7 +536,10 @@ mod tests {
             r.mask("connect to 127.0.0.1:8105 refused"),
             "connect to 127.0.0.1:8105 refused"
         );
-        assert_eq!(r.mask("block blk_-1608999687919862906 at 0xdeadbeef"), "block blk_<|NUM|> at <|HEX|>");
+        assert_eq!(
+            r.mask("block blk_-1608999687919862906 at 0xdeadbeef"),
+            "block blk_<|NUM|> at <|HEX|>"
+        );
         assert_eq!(r.mask("forged <|FLUX|>"), "forged <FLUX|>");
     }
 }
@@ -545,7 +562,11 @@ mod render_tests {
 
     #[test]
     fn every_kind_renders_one_line_of_known_tokens() {
-        let r = Renderer::default();
+        let r = Renderer::new(&RenderConfig {
+            metric_format: MetricFormat::Digits,
+            ..Default::default()
+        })
+        .unwrap();
         let mut attrs = BTreeMap::new();
         attrs.insert("exit_code".to_string(), Scalar::Int(137));
         attrs.insert("pod".to_string(), Scalar::Str("mind-7f9c2d1e".into()));
@@ -586,13 +607,21 @@ mod render_tests {
             // Every <|...|> in the line is a real special token.
             let ids = tok.encode(&got);
             assert_eq!(tok.decode(&ids), got);
-            assert_eq!(ids.iter().filter(|&&i| i >= 256).count(), got.matches("<|").count());
+            assert_eq!(
+                ids.iter().filter(|&&i| i >= 256).count(),
+                got.matches("<|").count()
+            );
         }
     }
 
     #[test]
     fn buckets_are_an_alternative() {
-        let r = Renderer::new(&RenderConfig { metric_format: MetricFormat::Buckets, ..Default::default() }).unwrap();
+        let r = Renderer::new(&RenderConfig {
+            metric_format: MetricFormat::Buckets,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(RenderConfig::default().metric_format, MetricFormat::Buckets);
         let mut metrics = BTreeMap::new();
         metrics.insert("cpu".to_string(), 4.0);
         assert!(r.render(&ev(Body::Pulse { metrics })).contains("cpu=b4"));
@@ -601,7 +630,12 @@ mod render_tests {
     #[test]
     fn bad_mask_is_a_clear_error() {
         let mut cfg = RenderConfig::default();
-        cfg.masks.push(MaskSpec { pattern: "(".into(), token: "<|ID|>".into(), keep: vec![], mixed: false });
+        cfg.masks.push(MaskSpec {
+            pattern: "(".into(),
+            token: "<|ID|>".into(),
+            keep: vec![],
+            mixed: false,
+        });
         let e = Renderer::new(&cfg).err().unwrap().to_string();
         assert!(e.contains("render.masks["), "{e}");
         let mut cfg = RenderConfig::default();
@@ -622,7 +656,9 @@ mod render_tests {
         );
         assert_eq!(
             r.topology(&reg),
-            vec!["<|BOE|><|TOPOLOGY|><|GRAPH|>ServiceGraph<|SRC|>B<|REL|>depends_on<|DST|>A<|EOE|>"]
+            vec![
+                "<|BOE|><|TOPOLOGY|><|GRAPH|>ServiceGraph<|SRC|>B<|REL|>depends_on<|DST|>A<|EOE|>"
+            ]
         );
     }
 }

@@ -333,7 +333,11 @@ impl Event {
         if payload.len() > limits.max_payload {
             return Err(reject(
                 Reason::TooLarge,
-                format!("payload {} bytes > limit {}", payload.len(), limits.max_payload),
+                format!(
+                    "payload {} bytes > limit {}",
+                    payload.len(),
+                    limits.max_payload
+                ),
             ));
         }
         let hint = match subject {
@@ -353,9 +357,8 @@ impl Event {
             Err(e) if structured => return Err(e),
             Err(e) => match &hint {
                 Some(h) if h.kind == Kind::Log => {
-                    let line = std::str::from_utf8(payload).map_err(|_| {
-                        reject(Reason::InvalidUtf8, "log line is not valid UTF-8")
-                    })?;
+                    let line = std::str::from_utf8(payload)
+                        .map_err(|_| reject(Reason::InvalidUtf8, "log line is not valid UTF-8"))?;
                     WireEvent {
                         message: Some(line.trim_end_matches(['\r', '\n']).to_string()),
                         ts: now_ms,
@@ -643,7 +646,12 @@ pub struct SubjectHint {
 impl SubjectHint {
     /// Parses `<root>.<kind>.<name>[.<event>]`.
     pub fn parse(root: &str, subject: &str) -> Result<SubjectHint, Reject> {
-        let bad = || reject(Reason::BadSubject, format!("{subject:?} is not a telemetry subject under {root:?}"));
+        let bad = || {
+            reject(
+                Reason::BadSubject,
+                format!("{subject:?} is not a telemetry subject under {root:?}"),
+            )
+        };
         let rest = subject
             .strip_prefix(root)
             .and_then(|r| r.strip_prefix('.'))
@@ -738,8 +746,13 @@ mod tests {
     #[test]
     fn subject_fills_missing_fields() {
         let p = br#"{"ts": 5, "state": "healthy"}"#;
-        let e = Event::decode(p, Some(("os", "os.flux.AitherMind.started")), &Limits::default(), None)
-            .unwrap();
+        let e = Event::decode(
+            p,
+            Some(("os", "os.flux.AitherMind.started")),
+            &Limits::default(),
+            None,
+        )
+        .unwrap();
         assert_eq!(e.source, "AitherMind");
         assert_eq!(e.key, "AitherMind");
         assert!(matches!(e.body, Body::Flux { ref event, .. } if event == "started"));
@@ -747,8 +760,13 @@ mod tests {
 
     #[test]
     fn raw_log_line() {
-        let e = Event::decode(b"OOMKilled\n", Some(("os", "os.log.a")), &Limits::default(), Some(9))
-            .unwrap();
+        let e = Event::decode(
+            b"OOMKilled\n",
+            Some(("os", "os.log.a")),
+            &Limits::default(),
+            Some(9),
+        )
+        .unwrap();
         assert_eq!(e.ts, 9);
         assert!(matches!(e.body, Body::Log { ref message, .. } if message == "OOMKilled"));
     }

@@ -135,8 +135,10 @@ pub fn fingerprint(paths: &[PathBuf]) -> Result<String> {
                 h.update(u64::MAX.to_le_bytes());
             }
             Err(e) => {
-                return Err(anyhow::Error::new(e)
-                    .context(format!("reading key file {} for the fingerprint", p.display())))
+                return Err(anyhow::Error::new(e).context(format!(
+                    "reading key file {} for the fingerprint",
+                    p.display()
+                )))
             }
         }
     }
@@ -164,7 +166,10 @@ mod tests {
         assert_eq!(g.admit("f", "f", ts, clock.now_ms()), Verdict::Keep(0.25));
         clock.advance(1);
         assert_eq!(g.admit("f", "f", ts, clock.now_ms()), Verdict::Expired);
-        assert_eq!(g.admit("old", "f", clock.now_ms(), clock.now_ms()), Verdict::OldEpoch);
+        assert_eq!(
+            g.admit("old", "f", clock.now_ms(), clock.now_ms()),
+            Verdict::OldEpoch
+        );
     }
 
     #[test]

@@ -368,6 +368,9 @@ async fn finish(bus: Bus, stats: Arc<HarvestStats>, msg: jetstream::Message, act
     let (result, done) = match action {
         Action::Drop => (Ok(()), AckKind::Ack),
         Action::Publish { subject, payload } => {
+            let curriculum = subject
+                .strip_prefix(bus::SUBJECT_CURRICULUM_PREFIX)
+                .map(|c| c.trim_start_matches('.').to_string());
             let r = match &id {
                 Some(id) => bus
                     .publish_once(subject, payload, None, id)
@@ -377,6 +380,12 @@ async fn finish(bus: Bus, stats: Arc<HarvestStats>, msg: jetstream::Message, act
             };
             if r.is_ok() {
                 stats.harvested.fetch_add(1, Ordering::Relaxed);
+                if let Some(c) = &curriculum {
+                    crate::metrics::global()
+                        .curriculum_documents
+                        .with_label_values(&[c.as_str()])
+                        .inc();
+                }
             }
             (r, AckKind::Ack)
         }

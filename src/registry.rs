@@ -48,12 +48,26 @@ impl Registry {
     pub fn check(&self) -> Result<()> {
         let mut names = std::collections::HashSet::new();
         for s in &self.services {
-            anyhow::ensure!(names.insert(s.name.as_str()), "service {} listed twice", s.name);
-            anyhow::ensure!(s.layer < LAYERS, "service {} has layer {} (0..=11)", s.name, s.layer);
+            anyhow::ensure!(
+                names.insert(s.name.as_str()),
+                "service {} listed twice",
+                s.name
+            );
+            anyhow::ensure!(
+                s.layer < LAYERS,
+                "service {} has layer {} (0..=11)",
+                s.name,
+                s.layer
+            );
         }
         for s in &self.services {
             for d in &s.depends_on {
-                anyhow::ensure!(names.contains(d.as_str()), "service {} depends on unknown {}", s.name, d);
+                anyhow::ensure!(
+                    names.contains(d.as_str()),
+                    "service {} depends on unknown {}",
+                    s.name,
+                    d
+                );
             }
         }
         Ok(())

@@ -55,8 +55,10 @@ pub struct RunArgs {
     #[command(flatten)]
     pub nats: NatsArgs,
     /// Roles to run, comma-separated.
+    // `std::vec::Vec`: one value (a comma-separated list) parsed whole,
+    // not clap's repeated-flag Vec.
     #[arg(long, default_value = "harvester,scorer,trainer,silence", value_parser = parse_roles)]
-    pub roles: Vec<Role>,
+    pub roles: std::vec::Vec<Role>,
     /// Publish a training tick this often (e.g. 6h); without it, any scheduler may publish `proprio.tick.train`.
     #[arg(long, value_parser = parse_duration)]
     pub train_every: Option<Duration>,
@@ -95,13 +97,20 @@ pub struct Running {
     pub harvester: Option<Arc<crate::harvester::HarvestStats>>,
     pub trainer: Option<Arc<crate::trainer::cycle::TrainerStats>>,
     pub silence: Option<Arc<crate::silence::SilenceStats>>,
+    bus: Bus,
     stop: watch::Sender<bool>,
     tasks: Vec<(Role, tokio::task::JoinHandle<Result<()>>)>,
 }
 
 impl Running {
+    /// The connection the roles share.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
     /// Stops every role and waits for them.
     pub async fn stop(self) -> Result<()> {
+        crate::metrics::health().set_not_ready();
         let _ = self.stop.send(true);
         for (role, t) in self.tasks {
             match t.await {
@@ -118,10 +127,18 @@ impl Running {
         let tasks = std::mem::take(&mut self.tasks);
         let (roles, handles): (Vec<Role>, Vec<_>) = tasks.into_iter().unzip();
         tokio::pin!(shutdown);
+        let bus = self.bus.clone();
         let first = tokio::select! {
             _ = &mut shutdown => None,
             (r, i, rest) = futures::future::select_all(handles) => Some((r, roles[i], rest)),
+            // A refused permission is a misconfiguration no retry will fix.
+            m = bus.denied() => {
+                crate::metrics::health().set_not_ready();
+                let _ = self.stop.send(true);
+                return Err(crate::bus::permission_error(&m));
+            }
         };
+        crate::metrics::health().set_not_ready();
         let _ = self.stop.send(true);
         if let Some((r, role, rest)) = first {
             for t in rest {
@@ -140,7 +157,7 @@ impl Running {
 fn stopped(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
     let mut rx = rx.clone();
     async move {
-            let _ = rx.wait_for(|s| *s).await.map(|_| ());
+        let _ = rx.wait_for(|s| *s).await.map(|_| ());
     }
 }
 
@@ -152,7 +169,7 @@ pub async fn start(args: &RunArgs) -> Result<Running> {
         ..BusConfig::with_url(args.nats.nats.clone())
     })
     .await?;
-    bus.ensure().await?;
+    bus.guarded(bus.ensure()).await?;
     let gates = crate::freshness::Gates {
         key_files: vec![args.registry.clone()],
         ..Default::default()
@@ -163,6 +180,7 @@ pub async fn start(args: &RunArgs) -> Result<Running> {
         harvester: None,
         trainer: None,
         silence: None,
+        bus: bus.clone(),
         stop,
         tasks: Vec::new(),
     };
@@ -190,7 +208,8 @@ pub async fn start(args: &RunArgs) -> Result<Running> {
                         ..Default::default()
                     },
                 )
-                .await?;
+                .await;
+                let s = bus_guard(&r.bus, s).await?;
                 r.scorer = Some(s.stats());
                 tokio::spawn(s.run(shutdown))
             }
@@ -244,8 +263,43 @@ pub async fn start(args: &RunArgs) -> Result<Running> {
         };
         r.tasks.push((*role, task));
     }
+    crate::metrics::global().watch(crate::metrics::StatsSources {
+        scorer: r.scorer.clone(),
+        harvester: r.harvester.clone(),
+        trainer: r.trainer.clone(),
+        silence: r.silence.clone(),
+    });
+    tokio::spawn(crate::metrics::poll_consumers(
+        r.bus.clone(),
+        Duration::from_secs(5),
+        stopped(&rx),
+    ));
+    crate::metrics::health().set_ready(r.bus.client().clone());
     tracing::info!(roles = ?args.roles, "proprio running");
     Ok(r)
+}
+
+/// A start-up result, replaced by the server's permission violation when
+/// there was one (the refused request itself would only have timed out).
+async fn bus_guard<T>(bus: &Bus, r: Result<T>) -> Result<T> {
+    match (r, bus.permission_denied()) {
+        (Err(_), Some(m)) => Err(crate::bus::permission_error(&m)),
+        (r, _) => r,
+    }
+}
+
+/// `proprio run` with the HTTP endpoint (/metrics, /healthz, /readyz) on
+/// `metrics_addr` when given. The endpoint is up before NATS is reached, so
+/// /healthz answers (and /readyz says why not) while proprio starts.
+pub async fn run_with_metrics(
+    args: RunArgs,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> Result<()> {
+    let _server = match metrics_addr {
+        Some(a) => Some(crate::metrics::serve(a).await?),
+        None => None,
+    };
+    run(args).await
 }
 
 /// `proprio run` until Ctrl-C or SIGTERM.

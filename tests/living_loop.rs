@@ -5,7 +5,9 @@ mod support;
 
 use futures::StreamExt;
 use proprio::alert::Alert;
-use proprio::bus::{Bus, BusConfig, KEY_DIGEST, KEY_DIGEST_JSON, STREAM_ALERTS, SUBJECT_ALERTS_ALL};
+use proprio::bus::{
+    Bus, BusConfig, KEY_DIGEST, KEY_DIGEST_JSON, STREAM_ALERTS, SUBJECT_ALERTS_ALL,
+};
 use proprio::cli_ops::NatsArgs;
 use proprio::run::{Role, RunArgs, Running};
 use proprio::trainer::cycle::{ModelNotice, Trainer, TrainerConfig};
@@ -22,13 +24,18 @@ fn now_ms() -> i64 {
 
 fn args(url: &str, roles: &[Role]) -> RunArgs {
     RunArgs {
-        nats: NatsArgs { nats: url.to_string() },
+        nats: NatsArgs {
+            nats: url.to_string(),
+        },
         roles: roles.to_vec(),
         train_every: None,
         root: "os".into(),
         threshold: 3.0,
         cooldown: Duration::from_secs(0),
-        registry: std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/services.yaml")),
+        registry: std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/services.yaml"
+        )),
         cold_steps: 150,
         incremental_steps: 50,
         silence_multiple: 3.0,
@@ -44,9 +51,8 @@ async fn publish_normal(client: &async_nats::Client, sources: usize, n: usize, t
         for s in 0..sources {
             let ts = t0 + (i as i64) * 1000 + s as i64;
             let cpu = 20 + ((i * 7 + s * 3) % 5);
-            let pulse = format!(
-                r#"{{"ts":{ts},"metrics":{{"cpu":{cpu},"mem_mb":512,"req_rate":40}}}}"#
-            );
+            let pulse =
+                format!(r#"{{"ts":{ts},"metrics":{{"cpu":{cpu},"mem_mb":512,"req_rate":40}}}}"#);
             client
                 .publish(format!("os.pulse.svc{s}"), pulse.into())
                 .await
@@ -57,7 +63,10 @@ async fn publish_normal(client: &async_nats::Client, sources: usize, n: usize, t
                 3 + (i % 4),
                 i * 7919 + s
             );
-            client.publish(format!("os.log.svc{s}"), log.into()).await.unwrap();
+            client
+                .publish(format!("os.log.svc{s}"), log.into())
+                .await
+                .unwrap();
             let flux = format!(r#"{{"ts":{},"state":"healthy"}}"#, ts + 2);
             client
                 .publish(format!("os.flux.svc{s}.heartbeat"), flux.into())
@@ -95,16 +104,27 @@ async fn alerts_stored(bus: &Bus) -> Vec<Alert> {
 /// Starts the roles and trains the first model on normal telemetry.
 async fn trained(nats: &NatsServer, roles: &[Role]) -> (Running, Bus, async_nats::Client) {
     let running = proprio::run::start(&args(&nats.url, roles)).await.unwrap();
-    let bus = Bus::connect(&BusConfig::with_url(nats.url.clone())).await.unwrap();
+    let bus = Bus::connect(&BusConfig::with_url(nats.url.clone()))
+        .await
+        .unwrap();
     let client = bus.client().clone();
     publish_normal(&client, 6, 40, now_ms() - 60_000).await;
     let h = running.harvester.clone().unwrap();
     wait_until("harvest", 30, || handled(&h) >= 6 * 40 * 3).await;
-    client.publish("proprio.tick.train", "{}".into()).await.unwrap();
+    client
+        .publish("proprio.tick.train", "{}".into())
+        .await
+        .unwrap();
     let t = running.trainer.clone().unwrap();
-    wait_until("a growth cycle", 120, || t.cycles.load(Ordering::Relaxed) >= 1).await;
+    wait_until("a growth cycle", 120, || {
+        t.cycles.load(Ordering::Relaxed) >= 1
+    })
+    .await;
     let s = running.scorer.clone().unwrap();
-    wait_until("the scorer's swap", 30, || s.swaps.load(Ordering::Relaxed) >= 1).await;
+    wait_until("the scorer's swap", 30, || {
+        s.swaps.load(Ordering::Relaxed) >= 1
+    })
+    .await;
     (running, bus, client)
 }
 
@@ -113,12 +133,18 @@ async fn publish_to_alert_digest_and_model_switch() {
     let nats = NatsServer::start();
     let (running, bus, client) =
         trained(&nats, &[Role::Harvester, Role::Scorer, Role::Trainer]).await;
-    let first = ModelNotice::current(&bus).await.unwrap().expect("a model in KV");
+    let first = ModelNotice::current(&bus)
+        .await
+        .unwrap()
+        .expect("a model in KV");
     assert!(first.cold_start);
 
     // The digest is in KV and says the model is trained.
     let text = String::from_utf8(bus.get(KEY_DIGEST).await.unwrap().unwrap().to_vec()).unwrap();
-    assert!(text.starts_with("[OS BASELINE]") && text.contains("trained"), "{text}");
+    assert!(
+        text.starts_with("[OS BASELINE]") && text.contains("trained"),
+        "{text}"
+    );
     assert!(bus.get(KEY_DIGEST_JSON).await.unwrap().is_some());
 
     // An event unlike anything seen: an alert on proprio.alert.<source>, diagnosed.
@@ -153,11 +179,20 @@ async fn publish_to_alert_digest_and_model_switch() {
     assert!(d.contains("svc3"), "{d}");
 
     // A second tick trains incrementally and every scorer switches to it.
-    client.publish("proprio.tick.train", "{}".into()).await.unwrap();
+    client
+        .publish("proprio.tick.train", "{}".into())
+        .await
+        .unwrap();
     let t = running.trainer.clone().unwrap();
-    wait_until("a second cycle", 120, || t.cycles.load(Ordering::Relaxed) >= 2).await;
+    wait_until("a second cycle", 120, || {
+        t.cycles.load(Ordering::Relaxed) >= 2
+    })
+    .await;
     let s = running.scorer.clone().unwrap();
-    wait_until("the second swap", 30, || s.swaps.load(Ordering::Relaxed) >= 2).await;
+    wait_until("the second swap", 30, || {
+        s.swaps.load(Ordering::Relaxed) >= 2
+    })
+    .await;
     let second = ModelNotice::current(&bus).await.unwrap().unwrap();
     assert_ne!(second.version, first.version);
     assert!(!second.cold_start, "same fingerprint: incremental");
@@ -167,10 +202,14 @@ async fn publish_to_alert_digest_and_model_switch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_trainers_one_cycle() {
     let nats = NatsServer::start();
-    let bus = Bus::connect(&BusConfig::with_url(nats.url.clone())).await.unwrap();
+    let bus = Bus::connect(&BusConfig::with_url(nats.url.clone()))
+        .await
+        .unwrap();
     bus.ensure().await.unwrap();
     // Curriculum for the trainers: harvested by a harvester.
-    let running = proprio::run::start(&args(&nats.url, &[Role::Harvester])).await.unwrap();
+    let running = proprio::run::start(&args(&nats.url, &[Role::Harvester]))
+        .await
+        .unwrap();
     publish_normal(bus.client(), 3, 20, now_ms() - 30_000).await;
     let h = running.harvester.clone().unwrap();
     wait_until("harvest", 30, || handled(&h) >= 3 * 20 * 3).await;
@@ -211,14 +250,26 @@ async fn redelivery_does_not_alert_twice_and_mutes_hold_then_expire() {
             now_ms()
         )
     };
-    client.publish("os.log.svc2", weird(1).into()).await.unwrap();
-    wait_until("the muted event", 20, || s.muted.load(Ordering::Relaxed) >= 1).await;
+    client
+        .publish("os.log.svc2", weird(1).into())
+        .await
+        .unwrap();
+    wait_until("the muted event", 20, || {
+        s.muted.load(Ordering::Relaxed) >= 1
+    })
+    .await;
     assert_eq!(s.alerts.load(Ordering::Relaxed), 0);
 
     // The mute expires.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    client.publish("os.log.svc2", weird(2).into()).await.unwrap();
-    wait_until("an alert after the mute", 20, || s.alerts.load(Ordering::Relaxed) >= 1).await;
+    client
+        .publish("os.log.svc2", weird(2).into())
+        .await
+        .unwrap();
+    wait_until("an alert after the mute", 20, || {
+        s.alerts.load(Ordering::Relaxed) >= 1
+    })
+    .await;
     running.stop().await.unwrap();
     let before = alerts_stored(&bus).await;
     assert_eq!(before.len(), 1);
@@ -232,7 +283,9 @@ async fn redelivery_does_not_alert_twice_and_mutes_hold_then_expire() {
         .delete_consumer("proprio-scorer")
         .await
         .unwrap();
-    let again = proprio::run::start(&args(&nats.url, &[Role::Scorer])).await.unwrap();
+    let again = proprio::run::start(&args(&nats.url, &[Role::Scorer]))
+        .await
+        .unwrap();
     let s2 = again.scorer.clone().unwrap();
     let total = 6 * 40 * 3 + 2;
     wait_until("re-scoring everything", 60, || {

@@ -3,8 +3,12 @@
 //! enough that the whole file runs in seconds on two cores.
 
 use proprio::model::checkpoint::{Checkpoint, CheckpointError};
+use proprio::model::score::Simd;
 use proprio::model::train::{sample_windows, training_windows};
-use proprio::model::{score, score_with, surprising_span, train, Engine, Gpt, GptConfig, ScoreItem, Stream, TrainConfig};
+use proprio::model::{
+    score, score_with, surprising_span, train, Engine, Gpt, GptConfig, ScoreItem, Stream,
+    TrainConfig,
+};
 use proprio::tokenizer::tokenizer;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -13,14 +17,20 @@ use rand::{Rng, SeedableRng};
 /// starting -> running -> (degraded ->) running ..., and metrics whose values
 /// follow the state, so there is structure across events, not just within.
 fn service_events(svc: usize, n: usize, rng: &mut SmallRng) -> Vec<String> {
-    let states = ["starting", "running", "running", "degraded", "running", "stopping"];
+    let states = [
+        "starting", "running", "running", "degraded", "running", "stopping",
+    ];
     (0..n)
         .map(|i| {
             let st = states[(i / 3) % states.len()];
             if i % 3 == 0 {
                 format!("<|BOE|><|FLUX|><|SVC|>svc-{svc} <|STATE|>{st}<|EOE|>")
             } else {
-                let cpu = if st == "degraded" { 80 + rng.gen_range(0..20) } else { 10 + rng.gen_range(0..20) };
+                let cpu = if st == "degraded" {
+                    80 + rng.gen_range(0..20)
+                } else {
+                    10 + rng.gen_range(0..20)
+                };
                 format!(
                     "<|BOE|><|PULSE|><|SVC|>svc-{svc} <|METRIC|>cpu {cpu} <|METRIC|>mem {}<|EOE|>",
                     200 + svc * 10 + rng.gen_range(0..5)
@@ -41,15 +51,27 @@ fn stream_of(events: &[String], weight: impl Fn(usize) -> f32) -> Stream {
 
 fn synthetic(n_services: usize, n_events: usize, seed: u64) -> Vec<Stream> {
     let mut rng = SmallRng::seed_from_u64(seed);
-    (0..n_services).map(|s| stream_of(&service_events(s, n_events, &mut rng), |_| 1.0)).collect()
+    (0..n_services)
+        .map(|s| stream_of(&service_events(s, n_events, &mut rng), |_| 1.0))
+        .collect()
 }
 
 fn small() -> GptConfig {
-    GptConfig { block_size: 64, ..GptConfig::default() }
+    GptConfig {
+        block_size: 64,
+        ..GptConfig::default()
+    }
 }
 
 fn quick(steps: usize) -> TrainConfig {
-    TrainConfig { steps, batch_size: 8, eval_every: 10, eval_batches: 2, progress: false, ..TrainConfig::default() }
+    TrainConfig {
+        steps,
+        batch_size: 8,
+        eval_every: 10,
+        eval_batches: 2,
+        progress: false,
+        ..TrainConfig::default()
+    }
 }
 
 /// Items with context, as the scorer builds them: each event after the
@@ -57,7 +79,10 @@ fn quick(steps: usize) -> TrainConfig {
 fn items_from(events: &[String], k: usize) -> Vec<ScoreItem> {
     let toks: Vec<Vec<u32>> = events.iter().map(|e| tokenizer().encode(e)).collect();
     (0..toks.len())
-        .map(|i| ScoreItem { context: toks[i.saturating_sub(k)..i].concat(), event: toks[i].clone() })
+        .map(|i| ScoreItem {
+            context: toks[i.saturating_sub(k)..i].concat(),
+            event: toks[i].clone(),
+        })
         .collect()
 }
 
@@ -71,7 +96,12 @@ fn assert_close(a: &[proprio::model::EventLoss], b: &[proprio::model::EventLoss]
     assert_eq!(a.len(), b.len());
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         assert_eq!(x.token_losses.len(), y.token_losses.len(), "item {i}");
-        assert!((x.loss - y.loss).abs() <= tol, "item {i}: {} vs {}", x.loss, y.loss);
+        assert!(
+            (x.loss - y.loss).abs() <= tol,
+            "item {i}: {} vs {}",
+            x.loss,
+            y.loss
+        );
         for (p, (u, v)) in x.token_losses.iter().zip(&y.token_losses).enumerate() {
             assert!((u - v).abs() <= tol, "item {i} token {p}: {u} vs {v}");
         }
@@ -83,7 +113,10 @@ fn training_loss_falls() {
     let mut gpt = Gpt::new(small(), 1).unwrap();
     let r = train(&mut gpt, &synthetic(3, 60, 1), &quick(60)).unwrap();
     let first = r.losses[..5].iter().sum::<f32>() / 5.0;
-    eprintln!("train loss {first:.3} -> {:.3}, val curve {:?}", r.train_loss, r.val_curve);
+    eprintln!(
+        "train loss {first:.3} -> {:.3}, val curve {:?}",
+        r.train_loss, r.val_curve
+    );
     assert!(r.train_loss < 0.6 * first, "{first} -> {}", r.train_loss);
     let (v0, v1) = (r.val_curve[0].1, r.val_loss.unwrap());
     assert!(v1 < 0.6 * v0, "val {v0} -> {v1}");
@@ -99,9 +132,22 @@ fn incremental_training_continues_from_the_weights() {
     let a = train(&mut gpt, &streams, &quick(40)).unwrap();
     let ck = Checkpoint::from_bytes(&Checkpoint::new(gpt, "fp").to_bytes().unwrap()).unwrap();
     let mut gpt = ck.gpt;
-    let b = train(&mut gpt, &streams, &TrainConfig { seed: 9, ..quick(20) }).unwrap();
+    let b = train(
+        &mut gpt,
+        &streams,
+        &TrainConfig {
+            seed: 9,
+            ..quick(20)
+        },
+    )
+    .unwrap();
     // Same validation set: the second run starts where the first ended.
-    assert!((b.val_curve[0].1 - a.val_loss.unwrap()).abs() < 1e-4, "{:?} {:?}", a.val_curve, b.val_curve);
+    assert!(
+        (b.val_curve[0].1 - a.val_loss.unwrap()).abs() < 1e-4,
+        "{:?} {:?}",
+        a.val_curve,
+        b.val_curve
+    );
     assert!(b.val_loss.unwrap() <= a.val_loss.unwrap() * 1.05);
 }
 
@@ -119,12 +165,22 @@ fn windows_follow_weights_and_skip_weight_zero() {
     let starts: Vec<usize> = streams[0].starts.iter().map(|s| s.0).collect();
     let cands = training_windows(&streams, 64, 0.1);
     assert!(cands.iter().all(|&(_, _, w)| w > 0.0));
-    let cfg = TrainConfig { steps: 250, batch_size: 32, ..quick(0) };
+    let cfg = TrainConfig {
+        steps: 250,
+        batch_size: 32,
+        ..quick(0)
+    };
     let drawn = sample_windows(&streams, 64, &cfg).unwrap();
     let (mut heavy, mut light) = (0usize, 0usize);
     for &(_, off) in &drawn {
-        let i = starts.iter().position(|&s| s == off).expect("windows start on event boundaries");
-        assert!(weight(i) > 0.0, "event {i} has weight 0 but started a window");
+        let i = starts
+            .iter()
+            .position(|&s| s == off)
+            .expect("windows start on event boundaries");
+        assert!(
+            weight(i) > 0.0,
+            "event {i} has weight 0 but started a window"
+        );
         assert!(i < 180, "event {i} is in the validation slice");
         if weight(i) == 1.0 {
             heavy += 1
@@ -145,11 +201,25 @@ fn nothing_to_train_on_is_an_error() {
     let streams = vec![stream_of(&events, |_| 0.0)];
     let mut gpt = Gpt::new(small(), 1).unwrap();
     assert!(train(&mut gpt, &streams, &quick(5)).is_err());
-    let bad = vec![Stream { tokens: vec![1, 2, 99_999], starts: vec![(0, 1.0)] }];
+    let bad = vec![Stream {
+        tokens: vec![1, 2, 99_999],
+        starts: vec![(0, 1.0)],
+    }];
     assert!(train(&mut gpt, &bad, &quick(5)).is_err());
     // Starts past the end or with non-finite weights are skipped, not fatal.
-    let odd = vec![Stream { tokens: vec![65, 66, 67, 68], starts: vec![(0, 1.0), (2, f32::NAN), (9, 1.0)] }];
-    assert!(train(&mut gpt, &odd, &TrainConfig { val_fraction: 0.0, ..quick(2) }).is_ok());
+    let odd = vec![Stream {
+        tokens: vec![65, 66, 67, 68],
+        starts: vec![(0, 1.0), (2, f32::NAN), (9, 1.0)],
+    }];
+    assert!(train(
+        &mut gpt,
+        &odd,
+        &TrainConfig {
+            val_fraction: 0.0,
+            ..quick(2)
+        }
+    )
+    .is_ok());
 }
 
 #[test]
@@ -158,7 +228,15 @@ fn deterministic_for_a_seed() {
     let run = || {
         let mut gpt = Gpt::new(small(), 11).unwrap();
         let r = train(&mut gpt, &streams, &quick(15)).unwrap();
-        (r.losses, r.val_curve, score(&gpt, &items_from(&service_events(0, 6, &mut SmallRng::seed_from_u64(3)), 2), 4))
+        (
+            r.losses,
+            r.val_curve,
+            score(
+                &gpt,
+                &items_from(&service_events(0, 6, &mut SmallRng::seed_from_u64(3)), 2),
+                4,
+            ),
+        )
     };
     assert_eq!(run(), run());
 }
@@ -170,15 +248,41 @@ fn native_forward_matches_libtorch() {
     let mut items = items_from(&service_events(1, 30, &mut rng), 3);
     // A context that overflows the block, an event longer than the block,
     // an empty and a one-token event.
-    let long: Vec<u32> = (0..3 * small().block_size as u32 + 7).map(|i| 32 + i % 90).collect();
-    items.push(ScoreItem { context: long.clone(), event: items[4].event.clone() });
-    items.push(ScoreItem { context: vec![], event: long.clone() });
-    items.push(ScoreItem { context: items[3].event.clone(), event: long });
-    items.push(ScoreItem { context: vec![1, 2, 3], event: vec![] });
-    items.push(ScoreItem { context: vec![], event: vec![7] });
+    let long: Vec<u32> = (0..3 * small().block_size as u32 + 7)
+        .map(|i| 32 + i % 90)
+        .collect();
+    items.push(ScoreItem {
+        context: long.clone(),
+        event: items[4].event.clone(),
+    });
+    items.push(ScoreItem {
+        context: vec![],
+        event: long.clone(),
+    });
+    items.push(ScoreItem {
+        context: items[3].event.clone(),
+        event: long,
+    });
+    items.push(ScoreItem {
+        context: vec![1, 2, 3],
+        event: vec![],
+    });
+    items.push(ScoreItem {
+        context: vec![],
+        event: vec![7],
+    });
     let native = score_with(&gpt, &items, 8, Engine::Native);
     let torch = score_with(&gpt, &items, 8, Engine::Libtorch);
     assert_close(&native, &torch, 1e-4);
+    // Every instruction set the native forward has (those this CPU lacks
+    // fall back to one it has).
+    for simd in [Simd::Scalar, Simd::Avx2, Simd::Avx512] {
+        assert_close(
+            &score_with(&gpt, &items, 8, Engine::NativeAt(simd)),
+            &torch,
+            1e-4,
+        );
+    }
     let n = items.len();
     assert_eq!(native[n - 2].loss, 0.0);
     assert!(native[n - 2].token_losses.is_empty() && native[n - 1].token_losses.is_empty());
@@ -201,7 +305,10 @@ fn batch_one_equals_batched() {
 #[test]
 fn out_of_vocabulary_ids_do_not_panic() {
     let gpt = Gpt::new(small(), 1).unwrap();
-    let items = vec![ScoreItem { context: vec![u32::MAX], event: vec![65, 1_000_000, 66] }];
+    let items = vec![ScoreItem {
+        context: vec![u32::MAX],
+        event: vec![65, 1_000_000, 66],
+    }];
     let out = score(&gpt, &items, 1);
     assert_eq!(out[0].token_losses.len(), 2);
     assert!(out[0].loss.is_finite());
@@ -226,6 +333,18 @@ fn checkpoint_round_trips_through_a_file_and_memory() {
     ck.meta.step = 10;
     ck.meta.train_loss = 1.5;
     ck.meta.val_loss = 1.7;
+    let stat = |m: f32| proprio::baseline::Stat {
+        median: m,
+        scale: 0.3,
+        n: 40,
+    };
+    ck.meta.baselines.keys.insert("svc-0".into(), stat(1.0));
+    ck.meta
+        .baselines
+        .kinds
+        .insert(proprio::event::Kind::Pulse, stat(2.0));
+    ck.meta.baselines.global = Some(stat(3.0));
+    ck.meta.baselines.min_count = 20;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.ckpt");
     ck.save(&path).unwrap();
@@ -235,8 +354,12 @@ fn checkpoint_round_trips_through_a_file_and_memory() {
     assert_eq!(loaded.meta.step, 10);
     assert_eq!(loaded.meta.train_loss, 1.5);
     assert_eq!(loaded.meta.val_loss, 1.7);
+    assert_eq!(loaded.meta.baselines, ck.meta.baselines);
     assert_eq!(loaded.meta.version.len(), 12);
-    assert_eq!(loaded.meta.token_hash, proprio::tokenizer::token_list_hash());
+    assert_eq!(
+        loaded.meta.token_hash,
+        proprio::tokenizer::token_list_hash()
+    );
     let bytes = ck.to_bytes().unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
     let mem = Checkpoint::from_bytes(&bytes).unwrap();
@@ -261,7 +384,12 @@ fn bad_checkpoints_are_refused() {
     for cut in [0, 5, 30, 41, good.len() / 2, good.len() - 1] {
         let e = refusal(&good[..cut]);
         assert!(
-            matches!(e, CheckpointError::HashMismatch { .. } | CheckpointError::Truncated(_) | CheckpointError::NotACheckpoint),
+            matches!(
+                e,
+                CheckpointError::HashMismatch { .. }
+                    | CheckpointError::Truncated(_)
+                    | CheckpointError::NotACheckpoint
+            ),
             "cut {cut}: {e}"
         );
     }
@@ -269,7 +397,10 @@ fn bad_checkpoints_are_refused() {
     for at in [50, good.len() - 100, 20] {
         let mut b = good.clone();
         b[at] ^= 0x40;
-        assert!(matches!(refusal(&b), CheckpointError::HashMismatch { .. }), "byte {at}");
+        assert!(
+            matches!(refusal(&b), CheckpointError::HashMismatch { .. }),
+            "byte {at}"
+        );
     }
     let mut b = good.clone();
     b[0] = b'X';
@@ -279,7 +410,10 @@ fn bad_checkpoints_are_refused() {
     let e = refusal(&ck.to_bytes().unwrap());
     let msg = e.to_string();
     assert!(matches!(e, CheckpointError::TokenList { .. }));
-    assert!(msg.contains(&"0".repeat(64)) && msg.contains(&proprio::tokenizer::token_list_hash()), "{msg}");
+    assert!(
+        msg.contains(&"0".repeat(64)) && msg.contains(&proprio::tokenizer::token_list_hash()),
+        "{msg}"
+    );
     // And from a file, with the path in the message.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.ckpt");
@@ -303,10 +437,21 @@ fn a_valid_hash_over_bad_weights_is_still_an_error() {
     b[8..40].copy_from_slice(&h);
     assert!(Checkpoint::from_bytes(&b).is_err());
     // A model of another shape under the same names is refused, not broadcast.
-    let other = Checkpoint::new(Gpt::new(GptConfig { n_embd: 16, ..GptConfig::default() }, 1).unwrap(), "fp");
+    let other = Checkpoint::new(
+        Gpt::new(
+            GptConfig {
+                n_embd: 16,
+                ..GptConfig::default()
+            },
+            1,
+        )
+        .unwrap(),
+        "fp",
+    );
     let mut b = other.to_bytes().unwrap();
     let meta_len = u64::from_le_bytes(b[44..52].try_into().unwrap()) as usize;
-    let mut meta: proprio::model::CheckpointMeta = rmp_serde::from_slice(&b[52..52 + meta_len]).unwrap();
+    let mut meta: proprio::model::CheckpointMeta =
+        rmp_serde::from_slice(&b[52..52 + meta_len]).unwrap();
     meta.config.n_embd = 32;
     let m = rmp_serde::to_vec_named(&meta).unwrap();
     let mut body = b[40..44].to_vec();
@@ -323,10 +468,22 @@ fn a_valid_hash_over_bad_weights_is_still_an_error() {
 #[test]
 fn invalid_configs_are_refused() {
     for cfg in [
-        GptConfig { n_head: 5, ..GptConfig::default() },
-        GptConfig { n_layer: 0, ..GptConfig::default() },
-        GptConfig { block_size: 1, ..GptConfig::default() },
-        GptConfig { n_embd: 1 << 20, ..GptConfig::default() },
+        GptConfig {
+            n_head: 5,
+            ..GptConfig::default()
+        },
+        GptConfig {
+            n_layer: 0,
+            ..GptConfig::default()
+        },
+        GptConfig {
+            block_size: 1,
+            ..GptConfig::default()
+        },
+        GptConfig {
+            n_embd: 1 << 20,
+            ..GptConfig::default()
+        },
     ] {
         assert!(Gpt::new(cfg, 0).is_err(), "{cfg:?}");
     }
@@ -341,11 +498,21 @@ fn invalid_configs_are_refused() {
 fn converges_within_500_steps() {
     let streams = synthetic(12, 400, 21);
     let mut gpt = Gpt::new(GptConfig::default(), 1).unwrap();
-    let cfg = TrainConfig { steps: 2000, eval_every: 100, progress: true, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        steps: 2000,
+        eval_every: 100,
+        progress: true,
+        ..TrainConfig::default()
+    };
     let r = train(&mut gpt, &streams, &cfg).unwrap();
     let at = |s: usize| r.val_curve.iter().find(|&&(k, _)| k == s).unwrap().1;
     eprintln!("val curve {:?}\n{:.1} s", r.val_curve, r.seconds);
-    assert!(at(500) <= at(2000) * 1.05, "val@500 {} val@2000 {}", at(500), at(2000));
+    assert!(
+        at(500) <= at(2000) * 1.05,
+        "val@500 {} val@2000 {}",
+        at(500),
+        at(2000)
+    );
 }
 
 /// `proprio bench` without the CLI (scripts/bench.sh falls back to this while
@@ -359,6 +526,25 @@ fn bench() {
         args: proprio::model::bench::BenchArgs,
     }
     let args = std::env::var("PROPRIO_BENCH_ARGS").unwrap_or_default();
-    let cli = <Cli as clap::Parser>::parse_from(std::iter::once("bench").chain(args.split_whitespace()));
+    let cli =
+        <Cli as clap::Parser>::parse_from(std::iter::once("bench").chain(args.split_whitespace()));
     proprio::model::bench::bench(cli.args).unwrap();
+}
+
+#[test]
+fn a_scorer_is_shared_across_threads() {
+    fn send_sync<T: Send + Sync + Clone>() {}
+    send_sync::<proprio::model::Scorer>();
+    let gpt = trained(small(), 10);
+    let items = items_from(&service_events(0, 20, &mut SmallRng::seed_from_u64(2)), 2);
+    let want = score(&gpt, &items, 4);
+    let scorer = gpt.scorer();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| scorer.score(&items, 4)))
+            .collect();
+        for h in hs {
+            assert_eq!(h.join().unwrap(), want);
+        }
+    });
 }

@@ -39,7 +39,12 @@ fn faults_of(out: &Path) -> Vec<Fault> {
 }
 
 /// Events of an in-process run, with its faults.
-fn run(hours: f64, seed: u64, faults: FaultSpec, services: Option<usize>) -> (Vec<Event>, Vec<Fault>, sim::Simulation) {
+fn run(
+    hours: f64,
+    seed: u64,
+    faults: FaultSpec,
+    services: Option<usize>,
+) -> (Vec<Event>, Vec<Fault>, sim::Simulation) {
     let mut cfg = SimConfig::new(repo_registry());
     cfg.hours = hours;
     cfg.seed = seed;
@@ -76,7 +81,14 @@ fn registry_shape() {
         assert!(r.services.iter().any(|s| s.role == role), "no {role}");
     }
     assert!(r.services.iter().filter(|s| s.role == "gpu_worker").count() >= 3);
-    for n in ["AitherMind", "AitherFlux", "AitherChronicle", "AitherPulse", "Orchestrator", "AitherDashboard"] {
+    for n in [
+        "AitherMind",
+        "AitherFlux",
+        "AitherChronicle",
+        "AitherPulse",
+        "Orchestrator",
+        "AitherDashboard",
+    ] {
         assert!(r.get(n).is_some(), "{n} missing");
     }
 }
@@ -95,7 +107,10 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
     }
     let read = |p: &Path| std::fs::read(p).unwrap();
     assert_eq!(read(&a), read(&b));
-    assert_eq!(read(&sim::sidecar(&a, ".faults.json")), read(&sim::sidecar(&b, ".faults.json")));
+    assert_eq!(
+        read(&sim::sidecar(&a, ".faults.json")),
+        read(&sim::sidecar(&b, ".faults.json"))
+    );
     assert_ne!(read(&a), read(&c));
     // The file is what the library yields.
     let file = read_jsonl(&a).unwrap();
@@ -123,18 +138,37 @@ fn all_six_kinds_with_their_rhythms() {
     assert!((25_000..=70_000).contains(&n), "{n} events in an hour");
 
     // Pulses carry the six metrics; GPU workers also VRAM.
-    let gpu: BTreeSet<&str> = reg.services.iter().filter(|s| s.role == "gpu_worker").map(|s| s.name.as_str()).collect();
+    let gpu: BTreeSet<&str> = reg
+        .services
+        .iter()
+        .filter(|s| s.role == "gpu_worker")
+        .map(|s| s.name.as_str())
+        .collect();
     let mut pulses_per_source: BTreeMap<&str, usize> = BTreeMap::new();
     for e in &events {
         if let Body::Pulse { metrics } = &e.body {
-            for m in ["cpu", "mem_mb", "req_rate", "latency_p50_ms", "latency_p99_ms", "error_rate"] {
+            for m in [
+                "cpu",
+                "mem_mb",
+                "req_rate",
+                "latency_p50_ms",
+                "latency_p99_ms",
+                "error_rate",
+            ] {
                 assert!(metrics.contains_key(m), "{m} missing in {e:?}");
             }
-            assert_eq!(metrics.contains_key("vram_pct"), gpu.contains(e.source.as_str()));
+            assert_eq!(
+                metrics.contains_key("vram_pct"),
+                gpu.contains(e.source.as_str())
+            );
             *pulses_per_source.entry(&e.source).or_default() += 1;
         }
     }
-    assert_eq!(pulses_per_source.len(), reg.services.len(), "every service pulses");
+    assert_eq!(
+        pulses_per_source.len(),
+        reg.services.len(),
+        "every service pulses"
+    );
     // Intervals of 10-60 s: between 60 and 360 pulses an hour (less the boot).
     assert!(pulses_per_source.values().all(|&c| (50..=360).contains(&c)));
 
@@ -144,7 +178,12 @@ fn all_six_kinds_with_their_rhythms() {
     let mut starting_at: BTreeMap<&str, i64> = BTreeMap::new();
     for e in &events {
         if let Body::Flux { event, .. } = &e.body {
-            if e.ts < DEFAULT_START_MS + 5 * 60_000 && event != "heartbeat" && event != "job_completed" && event != "consolidated" && event != "job_dispatched" {
+            if e.ts < DEFAULT_START_MS + 5 * 60_000
+                && event != "heartbeat"
+                && event != "job_completed"
+                && event != "consolidated"
+                && event != "job_dispatched"
+            {
                 seq.entry(&e.source).or_default().push(event);
             }
             if event == "healthy" {
@@ -158,19 +197,35 @@ fn all_six_kinds_with_their_rhythms() {
     for s in &reg.services {
         assert_eq!(
             &seq[s.name.as_str()][..5],
-            ["starting", "config_loaded", "deps_ready", "listening", "healthy"],
+            [
+                "starting",
+                "config_loaded",
+                "deps_ready",
+                "listening",
+                "healthy"
+            ],
             "{}",
             s.name
         );
         for d in &s.depends_on {
-            assert!(healthy_at[d.as_str()] < starting_at[s.name.as_str()], "{} started before {d}", s.name);
+            assert!(
+                healthy_at[d.as_str()] < starting_at[s.name.as_str()],
+                "{} started before {d}",
+                s.name
+            );
         }
     }
 
     // Reasoning traces go through the six phases in order, per request.
     let mut phases: BTreeMap<&str, Vec<Phase>> = BTreeMap::new();
     for e in &events {
-        if let Body::Trace { phase, request, duration_ms, .. } = &e.body {
+        if let Body::Trace {
+            phase,
+            request,
+            duration_ms,
+            ..
+        } = &e.body
+        {
             assert!(duration_ms.is_some_and(|d| d > 0.0));
             phases.entry(request).or_default().push(*phase);
         }
@@ -203,7 +258,9 @@ fn all_six_kinds_with_their_rhythms() {
     let edges: BTreeSet<(String, String)> = events
         .iter()
         .filter_map(|e| match &e.body {
-            Body::Graph { graph, src, dst, .. } if graph == "ServiceGraph" => Some((src.clone(), dst.clone())),
+            Body::Graph {
+                graph, src, dst, ..
+            } if graph == "ServiceGraph" => Some((src.clone(), dst.clone())),
             _ => None,
         })
         .collect();
@@ -220,7 +277,9 @@ fn all_six_kinds_with_their_rhythms() {
     assert!(logs.iter().any(|m| m.contains("req_id=")));
     assert!(logs.iter().any(|m| m.contains("request_id=")));
     assert!(logs.iter().any(|m| m.contains("10.")));
-    assert!(events.iter().any(|e| matches!(&e.body, Body::Chronicle { action, .. } if action == "login")));
+    assert!(events
+        .iter()
+        .any(|e| matches!(&e.body, Body::Chronicle { action, .. } if action == "login")));
 }
 
 #[test]
@@ -273,7 +332,8 @@ fn message(e: &Event) -> Option<&str> {
 #[test]
 fn every_fault_is_placed_and_labelled_precisely() {
     let hours = 3.0;
-    let (events, faults, s) = run(hours, 11, FaultSpec::All, None);
+    let seed = 11;
+    let (events, faults, s) = run(hours, seed, FaultSpec::All, None);
     let reg = s.registry().clone();
     let start = DEFAULT_START_MS;
     let end = start + (hours * 3_600_000.0) as i64;
@@ -283,47 +343,84 @@ fn every_fault_is_placed_and_labelled_precisely() {
     for f in &faults {
         assert_eq!(FaultKind::of_id(&f.id), Some(f.kind), "{}", f.id);
         assert!(f.id.starts_with(&format!("{}-", f.kind)));
-        assert!(f.start_ms >= start + (end - start) / 10, "{} in the first 10%", f.id);
+        assert!(
+            f.start_ms >= start + (end - start) / 10,
+            "{} in the first 10%",
+            f.id
+        );
         assert!(f.start_ms <= f.end_ms && f.end_ms <= end);
     }
     let mut labelled: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
     for e in &events {
         if let Some(l) = &e.label {
-            let f = by_id.get(l.as_str()).unwrap_or_else(|| panic!("label {l} not in the faults file"));
-            assert!(f.start_ms <= e.ts && e.ts <= f.end_ms, "{l} event outside its window: {e:?}");
-            assert!(f.sources.contains(&e.source), "{l} event from {} not in {:?}", e.source, f.sources);
+            let f = by_id
+                .get(l.as_str())
+                .unwrap_or_else(|| panic!("label {l} not in the faults file"));
+            assert!(
+                f.start_ms <= e.ts && e.ts <= f.end_ms,
+                "{l} event outside its window: {e:?}"
+            );
+            assert!(
+                f.sources.contains(&e.source),
+                "{l} event from {} not in {:?}",
+                e.source,
+                f.sources
+            );
             labelled.entry(l).or_default().push(e);
         }
     }
     let unlabelled = events.iter().filter(|e| e.label.is_none()).count();
     let total_labelled: usize = labelled.values().map(Vec::len).sum();
-    assert!(total_labelled * 20 < unlabelled, "labels should be rare: {total_labelled}");
+    assert!(
+        total_labelled * 20 < unlabelled,
+        "labels should be rare: {total_labelled}"
+    );
 
     let of = |k: FaultKind| -> (&Fault, &Vec<&Event>) {
         let f = faults.iter().find(|f| f.kind == k).unwrap();
-        let ev = labelled.get(f.id.as_str()).unwrap_or_else(|| panic!("{} has no labelled events", f.id));
+        let ev = labelled
+            .get(f.id.as_str())
+            .unwrap_or_else(|| panic!("{} has no labelled events", f.id));
         (f, ev)
     };
     for f in &faults {
-        assert!(labelled.contains_key(f.id.as_str()), "{} has no labelled events", f.id);
+        assert!(
+            labelled.contains_key(f.id.as_str()),
+            "{} has no labelled events",
+            f.id
+        );
     }
 
     // latency_spike: AitherMind from ~200 ms to ~3 s, slow-request logs.
     let (f, ev) = of(FaultKind::LatencySpike);
     assert!(f.sources.contains(&"AitherMind".to_string()));
-    let spiked: Vec<f64> = ev.iter().filter_map(|e| metric(e, "latency_p50_ms")).collect();
-    assert!(!spiked.is_empty() && spiked.iter().all(|&p| p > 2000.0), "{spiked:?}");
+    let spiked: Vec<f64> = ev
+        .iter()
+        .filter_map(|e| metric(e, "latency_p50_ms"))
+        .collect();
+    // A window shorter than a couple of pulse intervals may hold no pulse.
+    let long = f.end_ms - f.start_ms > 3 * 60_000;
+    assert!(
+        (!long || !spiked.is_empty()) && spiked.iter().all(|&p| p > 2000.0),
+        "{spiked:?}"
+    );
     let normal: Vec<f64> = events
         .iter()
         .filter(|e| e.source == "AitherMind" && e.label.is_none())
         .filter_map(|e| metric(e, "latency_p50_ms"))
         .collect();
     assert!(normal.iter().all(|&p| p < 400.0), "{normal:?}");
-    assert!(ev.iter().filter_map(|e| message(e)).any(|m| m.contains("slow request")));
+    assert!(ev
+        .iter()
+        .filter_map(|e| message(e))
+        .any(|m| m.contains("slow request")));
 
     // oom_death: an OOMKilled line, a killed flux, then silence until the restart.
     let (f, ev) = of(FaultKind::OomDeath);
-    let kill = ev.iter().find(|e| message(e).is_some_and(|m| m.contains("OOMKilled"))).expect("OOMKilled log");
+    let kill = ev
+        .iter()
+        .find(|e| message(e).is_some_and(|m| m.contains("OOMKilled")))
+        .expect("OOMKilled log");
     assert!(ev.iter().any(|e| flux_event(e) == Some("killed")));
     let victim = kill.source.clone();
     let back = events
@@ -333,17 +430,34 @@ fn every_fault_is_placed_and_labelled_precisely() {
         .unwrap_or(end);
     let chatter: Vec<&Event> = events
         .iter()
-        .filter(|e| e.source == victim && e.ts > kill.ts && e.ts < back && flux_event(e) != Some("killed"))
+        .filter(|e| {
+            e.source == victim && e.ts > kill.ts && e.ts < back && flux_event(e) != Some("killed")
+        })
         .collect();
     assert!(chatter.is_empty(), "{victim} spoke while dead: {chatter:?}");
-    assert!(back - kill.ts > 60_000, "silence too short");
+    assert!(
+        back - kill.ts > (f.end_ms - f.start_ms) / 3,
+        "silence too short"
+    );
     assert!(back <= f.end_ms);
 
     // oom_cascade: the root dies, dependents degrade in turn.
     let (f, ev) = of(FaultKind::OomCascade);
-    let killed: BTreeSet<&str> = ev.iter().filter(|e| flux_event(e) == Some("killed")).map(|e| e.source.as_str()).collect();
-    let degraded: BTreeSet<&str> = ev.iter().filter(|e| flux_event(e) == Some("degraded")).map(|e| e.source.as_str()).collect();
-    assert!(!killed.is_empty() && degraded.len() >= 2, "{killed:?} {degraded:?} of {:?}", f.sources);
+    let killed: BTreeSet<&str> = ev
+        .iter()
+        .filter(|e| flux_event(e) == Some("killed"))
+        .map(|e| e.source.as_str())
+        .collect();
+    let degraded: BTreeSet<&str> = ev
+        .iter()
+        .filter(|e| flux_event(e) == Some("degraded"))
+        .map(|e| e.source.as_str())
+        .collect();
+    assert!(
+        !killed.is_empty() && degraded.len() >= 2,
+        "{killed:?} {degraded:?} of {:?}",
+        f.sources
+    );
     let first_kill = ev.iter().find(|e| flux_event(e) == Some("killed")).unwrap();
     let root = reg.get(&first_kill.source).unwrap();
     for d in &degraded {
@@ -357,8 +471,16 @@ fn every_fault_is_placed_and_labelled_precisely() {
 
     // port_conflict: bind fails, flux failed, then a clean start.
     let (_, ev) = of(FaultKind::PortConflict);
-    assert!(ev.iter().filter_map(|e| message(e)).any(|m| m.contains("bind: address already in use")));
-    assert!(ev.iter().filter(|e| flux_event(e) == Some("failed")).count() >= 2);
+    assert!(ev
+        .iter()
+        .filter_map(|e| message(e))
+        .any(|m| m.contains("bind: address already in use")));
+    assert!(
+        ev.iter()
+            .filter(|e| flux_event(e) == Some("failed"))
+            .count()
+            >= 2
+    );
 
     // localhost_trap: connection refused to 127.0.0.1:<the dependency's port>.
     let (_, ev) = of(FaultKind::LocalhostTrap);
@@ -368,7 +490,10 @@ fn every_fault_is_placed_and_labelled_precisely() {
         .filter(|m| m.contains("dial tcp 127.0.0.1:") && m.contains("connection refused"))
         .collect();
     assert!(!refused.is_empty());
-    let caller = ev.iter().find(|e| message(e).is_some_and(|m| m.contains("127.0.0.1"))).unwrap();
+    let caller = ev
+        .iter()
+        .find(|e| message(e).is_some_and(|m| m.contains("127.0.0.1")))
+        .unwrap();
     let ports: Vec<String> = reg
         .get(&caller.source)
         .unwrap()
@@ -376,34 +501,58 @@ fn every_fault_is_placed_and_labelled_precisely() {
         .iter()
         .map(|d| format!("127.0.0.1:{}:", reg.get(d).unwrap().port))
         .collect();
-    assert!(refused.iter().all(|m| ports.iter().any(|p| m.contains(p.as_str()))));
+    assert!(refused
+        .iter()
+        .all(|m| ports.iter().any(|p| m.contains(p.as_str()))));
 
     // crash_loop: repeated starting -> crashed with an exit code.
     let (_, ev) = of(FaultKind::CrashLoop);
-    let crashes: Vec<&Event> = ev.iter().copied().filter(|e| flux_event(e) == Some("crashed")).collect();
+    let crashes: Vec<&Event> = ev
+        .iter()
+        .copied()
+        .filter(|e| flux_event(e) == Some("crashed"))
+        .collect();
     assert!(crashes.len() >= 3);
     for c in crashes {
-        let Body::Flux { attrs, .. } = &c.body else { unreachable!() };
+        let Body::Flux { attrs, .. } = &c.body else {
+            unreachable!()
+        };
         assert!(matches!(attrs.get("exit_code"), Some(Scalar::Int(x)) if *x != 0));
     }
 
     // vram_pressure: a GPU worker at ~95 %.
     let (f, ev) = of(FaultKind::VramPressure);
-    assert_eq!(reg.get(&f.sources[0]).map(|s| s.role.as_str()), Some("gpu_worker"));
     let vram: Vec<f64> = ev.iter().filter_map(|e| metric(e, "vram_pct")).collect();
-    assert!(!vram.is_empty() && vram.iter().all(|&v| v > 90.0), "{vram:?}");
+    for e in ev.iter().filter(|e| metric(e, "vram_pct").is_some()) {
+        assert!(f.sources.contains(&e.source));
+        assert_eq!(
+            reg.get(&e.source).map(|s| s.role.as_str()),
+            Some("gpu_worker")
+        );
+    }
+    let long = f.end_ms - f.start_ms > 3 * 60_000;
+    assert!(
+        (!long || !vram.is_empty()) && vram.iter().all(|&v| v > 90.0),
+        "{vram:?}"
+    );
     let normal_max = events
         .iter()
         .filter(|e| e.label.is_none())
         .filter_map(|e| metric(e, "vram_pct"))
         .fold(0.0, f64::max);
     assert!(normal_max < 90.0, "normal VRAM reached {normal_max}");
-    assert!(ev.iter().filter_map(|e| message(e)).any(|m| m.contains("CUDA")));
+    assert!(ev
+        .iter()
+        .filter_map(|e| message(e))
+        .any(|m| m.contains("CUDA")));
 
     // startup_order: the service starts while its dependency is down.
     let (_, ev) = of(FaultKind::StartupOrder);
     let seq: Vec<&str> = ev.iter().filter_map(|e| flux_event(e)).collect();
-    assert!(seq.contains(&"dependency_unavailable") && !seq.contains(&"deps_ready"), "{seq:?}");
+    assert!(
+        seq.contains(&"dependency_unavailable") && !seq.contains(&"deps_ready"),
+        "{seq:?}"
+    );
     assert_eq!(seq.first(), Some(&"starting"));
 
     // new_dependency: an edge the registry does not have.
@@ -416,7 +565,9 @@ fn every_fault_is_placed_and_labelled_precisely() {
     let new_edges: Vec<(String, String)> = ev
         .iter()
         .filter_map(|e| match &e.body {
-            Body::Graph { graph, src, dst, .. } if graph == "ServiceGraph" => Some((src.clone(), dst.clone())),
+            Body::Graph {
+                graph, src, dst, ..
+            } if graph == "ServiceGraph" => Some((src.clone(), dst.clone())),
             _ => None,
         })
         .collect();
@@ -424,9 +575,15 @@ fn every_fault_is_placed_and_labelled_precisely() {
     assert!(new_edges.iter().all(|e| !deps.contains(e)));
     // Everyday ServiceGraph edges are exactly the registry's.
     for e in events.iter().filter(|e| e.label.is_none()) {
-        if let Body::Graph { graph, src, dst, .. } = &e.body {
+        if let Body::Graph {
+            graph, src, dst, ..
+        } = &e.body
+        {
             if graph == "ServiceGraph" {
-                assert!(deps.contains(&(src.clone(), dst.clone())), "unlabelled foreign edge {src}->{dst}");
+                assert!(
+                    deps.contains(&(src.clone(), dst.clone())),
+                    "unlabelled foreign edge {src}->{dst}"
+                );
             }
         }
     }
@@ -444,8 +601,13 @@ fn every_fault_is_placed_and_labelled_precisely() {
         .map(|s| s.name.as_str())
         .collect();
     assert_eq!(new.len(), 1);
-    assert!(events.iter().filter(|e| e.source == new[0]).all(|e| e.ts >= f.start_ms && e.label.as_deref() == Some(f.id.as_str())));
-    assert!(ev.iter().any(|e| e.source == new[0] && metric(e, "cpu").is_some()));
+    assert!(events
+        .iter()
+        .filter(|e| e.source == new[0])
+        .all(|e| e.ts >= f.start_ms && e.label.as_deref() == Some(f.id.as_str())));
+    assert!(ev
+        .iter()
+        .any(|e| e.source == new[0] && metric(e, "cpu").is_some()));
 }
 
 #[test]
@@ -453,14 +615,29 @@ fn fault_list_and_none() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.jsonl");
     let o = out.to_str().unwrap();
-    simulate(&["--out", o, "--hours", "1", "--seed", "2", "--faults", "crash_loop,latency_spike,crash_loop"]);
+    simulate(&[
+        "--out",
+        o,
+        "--hours",
+        "1",
+        "--seed",
+        "2",
+        "--faults",
+        "crash_loop,latency_spike,crash_loop",
+    ]);
     let faults = faults_of(&out);
     let ids: Vec<&str> = faults.iter().map(|f| f.id.as_str()).collect();
     assert_eq!(ids, ["crash_loop-0", "latency_spike-0", "crash_loop-1"]);
-    let labels: BTreeSet<String> = read_jsonl(&out).unwrap().into_iter().filter_map(|e| e.label).collect();
+    let labels: BTreeSet<String> = read_jsonl(&out)
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.label)
+        .collect();
     assert_eq!(labels, ids.iter().map(|s| s.to_string()).collect());
 
-    simulate(&["--out", o, "--hours", "1", "--seed", "2", "--faults", "none"]);
+    simulate(&[
+        "--out", o, "--hours", "1", "--seed", "2", "--faults", "none",
+    ]);
     assert!(faults_of(&out).is_empty());
     assert!(read_jsonl(&out).unwrap().iter().all(|e| e.label.is_none()));
 
@@ -476,10 +653,20 @@ fn fault_list_and_none() {
 fn arch_change_writes_a_registry_the_fingerprint_sees() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("arch.jsonl");
-    simulate(&["--out", out.to_str().unwrap(), "--hours", "0.5", "--faults", "arch_change"]);
+    simulate(&[
+        "--out",
+        out.to_str().unwrap(),
+        "--hours",
+        "0.5",
+        "--faults",
+        "arch_change",
+    ]);
     let faults = faults_of(&out);
     assert_eq!(faults.len(), 1);
-    let name = faults[0].registry_after.as_ref().expect("names its registry file");
+    let name = faults[0]
+        .registry_after
+        .as_ref()
+        .expect("names its registry file");
     let after = out.parent().unwrap().join(name);
     let before = sim::sidecar(&out, ".registry.yaml");
     let hash = |p: &Path| hex::encode(Sha256::digest(std::fs::read(p).unwrap()));
@@ -502,7 +689,11 @@ fn small_subsets_are_dependency_closed_and_still_fault_everything() {
     assert_eq!(kinds_seen.len(), 6);
     for e in &events {
         if !matches!(e.body, Body::Graph { .. }) && e.label.is_none() {
-            assert!(names.contains(e.source.as_str()), "{} not in the subset", e.source);
+            assert!(
+                names.contains(e.source.as_str()),
+                "{} not in the subset",
+                e.source
+            );
         }
     }
 }
@@ -513,7 +704,18 @@ async fn live_mode_publishes_what_file_mode_writes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("live.jsonl");
     let start = DEFAULT_START_MS.to_string();
-    let common = ["--services", "20", "--hours", "0.1", "--seed", "9", "--faults", "all", "--start-ms", &start];
+    let common = [
+        "--services",
+        "20",
+        "--hours",
+        "0.1",
+        "--seed",
+        "9",
+        "--faults",
+        "all",
+        "--start-ms",
+        &start,
+    ];
     let mut args = vec!["--out", out.to_str().unwrap()];
     args.extend(common);
     simulate(&args);
@@ -545,10 +747,17 @@ async fn live_mode_publishes_what_file_mode_writes() {
     while got.len() < expected.len() {
         let msg = tokio::time::timeout(Duration::from_secs(20), sub.next())
             .await
-            .unwrap_or_else(|_| panic!("timed out after {} of {} events", got.len(), expected.len()))
+            .unwrap_or_else(|_| {
+                panic!("timed out after {} of {} events", got.len(), expected.len())
+            })
             .expect("subscription ended");
-        let e = Event::decode(&msg.payload, Some(("os", msg.subject.as_str())), &limits, None)
-            .unwrap_or_else(|r| panic!("{} did not decode: {r}", msg.subject));
+        let e = Event::decode(
+            &msg.payload,
+            Some(("os", msg.subject.as_str())),
+            &limits,
+            None,
+        )
+        .unwrap_or_else(|r| panic!("{} did not decode: {r}", msg.subject));
         assert_eq!(msg.subject.as_str(), e.subject("os"));
         assert!(e.label.is_none());
         got.push(e);

@@ -6,7 +6,7 @@
 //! 32 x 128 windows. Each figure is the median of `--runs` runs after one
 //! warm-up.
 
-use super::score::{self, Engine};
+use super::score::{self, Engine, Simd};
 use super::train::{train, TrainConfig};
 use super::{Gpt, GptConfig, ScoreItem, Stream};
 use anyhow::{bail, Result};
@@ -56,6 +56,8 @@ pub struct ScoreFigures {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub implementation: String,
+    /// The instruction set the native scorer ran on.
+    pub simd: String,
     pub threads: usize,
     pub vocab_size: usize,
     pub event_tokens: usize,
@@ -65,7 +67,7 @@ pub struct BenchReport {
     pub train_step_s: Option<f64>,
     pub train_total_s: Option<f64>,
     pub train_steps: usize,
-    /// Resident and peak memory after scoring (what a scorer needs), MB.
+    /// Resident and peak memory after native scoring (what a scorer needs), MB.
     pub score_rss_mb: f64,
     pub score_hwm_mb: f64,
     /// The same after training.
@@ -95,14 +97,19 @@ fn run(args: &BenchArgs) -> Result<BenchReport> {
     let items: Vec<ScoreItem> = (0..args.events)
         .map(|_| ScoreItem {
             context: Vec::new(),
-            event: (0..args.event_tokens).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect(),
+            event: (0..args.event_tokens)
+                .map(|_| rng.gen_range(0..cfg.vocab_size as u32))
+                .collect(),
         })
         .collect();
+    // The native engine first, and memory read right after it: that is what
+    // a scorer process holds. The libtorch engine (optional) comes after.
     let mut engines = vec![Engine::Native];
     if args.libtorch {
         engines.push(Engine::Libtorch);
     }
     let mut figures = Vec::new();
+    let (mut score_rss_mb, mut score_hwm_mb) = (f64::NAN, f64::NAN);
     for &engine in &engines {
         for &b in &args.batches {
             let measure = || {
@@ -122,15 +129,20 @@ fn run(args: &BenchArgs) -> Result<BenchReport> {
             calls.sort_by(f64::total_cmp);
             let pct = |q: f64| calls[((calls.len() - 1) as f64 * q).round() as usize] * 1e6;
             figures.push(ScoreFigures {
-                engine: format!("{engine:?}").to_lowercase(),
+                engine: match engine {
+                    Engine::Native => "native".into(),
+                    e => format!("{e:?}").to_lowercase(),
+                },
                 batch: b,
                 events_per_s: eps,
                 p50_us: pct(0.5),
                 p99_us: pct(0.99),
             });
         }
+        if engine == Engine::Native {
+            (score_rss_mb, score_hwm_mb) = memory_mb();
+        }
     }
-    let (score_rss_mb, score_hwm_mb) = memory_mb();
 
     let (mut train_step_s, mut train_total_s) = (None, None);
     if args.train_steps > 0 {
@@ -138,8 +150,13 @@ fn run(args: &BenchArgs) -> Result<BenchReport> {
         // every window is a full block_size + 1.
         let n = 200_000;
         let stream = Stream {
-            tokens: (0..n).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect(),
-            starts: (0..n - cfg.block_size - 1).step_by(64).map(|o| (o, 1.0)).collect(),
+            tokens: (0..n)
+                .map(|_| rng.gen_range(0..cfg.vocab_size as u32))
+                .collect(),
+            starts: (0..n - cfg.block_size - 1)
+                .step_by(64)
+                .map(|o| (o, 1.0))
+                .collect(),
         };
         let tcfg = TrainConfig {
             steps: args.train_steps,
@@ -154,7 +171,10 @@ fn run(args: &BenchArgs) -> Result<BenchReport> {
             let mut g = Gpt::new(cfg, 1)?;
             Ok(train(&mut g, std::slice::from_ref(&stream), &tcfg)?.seconds)
         };
-        let mut warm = TrainConfig { steps: 20, ..tcfg.clone() };
+        let mut warm = TrainConfig {
+            steps: 20,
+            ..tcfg.clone()
+        };
         warm.steps = warm.steps.min(args.train_steps);
         train(&mut Gpt::new(cfg, 1)?, std::slice::from_ref(&stream), &warm)?;
         let mut t: Vec<f64> = (0..args.runs).map(|_| once()).collect::<Result<_>>()?;
@@ -165,7 +185,8 @@ fn run(args: &BenchArgs) -> Result<BenchReport> {
     }
     let (rss_mb, hwm_mb) = memory_mb();
     Ok(BenchReport {
-        implementation: "proprio".into(),
+        implementation: format!("proprio {}", env!("CARGO_PKG_VERSION")),
+        simd: format!("{:?}", Simd::detect()).to_lowercase(),
         threads: args.threads,
         vocab_size: cfg.vocab_size,
         event_tokens: args.event_tokens,
@@ -196,19 +217,31 @@ pub fn memory_mb() -> (f64, f64) {
 
 fn print_table(r: &BenchReport) {
     println!(
-        "proprio bench: d{} model, {} params, vocab {}, {}-token events, {} threads, median of runs",
+        "proprio bench: d{} model, {} params, vocab {}, {}-token events, {} threads, native scorer on {}, median of runs",
         GptConfig::default().n_embd,
         r.params,
         r.vocab_size,
         r.event_tokens,
-        r.threads
+        r.threads,
+        r.simd
     );
-    println!("{:<10} {:>6} {:>12} {:>10} {:>10}", "engine", "batch", "events/s", "p50 us", "p99 us");
+    println!(
+        "{:<10} {:>6} {:>12} {:>10} {:>10}",
+        "engine", "batch", "events/s", "p50 us", "p99 us"
+    );
     for f in &r.score {
-        println!("{:<10} {:>6} {:>12.0} {:>10.1} {:>10.1}", f.engine, f.batch, f.events_per_s, f.p50_us, f.p99_us);
+        println!(
+            "{:<10} {:>6} {:>12.0} {:>10.1} {:>10.1}",
+            f.engine, f.batch, f.events_per_s, f.p50_us, f.p99_us
+        );
     }
     if let (Some(step), Some(total)) = (r.train_step_s, r.train_total_s) {
-        println!("training: {:.1} ms/step at 32x128, {} steps in {:.2} s", step * 1e3, r.train_steps, total);
+        println!(
+            "training: {:.1} ms/step at 32x128, {} steps in {:.2} s",
+            step * 1e3,
+            r.train_steps,
+            total
+        );
     }
     println!(
         "memory: after scoring RSS {:.0} MB (peak {:.0} MB); after training RSS {:.0} MB (peak {:.0} MB)",

@@ -53,13 +53,18 @@ pub struct CheckpointMeta {
 /// Why a checkpoint was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("not a proprio checkpoint (no {:?} magic)", String::from_utf8_lossy(MAGIC))]
+    #[error(
+        "not a proprio checkpoint (no {:?} magic)",
+        String::from_utf8_lossy(MAGIC)
+    )]
     NotACheckpoint,
     #[error("checkpoint truncated: {0}")]
     Truncated(String),
     #[error("checkpoint corrupt: content hash is {actual} but the header records {expected} (truncated or altered)")]
     HashMismatch { expected: String, actual: String },
-    #[error("checkpoint format version {found} is not supported (this build reads {FORMAT_VERSION})")]
+    #[error(
+        "checkpoint format version {found} is not supported (this build reads {FORMAT_VERSION})"
+    )]
     Version { found: u32 },
     #[error("checkpoint was trained under token list {checkpoint}, but this build's token list is {current}: refusing to load it (retrain under the current proto/tokens.txt)")]
     TokenList { checkpoint: String, current: String },
@@ -92,7 +97,9 @@ impl Checkpoint {
             val_loss: f32::NAN,
             baselines: Baselines::default(),
             created_at_ms,
-            version: weights_bytes(&gpt).map(|w| short_hash(&w)).unwrap_or_default(),
+            version: weights_bytes(&gpt)
+                .map(|w| short_hash(&w))
+                .unwrap_or_default(),
         };
         Checkpoint { meta, gpt }
     }
@@ -123,7 +130,11 @@ impl Checkpoint {
         let (meta, weights) = parse(bytes)?;
         let current = crate::tokenizer::token_list_hash();
         if meta.token_hash != current {
-            return Err(CheckpointError::TokenList { checkpoint: meta.token_hash, current }.into());
+            return Err(CheckpointError::TokenList {
+                checkpoint: meta.token_hash,
+                current,
+            }
+            .into());
         }
         if meta.config.vocab_size != crate::tokenizer::VOCAB_SIZE {
             return Err(CheckpointError::Meta(format!(
@@ -133,7 +144,9 @@ impl Checkpoint {
             ))
             .into());
         }
-        meta.config.validate().map_err(|e| CheckpointError::Meta(e.to_string()))?;
+        meta.config
+            .validate()
+            .map_err(|e| CheckpointError::Meta(e.to_string()))?;
         let mut gpt = Gpt::new(meta.config, 0)?;
         load_weights(&mut gpt, weights)?;
         Ok(Checkpoint { meta, gpt })
@@ -154,7 +167,10 @@ impl Checkpoint {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -178,8 +194,10 @@ impl Checkpoint {
     }
 
     pub fn load(path: &Path) -> Result<Checkpoint> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
-        Checkpoint::from_bytes(&bytes).with_context(|| format!("loading checkpoint {}", path.display()))
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading checkpoint {}", path.display()))?;
+        Checkpoint::from_bytes(&bytes)
+            .with_context(|| format!("loading checkpoint {}", path.display()))
     }
 }
 
@@ -189,7 +207,9 @@ fn short_hash(bytes: &[u8]) -> String {
 
 fn weights_bytes(gpt: &Gpt) -> Result<Vec<u8>> {
     let mut w = Vec::new();
-    gpt.var_store().save_to_stream(&mut w).context("serialising weights")?;
+    gpt.var_store()
+        .save_to_stream(&mut w)
+        .context("serialising weights")?;
     Ok(w)
 }
 
@@ -199,12 +219,18 @@ fn parse(bytes: &[u8]) -> Result<(CheckpointMeta, &[u8]), CheckpointError> {
         return Err(CheckpointError::NotACheckpoint);
     }
     if bytes.len() < HEADER {
-        return Err(CheckpointError::Truncated(format!("{} bytes, shorter than the {HEADER}-byte header", bytes.len())));
+        return Err(CheckpointError::Truncated(format!(
+            "{} bytes, shorter than the {HEADER}-byte header",
+            bytes.len()
+        )));
     }
     let (expected, body) = (&bytes[8..HEADER], &bytes[HEADER..]);
     let actual = Sha256::digest(body);
     if actual.as_slice() != expected {
-        return Err(CheckpointError::HashMismatch { expected: hex::encode(expected), actual: hex::encode(actual) });
+        return Err(CheckpointError::HashMismatch {
+            expected: hex::encode(expected),
+            actual: hex::encode(actual),
+        });
     }
     let mut r = Reader { buf: body };
     let found = u32::from_le_bytes(r.take(4, "format version")?.try_into().unwrap_or_default());
@@ -212,12 +238,15 @@ fn parse(bytes: &[u8]) -> Result<(CheckpointMeta, &[u8]), CheckpointError> {
         return Err(CheckpointError::Version { found });
     }
     let meta_len = r.len("metadata length")?;
-    let meta: CheckpointMeta =
-        rmp_serde::from_slice(r.take(meta_len, "metadata")?).map_err(|e| CheckpointError::Meta(e.to_string()))?;
+    let meta: CheckpointMeta = rmp_serde::from_slice(r.take(meta_len, "metadata")?)
+        .map_err(|e| CheckpointError::Meta(e.to_string()))?;
     let weights_len = r.len("weights length")?;
     let weights = r.take(weights_len, "weights")?;
     if !r.buf.is_empty() {
-        return Err(CheckpointError::Meta(format!("{} unexpected bytes after the weights", r.buf.len())));
+        return Err(CheckpointError::Meta(format!(
+            "{} unexpected bytes after the weights",
+            r.buf.len()
+        )));
     }
     Ok((meta, weights))
 }
@@ -229,7 +258,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], CheckpointError> {
         if self.buf.len() < n {
-            return Err(CheckpointError::Truncated(format!("{what}: need {n} bytes, {} left", self.buf.len())));
+            return Err(CheckpointError::Truncated(format!(
+                "{what}: need {n} bytes, {} left",
+                self.buf.len()
+            )));
         }
         let (head, rest) = self.buf.split_at(n);
         self.buf = rest;
@@ -238,7 +270,8 @@ impl<'a> Reader<'a> {
 
     fn len(&mut self, what: &str) -> Result<usize, CheckpointError> {
         let b: [u8; 8] = self.take(8, what)?.try_into().unwrap_or_default();
-        usize::try_from(u64::from_le_bytes(b)).map_err(|_| CheckpointError::Truncated(format!("{what} too large")))
+        usize::try_from(u64::from_le_bytes(b))
+            .map_err(|_| CheckpointError::Truncated(format!("{what} too large")))
     }
 }
 
@@ -250,11 +283,17 @@ fn load_weights(gpt: &mut Gpt, bytes: &[u8]) -> Result<(), CheckpointError> {
     let mut src: HashMap<String, Tensor> = named.into_iter().collect();
     let vars = gpt.var_store_mut().variables();
     if src.len() != vars.len() {
-        return Err(CheckpointError::Weights(format!("{} tensors, the model has {}", src.len(), vars.len())));
+        return Err(CheckpointError::Weights(format!(
+            "{} tensors, the model has {}",
+            src.len(),
+            vars.len()
+        )));
     }
     tch::no_grad(|| {
         for (name, mut dst) in vars {
-            let s = src.remove(&name).ok_or_else(|| CheckpointError::Weights(format!("{name} missing")))?;
+            let s = src
+                .remove(&name)
+                .ok_or_else(|| CheckpointError::Weights(format!("{name} missing")))?;
             let kind = s.f_kind().ok();
             if s.size() != dst.size() || kind != Some(Kind::Float) {
                 return Err(CheckpointError::Weights(format!(
@@ -263,7 +302,8 @@ fn load_weights(gpt: &mut Gpt, bytes: &[u8]) -> Result<(), CheckpointError> {
                     dst.size()
                 )));
             }
-            dst.f_copy_(&s).map_err(|e| CheckpointError::Weights(format!("{name}: {e}")))?;
+            dst.f_copy_(&s)
+                .map_err(|e| CheckpointError::Weights(format!("{name}: {e}")))?;
         }
         Ok(())
     })

@@ -9,7 +9,7 @@
 //! arithmetic through a hand-written kernel over a copy of these weights
 //! ([`super::score`]), because per-op dispatch dominates at this size.
 
-use super::score::NativeWeights;
+use super::score::{NativeWeights, Scorer};
 use super::GptConfig;
 use anyhow::{bail, Result};
 use std::sync::{Arc, OnceLock};
@@ -38,7 +38,7 @@ struct Block {
     c_attn: Linear, // C -> 3C: q, k, v
     c_proj: Linear, // C -> C
     ln_2: LayerNorm,
-    c_fc: Linear,   // C -> 4C
+    c_fc: Linear,     // C -> 4C
     mlp_proj: Linear, // 4C -> C
 }
 
@@ -71,7 +71,7 @@ impl GptConfig {
         if c.block_size < 2 {
             bail!("model config {c:?}: block_size must be at least 2");
         }
-        if c.n_embd % c.n_head != 0 {
+        if !c.n_embd.is_multiple_of(c.n_head) {
             bail!("model config {c:?}: n_embd must be a multiple of n_head");
         }
         if c.vocab_size > MAX_VOCAB
@@ -108,7 +108,10 @@ impl Gpt {
             b: at(&plain, name).var("bias", &[n_out], Init::Const(0.0)),
         };
         let t = "transformer";
-        let normal = Init::Randn { mean: 0.0, stdev: std };
+        let normal = Init::Randn {
+            mean: 0.0,
+            stdev: std,
+        };
         let wte = at(&decay, "transformer.wte").var("weight", &[v, c], normal);
         let wpe = at(&decay, "transformer.wpe").var("weight", &[cfg.block_size as i64, c], normal);
         let blocks = (0..cfg.n_layer)
@@ -125,7 +128,15 @@ impl Gpt {
             })
             .collect();
         let ln_f = ln(&format!("{t}.ln_f"));
-        Ok(Gpt { cfg, vs, wte, wpe, blocks, ln_f, native: OnceLock::new() })
+        Ok(Gpt {
+            cfg,
+            vs,
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+            native: OnceLock::new(),
+        })
     }
 
     pub fn config(&self) -> &GptConfig {
@@ -134,10 +145,16 @@ impl Gpt {
 
     /// Number of parameters (the head shares the token embedding).
     pub fn num_params(&self) -> usize {
-        self.vs.trainable_variables().iter().map(|t| t.numel()).sum()
+        self.vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel())
+            .sum()
     }
 
-    /// Logits for every position: idx (B, T) int64, T <= block_size -> (B, T, V).
+    /// Logits for every position: idx (B, T) int64 -> (B, T, V). Panics (in
+    /// libtorch) on ids outside the vocabulary or T > block_size: callers
+    /// build idx themselves, [`super::score`] and [`super::train`] check both.
     pub fn forward(&self, idx: &Tensor) -> Tensor {
         self.head(&self.forward_hidden(idx))
     }
@@ -162,7 +179,8 @@ impl Gpt {
 
     /// Final LayerNorm and the tied LM head: (..., C) -> (..., V).
     pub fn head(&self, hidden: &Tensor) -> Tensor {
-        layer_norm(hidden, &self.ln_f, self.cfg.n_embd as i64).matmul(&self.wte.tr()) // (..., V)
+        let h = layer_norm(hidden, &self.ln_f, self.cfg.n_embd as i64); // (..., C)
+        h.matmul(&self.wte.tr()) // (..., V)
     }
 
     pub(super) fn var_store(&self) -> &nn::VarStore {
@@ -174,9 +192,14 @@ impl Gpt {
         &mut self.vs
     }
 
-    /// The scoring copy of the weights, made on first use after a change.
-    pub(super) fn native(&self) -> Arc<NativeWeights> {
-        self.native.get_or_init(|| Arc::new(NativeWeights::from_gpt(self))).clone()
+    /// The native scorer over the current weights (copied out of the
+    /// store on first use after a change, then shared).
+    pub fn scorer(&self) -> Scorer {
+        Scorer::new(
+            self.native
+                .get_or_init(|| Arc::new(NativeWeights::from_gpt(self)))
+                .clone(),
+        )
     }
 
     pub(super) fn forget_native(&mut self) {
@@ -243,7 +266,8 @@ fn attention(x: &Tensor, c_attn: &Linear, c_proj: &Linear, nh: i64) -> Tensor {
     let qkv = linear(x, c_attn).split(c, 2); // 3 x (B, T, C)
     let heads = |z: &Tensor| z.view([b, t, nh, c / nh]).transpose(1, 2); // (B, nh, T, hs)
     let (q, k, v) = (heads(&qkv[0]), heads(&qkv[1]), heads(&qkv[2]));
-    let y = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, None, false); // (B, nh, T, hs)
+    let y =
+        Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, None, false); // (B, nh, T, hs)
     let y = y.transpose(1, 2).contiguous().view([b, t, c]); // (B, T, C)
     linear(&y, c_proj)
 }

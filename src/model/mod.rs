@@ -64,5 +64,5 @@ pub mod train;
 
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
 pub use gpt::Gpt;
-pub use score::{score, score_with, surprising_span, Engine};
+pub use score::{score, score_with, surprising_span, Engine, Scorer};
 pub use train::{train, TrainConfig, TrainReport};

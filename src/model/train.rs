@@ -94,11 +94,24 @@ struct Split {
 /// when its weight is positive and finite and its window has a target; a
 /// training window stops where the stream's validation part begins.
 fn split(streams: &[Stream], block_size: usize, val_fraction: f32) -> Split {
-    let mut s = Split { train: Vec::new(), weights: Vec::new(), val: Vec::new() };
-    let frac = if val_fraction.is_finite() { val_fraction.clamp(0.0, 1.0) } else { 0.0 };
+    let mut s = Split {
+        train: Vec::new(),
+        weights: Vec::new(),
+        val: Vec::new(),
+    };
+    let frac = if val_fraction.is_finite() {
+        val_fraction.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     for (si, st) in streams.iter().enumerate() {
         let len = st.tokens.len();
-        let mut starts: Vec<(usize, f32)> = st.starts.iter().copied().filter(|&(o, _)| o < len).collect();
+        let mut starts: Vec<(usize, f32)> = st
+            .starts
+            .iter()
+            .copied()
+            .filter(|&(o, _)| o < len)
+            .collect();
         starts.sort_by_key(|&(o, _)| o);
         starts.dedup_by_key(|&mut (o, _)| o);
         let n_val = ((starts.len() as f64) * frac as f64).round() as usize;
@@ -113,7 +126,11 @@ fn split(streams: &[Stream], block_size: usize, val_fraction: f32) -> Split {
             if end < o + 2 {
                 continue;
             }
-            let win = Window { stream: si, start: o, end };
+            let win = Window {
+                stream: si,
+                start: o,
+                end,
+            };
             if i < first_val {
                 s.train.push(win);
                 s.weights.push(w);
@@ -127,17 +144,32 @@ fn split(streams: &[Stream], block_size: usize, val_fraction: f32) -> Split {
 
 /// The windows used for training: every candidate with its weight, for tests
 /// and diagnostics. `(stream, start offset, weight)`.
-pub fn training_windows(streams: &[Stream], block_size: usize, val_fraction: f32) -> Vec<(usize, usize, f32)> {
+pub fn training_windows(
+    streams: &[Stream],
+    block_size: usize,
+    val_fraction: f32,
+) -> Vec<(usize, usize, f32)> {
     let s = split(streams, block_size, val_fraction);
-    s.train.iter().zip(&s.weights).map(|(w, &p)| (w.stream, w.start, p)).collect()
+    s.train
+        .iter()
+        .zip(&s.weights)
+        .map(|(w, &p)| (w.stream, w.start, p))
+        .collect()
 }
 
 /// Draws `steps * batch_size` window starts exactly as [`train`] does with
 /// this config, for tests of the sampling: `(stream, start offset)`.
-pub fn sample_windows(streams: &[Stream], block_size: usize, cfg: &TrainConfig) -> Result<Vec<(usize, usize)>> {
+pub fn sample_windows(
+    streams: &[Stream],
+    block_size: usize,
+    cfg: &TrainConfig,
+) -> Result<Vec<(usize, usize)>> {
     let s = split(streams, block_size, cfg.val_fraction);
     let mut sampler = Sampler::new(&s, cfg.seed)?;
-    Ok((0..cfg.steps * cfg.batch_size).map(|_| sampler.draw(&s)).map(|w| (w.stream, w.start)).collect())
+    Ok((0..cfg.steps * cfg.batch_size)
+        .map(|_| sampler.draw(&s))
+        .map(|w| (w.stream, w.start))
+        .collect())
 }
 
 struct Sampler {
@@ -151,7 +183,10 @@ impl Sampler {
             bail!("nothing to train on: no event has a positive weight and at least two tokens before the validation slice");
         }
         let dist = WeightedIndex::new(&s.weights).context("sampling weights")?;
-        Ok(Sampler { rng: SmallRng::seed_from_u64(seed), dist })
+        Ok(Sampler {
+            rng: SmallRng::seed_from_u64(seed),
+            dist,
+        })
     }
 
     fn draw(&mut self, s: &Split) -> Window {
@@ -174,13 +209,22 @@ fn batch(streams: &[Stream], wins: &[Window], pad: i64) -> (Tensor, Tensor) {
         }
     }
     let shape = [b as i64, t as i64];
-    (Tensor::from_slice(&x).view(shape), Tensor::from_slice(&y).view(shape))
+    (
+        Tensor::from_slice(&x).view(shape),
+        Tensor::from_slice(&y).view(shape),
+    )
 }
 
 /// Mean cross-entropy over the non-padding targets: logits (B, T, V), targets (B, T).
 fn loss(logits: &Tensor, targets: &Tensor, reduction: Reduction) -> Tensor {
     let v = logits.size().last().copied().unwrap_or(1);
-    logits.view([-1, v]).cross_entropy_loss::<Tensor>(&targets.view([-1]), None, reduction, IGNORE, 0.0)
+    logits.view([-1, v]).cross_entropy_loss::<Tensor>(
+        &targets.view([-1]),
+        None,
+        reduction,
+        IGNORE,
+        0.0,
+    )
 }
 
 /// Learning rate at `step`: linear warm-up over the first 5 % of the run (at
@@ -206,22 +250,38 @@ pub fn train(gpt: &mut Gpt, streams: &[Stream], cfg: &TrainConfig) -> Result<Tra
     }
     for (i, st) in streams.iter().enumerate() {
         if let Some(&t) = st.tokens.iter().find(|&&t| t as usize >= mcfg.vocab_size) {
-            bail!("stream {i}: token id {t} is outside the model's vocabulary of {}", mcfg.vocab_size);
+            bail!(
+                "stream {i}: token id {t} is outside the model's vocabulary of {}",
+                mcfg.vocab_size
+            );
         }
     }
     let s = split(streams, mcfg.block_size, cfg.val_fraction);
     let mut sampler = Sampler::new(&s, cfg.seed)?;
     let pad = {
         let p = crate::tokenizer::tokenizer().special("<|PAD|>") as usize;
-        if p < mcfg.vocab_size { p as i64 } else { 0 }
+        if p < mcfg.vocab_size {
+            p as i64
+        } else {
+            0
+        }
     };
     // The fixed validation set: evenly spaced over the held-out windows.
     let n_val = s.val.len().min(cfg.eval_batches * cfg.batch_size);
     let val_wins: Vec<Window> = (0..n_val).map(|i| s.val[i * s.val.len() / n_val]).collect();
-    let val_batches: Vec<(Tensor, Tensor)> = val_wins.chunks(cfg.batch_size).map(|c| batch(streams, c, pad)).collect();
+    let val_batches: Vec<(Tensor, Tensor)> = val_wins
+        .chunks(cfg.batch_size)
+        .map(|c| batch(streams, c, pad))
+        .collect();
 
     gpt.forget_native();
-    let opt_cfg = nn::AdamW { beta1: 0.9, beta2: 0.95, wd: cfg.weight_decay, eps: 1e-8, amsgrad: false };
+    let opt_cfg = nn::AdamW {
+        beta1: 0.9,
+        beta2: 0.95,
+        wd: cfg.weight_decay,
+        eps: 1e-8,
+        amsgrad: false,
+    };
     let mut opt = opt_cfg.build(gpt.var_store(), cfg.lr)?;
     opt.set_weight_decay_group(NO_DECAY_GROUP, 0.0);
 
@@ -308,11 +368,21 @@ struct Progress {
 
 impl Progress {
     fn new(wanted: bool, total: usize) -> Progress {
-        Progress { on: wanted && std::io::stderr().is_terminal(), total, started: Instant::now(), drawn: None }
+        Progress {
+            on: wanted && std::io::stderr().is_terminal(),
+            total,
+            started: Instant::now(),
+            drawn: None,
+        }
     }
 
     fn tick(&mut self, step: usize, loss: f32) {
-        if !self.on || (step < self.total && self.drawn.is_some_and(|d| d.elapsed() < Duration::from_millis(100))) {
+        if !self.on
+            || (step < self.total
+                && self
+                    .drawn
+                    .is_some_and(|d| d.elapsed() < Duration::from_millis(100)))
+        {
             return;
         }
         self.drawn = Some(Instant::now());

@@ -193,7 +193,10 @@ pub fn finish(p: &Prepared, loss: &EventLoss, baselines: &Baselines) -> Scored {
     let (start, end, span_loss) =
         crate::model::score::surprising_span(&loss.token_losses, SPAN_WIDTH);
     // token_losses[i] is the loss of event token i + 1.
-    let (ts, te) = ((start + 1).min(p.tokens.len()), (end + 1).min(p.tokens.len()));
+    let (ts, te) = (
+        (start + 1).min(p.tokens.len()),
+        (end + 1).min(p.tokens.len()),
+    );
     Scored {
         loss: loss.loss,
         score,

@@ -123,7 +123,10 @@ impl Scorer {
         };
         if let Some(notice) = ModelNotice::current(&s.bus).await? {
             if let Err(e) = load_and_swap(&s.bus, &s.worker, &notice, &s.stats).await {
-                tracing::warn!("the published model {} could not be loaded: {e:#}", notice.version);
+                tracing::warn!(
+                    "the published model {} could not be loaded: {e:#}",
+                    notice.version
+                );
             }
         }
         Ok(s)
@@ -139,11 +142,7 @@ impl Scorer {
 
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         // Model notices: swap between batches, never inside one.
-        let mut notices = self
-            .bus
-            .client()
-            .subscribe(SUBJECT_MODEL_PUBLISHED)
-            .await?;
+        let mut notices = self.bus.client().subscribe(SUBJECT_MODEL_PUBLISHED).await?;
         let (bus2, worker2, stats2) = (self.bus.clone(), self.worker.clone(), self.stats.clone());
         let watcher = tokio::spawn(async move {
             while let Some(m) = notices.next().await {
@@ -159,7 +158,11 @@ impl Scorer {
         });
         let mut feed = self
             .bus
-            .feed(STREAM_TELEMETRY, CONSUMER_SCORER, &self.bus.telemetry_filter())
+            .feed(
+                STREAM_TELEMETRY,
+                CONSUMER_SCORER,
+                &self.bus.telemetry_filter(),
+            )
             .await?;
         let renderer = Renderer::new(&self.cfg.render)?;
         let mut scorer = EventScorer::new(renderer, 128, self.cfg.max_keys);
@@ -199,7 +202,12 @@ impl Scorer {
         let root = self.bus.root().to_string();
         let mut valid: Vec<(jetstream::Message, Event, Prepared)> = Vec::with_capacity(batch.len());
         for m in batch {
-            match Event::decode(&m.payload, Some((&root, m.subject.as_str())), &self.cfg.limits, Some(now)) {
+            match Event::decode(
+                &m.payload,
+                Some((&root, m.subject.as_str())),
+                &self.cfg.limits,
+                Some(now),
+            ) {
                 Ok(ev) => {
                     let p = scorer.prepare_event(&ev);
                     valid.push((m, ev, p));
@@ -215,17 +223,35 @@ impl Scorer {
             return Ok(());
         }
         let items = valid.iter().map(|(_, _, p)| p.item.clone()).collect();
-        let Some((losses, info)) = self.worker.score(items).await else {
-            self.stats.warming.fetch_add(valid.len() as u64, Ordering::Relaxed);
+        let t = std::time::Instant::now();
+        let scored = self.worker.score(items).await;
+        let metrics = crate::metrics::global();
+        let Some((losses, info)) = scored else {
+            self.stats
+                .warming
+                .fetch_add(valid.len() as u64, Ordering::Relaxed);
             for (m, _, _) in valid {
                 let _ = m.ack().await;
             }
             return Ok(());
         };
+        metrics.scoring_seconds.observe(t.elapsed().as_secs_f64());
+        metrics.batch_size.observe(valid.len() as f64);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats.scored.fetch_add(valid.len() as u64, Ordering::Relaxed);
+        self.stats
+            .scored
+            .fetch_add(valid.len() as u64, Ordering::Relaxed);
         for ((m, ev, p), loss) in valid.into_iter().zip(&losses) {
             let s = finish(&p, loss, &info.baselines);
+            let kind = [ev.kind().as_str()];
+            metrics
+                .event_loss
+                .with_label_values(&kind)
+                .observe(s.loss as f64);
+            metrics
+                .event_score
+                .with_label_values(&kind)
+                .observe(s.score as f64);
             let ok = if s.score >= self.cfg.threshold {
                 self.alert(&m, &ev, &s, &info, cooldown, now).await
             } else {
@@ -331,6 +357,7 @@ async fn load_and_swap(
     let ck = tokio::task::spawn_blocking(move || Checkpoint::from_bytes(&bytes)).await??;
     let info = worker.swap(ck).await?;
     stats.swaps.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::global().set_model(&info.version, info.created_at_ms);
     tracing::info!(version = %info.version, "scorer switched model");
     Ok(())
 }

@@ -211,7 +211,7 @@ fn profile(name: &str, role: &str) -> Profile {
         p50,
         tail: r.range(2.0, 3.5),
         err: r.range(0.0005, 0.008),
-        vram: (role == "gpu_worker").then(|| r.range(42.0, 62.0)),
+        vram: (role == "gpu_worker").then(|| r.range(40.0, 58.0)),
         io: matches!(role, "storage" | "memory").then(|| r.range(2.0, 30.0)),
         log_ms: log_s * 1000.0,
         startup_s,
@@ -223,6 +223,9 @@ fn profile(name: &str, role: &str) -> Profile {
         },
     }
 }
+
+/// A service's dependencies, each with the fault that added it (if one did).
+type Deps = Vec<(usize, Option<usize>)>;
 
 /// What a fault does to a service while it is on.
 #[derive(Debug, Clone)]
@@ -272,11 +275,13 @@ pub(super) struct Svc {
     pid: i64,
     in_cron: bool,
     hb_seq: i64,
+    log_chain: u32,
 }
 
 enum Act {
     Pulse(usize),
-    Log(usize),
+    /// A log line of service i; the chain number drops stale chains.
+    Log(usize, u32),
     Heartbeat(usize),
     Work(usize),
     Trace(usize),
@@ -392,6 +397,13 @@ pub fn generate(cfg: &SimConfig) -> anyhow::Result<Simulation> {
     Simulation::new(cfg)
 }
 
+/// The commit a version was built from: fixed per (service, version), as a
+/// real build is, so restarts of one version print one hash.
+fn commit(name: &str, version: &str) -> String {
+    let h = super::rng::fnv1a(&format!("{name}@{version}"));
+    format!("{:07x}", h & 0x0fff_ffff)
+}
+
 fn rd(x: f64, decimals: i32) -> f64 {
     let p = 10f64.powi(decimals);
     (x * p).round() / p
@@ -425,7 +437,10 @@ impl Simulation {
             Some(n) => registry_gen::subset(&cfg.registry, n),
             None => cfg.registry.clone(),
         };
-        anyhow::ensure!(!registry.services.is_empty(), "the registry has no services");
+        anyhow::ensure!(
+            !registry.services.is_empty(),
+            "the registry has no services"
+        );
         let start = cfg.start_ms;
         let end = start + (cfg.hours * HOUR as f64).round().max(1.0) as i64;
         let index: BTreeMap<&str, usize> = registry
@@ -686,7 +701,9 @@ impl Simulation {
         self.trace_agents
             .iter()
             .copied()
-            .filter(|&a| !affected.contains(&a) && self.calls(a).iter().any(|c| affected.contains(c)))
+            .filter(|&a| {
+                !affected.contains(&a) && self.calls(a).iter().any(|c| affected.contains(c))
+            })
             .collect()
     }
 
@@ -725,7 +742,15 @@ impl Simulation {
     /// A service starting: the flux sequence starting, config_loaded,
     /// deps_ready, listening, healthy (in that fixed order) with its logs.
     /// Returns when it is healthy.
-    fn startup(&mut self, i: usize, t: i64, dur: i64, label: Option<usize>, how: Start, r: &mut Rng) -> i64 {
+    fn startup(
+        &mut self,
+        i: usize,
+        t: i64,
+        dur: i64,
+        label: Option<usize>,
+        how: Start,
+        r: &mut Rng,
+    ) -> i64 {
         let dur = dur.max(500);
         let name = self.svcs[i].name.clone();
         let port = self.svcs[i].port;
@@ -745,17 +770,30 @@ impl Simulation {
             t,
             i,
             "info",
-            format!("Starting {name} {version} (commit {}) pid={pid}", r.hex(7)),
+            format!(
+                "Starting {name} {version} (commit {}) pid={pid}",
+                commit(&name, &version)
+            ),
             label,
         );
         let t1 = t + dur * 15 / 100;
         let keys = r.int(12, 80);
-        self.flux(t1, i, "config_loaded", "starting", vec![("keys", Scalar::Int(keys))], label);
+        self.flux(
+            t1,
+            i,
+            "config_loaded",
+            "starting",
+            vec![("keys", Scalar::Int(keys))],
+            label,
+        );
         self.log(
             t1,
             i,
             "debug",
-            format!("loaded config /etc/aither/{}.yaml ({keys} keys)", lower(&name)),
+            format!(
+                "loaded config /etc/aither/{}.yaml ({keys} keys)",
+                lower(&name)
+            ),
             label,
         );
         let t2 = t + dur * 45 / 100;
@@ -804,10 +842,24 @@ impl Simulation {
             }
         }
         let t3 = t + dur * 80 / 100;
-        self.flux(t3, i, "listening", "starting", vec![("port", Scalar::Int(port.into()))], label);
+        self.flux(
+            t3,
+            i,
+            "listening",
+            "starting",
+            vec![("port", Scalar::Int(port.into()))],
+            label,
+        );
         self.log(t3, i, "info", format!("Listening on 0.0.0.0:{port}"), label);
         let t4 = t + dur;
-        self.flux(t4, i, "healthy", "healthy", vec![("startup_ms", Scalar::Int(dur))], label);
+        self.flux(
+            t4,
+            i,
+            "healthy",
+            "healthy",
+            vec![("startup_ms", Scalar::Int(dur))],
+            label,
+        );
         self.log(t4, i, "info", format!("{name} ready in {dur}ms"), label);
         self.task(t4, Act::Up(i, true, None));
         t4
@@ -816,16 +868,33 @@ impl Simulation {
     /// A graceful stop; returns when the process has exited.
     fn stop(&mut self, i: usize, t: i64, reason: &str, label: Option<usize>, r: &mut Rng) -> i64 {
         self.task(t, Act::Up(i, false, label));
-        self.flux(t, i, "stopping", "stopping", vec![("reason", s(reason))], label);
+        self.flux(
+            t,
+            i,
+            "stopping",
+            "stopping",
+            vec![("reason", s(reason))],
+            label,
+        );
         self.log(
             t,
             i,
             "info",
-            format!("received SIGTERM ({reason}), draining {} connections", r.int(0, 40)),
+            format!(
+                "received SIGTERM ({reason}), draining {} connections",
+                r.int(0, 40)
+            ),
             label,
         );
         let t1 = t + r.int(300, 2000);
-        self.flux(t1, i, "stopped", "stopped", vec![("exit_code", Scalar::Int(0))], label);
+        self.flux(
+            t1,
+            i,
+            "stopped",
+            "stopped",
+            vec![("exit_code", Scalar::Int(0))],
+            label,
+        );
         self.log(t1, i, "info", "shutdown complete".to_string(), label);
         t1
     }
@@ -854,7 +923,8 @@ impl Simulation {
     fn schedule_recurring(&mut self, r: &mut Rng, i: usize, from: i64) {
         let p = self.svcs[i].prof.clone();
         self.task(from + r.int(0, p.pulse_ms), Act::Pulse(i));
-        self.task(from + r.exp(p.log_ms) as i64, Act::Log(i));
+        let chain = self.svcs[i].log_chain;
+        self.task(from + r.exp(p.log_ms) as i64, Act::Log(i, chain));
         self.task(from + r.int(0, 300 * SEC), Act::Heartbeat(i));
         if let Some(w) = p.work_ms {
             self.task(from + r.exp(w) as i64, Act::Work(i));
@@ -871,9 +941,18 @@ impl Simulation {
             self.schedule_recurring(&mut r, i, start);
         }
         self.task(start + r.int(5 * SEC, 20 * SEC), Act::Chronicle);
-        self.task(start + 5 * MIN + r.exp(25.0 * MIN as f64) as i64, Act::Deploy);
-        self.task(start + 10 * MIN + r.exp(3.0 * HOUR as f64) as i64, Act::Rolling);
-        self.task(start + 3 * MIN + r.exp(12.0 * MIN as f64) as i64, Act::Burst);
+        self.task(
+            start + 5 * MIN + r.exp(25.0 * MIN as f64) as i64,
+            Act::Deploy,
+        );
+        self.task(
+            start + 10 * MIN + r.exp(3.0 * HOUR as f64) as i64,
+            Act::Rolling,
+        );
+        self.task(
+            start + 3 * MIN + r.exp(12.0 * MIN as f64) as i64,
+            Act::Burst,
+        );
         let day0 = start - start.rem_euclid(DAY);
         let mut cron = day0 + 2 * HOUR;
         if cron < start {
@@ -891,7 +970,11 @@ impl Simulation {
     fn run(&mut self, t: i64, act: Act) {
         match act {
             Act::Pulse(i) => self.pulse(t, i),
-            Act::Log(i) => self.everyday_log(t, i),
+            Act::Log(i, chain) => {
+                if chain == self.svcs[i].log_chain {
+                    self.everyday_log(t, i)
+                }
+            }
             Act::Heartbeat(i) => self.heartbeat(t, i),
             Act::Work(i) => self.work(t, i),
             Act::Trace(i) => self.trace(t, i),
@@ -912,7 +995,16 @@ impl Simulation {
                     s.effect = None;
                 }
             }
-            Act::Effect(i, e) => self.svcs[i].effect = e,
+            Act::Effect(i, e) => {
+                // A service that starts (or stops) failing changes its log
+                // cadence now, not after the gap drawn at the old rate.
+                let s = &mut self.svcs[i];
+                s.effect = e;
+                s.log_chain = s.log_chain.wrapping_add(1);
+                let chain = s.log_chain;
+                let soon = t + s.rng.int(200, 3000);
+                self.task(soon, Act::Log(i, chain));
+            }
             Act::Deps(i, d) => self.svcs[i].deps = d,
             Act::Exists(i) => self.svcs[i].exists = true,
         }
@@ -949,8 +1041,10 @@ impl Simulation {
         let mut p50 = p.p50 * (0.85 + 0.3 * l) * (1.0 + 0.06 * r.normal());
         let mut tail = p.tail * (1.0 + 0.08 * r.normal().abs());
         let mut err = p.err * r.range(0.6, 1.4);
-        let mut vram = p.vram.map(|v| v + 18.0 * l + 1.5 * r.normal());
-        let mut io = p.io.map(|v| v * (0.5 + 0.5 * l) * (1.0 + 0.15 * r.normal()));
+        // Models stay resident: load moves VRAM a little (KV cache), never to the ceiling.
+        let mut vram = p.vram.map(|v| v + 16.0 * l.min(1.4) + 1.5 * r.normal());
+        let mut io =
+            p.io.map(|v| v * (0.5 + 0.5 * l) * (1.0 + 0.15 * r.normal()));
         if cron {
             cpu = r.range(70.0, 95.0);
             io = io.map(|v| v * r.range(6.0, 12.0));
@@ -1009,7 +1103,12 @@ impl Simulation {
         self.svc_emit(t, i, Body::Pulse { metrics: m }, label);
     }
 
-    fn pick_dep(&self, r: &mut Rng, i: usize, avoid: Option<usize>) -> Option<(usize, Option<usize>)> {
+    fn pick_dep(
+        &self,
+        r: &mut Rng,
+        i: usize,
+        avoid: Option<usize>,
+    ) -> Option<(usize, Option<usize>)> {
         let deps: Vec<(usize, Option<usize>)> = self.svcs[i]
             .deps
             .iter()
@@ -1033,10 +1132,20 @@ impl Simulation {
             _ => 1.0,
         };
         let mut mean = s.prof.log_ms / (load(t) * burst);
-        if s.effect.is_some() && !matches!(s.effect, Some(Effect { fx: Fx::MemLeak { .. }, .. })) {
-            mean /= 3.0;
+        if s.effect.is_some()
+            && !matches!(
+                s.effect,
+                Some(Effect {
+                    fx: Fx::MemLeak { .. },
+                    ..
+                })
+            )
+        {
+            // Failing requests are logged: a sick service is a chatty one.
+            mean = (mean / 3.0).min(20_000.0);
         }
-        self.task(t + (r.exp(mean) as i64).max(200), Act::Log(i));
+        let chain = s.log_chain;
+        self.task(t + (r.exp(mean) as i64).max(200), Act::Log(i, chain));
         if !self.live(i) {
             self.svcs[i].rng = r;
             return;
@@ -1133,7 +1242,13 @@ impl Simulation {
     }
 
     /// An ordinary line; labelled only when it calls a dependency a fault added.
-    fn ordinary(&self, r: &mut Rng, i: usize, p50: f64, avoid: Option<usize>) -> (String, &'static str, Option<usize>) {
+    fn ordinary(
+        &self,
+        r: &mut Rng,
+        i: usize,
+        p50: f64,
+        avoid: Option<usize>,
+    ) -> (String, &'static str, Option<usize>) {
         let s = &self.svcs[i];
         let dep = self.pick_dep(r, i, avoid);
         let ctx = LogCtx {
@@ -1164,7 +1279,11 @@ impl Simulation {
         let uptime = (t - s.up_since) / SEC;
         let seq = s.hb_seq;
         let (state, label) = match &s.effect {
-            Some(Effect { fx: Fx::MemLeak { .. }, .. }) | None => ("healthy", None),
+            Some(Effect {
+                fx: Fx::MemLeak { .. },
+                ..
+            })
+            | None => ("healthy", None),
             Some(e) => ("degraded", Some(e.fault)),
         };
         self.flux(
@@ -1188,9 +1307,18 @@ impl Simulation {
         let role = self.svcs[i].role.clone();
         let p50 = self.svcs[i].prof.p50;
         let (mult, fail, label) = match &self.svcs[i].effect {
-            Some(Effect { fx: Fx::Latency { p50: x }, fault }) => (x / p50.max(1.0), false, Some(*fault)),
-            Some(Effect { fx: Fx::Vram { .. }, fault }) => (2.2, false, Some(*fault)),
-            Some(Effect { fx: Fx::Refused { .. } | Fx::Upstream { .. }, fault }) => (1.0, true, Some(*fault)),
+            Some(Effect {
+                fx: Fx::Latency { p50: x },
+                fault,
+            }) => (x / p50.max(1.0), false, Some(*fault)),
+            Some(Effect {
+                fx: Fx::Vram { .. },
+                fault,
+            }) => (2.2, false, Some(*fault)),
+            Some(Effect {
+                fx: Fx::Refused { .. } | Fx::Upstream { .. },
+                fault,
+            }) => (1.0, true, Some(*fault)),
             _ => (1.0, false, None),
         };
         let job = r.hex(8);
@@ -1231,7 +1359,10 @@ impl Simulation {
                         i,
                         "consolidated",
                         "healthy",
-                        vec![("memories", Scalar::Int(n)), ("duration_ms", Scalar::Int(d as i64))],
+                        vec![
+                            ("memories", Scalar::Int(n)),
+                            ("duration_ms", Scalar::Int(d as i64)),
+                        ],
                         label,
                     );
                 }
@@ -1264,9 +1395,18 @@ impl Simulation {
             return Call::Down(s.down_fault);
         }
         match &s.effect {
-            Some(Effect { fx: Fx::Latency { p50 }, fault }) => Call::Slow(p50 * r.range(0.9, 1.4), *fault),
-            Some(Effect { fx: Fx::Vram { .. }, fault }) => Call::Slow(s.prof.p50 * r.range(0.8, 2.0), *fault),
-            Some(Effect { fx: Fx::Refused { .. } | Fx::Upstream { .. }, fault }) => Call::Failing(*fault),
+            Some(Effect {
+                fx: Fx::Latency { p50 },
+                fault,
+            }) => Call::Slow(p50 * r.range(0.9, 1.4), *fault),
+            Some(Effect {
+                fx: Fx::Vram { .. },
+                fault,
+            }) => Call::Slow(s.prof.p50 * r.range(0.8, 2.0), *fault),
+            Some(Effect {
+                fx: Fx::Refused { .. } | Fx::Upstream { .. },
+                fault,
+            }) => Call::Failing(*fault),
             _ => Call::Ok,
         }
     }
@@ -1288,7 +1428,10 @@ impl Simulation {
             .map(|&(d, _)| d)
             .filter(|&d| self.svcs[d].exists)
             .collect();
-        let mem = deps.iter().copied().find(|&d| self.svcs[d].role == "memory");
+        let mem = deps
+            .iter()
+            .copied()
+            .find(|&d| self.svcs[d].role == "memory");
         let mind = deps
             .iter()
             .copied()
@@ -1329,7 +1472,10 @@ impl Simulation {
         let k = r.int(0, 12);
         let mut d = text::dur(&mut r, 45.0);
         let (summary, label) = match mem.map(|m| self.call(&mut r, m)) {
-            None => ("no memory service configured, skipped recall".to_string(), None),
+            None => (
+                "no memory service configured, skipped recall".to_string(),
+                None,
+            ),
             Some(Call::Ok) => (
                 format!(
                     "recalled {k} memories from {mem_n} (episodic={}, semantic={})",
@@ -1340,9 +1486,15 @@ impl Simulation {
             ),
             Some(Call::Slow(x, f)) => {
                 d += x;
-                (format!("recalled {k} memories from {mem_n} (slow: {}ms)", ms(x)), Some(f))
+                (
+                    format!("recalled {k} memories from {mem_n} (slow: {}ms)", ms(x)),
+                    Some(f),
+                )
             }
-            Some(Call::Failing(f)) => (format!("{mem_n} returned 503, recalled 0 memories"), Some(f)),
+            Some(Call::Failing(f)) => (
+                format!("{mem_n} returned 503, recalled 0 memories"),
+                Some(f),
+            ),
             Some(Call::Down(Some(f))) => {
                 d += r.range(1000.0, 3000.0);
                 (
@@ -1352,7 +1504,10 @@ impl Simulation {
             }
             Some(Call::Down(None)) => {
                 d += r.range(200.0, 900.0);
-                (format!("{mem_n} restarting, retried: recalled {k} memories"), None)
+                (
+                    format!("{mem_n} restarting, retried: recalled {k} memories"),
+                    None,
+                )
             }
         };
         out.push((Phase::Remember, summary, d, label));
@@ -1365,11 +1520,15 @@ impl Simulation {
         let model = text::llm(&mut r);
         let (summary, label) = match mind.map(|m| self.call(&mut r, m)) {
             None => (
-                format!("local model={model} tokens_in={tin} tokens_out={tout} confidence={conf:.2}"),
+                format!(
+                    "local model={model} tokens_in={tin} tokens_out={tout} confidence={conf:.2}"
+                ),
                 None,
             ),
             Some(Call::Ok) => (
-                format!("{mind_n} model={model} tokens_in={tin} tokens_out={tout} confidence={conf:.2}"),
+                format!(
+                    "{mind_n} model={model} tokens_in={tin} tokens_out={tout} confidence={conf:.2}"
+                ),
                 None,
             ),
             Some(Call::Slow(x, f)) => {
@@ -1382,7 +1541,10 @@ impl Simulation {
                     Some(f),
                 )
             }
-            Some(Call::Failing(f)) => (format!("{mind_n} returned 503, retried once, confidence={conf:.2}"), Some(f)),
+            Some(Call::Failing(f)) => (
+                format!("{mind_n} returned 503, retried once, confidence={conf:.2}"),
+                Some(f),
+            ),
             Some(Call::Down(Some(f))) => {
                 d += r.range(2000.0, 5000.0);
                 (
@@ -1392,7 +1554,10 @@ impl Simulation {
             }
             Some(Call::Down(None)) => {
                 d += r.range(300.0, 1200.0);
-                (format!("{mind_n} restarting, retried: tokens_in={tin} tokens_out={tout}"), None)
+                (
+                    format!("{mind_n} restarting, retried: tokens_in={tin} tokens_out={tout}"),
+                    None,
+                )
             }
         };
         out.push((Phase::Reason, summary, d, label));
@@ -1419,30 +1584,52 @@ impl Simulation {
         let mut d = r.range(150.0, 3500.0);
         let (summary, label) = match actor.map(|x| self.call(&mut r, x)) {
             None => ("answered directly, no delegation".to_string(), None),
-            Some(Call::Ok) => (format!("delegated to {actor_n}: ok ({calls} tool calls)"), None),
+            Some(Call::Ok) => (
+                format!("delegated to {actor_n}: ok ({calls} tool calls)"),
+                None,
+            ),
             Some(Call::Slow(x, f)) => {
                 d += x;
-                (format!("delegated to {actor_n}: ok after {}ms", ms(d)), Some(f))
+                (
+                    format!("delegated to {actor_n}: ok after {}ms", ms(d)),
+                    Some(f),
+                )
             }
-            Some(Call::Failing(f)) => (format!("delegated to {actor_n}: error 502 (upstream failure)"), Some(f)),
+            Some(Call::Failing(f)) => (
+                format!("delegated to {actor_n}: error 502 (upstream failure)"),
+                Some(f),
+            ),
             Some(Call::Down(Some(f))) => {
                 d = r.range(20.0, 200.0);
-                (format!("delegation to {actor_n} failed: connection refused"), Some(f))
+                (
+                    format!("delegation to {actor_n} failed: connection refused"),
+                    Some(f),
+                )
             }
             Some(Call::Down(None)) => {
                 d += r.range(300.0, 1500.0);
-                (format!("delegated to {actor_n}: ok after retry ({calls} tool calls)"), None)
+                (
+                    format!("delegated to {actor_n}: ok after retry ({calls} tool calls)"),
+                    None,
+                )
             }
         };
         out.push((Phase::Act, summary, d, label));
         // Learn
         let reward = r.range(0.2, 1.0);
         let (summary, label) = match mem.map(|m| self.call(&mut r, m)) {
-            Some(Call::Down(Some(f))) | Some(Call::Failing(f)) => {
-                (format!("could not store outcome: {mem_n} unavailable"), Some(f))
-            }
-            None => (format!("outcome reward={reward:.2} kept in context only"), None),
-            _ => (format!("stored outcome reward={reward:.2} memory={}", r.hex(8)), None),
+            Some(Call::Down(Some(f))) | Some(Call::Failing(f)) => (
+                format!("could not store outcome: {mem_n} unavailable"),
+                Some(f),
+            ),
+            None => (
+                format!("outcome reward={reward:.2} kept in context only"),
+                None,
+            ),
+            _ => (
+                format!("stored outcome reward={reward:.2} memory={}", r.hex(8)),
+                None,
+            ),
         };
         out.push((Phase::Learn, summary, r.range(4.0, 50.0), label));
 
@@ -1464,7 +1651,10 @@ impl Simulation {
 
     fn chronicle(&mut self, t: i64) {
         let mut r = self.take_rng();
-        self.task(t + (r.exp(2500.0 / load(t)) as i64).max(100), Act::Chronicle);
+        self.task(
+            t + (r.exp(2500.0 / load(t)) as i64).max(100),
+            Act::Chronicle,
+        );
         let uis: Vec<String> = self
             .svcs
             .iter()
@@ -1561,15 +1751,35 @@ impl Simulation {
     fn deploy(&mut self, t: i64) {
         let mut r = self.take_rng();
         self.task(t + r.exp(25.0 * MIN as f64) as i64, Act::Deploy);
-        let cands: Vec<usize> = (0..self.svcs.len()).filter(|&i| self.eligible(i, t)).collect();
+        let cands: Vec<usize> = (0..self.svcs.len())
+            .filter(|&i| self.eligible(i, t))
+            .collect();
         if let Some(&i) = r.pick(&cands) {
             let s = &mut self.svcs[i];
             s.version.2 += 1;
-            let target = format!("{}@v{}.{}.{}", s.name, s.version.0, s.version.1, s.version.2);
-            self.chron(t, self.rec.deploy, "ci-bot", "deploy", &target, "success", None);
+            let target = format!(
+                "{}@v{}.{}.{}",
+                s.name, s.version.0, s.version.1, s.version.2
+            );
+            self.chron(
+                t,
+                self.rec.deploy,
+                "ci-bot",
+                "deploy",
+                &target,
+                "success",
+                None,
+            );
             let stopped = self.stop(i, t + r.int(1000, 3000), "deploy", None, &mut r);
             let dur = self.startup_ms(&mut r, i);
-            let h = self.startup(i, stopped + r.int(1000, 3000), dur, None, Start::Normal, &mut r);
+            let h = self.startup(
+                i,
+                stopped + r.int(1000, 3000),
+                dur,
+                None,
+                Start::Normal,
+                &mut r,
+            );
             self.svcs[i].busy_until = h + MIN;
         }
         self.rng = r;
@@ -1606,7 +1816,14 @@ impl Simulation {
             let s_stopped = self.stop(sv, t + SEC, "maintenance", None, &mut r);
             let d_stopped = self.stop(d, s_stopped + r.int(500, 2000), "maintenance", None, &mut r);
             let dur = self.startup_ms(&mut r, d);
-            let hd = self.startup(d, d_stopped + r.int(1000, 3000), dur, None, Start::Normal, &mut r);
+            let hd = self.startup(
+                d,
+                d_stopped + r.int(1000, 3000),
+                dur,
+                None,
+                Start::Normal,
+                &mut r,
+            );
             let dur = self.startup_ms(&mut r, sv);
             let hs = self.startup(sv, hd + r.int(500, 2000), dur, None, Start::Normal, &mut r);
             self.svcs[d].busy_until = hs + MIN;
@@ -1623,7 +1840,13 @@ impl Simulation {
                 self.eligible(i, t)
                     && matches!(
                         self.svcs[i].role.as_str(),
-                        "api" | "ui" | "dashboard" | "orchestrator" | "gpu_worker" | "cognition" | "tool"
+                        "api"
+                            | "ui"
+                            | "dashboard"
+                            | "orchestrator"
+                            | "gpu_worker"
+                            | "cognition"
+                            | "tool"
                     )
             })
             .collect();
@@ -1638,7 +1861,10 @@ impl Simulation {
                 i,
                 "request_burst",
                 "healthy",
-                vec![("factor", Scalar::Float(rd(factor, 2))), ("req_rate", Scalar::Float(rd(rps, 1)))],
+                vec![
+                    ("factor", Scalar::Float(rd(factor, 2))),
+                    ("req_rate", Scalar::Float(rd(rps, 1))),
+                ],
                 None,
             );
             if factor > 2.6 {
@@ -1683,7 +1909,14 @@ impl Simulation {
             None,
         );
         if let Some(b) = self.rec.backup {
-            self.flux(t, b, "job_started", "healthy", vec![("job", s("nightly-backup"))], None);
+            self.flux(
+                t,
+                b,
+                "job_started",
+                "healthy",
+                vec![("job", s("nightly-backup"))],
+                None,
+            );
         }
         for i in self.cron_targets.clone() {
             self.svcs[i].in_cron = true;
@@ -1717,7 +1950,10 @@ impl Simulation {
                 b,
                 "job_completed",
                 "healthy",
-                vec![("job", s("nightly-backup")), ("duration_ms", Scalar::Int(t - self.cron_until + 20 * MIN))],
+                vec![
+                    ("job", s("nightly-backup")),
+                    ("duration_ms", Scalar::Int(t - self.cron_until + 20 * MIN)),
+                ],
                 None,
             );
         }
@@ -1778,11 +2014,13 @@ impl Simulation {
         let hi = self.start + span * 95 / 100;
         let slot = (hi - lo) / kinds.len() as i64;
         if slot < 5 * SEC {
-            let need = (booted + 30 * SEC - self.start) as f64 / 0.95 + kinds.len() as f64 * 5.0 * SEC as f64 / 0.85;
+            let slots = kinds.len() as f64 * 5.0 * SEC as f64;
+            let boot = (booted + 30 * SEC - self.start) as f64;
+            let need = ((boot + slots) / 0.95).max(slots / 0.85) / HOUR as f64;
             self.warnings.push(format!(
-                "the run is too short to inject {} fault(s) after the boot (about {:.2} hours needed); none injected",
+                "the run is too short to inject {} fault(s) after the boot (at least {:.2} hours needed); none injected",
                 kinds.len(),
-                need / HOUR as f64
+                (need * 100.0).ceil() / 100.0
             ));
             return;
         }
@@ -1835,7 +2073,10 @@ impl Simulation {
             match planned {
                 Some((end, sources)) => {
                     // Traces started inside the window end up to ~30 s later.
-                    let traced = self.trace_agents.iter().any(|&a| sources.contains(&self.svcs[a].name));
+                    let traced = self
+                        .trace_agents
+                        .iter()
+                        .any(|&a| sources.contains(&self.svcs[a].name));
                     let end = if traced { end + MIN } else { end };
                     let names: Vec<String> = sources.into_iter().collect();
                     let fault = &mut self.plan[f];
@@ -1844,7 +2085,7 @@ impl Simulation {
                     placed[f] = true;
                 }
                 None => self.warnings.push(format!(
-                    "{id}: no service in this registry fits a {kind} fault; skipped"
+                    "{id}: no service in this registry can host fault kind {kind}; skipped"
                 )),
             }
         }
@@ -1891,11 +2132,18 @@ impl Simulation {
     /// The graphs whose snapshots will carry fault `f`'s edges once `change`
     /// is made (the change is undone before returning).
     fn graph_sources(&mut self, f: usize, change: impl FnOnce(&mut Self)) -> Vec<String> {
-        let saved: Vec<(bool, Vec<(usize, Option<usize>)>)> =
-            self.svcs.iter().map(|s| (s.exists, s.deps.clone())).collect();
+        let saved: Vec<(bool, Deps)> = self
+            .svcs
+            .iter()
+            .map(|s| (s.exists, s.deps.clone()))
+            .collect();
         change(self);
         let out = (0..GRAPHS.len())
-            .filter(|&g| graphs::edges(g, &self.svcs).iter().any(|e| e.label == Some(f)))
+            .filter(|&g| {
+                graphs::edges(g, &self.svcs)
+                    .iter()
+                    .any(|e| e.label == Some(f))
+            })
             .map(|g| GRAPHS[g].to_string())
             .collect();
         for (s, (exists, deps)) in self.svcs.iter_mut().zip(saved) {
@@ -1954,26 +2202,57 @@ impl Simulation {
     /// The watchdog bringing a service back after a fault; returns when healthy.
     fn watchdog_restart(&mut self, r: &mut Rng, t: i64, i: usize, f: usize) -> i64 {
         let wd = self.rec.watchdog;
-        let actor = wd.map(|w| self.svcs[w].name.clone()).unwrap_or_else(|| "watchdog".into());
+        let actor = wd
+            .map(|w| self.svcs[w].name.clone())
+            .unwrap_or_else(|| "watchdog".into());
         let target = self.svcs[i].name.clone();
         self.chron(t, wd, &actor, "restart", &target, "success", Some(f));
         let dur = self.startup_ms(r, i);
         self.startup(i, t + r.int(500, 2000), dur, Some(f), Start::Normal, r)
     }
 
-    fn latency_spike(&mut self, r: &mut Rng, f: usize, t0: i64, d: i64, sc: f64) -> Option<(i64, BTreeSet<String>)> {
+    fn latency_spike(
+        &mut self,
+        r: &mut Rng,
+        f: usize,
+        t0: i64,
+        d: i64,
+        sc: f64,
+    ) -> Option<(i64, BTreeSet<String>)> {
         let with_dependents = self.all_where(|i, _| !self.dependents(i).is_empty());
-        let cognition = self.all_where(|i, s| s.role == "cognition" && !self.dependents(i).is_empty());
+        let cognition =
+            self.all_where(|i, s| s.role == "cognition" && !self.dependents(i).is_empty());
         let t = self.choose(
             r,
-            &[self.name_is("AitherMind"), cognition, with_dependents, self.all_where(|_, _| true)],
+            &[
+                self.name_is("AitherMind"),
+                cognition,
+                with_dependents,
+                self.all_where(|_, _| true),
+            ],
         )?;
         let t1 = t0 + d;
         let p50 = r.range(2800.0, 3300.0);
-        self.task(t0, Act::Effect(t, Some(Effect { fault: f, fx: Fx::Latency { p50 } })));
+        self.task(
+            t0,
+            Act::Effect(
+                t,
+                Some(Effect {
+                    fault: f,
+                    fx: Fx::Latency { p50 },
+                }),
+            ),
+        );
         self.task(t1, Act::Effect(t, None));
         let deg = t0 + (r.range(10.0, 40.0) * sc * SEC as f64) as i64;
         let p99 = (p50 * r.range(1.6, 2.1)) as i64;
+        let first = format!(
+            "slow request POST /v1/{} took {}ms (threshold 1000ms) request_id={}",
+            lower(&self.svcs[t].name),
+            ms(text::dur(r, p50).max(1200.0)),
+            r.uuid()
+        );
+        self.log(deg, t, "warn", first, Some(f));
         self.degraded(deg, t, "latency", vec![("p99_ms", Scalar::Int(p99))], f);
         let rec = t1 + (r.range(5.0, 20.0) * sc * SEC as f64) as i64;
         self.recovered(rec, t, deg, f);
@@ -2002,13 +2281,24 @@ impl Simulation {
     }
 
     fn not_called_by_agents(&self, i: usize) -> bool {
-        !self.trace_agents.iter().any(|&a| a == i || self.calls(a).contains(&i))
+        !self
+            .trace_agents
+            .iter()
+            .any(|&a| a == i || self.calls(a).contains(&i))
     }
 
-    fn oom_death(&mut self, r: &mut Rng, f: usize, t0: i64, d: i64) -> Option<(i64, BTreeSet<String>)> {
+    fn oom_death(
+        &mut self,
+        r: &mut Rng,
+        f: usize,
+        t0: i64,
+        d: i64,
+    ) -> Option<(i64, BTreeSet<String>)> {
         let quiet = self.all_where(|i, s| {
-            matches!(s.role.as_str(), "memory" | "storage" | "gpu_worker" | "perception" | "cache")
-                && self.not_called_by_agents(i)
+            matches!(
+                s.role.as_str(),
+                "memory" | "storage" | "gpu_worker" | "perception" | "cache"
+            ) && self.not_called_by_agents(i)
         });
         let quiet_any = self.all_where(|i, _| self.not_called_by_agents(i));
         let t = self.choose(r, &[quiet, quiet_any, self.all_where(|_, _| true)])?;
@@ -2016,7 +2306,13 @@ impl Simulation {
         let to = self.svcs[t].prof.mem_limit * 0.98;
         self.task(
             t0,
-            Act::Effect(t, Some(Effect { fault: f, fx: Fx::MemLeak { t0, t1: kill, to } })),
+            Act::Effect(
+                t,
+                Some(Effect {
+                    fault: f,
+                    fx: Fx::MemLeak { t0, t1: kill, to },
+                }),
+            ),
         );
         self.oom_kill(r, kill, t, f, "");
         let end = self.watchdog_restart(r, t0 + d, t, f);
@@ -2027,8 +2323,16 @@ impl Simulation {
         Some((end, srcs))
     }
 
-    fn oom_cascade(&mut self, r: &mut Rng, f: usize, t0: i64, d: i64, sc: f64) -> Option<(i64, BTreeSet<String>)> {
-        let memory = self.all_where(|i, s| s.role == "memory" && (2..=6).contains(&self.dependents(i).len()));
+    fn oom_cascade(
+        &mut self,
+        r: &mut Rng,
+        f: usize,
+        t0: i64,
+        d: i64,
+        sc: f64,
+    ) -> Option<(i64, BTreeSet<String>)> {
+        let memory = self
+            .all_where(|i, s| s.role == "memory" && (2..=6).contains(&self.dependents(i).len()));
         let some = self.all_where(|i, _| (2..=8).contains(&self.dependents(i).len()));
         let one = self.all_where(|i, _| !self.dependents(i).is_empty());
         let root = self.choose(r, &[memory, some, one])?;
@@ -2036,10 +2340,17 @@ impl Simulation {
         let to = self.svcs[root].prof.mem_limit * 0.98;
         self.task(
             t0,
-            Act::Effect(root, Some(Effect { fault: f, fx: Fx::MemLeak { t0, t1: kill, to } })),
+            Act::Effect(
+                root,
+                Some(Effect {
+                    fault: f,
+                    fx: Fx::MemLeak { t0, t1: kill, to },
+                }),
+            ),
         );
         self.oom_kill(r, kill, root, f, "");
-        let secs = |r: &mut Rng, lo: f64, hi: f64| (r.range(lo, hi) * sc.max(0.02) * SEC as f64) as i64;
+        let secs =
+            |r: &mut Rng, lo: f64, hi: f64| (r.range(lo, hi) * sc.max(0.02) * SEC as f64) as i64;
         // (service, its failed upstream, degraded at, died at)
         let mut affected: Vec<(usize, usize, i64, Option<i64>)> = Vec::new();
         let mut seen: BTreeSet<usize> = BTreeSet::from([root]);
@@ -2053,8 +2364,23 @@ impl Simulation {
             seen.insert(x);
             let deg = kill + secs(r, 5.0, 45.0);
             let rootn = self.svcs[root].name.clone();
-            self.degraded(deg, x, "upstream_unavailable", vec![("upstream", s(rootn))], f);
-            self.task(deg, Act::Effect(x, Some(Effect { fault: f, fx: Fx::Upstream { dep: root } })));
+            self.degraded(
+                deg,
+                x,
+                "upstream_unavailable",
+                vec![("upstream", s(rootn))],
+                f,
+            );
+            self.task(
+                deg,
+                Act::Effect(
+                    x,
+                    Some(Effect {
+                        fault: f,
+                        fx: Fx::Upstream { dep: root },
+                    }),
+                ),
+            );
             let died = if k < dying {
                 let die = deg + secs(r, 60.0, 180.0);
                 let why = format!(
@@ -2080,7 +2406,16 @@ impl Simulation {
                 let deg = die + secs(r, 5.0, 45.0);
                 let xn = self.svcs[x].name.clone();
                 self.degraded(deg, y, "upstream_unavailable", vec![("upstream", s(xn))], f);
-                self.task(deg, Act::Effect(y, Some(Effect { fault: f, fx: Fx::Upstream { dep: x } })));
+                self.task(
+                    deg,
+                    Act::Effect(
+                        y,
+                        Some(Effect {
+                            fault: f,
+                            fx: Fx::Upstream { dep: x },
+                        }),
+                    ),
+                );
                 last = last.max(deg);
                 affected.push((y, x, deg, None));
             }
@@ -2126,12 +2461,27 @@ impl Simulation {
         ]
     }
 
-    fn port_conflict(&mut self, r: &mut Rng, f: usize, t0: i64, d: i64, sc: f64) -> Option<(i64, BTreeSet<String>)> {
+    fn port_conflict(
+        &mut self,
+        r: &mut Rng,
+        f: usize,
+        t0: i64,
+        d: i64,
+        sc: f64,
+    ) -> Option<(i64, BTreeSet<String>)> {
         let t = self.choose(r, &self.ordinary_target())?;
         let (name, port) = (self.svcs[t].name.clone(), self.svcs[t].port);
         self.svcs[t].version.1 += 1;
         let (a, b, c) = self.svcs[t].version;
-        self.chron(t0, self.rec.deploy, "ci-bot", "deploy", &format!("{name}@v{a}.{b}.{c}"), "success", Some(f));
+        self.chron(
+            t0,
+            self.rec.deploy,
+            "ci-bot",
+            "deploy",
+            &format!("{name}@v{a}.{b}.{c}"),
+            "success",
+            Some(f),
+        );
         let stopped = self.stop(t, t0 + r.int(1000, 3000), "deploy", Some(f), r);
         let mut at = stopped + r.int(1000, 3000);
         let mut k = 0u32;
@@ -2142,10 +2492,22 @@ impl Simulation {
                 t,
                 "starting",
                 "starting",
-                vec![("version", s(format!("v{a}.{b}.{c}"))), ("pid", Scalar::Int(pid))],
+                vec![
+                    ("version", s(format!("v{a}.{b}.{c}"))),
+                    ("pid", Scalar::Int(pid)),
+                ],
                 Some(f),
             );
-            self.log(at, t, "info", format!("Starting {name} v{a}.{b}.{c} (commit {}) pid={pid}", r.hex(7)), Some(f));
+            self.log(
+                at,
+                t,
+                "info",
+                format!(
+                    "Starting {name} v{a}.{b}.{c} (commit {}) pid={pid}",
+                    commit(&name, &format!("v{a}.{b}.{c}"))
+                ),
+                Some(f),
+            );
             let fail = at + r.int(300, 1500);
             self.log(
                 fail,
@@ -2174,9 +2536,19 @@ impl Simulation {
             }
         }
         let wd = self.rec.watchdog;
-        let actor = wd.map(|w| self.svcs[w].name.clone()).unwrap_or_else(|| "watchdog".into());
+        let actor = wd
+            .map(|w| self.svcs[w].name.clone())
+            .unwrap_or_else(|| "watchdog".into());
         let stale = r.int(100, 65000);
-        self.chron(at, wd, &actor, "kill_stale_process", &format!("{name}:{port} pid={stale}"), "success", Some(f));
+        self.chron(
+            at,
+            wd,
+            &actor,
+            "kill_stale_process",
+            &format!("{name}:{port} pid={stale}"),
+            "success",
+            Some(f),
+        );
         let dur = self.startup_ms(r, t);
         let end = self.startup(t, at + r.int(1000, 2000), dur, Some(f), Start::Normal, r);
         let mut srcs = self.names([t]);
@@ -2187,38 +2559,91 @@ impl Simulation {
         Some((end, srcs))
     }
 
-    fn localhost_trap(&mut self, r: &mut Rng, f: usize, t0: i64, d: i64, sc: f64) -> Option<(i64, BTreeSet<String>)> {
+    fn localhost_trap(
+        &mut self,
+        r: &mut Rng,
+        f: usize,
+        t0: i64,
+        d: i64,
+        sc: f64,
+    ) -> Option<(i64, BTreeSet<String>)> {
         let prefs: Vec<Vec<usize>> = self
             .ordinary_target()
             .into_iter()
-            .map(|v| v.into_iter().filter(|&i| !self.svcs[i].deps.is_empty()).collect())
+            .map(|v| {
+                v.into_iter()
+                    .filter(|&i| !self.svcs[i].deps.is_empty())
+                    .collect()
+            })
             .collect();
         let t = self.choose(r, &prefs)?;
         let dep = self.pick_dep(r, t, None)?.0;
         let (dn, dp) = (self.svcs[dep].name.clone(), self.svcs[dep].port);
         let target = format!("{}.upstreams.{}", self.svcs[t].name, lower(&dn));
         let who = format!("user:{}", text::user(r));
-        self.chron(t0, self.rec.config, &who, "config.update", &target, "success", Some(f));
+        self.chron(
+            t0,
+            self.rec.config,
+            &who,
+            "config.update",
+            &target,
+            "success",
+            Some(f),
+        );
         let reload = t0 + r.int(500, 2000);
         self.log(
             reload,
             t,
             "info",
-            format!("config reloaded: {}_url=http://localhost:{dp} (was http://{dn}:{dp})", lower(&dn)),
+            format!(
+                "config reloaded: {}_url=http://localhost:{dp} (was http://{dn}:{dp})",
+                lower(&dn)
+            ),
             Some(f),
         );
-        self.task(reload, Act::Effect(t, Some(Effect { fault: f, fx: Fx::Refused { dep } })));
+        self.task(
+            reload,
+            Act::Effect(
+                t,
+                Some(Effect {
+                    fault: f,
+                    fx: Fx::Refused { dep },
+                }),
+            ),
+        );
+        let first = format!(
+            "request to {dn} failed: dial tcp 127.0.0.1:{dp}: connect: connection refused req_id={}",
+            r.hex(16)
+        );
+        self.log(reload + r.int(50, 900), t, "error", first, Some(f));
         let deg = reload + (r.range(15.0, 45.0) * sc * SEC as f64) as i64;
-        self.degraded(deg, t, "error_rate", vec![("error_rate", Scalar::Float(rd(r.range(0.4, 0.9), 2)))], f);
+        self.degraded(
+            deg,
+            t,
+            "error_rate",
+            vec![("error_rate", Scalar::Float(rd(r.range(0.4, 0.9), 2)))],
+            f,
+        );
         let t1 = (t0 + d).max(deg + SEC);
         let who = format!("user:{}", text::user(r));
-        self.chron(t1, self.rec.config, &who, "config.update", &target, "success", Some(f));
+        self.chron(
+            t1,
+            self.rec.config,
+            &who,
+            "config.update",
+            &target,
+            "success",
+            Some(f),
+        );
         let reload2 = t1 + r.int(500, 2000);
         self.log(
             reload2,
             t,
             "info",
-            format!("config reloaded: {}_url=http://{dn}:{dp} (was http://localhost:{dp})", lower(&dn)),
+            format!(
+                "config reloaded: {}_url=http://{dn}:{dp} (was http://localhost:{dp})",
+                lower(&dn)
+            ),
             Some(f),
         );
         self.task(reload2, Act::Effect(t, None));
@@ -2231,17 +2656,34 @@ impl Simulation {
         Some((rec, srcs))
     }
 
-    fn crash_loop(&mut self, r: &mut Rng, f: usize, t0: i64, d: i64, sc: f64) -> Option<(i64, BTreeSet<String>)> {
+    fn crash_loop(
+        &mut self,
+        r: &mut Rng,
+        f: usize,
+        t0: i64,
+        d: i64,
+        sc: f64,
+    ) -> Option<(i64, BTreeSet<String>)> {
         let t = self.choose(r, &self.ordinary_target())?;
         let name = self.svcs[t].name.clone();
         let prev = self.svcs[t].version;
         self.svcs[t].version.1 += 1;
         let (a, b, c) = self.svcs[t].version;
-        self.chron(t0, self.rec.deploy, "ci-bot", "deploy", &format!("{name}@v{a}.{b}.{c}"), "success", Some(f));
+        self.chron(
+            t0,
+            self.rec.deploy,
+            "ci-bot",
+            "deploy",
+            &format!("{name}@v{a}.{b}.{c}"),
+            "success",
+            Some(f),
+        );
         let stopped = self.stop(t, t0 + r.int(1000, 3000), "deploy", Some(f), r);
         let (code, why) = text::crash_reason(r, &name);
         let wd = self.rec.watchdog;
-        let actor = wd.map(|w| self.svcs[w].name.clone()).unwrap_or_else(|| "watchdog".into());
+        let actor = wd
+            .map(|w| self.svcs[w].name.clone())
+            .unwrap_or_else(|| "watchdog".into());
         let mut at = stopped + r.int(1000, 2000);
         let mut k = 0u32;
         loop {
@@ -2251,12 +2693,31 @@ impl Simulation {
                 t,
                 "starting",
                 "starting",
-                vec![("version", s(format!("v{a}.{b}.{c}"))), ("pid", Scalar::Int(pid))],
+                vec![
+                    ("version", s(format!("v{a}.{b}.{c}"))),
+                    ("pid", Scalar::Int(pid)),
+                ],
                 Some(f),
             );
-            self.log(at, t, "info", format!("Starting {name} v{a}.{b}.{c} (commit {}) pid={pid}", r.hex(7)), Some(f));
+            self.log(
+                at,
+                t,
+                "info",
+                format!(
+                    "Starting {name} v{a}.{b}.{c} (commit {}) pid={pid}",
+                    commit(&name, &format!("v{a}.{b}.{c}"))
+                ),
+                Some(f),
+            );
             let cfg = at + r.int(300, 1000);
-            self.flux(cfg, t, "config_loaded", "starting", vec![("keys", Scalar::Int(r.int(12, 80)))], Some(f));
+            self.flux(
+                cfg,
+                t,
+                "config_loaded",
+                "starting",
+                vec![("keys", Scalar::Int(r.int(12, 80)))],
+                Some(f),
+            );
             let die = cfg + r.int(500, 3000);
             self.log(die, t, "error", why.clone(), Some(f));
             self.flux(
@@ -2264,7 +2725,10 @@ impl Simulation {
                 t,
                 "crashed",
                 "crashed",
-                vec![("exit_code", Scalar::Int(code)), ("restarts", Scalar::Int(k.into()))],
+                vec![
+                    ("exit_code", Scalar::Int(code)),
+                    ("restarts", Scalar::Int(k.into())),
+                ],
                 Some(f),
             );
             let backoff = ((10 * SEC) << k.min(5)).min(300 * SEC);
@@ -2277,7 +2741,15 @@ impl Simulation {
             }
         }
         let (pa, pb, pc) = prev;
-        self.chron(at, self.rec.deploy, "ci-bot", "rollback", &format!("{name}@v{pa}.{pb}.{pc}"), "success", Some(f));
+        self.chron(
+            at,
+            self.rec.deploy,
+            "ci-bot",
+            "rollback",
+            &format!("{name}@v{pa}.{pb}.{pc}"),
+            "success",
+            Some(f),
+        );
         self.svcs[t].version = prev;
         let dur = self.startup_ms(r, t);
         let end = self.startup(t, at + r.int(1000, 3000), dur, Some(f), Start::Normal, r);
@@ -2289,15 +2761,43 @@ impl Simulation {
         Some((end, srcs))
     }
 
-    fn vram_pressure(&mut self, r: &mut Rng, f: usize, t0: i64, d: i64, sc: f64) -> Option<(i64, BTreeSet<String>)> {
+    fn vram_pressure(
+        &mut self,
+        r: &mut Rng,
+        f: usize,
+        t0: i64,
+        d: i64,
+        sc: f64,
+    ) -> Option<(i64, BTreeSet<String>)> {
         let gpus = self.all_where(|_, s| s.role == "gpu_worker");
         let g = self.choose(r, &[gpus])?;
         let pct = r.range(94.0, 97.0);
-        self.task(t0, Act::Effect(g, Some(Effect { fault: f, fx: Fx::Vram { pct } })));
+        self.task(
+            t0,
+            Act::Effect(
+                g,
+                Some(Effect {
+                    fault: f,
+                    fx: Fx::Vram { pct },
+                }),
+            ),
+        );
         let t1 = t0 + d;
         self.task(t1, Act::Effect(g, None));
         let deg = t0 + (r.range(10.0, 40.0) * sc * SEC as f64) as i64;
-        self.degraded(deg, g, "vram_pressure", vec![("vram_pct", Scalar::Float(rd(pct, 1)))], f);
+        let first = format!(
+            "CUDA memory pressure: allocated {:.1}GiB / 16.0GiB ({pct:.0}%), evicting {} KV cache blocks",
+            16.0 * pct / 100.0,
+            r.int(8, 512)
+        );
+        self.log(deg, g, "warn", first, Some(f));
+        self.degraded(
+            deg,
+            g,
+            "vram_pressure",
+            vec![("vram_pct", Scalar::Float(rd(pct, 1)))],
+            f,
+        );
         let rec = t1 + (r.range(5.0, 20.0) * sc * SEC as f64) as i64;
         self.recovered(rec, g, deg, f);
         let mut srcs = self.names([g]);
@@ -2306,7 +2806,13 @@ impl Simulation {
         Some((rec, srcs))
     }
 
-    fn startup_order(&mut self, r: &mut Rng, f: usize, t0: i64, sc: f64) -> Option<(i64, BTreeSet<String>)> {
+    fn startup_order(
+        &mut self,
+        r: &mut Rng,
+        f: usize,
+        t0: i64,
+        sc: f64,
+    ) -> Option<(i64, BTreeSet<String>)> {
         let reserved = self.reserved.clone();
         let prefs: Vec<Vec<usize>> = self
             .ordinary_target()
@@ -2330,7 +2836,15 @@ impl Simulation {
         };
         let target = format!("{},{}", self.svcs[d].name, self.svcs[sv].name);
         // The maintenance itself is routine; only the order is wrong.
-        self.chron(t0, self.rec.scheduler, "ops:maintenance", "maintenance.restart", &target, "success", None);
+        self.chron(
+            t0,
+            self.rec.scheduler,
+            "ops:maintenance",
+            "maintenance.restart",
+            &target,
+            "success",
+            None,
+        );
         let s_stopped = self.stop(sv, t0 + SEC, "maintenance", None, r);
         let d_stopped = self.stop(d, s_stopped + r.int(500, 2000), "maintenance", None, r);
         let dur = self.startup_ms(r, sv);
@@ -2341,7 +2855,16 @@ impl Simulation {
         let dur = self.startup_ms(r, d);
         let hd = self.startup(d, d_start, dur, None, Start::Normal, r);
         if hd > hs {
-            self.task(hs, Act::Effect(sv, Some(Effect { fault: f, fx: Fx::Upstream { dep: d } })));
+            self.task(
+                hs,
+                Act::Effect(
+                    sv,
+                    Some(Effect {
+                        fault: f,
+                        fx: Fx::Upstream { dep: d },
+                    }),
+                ),
+            );
         }
         let rec = hd.max(hs) + r.int(2 * SEC, 5 * SEC);
         self.task(rec, Act::Effect(sv, None));
@@ -2352,7 +2875,13 @@ impl Simulation {
         Some((rec, srcs))
     }
 
-    fn new_dependency(&mut self, r: &mut Rng, f: usize, t0: i64, d: i64) -> Option<(i64, BTreeSet<String>)> {
+    fn new_dependency(
+        &mut self,
+        r: &mut Rng,
+        f: usize,
+        t0: i64,
+        d: i64,
+    ) -> Option<(i64, BTreeSet<String>)> {
         let sv = self.choose(r, &self.ordinary_target())?;
         let has = |x: usize| self.svcs[sv].deps.iter().any(|&(y, _)| y == x);
         let layer = self.svcs[sv].layer;
@@ -2364,7 +2893,11 @@ impl Simulation {
         after.push((x, Some(f)));
         self.task(t0, Act::Deps(sv, after));
         self.task(t0 + d, Act::Deps(sv, before));
-        let (sn, xn, xp) = (self.svcs[sv].name.clone(), self.svcs[x].name.clone(), self.svcs[x].port);
+        let (sn, xn, xp) = (
+            self.svcs[sv].name.clone(),
+            self.svcs[x].name.clone(),
+            self.svcs[x].port,
+        );
         let disc = self
             .svcs
             .iter()
@@ -2396,7 +2929,15 @@ impl Simulation {
     fn arch_change(&mut self, r: &mut Rng, f: usize, t0: i64) -> Option<(i64, BTreeSet<String>)> {
         let security = self.all_where(|_, s| s.role == "security" && !s.deps.is_empty());
         let with_deps = self.all_where(|_, s| !s.deps.is_empty() && s.role != "orchestrator");
-        let t = self.choose(r, &[self.name_is("AitherAuth"), security, with_deps, self.all_where(|_, _| true)])?;
+        let t = self.choose(
+            r,
+            &[
+                self.name_is("AitherAuth"),
+                security,
+                with_deps,
+                self.all_where(|_, _| true),
+            ],
+        )?;
         let base = self.svcs[t].name.clone();
         let mut new_name = format!("{base}Worker");
         let mut k = 2;
@@ -2432,7 +2973,8 @@ impl Simulation {
             .unwrap_or_else(|| self.registry.clone());
         if let Some(pos) = after.services.iter().position(|s| s.name == base) {
             let mut ns = svc.clone();
-            ns.depends_on = std::mem::replace(&mut after.services[pos].depends_on, vec![new_name.clone()]);
+            ns.depends_on =
+                std::mem::replace(&mut after.services[pos].depends_on, vec![new_name.clone()]);
             after.services.insert(pos + 1, ns);
         }
         self.registry_after = Some(after);
@@ -2451,7 +2993,14 @@ impl Simulation {
         self.task(t0, Act::Exists(ni));
         self.task(stopped, Act::Deps(t, vec![(ni, Some(f))]));
         let dur = self.startup_ms(r, ni);
-        let hn = self.startup(ni, stopped + r.int(1000, 3000), dur, Some(f), Start::Normal, r);
+        let hn = self.startup(
+            ni,
+            stopped + r.int(1000, 3000),
+            dur,
+            Some(f),
+            Start::Normal,
+            r,
+        );
         // Its own startup sees its new dependency list: set it for the
         // scripted sequence, the task above makes it true at run time.
         let saved = std::mem::replace(&mut self.svcs[t].deps, vec![(ni, Some(f))]);
@@ -2460,7 +3009,11 @@ impl Simulation {
         // The live topology notices the new edges as soon as calls flow.
         let g = GRAPHS[0];
         let mut edges = vec![(base.clone(), new_name.clone())];
-        edges.extend(old_deps.iter().map(|&(d, _)| (new_name.clone(), self.svcs[d].name.clone())));
+        edges.extend(
+            old_deps
+                .iter()
+                .map(|&(d, _)| (new_name.clone(), self.svcs[d].name.clone())),
+        );
         for (k, (a, b)) in edges.into_iter().enumerate() {
             let body = Body::Graph {
                 graph: g.to_string(),
@@ -2540,6 +3093,7 @@ fn new_svc(s: &Service, index: &BTreeMap<&str, usize>, seed: u64, start: i64) ->
         pid: 0,
         in_cron: false,
         hb_seq: 0,
+        log_chain: 0,
     }
 }
 
@@ -2557,9 +3111,7 @@ impl Iterator for Simulation {
                 (Some(e), Some(t)) if e <= t => return self.pending.pop().map(|p| p.0.ev),
                 (Some(_), None) => return self.pending.pop().map(|p| p.0.ev),
                 (_, Some(_)) => {
-                    let Some(Reverse(task)) = self.tasks.pop() else {
-                        return None;
-                    };
+                    let Reverse(task) = self.tasks.pop()?;
                     self.now = task.t;
                     self.running = true;
                     self.run(task.t, task.act);

@@ -150,10 +150,20 @@ pub(super) fn edges(g: usize, svcs: &[Svc]) -> Vec<Edge> {
                 e(s.name.clone(), "runs_on", node, s.label_all);
             }
             for n in 0..nodes {
-                e(format!("node-{n}"), "located_in", format!("rack-{}", n / 4), None);
+                e(
+                    format!("node-{n}"),
+                    "located_in",
+                    format!("rack-{}", n / 4),
+                    None,
+                );
             }
             for n in 0..gpu_nodes {
-                e(format!("gpu-node-{n}"), "located_in", "rack-gpu".into(), None);
+                e(
+                    format!("gpu-node-{n}"),
+                    "located_in",
+                    "rack-gpu".into(),
+                    None,
+                );
             }
         }
         "APIGraph" => {
@@ -161,7 +171,12 @@ pub(super) fn edges(g: usize, svcs: &[Svc]) -> Vec<Edge> {
                 if s.layer == 0 {
                     continue;
                 }
-                e(s.name.clone(), "exposes", endpoint(&s.role).into(), s.label_all);
+                e(
+                    s.name.clone(),
+                    "exposes",
+                    endpoint(&s.role).into(),
+                    s.label_all,
+                );
                 if s.role == "api" {
                     for &(d, f) in &s.deps {
                         let dep = &svcs[d];
@@ -196,7 +211,7 @@ pub(super) fn edges(g: usize, svcs: &[Svc]) -> Vec<Edge> {
         }
         "DocGraph" => {
             for s in live() {
-                if fnv1a(&s.name) % 2 == 0 || s.layer >= 6 {
+                if fnv1a(&s.name).is_multiple_of(2) || s.layer >= 6 {
                     e(
                         format!("docs/{}.md", lower(&s.name)),
                         "documents",

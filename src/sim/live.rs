@@ -22,9 +22,9 @@ pub async fn publish(
         speed > 0.0 && !speed.is_nan(),
         "--speed must be a positive number, got {speed}"
     );
-    let client = async_nats::connect(url)
+    let client = crate::bus::connect_client(url)
         .await
-        .with_context(|| format!("connecting to NATS at {url}"))?;
+        .with_context(|| format!("connecting to NATS at {}", crate::bus::redact_url(url)))?;
     let wall0 = Instant::now();
     let mut sim0: Option<i64> = None;
     let mut n = 0u64;

@@ -156,7 +156,10 @@ pub fn write_sidecars(sim: &Simulation, out: &Path) -> Result<Vec<Fault>> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        for f in faults.iter_mut().filter(|f| f.kind == FaultKind::ArchChange) {
+        for f in faults
+            .iter_mut()
+            .filter(|f| f.kind == FaultKind::ArchChange)
+        {
             f.registry_after = Some(name.clone());
         }
     }
@@ -193,7 +196,11 @@ pub fn write_run(cfg: &SimConfig, out: &Path) -> Result<Summary> {
 }
 
 fn nats_url(args: &SimArgs) -> Option<String> {
-    let env = || std::env::var("NATS_URL").ok().filter(|u| !u.trim().is_empty());
+    let env = || {
+        std::env::var("NATS_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+    };
     match &args.nats {
         Some(Some(u)) if !u.trim().is_empty() => Some(u.clone()),
         Some(_) => Some(env().unwrap_or_else(|| "nats://127.0.0.1:4222".into())),

@@ -301,9 +301,15 @@ const SPINE: &[(&str, &[&str])] = &[
     ("AitherLLMWorkerB", &["AitherFlux"]),
     ("AitherForge", &["AitherFlux", "AitherMinIO"]),
     ("AitherEmbedWorker", &["AitherFlux", "AitherEmbedCache"]),
-    ("AitherMind", &["AitherMemory", "AitherLLMWorkerA", "AitherVectorStore"]),
+    (
+        "AitherMind",
+        &["AitherMemory", "AitherLLMWorkerA", "AitherVectorStore"],
+    ),
     ("AitherReason", &["AitherLLMWorkerB", "AitherMemory"]),
-    ("Orchestrator", &["AitherMind", "AitherMemory", "AitherChronicle"]),
+    (
+        "Orchestrator",
+        &["AitherMind", "AitherMemory", "AitherChronicle"],
+    ),
     ("AitherAgentPool", &["AitherMind", "AitherAuth"]),
     ("AitherCoder", &["AitherAgentPool", "AitherReason"]),
     ("AitherArtist", &["AitherAgentPool", "AitherForge"]),
@@ -384,7 +390,10 @@ fn draw_deps(rng: &mut Rng, layer: usize, by_layer: &[Vec<&str>]) -> Vec<String>
 
 /// The name of a layer, L0 to L11.
 pub fn layer_name(layer: u8) -> &'static str {
-    LAYERS.get(layer as usize).map(|(n, _)| *n).unwrap_or("unknown")
+    LAYERS
+        .get(layer as usize)
+        .map(|(n, _)| *n)
+        .unwrap_or("unknown")
 }
 
 /// Services that should survive a `--services N` cut, most important first:
@@ -587,7 +596,12 @@ mod tests {
         let r = subset(&default_registry(), 20);
         assert_eq!(r.services.len(), 20);
         r.check().unwrap();
-        for n in ["Orchestrator", "AitherMind", "AitherDashboard", "AitherWatchdog"] {
+        for n in [
+            "Orchestrator",
+            "AitherMind",
+            "AitherDashboard",
+            "AitherWatchdog",
+        ] {
             assert!(r.get(n).is_some(), "{n} missing");
         }
         assert!(r.services.iter().any(|s| s.role == "gpu_worker"));

@@ -137,7 +137,11 @@ pub(super) fn normal_log(r: &mut Rng, c: &LogCtx) -> (String, &'static str, bool
                 ms(r.range(0.3, 12.0)),
                 r.int(40, 900)
             ),
-            _ => format!("pool stats active={} idle={} waiting=0", r.int(1, 32), r.int(0, 16)),
+            _ => format!(
+                "pool stats active={} idle={} waiting=0",
+                r.int(1, 32),
+                r.int(0, 16)
+            ),
         };
         return (msg, "debug", false);
     }
@@ -228,7 +232,14 @@ fn role_log(r: &mut Rng, c: &LogCtx) -> Option<String> {
         "orchestrator" => format!(
             "routing request req-{} intent={} to {}",
             r.hex(12),
-            ["chat", "code.review", "image.generate", "search", "summarize", "plan"][r.below(6)],
+            [
+                "chat",
+                "code.review",
+                "image.generate",
+                "search",
+                "summarize",
+                "plan"
+            ][r.below(6)],
             c.dep.map(|d| d.0).unwrap_or("local")
         ),
         "cognition" => format!(
@@ -253,7 +264,11 @@ fn role_log(r: &mut Rng, c: &LogCtx) -> Option<String> {
         ),
         "security" => {
             if r.chance(0.5) {
-                format!("token issued sub=user:{} exp=3600 jti={}", user(r), r.uuid())
+                format!(
+                    "token issued sub=user:{} exp=3600 jti={}",
+                    user(r),
+                    r.uuid()
+                )
             } else {
                 format!(
                     "policy check allow subject=svc:{} action=read resource=secret/{}",
@@ -296,7 +311,11 @@ fn role_log(r: &mut Rng, c: &LogCtx) -> Option<String> {
             ms(dur(r, 40.0)),
             r.int(2000, 30000)
         ),
-        "audit" => format!("appended {} audit entries, segment {}", r.int(1, 40), r.hex(8)),
+        "audit" => format!(
+            "appended {} audit entries, segment {}",
+            r.int(1, 40),
+            r.hex(8)
+        ),
         _ => return None,
     })
 }

@@ -5,9 +5,11 @@
 
 use super::{checkpoint, evaluate, train, validate, Validated};
 use crate::alert::Alert;
-use crate::bus::{Bus, KEY_DIGEST, KEY_DIGEST_JSON, KEY_MODEL, KEY_TRAINER_LOCK, STREAM_ALERTS,
+use crate::bus::{
+    Bus, KEY_DIGEST, KEY_DIGEST_JSON, KEY_MODEL, KEY_TRAINER_LOCK, STREAM_ALERTS,
     STREAM_CURRICULUM, SUBJECT_ALERTS_ALL, SUBJECT_CURRICULUM_ALL, SUBJECT_DIGEST,
-    SUBJECT_MODEL_PUBLISHED, SUBJECT_TICK_TRAIN};
+    SUBJECT_MODEL_PUBLISHED, SUBJECT_TICK_TRAIN,
+};
 use crate::curriculum::{Document, Renderer};
 use crate::digest::{Digest, DigestState, Problem};
 use crate::freshness::{Clock, Gates, SystemClock, HOUR_MS};
@@ -234,9 +236,17 @@ impl Trainer {
         let prev = step("load previous", self.previous()).await;
         let (v, prev) = {
             let t = Instant::now();
+            let _span = tracing::info_span!("growth_step", step = "validate").entered();
             let v = validate(h.docs.clone(), &self.cfg.gates, &h.fingerprint, h.now_ms);
-            tracing::info!(step = "validate", kept = v.kept, expired = v.expired, old_epoch = v.old_epoch,
-                ms = t.elapsed().as_millis() as u64, "ok");
+            crate::metrics::global().growth_step("validate", t.elapsed(), true);
+            tracing::info!(
+                step = "validate",
+                kept = v.kept,
+                expired = v.expired,
+                old_epoch = v.old_epoch,
+                ms = t.elapsed().as_millis() as u64,
+                "ok"
+            );
             (v, prev.unwrap_or(None))
         };
         let (ck, report) = step("train+evaluate", self.train_and_evaluate(v, prev, &h)).await?;
@@ -265,7 +275,12 @@ impl Trainer {
         }
         if self.cfg.registry.exists() {
             let reg = Registry::load(&self.cfg.registry)?;
-            docs.extend(Document::of_registry(&Renderer::default(), &reg, &fingerprint, now));
+            docs.extend(Document::of_registry(
+                &Renderer::default(),
+                &reg,
+                &fingerprint,
+                now,
+            ));
         }
         Ok(Harvest {
             docs,
@@ -310,21 +325,43 @@ impl Trainer {
                 &fp,
             );
             let tc = TrainConfig {
-                steps: if cold { cfg.cold_steps } else { cfg.incremental_steps },
+                steps: if cold {
+                    cfg.cold_steps
+                } else {
+                    cfg.incremental_steps
+                },
                 batch_size: cfg.batch,
                 seed: cfg.seed,
                 progress: false,
                 ..TrainConfig::default()
             };
             let t = Instant::now();
-            let (gpt, report, cold, step_n) = train(prev, &fp, GptConfig::default(), &v, &tc)?;
-            tracing::info!(step = "train", cold, steps = report.steps, loss = report.train_loss,
-                ms = t.elapsed().as_millis() as u64, "ok");
+            let span = tracing::info_span!("growth_step", step = "train").entered();
+            let trained = train(prev, &fp, GptConfig::default(), &v, &tc);
+            crate::metrics::global().growth_step("train", t.elapsed(), trained.is_ok());
+            let (gpt, report, cold, step_n) = trained?;
+            tracing::info!(
+                step = "train",
+                cold,
+                steps = report.steps,
+                loss = report.train_loss,
+                ms = t.elapsed().as_millis() as u64,
+                "ok"
+            );
+            drop(span);
             let t = Instant::now();
+            let _span = tracing::info_span!("growth_step", step = "evaluate").entered();
             let (baselines, heldout) = evaluate(&gpt, &v, 64);
             let (flux_scored, flux_anomalies) = last_flux(&gpt, &v, &baselines, cfg.threshold);
-            tracing::info!(step = "evaluate", heldout_loss = heldout, flux_scored, flux_anomalies,
-                ms = t.elapsed().as_millis() as u64, "ok");
+            crate::metrics::global().growth_step("evaluate", t.elapsed(), true);
+            tracing::info!(
+                step = "evaluate",
+                heldout_loss = heldout,
+                flux_scored,
+                flux_anomalies,
+                ms = t.elapsed().as_millis() as u64,
+                "ok"
+            );
             let ck = checkpoint(gpt, &fp, step_n, &report, baselines, now);
             let r = CycleReport {
                 version: String::new(),
@@ -347,7 +384,8 @@ impl Trainer {
     /// PUBLISH: checkpoint to the object store, metadata to KV, the notice
     /// scorers act on, and the digest.
     pub async fn publish(&self, ck: Checkpoint, mut r: CycleReport) -> Result<CycleReport> {
-        let (bytes, ck) = tokio::task::spawn_blocking(move || ck.to_bytes().map(|b| (b, ck))).await??;
+        let (bytes, ck) =
+            tokio::task::spawn_blocking(move || ck.to_bytes().map(|b| (b, ck))).await??;
         let meta = Checkpoint::read_meta(&bytes)?;
         let object = format!("model-{}", meta.version);
         self.bus.put_model_bytes(&object, &bytes).await?;
@@ -364,6 +402,17 @@ impl Trainer {
         };
         let json = serde_json::to_vec(&notice)?;
         self.bus.put(KEY_MODEL, json.clone()).await?;
+        let m = crate::metrics::global();
+        m.set_model(&notice.version, notice.created_at_ms);
+        m.training_loss
+            .with_label_values(&["train"])
+            .set(notice.train_loss as f64);
+        m.training_loss
+            .with_label_values(&["validation"])
+            .set(notice.val_loss as f64);
+        m.training_loss
+            .with_label_values(&["heldout"])
+            .set(r.heldout_loss as f64);
         self.bus
             .client()
             .publish(SUBJECT_MODEL_PUBLISHED, json.into())
@@ -413,7 +462,10 @@ impl Trainer {
         if !expired {
             return Ok(None);
         }
-        match kv.update(KEY_TRAINER_LOCK, lease.into(), entry.revision).await {
+        match kv
+            .update(KEY_TRAINER_LOCK, lease.into(), entry.revision)
+            .await
+        {
             Ok(rev) => Ok(Some(rev)),
             Err(_) => Ok(None),
         }
@@ -435,18 +487,28 @@ impl Trainer {
 /// Runs one step, logging its duration and outcome.
 async fn step<T>(name: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
     let t = Instant::now();
-    let out = f.await;
+    let span = tracing::info_span!("growth_step", step = name);
+    let out = tracing::Instrument::instrument(f, span.clone()).await;
     let ms = t.elapsed().as_millis() as u64;
-    match &out {
+    // "train+evaluate" is recorded as its two parts.
+    if !name.contains('+') {
+        crate::metrics::global().growth_step(&name.replace(' ', "_"), t.elapsed(), out.is_ok());
+    }
+    span.in_scope(|| match &out {
         Ok(_) => tracing::info!(step = name, ms, "ok"),
         Err(e) => tracing::error!(step = name, ms, "failed: {e:#}"),
-    }
+    });
     out.with_context(|| format!("growth loop step {name}"))
 }
 
 /// EVALUATE's last part: the last 50 flux events, scored in context against
 /// the new baselines; how many pass the threshold.
-fn last_flux(gpt: &crate::model::Gpt, v: &Validated, b: &crate::baseline::Baselines, threshold: f32) -> (usize, usize) {
+fn last_flux(
+    gpt: &crate::model::Gpt,
+    v: &Validated,
+    b: &crate::baseline::Baselines,
+    threshold: f32,
+) -> (usize, usize) {
     let mut flux: Vec<&Document> = v
         .by_key
         .iter()
@@ -459,7 +521,8 @@ fn last_flux(gpt: &crate::model::Gpt, v: &Validated, b: &crate::baseline::Baseli
         return (0, 0);
     }
     // Context: the documents of the same key before each one.
-    let mut scorer = crate::scorer::EventScorer::new(Renderer::default(), gpt.config().block_size, 1 << 16);
+    let mut scorer =
+        crate::scorer::EventScorer::new(Renderer::default(), gpt.config().block_size, 1 << 16);
     let keys: std::collections::HashSet<&str> = last.iter().map(|d| d.key.as_str()).collect();
     let cutoff = last.first().map(|d| d.ts).unwrap_or(0);
     let mut prepared = Vec::new();
@@ -485,11 +548,15 @@ fn last_flux(gpt: &crate::model::Gpt, v: &Validated, b: &crate::baseline::Baseli
 /// distinct problems from the alerts of the last 24 h.
 pub async fn build_digest(bus: &Bus, model: Option<&ModelNotice>, now_ms: i64) -> Result<Digest> {
     let since = now_ms - 24 * HOUR_MS;
-    let raw = bus.read_since(STREAM_ALERTS, SUBJECT_ALERTS_ALL, since).await?;
+    let raw = bus
+        .read_since(STREAM_ALERTS, SUBJECT_ALERTS_ALL, since)
+        .await?;
     let mut count = 0u64;
     let mut best: std::collections::HashMap<(String, String), f32> = Default::default();
     for (payload, _) in raw {
-        let Ok(a) = Alert::decode(&payload) else { continue };
+        let Ok(a) = Alert::decode(&payload) else {
+            continue;
+        };
         count += 1;
         let what = problem_words(&a);
         let e = best.entry((a.source.clone(), what)).or_insert(f32::MIN);
@@ -497,12 +564,20 @@ pub async fn build_digest(bus: &Bus, model: Option<&ModelNotice>, now_ms: i64) -
     }
     let mut recent: Vec<Problem> = best
         .into_iter()
-        .map(|((source, what), score)| Problem { source, what, score })
+        .map(|((source, what), score)| Problem {
+            source,
+            what,
+            score,
+        })
         .collect();
     recent.sort_by(|a, b| b.score.total_cmp(&a.score));
     recent.truncate(3);
     Ok(Digest {
-        state: if model.is_some() { DigestState::Trained } else { DigestState::Warming },
+        state: if model.is_some() {
+            DigestState::Trained
+        } else {
+            DigestState::Warming
+        },
         loss: model.map(|m| m.val_loss).filter(|l| l.is_finite()),
         anomalies_24h: count,
         recent,

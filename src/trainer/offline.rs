@@ -39,6 +39,14 @@ pub struct TrainArgs {
     /// Threads for libtorch.
     #[arg(long, default_value_t = 2)]
     pub threads: i32,
+    /// Share of each key's newest events held out of training for validation.
+    /// Keep it 0 when keys are short sessions (a block, a request): the tail
+    /// of every session would otherwise never be trained on.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f32,
+    /// Context window of a cold-started model, in tokens [default: GptConfig's].
+    #[arg(long)]
+    pub block_size: Option<usize>,
 }
 
 /// Summary of an offline training run (printed as JSON).
@@ -102,9 +110,14 @@ pub fn train_events(
         steps: args.steps,
         seed: args.seed,
         progress,
+        val_fraction: args.val_fraction,
         ..TrainConfig::default()
     };
-    let (gpt, report, cold, step) = train(prev, &fp, GptConfig::default(), &v, &cfg)?;
+    let shape = GptConfig {
+        block_size: args.block_size.unwrap_or(GptConfig::default().block_size),
+        ..GptConfig::default()
+    };
+    let (gpt, report, cold, step) = train(prev, &fp, shape, &v, &cfg)?;
     let (baselines, heldout) = evaluate(&gpt, &v, 64);
     let ck = checkpoint(gpt, &fp, step, &report, baselines, now);
     let summary = TrainSummary {
@@ -127,7 +140,11 @@ pub fn train_events(
 pub fn run(args: TrainArgs) -> Result<()> {
     use std::io::IsTerminal;
     let events = read_jsonl(&args.input)?;
-    anyhow::ensure!(!events.is_empty(), "{} holds no events", args.input.display());
+    anyhow::ensure!(
+        !events.is_empty(),
+        "{} holds no events",
+        args.input.display()
+    );
     let (ck, summary) = train_events(&events, &args, std::io::stderr().is_terminal())?;
     ck.save(&args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;

@@ -1,0 +1,337 @@
+//! `proprio demo` (what `make demo` runs): the whole living loop on one
+//! machine. A nats-server (NATS_URL if set, else one started from the
+//! project's tools folder), every role, the simulated OS published live at
+//! high speed: a normal warm-up, the first training cycle, then a run with
+//! every fault injected. Alerts are printed as they happen; the summary says
+//! which faults were caught and how fast, and prints the digest.
+
+use crate::alert::{Alert, AlertReason};
+use crate::bus::{Bus, BusConfig, KEY_DIGEST, SUBJECT_ALERTS_ALL, SUBJECT_TICK_TRAIN};
+use crate::cli_ops::NatsArgs;
+use crate::run::{Role, RunArgs};
+use crate::sim::{Fault, FaultSpec, SimConfig};
+use anyhow::{bail, Context, Result};
+use futures::StreamExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// NATS server to use; without it (and without NATS_URL) the demo starts its own.
+    #[arg(long, env = "NATS_URL")]
+    pub nats: Option<String>,
+    /// nats-server binary for the demo's own server.
+    #[arg(long, default_value = ".tools/bin/nats-server")]
+    pub nats_server: PathBuf,
+    /// The service registry.
+    #[arg(long, default_value = "deploy/services.yaml")]
+    pub registry: PathBuf,
+    /// Simulated minutes of normal telemetry before the first training cycle.
+    #[arg(long, default_value_t = 30.0)]
+    pub warmup_minutes: f64,
+    /// Simulated minutes of telemetry with every fault injected.
+    #[arg(long, default_value_t = 90.0)]
+    pub fault_minutes: f64,
+    /// Simulated time runs this many times faster than real time.
+    #[arg(long, default_value_t = 90.0)]
+    pub speed: f64,
+    /// Keep only this many services (all 203 by default).
+    #[arg(long)]
+    pub services: Option<usize>,
+    /// Training steps of the first (cold) cycle.
+    #[arg(long, default_value_t = 300)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// A nats-server the demo started, stopped on drop.
+struct OwnServer {
+    child: Child,
+    _store: tempdir::Dir,
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+mod tempdir {
+    /// A temporary directory removed on drop (the demo's JetStream store).
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn start_server(bin: &std::path::Path) -> Result<(OwnServer, String)> {
+    if !bin.exists() {
+        bail!(
+            "{} not found: run `make setup` (or set NATS_URL)",
+            bin.display()
+        );
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let store = std::env::temp_dir().join(format!("proprio-demo-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&store)?;
+    let child = Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(&store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let server = OwnServer {
+        child,
+        _store: tempdir::Dir(store),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nats-server did not start listening on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((server, format!("nats://127.0.0.1:{port}")))
+}
+
+fn now_ms() -> i64 {
+    crate::freshness::Clock::now_ms(&crate::freshness::SystemClock)
+}
+
+/// Simulated telemetry starting now.
+fn sim(
+    args: &DemoArgs,
+    minutes: f64,
+    faults: FaultSpec,
+    seed: u64,
+) -> Result<crate::sim::Simulation> {
+    let mut cfg = SimConfig::new(crate::sim::load_registry(Some(&args.registry))?);
+    cfg.hours = minutes / 60.0;
+    cfg.seed = seed;
+    cfg.faults = faults;
+    cfg.services = args.services;
+    cfg.start_ms = now_ms();
+    crate::sim::generate(&cfg)
+}
+
+pub async fn run(args: DemoArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let (_server, url) = match &args.nats {
+        Some(u) => (None, u.clone()),
+        None => {
+            let (s, u) = start_server(&args.nats_server)?;
+            (Some(s), u)
+        }
+    };
+    println!("== proprio demo on {url}");
+    let running = crate::run::start(&RunArgs {
+        nats: NatsArgs { nats: url.clone() },
+        roles: Role::ALL.to_vec(),
+        train_every: None,
+        root: "os".into(),
+        threshold: 3.0,
+        cooldown: Duration::from_secs(60),
+        registry: args.registry.clone(),
+        cold_steps: args.steps,
+        incremental_steps: args.steps / 2,
+        silence_multiple: 3.0,
+        threads: 1,
+        digest_debounce: Duration::from_secs(2),
+    })
+    .await?;
+    let bus = Bus::connect(&BusConfig::with_url(url.clone())).await?;
+
+    // Alerts, printed as they happen.
+    let alerts: Arc<Mutex<Vec<(Alert, Instant)>>> = Arc::default();
+    let mut sub = bus.client().subscribe(SUBJECT_ALERTS_ALL).await?;
+    let seen = alerts.clone();
+    let printer = tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            let Ok(a) = Alert::decode(&m.payload) else {
+                continue;
+            };
+            println!(
+                "  ALERT {:<22} {:<9} score {:>7.1}  {}",
+                a.source,
+                a.kind.as_str(),
+                a.score,
+                a.diagnosis
+                    .clone()
+                    .unwrap_or_else(|| shorten(&a.span.text, 50))
+            );
+            if let Ok(mut v) = seen.lock() {
+                v.push((a, Instant::now()));
+            }
+        }
+    });
+
+    // 1. Warm-up: normal telemetry, then the first training cycle.
+    let warm = sim(&args, args.warmup_minutes, FaultSpec::None, args.seed)?;
+    println!(
+        "== warm-up: {:.0} simulated minutes of normal telemetry at {}x",
+        args.warmup_minutes, args.speed
+    );
+    let n_warm = crate::sim::publish(warm, &url, "os", args.speed, None).await?;
+    let h = running.harvester.clone().context("harvester")?;
+    wait(Duration::from_secs(60), || {
+        h.harvested.load(Ordering::Relaxed)
+            + h.collapsed.load(Ordering::Relaxed)
+            + h.sampled_out.load(Ordering::Relaxed)
+            >= n_warm
+    })
+    .await;
+    println!("== training the first model ({} steps)", args.steps);
+    // Telemetry keeps flowing while the model trains, as it would in
+    // production (and so the silence watch hears every source).
+    let filler = sim(&args, 24.0 * 60.0, FaultSpec::None, args.seed + 2)?;
+    let t_train = Instant::now();
+    bus.client()
+        .publish(SUBJECT_TICK_TRAIN, "{}".into())
+        .await?;
+    let s = running.scorer.clone().context("scorer")?;
+    let tr = running.trainer.clone().context("trainer")?;
+    let trained = wait(Duration::from_secs(240), || {
+        s.swaps.load(Ordering::Relaxed) >= 1 || tr.failed.load(Ordering::Relaxed) > 0
+    });
+    tokio::select! {
+        _ = trained => {}
+        r = crate::sim::publish(filler, &url, "os", args.speed, None) => { r?; }
+    }
+    if s.swaps.load(Ordering::Relaxed) == 0 {
+        bail!("the first training cycle did not produce a model (see the log)");
+    }
+    let model = crate::trainer::cycle::ModelNotice::current(&bus).await?;
+    if let Some(m) = &model {
+        println!(
+            "   model {} trained in {:.1}s (validation loss {:.3}); scorers switched",
+            m.version,
+            t_train.elapsed().as_secs_f64(),
+            m.val_loss
+        );
+    }
+
+    // 2. Faults: every kind, injected into live telemetry.
+    let faulty = sim(&args, args.fault_minutes, FaultSpec::All, args.seed + 1)?;
+    let faults: Vec<Fault> = faulty.faults().to_vec();
+    let fault_t0 = faulty.start_ms();
+    println!(
+        "== live: {:.0} simulated minutes at {}x with {} faults injected",
+        args.fault_minutes,
+        args.speed,
+        faults.len()
+    );
+    for f in &faults {
+        println!(
+            "   {:<18} at +{:>5.1} min on {}",
+            f.id,
+            (f.start_ms - fault_t0) as f64 / 60_000.0,
+            shorten(&f.sources.join(","), 60)
+        );
+    }
+    let wall_start = Instant::now();
+    let scored_before = s.scored.load(Ordering::Relaxed);
+    let n_live = crate::sim::publish(faulty, &url, "os", args.speed, None).await?;
+    // Let scoring drain, and a silent death be noticed.
+    let target = scored_before + n_live;
+    wait(Duration::from_secs(60), || {
+        s.scored.load(Ordering::Relaxed) >= target * 99 / 100
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let digest = bus
+        .get(KEY_DIGEST)
+        .await?
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    printer.abort();
+
+    // 3. Summary.
+    let alerts = alerts.lock().map(|v| v.clone()).unwrap_or_default();
+    println!("\n== summary ({:.0}s)", t0.elapsed().as_secs_f64());
+    println!(
+        "   events published {}, scored {}, alerts {} ({} silence)",
+        n_warm + n_live,
+        s.scored.load(Ordering::Relaxed),
+        alerts.len(),
+        alerts
+            .iter()
+            .filter(|(a, _)| a.reason == AlertReason::Silence)
+            .count()
+    );
+    let mut caught = 0;
+    for f in &faults {
+        // A silence is noticed on the wall clock: the fault's start in wall time.
+        let f_wall = wall_start
+            + Duration::from_secs_f64(
+                ((f.start_ms - fault_t0) as f64 / 1000.0 / args.speed).max(0.0),
+            );
+        let first = alerts.iter().find(|(a, at)| {
+            f.sources.contains(&a.source)
+                && match a.reason {
+                    AlertReason::Surprise => a.ts >= f.start_ms && a.ts <= f.end_ms + 120_000,
+                    AlertReason::Silence => *at >= f_wall,
+                }
+        });
+        match first {
+            Some((a, at)) => {
+                caught += 1;
+                let ttd = match a.reason {
+                    AlertReason::Surprise => (a.ts - f.start_ms) as f64 / 1000.0,
+                    AlertReason::Silence => at.duration_since(f_wall).as_secs_f64() * args.speed,
+                };
+                println!(
+                    "   caught  {:<18} in {:>6.0}s simulated, by {} on {} ({})",
+                    f.id,
+                    ttd.max(0.0),
+                    a.reason.as_str(),
+                    a.source,
+                    a.diagnosis
+                        .clone()
+                        .unwrap_or_else(|| format!("score {:.1}", a.score))
+                );
+            }
+            None => println!("   missed  {}", f.id),
+        }
+    }
+    let live: Vec<&(Alert, Instant)> = alerts.iter().filter(|(_, at)| *at >= wall_start).collect();
+    let explained = live
+        .iter()
+        .filter(|(a, _)| faults.iter().any(|f| f.sources.contains(&a.source)))
+        .count();
+    let sim_hours = args.fault_minutes / 60.0;
+    println!(
+        "   faults caught {caught}/{}; alerts on sources of no fault: {} ({:.1} per simulated hour)",
+        faults.len(),
+        live.len() - explained,
+        (live.len() - explained) as f64 / sim_hours
+    );
+    println!("\n{digest}");
+    running.stop().await?;
+    Ok(())
+}
+
+async fn wait(limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn shorten(s: &str, n: usize) -> String {
+    let s: String = s.chars().filter(|c| !c.is_control()).collect();
+    if s.chars().count() <= n {
+        s
+    } else {
+        format!("{}...", s.chars().take(n).collect::<String>())
+    }
+}

@@ -1,0 +1,339 @@
+//! Configuration: precedence (default < file < environment < flag), a bad
+//! key's or value's error naming it, secrets never printed, and the
+//! documented example file being exactly the defaults.
+
+mod support;
+
+use clap::{CommandFactory, FromArgMatches};
+use proprio::config::{Config, Origin};
+use proprio::run::RunArgs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(subcommand)]
+    c: Sub,
+}
+
+#[derive(clap::Subcommand)]
+enum Sub {
+    Run(RunArgs),
+}
+
+/// `proprio run <flags>` parsed as the binary does, applied on `cfg`.
+fn with_run_flags(mut cfg: Config, flags: &[&str]) -> Config {
+    let argv = ["proprio", "run"].iter().chain(flags).copied();
+    let m = Cli::command().try_get_matches_from(argv).unwrap();
+    let Sub::Run(a) = Cli::from_arg_matches(&m).unwrap().c;
+    cfg.merge_run_flags(&a, m.subcommand_matches("run"))
+        .unwrap();
+    cfg.validate().unwrap();
+    cfg
+}
+
+const FILE: &str = r#"
+[nats]
+url = "nats://file:4222"
+root = "fileroot"
+
+[scorer]
+threshold = 4.0
+cooldown = "2m"
+
+[run]
+roles = ["scorer", "trainer"]
+threads = 2
+
+[metrics]
+addr = "127.0.0.1:9100"
+"#;
+
+#[test]
+fn file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "p.toml", FILE);
+
+    // The file over the defaults.
+    let c = Config::load(Some(&f), env(&[])).unwrap();
+    assert_eq!(c.scorer.threshold, 4.0);
+    assert_eq!(c.scorer.cooldown, Duration::from_secs(120));
+    assert_eq!(c.nats.url, "nats://file:4222");
+    assert_eq!(c.run.threads, 2);
+    assert_eq!(
+        c.silence.multiple, 3.0,
+        "a key the file leaves out keeps its default"
+    );
+    assert_eq!(c.origin("scorer.threshold"), Origin::File(f.clone()));
+    assert_eq!(c.origin("silence.multiple"), Origin::Default);
+
+    // The environment over the file (and the older NATS_URL below PROPRIO_NATS_URL).
+    let e = env(&[
+        ("PROPRIO_SCORER_THRESHOLD", "5"),
+        ("NATS_URL", "nats://legacy:4222"),
+        ("PROPRIO_NATS_URL", "nats://env:4222"),
+        ("PROPRIO_RUN_ROLES", "harvester"),
+    ]);
+    let c = Config::load(Some(&f), e.clone()).unwrap();
+    assert_eq!(c.scorer.threshold, 5.0);
+    assert_eq!(c.nats.url, "nats://env:4222");
+    assert_eq!(c.run.roles, vec![proprio::run::Role::Harvester]);
+    assert_eq!(
+        c.origin("scorer.threshold"),
+        Origin::Env("PROPRIO_SCORER_THRESHOLD".into())
+    );
+    let legacy = Config::load(Some(&f), env(&[("NATS_URL", "nats://legacy:4222")])).unwrap();
+    assert_eq!(
+        legacy.nats.url, "nats://legacy:4222",
+        "NATS_URL is read, above the file"
+    );
+
+    // Flags over the environment; flags not given leave it alone (their
+    // clap defaults must not win over the file or the environment).
+    let c = with_run_flags(
+        Config::load(Some(&f), e.clone()).unwrap(),
+        &["--threshold", "6", "--nats", "nats://flag:4222"],
+    );
+    assert_eq!(c.scorer.threshold, 6.0);
+    assert_eq!(c.nats.url, "nats://flag:4222");
+    assert_eq!(c.scorer.cooldown, Duration::from_secs(120), "from the file");
+    assert_eq!(
+        c.run.roles,
+        vec![proprio::run::Role::Harvester],
+        "from the environment"
+    );
+    assert_eq!(
+        c.origin("scorer.threshold"),
+        Origin::Flag("--threshold".into())
+    );
+
+    // What `run` finally gets.
+    let a = c.run_args();
+    assert_eq!(
+        (a.threshold, a.root.as_str(), a.threads),
+        (6.0, "fileroot", 2)
+    );
+    assert_eq!(a.nats.nats, "nats://flag:4222");
+    let b = c.bus_config();
+    assert_eq!(
+        (b.url.as_str(), b.root.as_str()),
+        ("nats://flag:4222", "fileroot")
+    );
+}
+
+#[test]
+fn the_binary_applies_the_same_precedence() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "p.toml", FILE);
+    let check = |envs: &[(&str, &str)], flags: &[&str]| -> String {
+        let mut cmd = Command::new(support::proprio_bin());
+        cmd.args(flags).arg("config").arg("check").arg(&f);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let line = |out: &str, key: &str| -> String {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("no {key} in\n{out}"))
+            .to_string()
+    };
+    let out = check(&[], &[]);
+    assert!(
+        line(&out, "addr").starts_with(r#"addr = "127.0.0.1:9100""#),
+        "{out}"
+    );
+    let out = check(&[("PROPRIO_METRICS_ADDR", "127.0.0.1:9200")], &[]);
+    assert!(
+        line(&out, "addr").contains("127.0.0.1:9200")
+            && line(&out, "addr").contains("PROPRIO_METRICS_ADDR")
+    );
+    let out = check(
+        &[("PROPRIO_METRICS_ADDR", "127.0.0.1:9200")],
+        &["--metrics-addr", "127.0.0.1:9300"],
+    );
+    assert!(
+        line(&out, "addr").contains("127.0.0.1:9300")
+            && line(&out, "addr").contains("--metrics-addr")
+    );
+    // The printed configuration is itself a valid configuration file.
+    let again = write(dir.path(), "effective.toml", &out);
+    let c = Config::load(Some(&again), env(&[])).unwrap();
+    assert_eq!(c.metrics.addr.unwrap().port(), 9300);
+    assert_eq!(c.scorer.threshold, 4.0);
+}
+
+#[test]
+fn an_unknown_key_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "bad.toml",
+        "[nats]\nurl = \"nats://x:4222\"\npasword = \"x\"\n",
+    );
+    let e = format!("{:#}", Config::load(Some(&f), env(&[])).unwrap_err());
+    assert!(
+        e.contains("`nats.pasword`") && e.contains("did you mean `nats.password`"),
+        "{e}"
+    );
+
+    let f = write(dir.path(), "bad2.toml", "[scorer]\nthreshold = \"high\"\n");
+    let e = format!("{:#}", Config::load(Some(&f), env(&[])).unwrap_err());
+    assert!(
+        e.contains("scorer.threshold") && e.contains("high") && e.contains("bad2.toml"),
+        "{e}"
+    );
+
+    let f = write(dir.path(), "bad3.toml", "[scorrer]\nthreshold = 3.0\n");
+    let e = format!("{:#}", Config::load(Some(&f), env(&[])).unwrap_err());
+    assert!(e.contains("[scorrer]") && e.contains("scorer"), "{e}");
+
+    let e = format!(
+        "{:#}",
+        Config::load(None, env(&[("PROPRIO_RUN_ROLES", "scorer,judge")])).unwrap_err()
+    );
+    assert!(
+        e.contains("run.roles") && e.contains("PROPRIO_RUN_ROLES") && e.contains("judge"),
+        "{e}"
+    );
+
+    let e = format!(
+        "{:#}",
+        Config::load(None, env(&[("PROPRIO_NATS_CREDS", "/nonexistent/p.creds")])).unwrap_err()
+    );
+    assert!(
+        e.contains("nats.creds") && e.contains("/nonexistent/p.creds"),
+        "{e}"
+    );
+
+    // An unknown PROPRIO_ variable is reported, not fatal.
+    let c = Config::load(None, env(&[("PROPRIO_SCORER_THRESHOLT", "9")])).unwrap();
+    assert!(
+        c.warnings[0].contains("PROPRIO_SCORER_THRESHOLD"),
+        "{:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn a_bad_key_stops_proprio_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "bad.toml", "[trainer]\ncold_step = 10\n");
+    let t = std::time::Instant::now();
+    // No NATS anywhere: the configuration error comes first, at once.
+    let out = Command::new(support::proprio_bin())
+        .args(["--config"])
+        .arg(&f)
+        .args(["run", "--nats", "nats://127.0.0.1:1"])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`trainer.cold_step`") && err.contains("trainer.cold_steps"),
+        "{err}"
+    );
+
+    let out = Command::new(support::proprio_bin())
+        .args(["run", "--nats", "nats://127.0.0.1:1"])
+        .env("PROPRIO_SCORER_THRESHOLD", "-1")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("scorer.threshold") && err.contains("PROPRIO_SCORER_THRESHOLD"),
+        "{err}"
+    );
+}
+
+#[test]
+fn secrets_are_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "s.toml",
+        "[nats]\nurl = \"nats://u:url-secret@h:4222\"\nuser = \"proprio\"\npassword = \"file-secret\"\n",
+    );
+    let out = Command::new(support::proprio_bin())
+        .args(["config", "check"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.contains("file-secret") && !text.contains("url-secret"),
+        "{text}"
+    );
+    assert!(text.contains(r#"password = "<redacted>""#), "{text}");
+    assert!(text.contains("nats://u:<redacted>@h:4222"), "{text}");
+    let dbg = format!("{:?}", Config::load(Some(&f), env(&[])).unwrap());
+    assert!(!dbg.contains("file-secret"), "{dbg}");
+
+    // Also in the error of a bad secret value.
+    let out = Command::new(support::proprio_bin())
+        .args(["config", "check"])
+        .arg(&f)
+        .env("PROPRIO_NATS_TOKEN", "tok-secret")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "user and token together are refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("tok-secret") && !err.contains("file-secret"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_documented_example_is_the_defaults() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/proprio.toml");
+    let c = Config::load(Some(&example), env(&[])).unwrap();
+    let d = Config::default();
+    assert_eq!(format!("{:?}", c.run_args()), format!("{:?}", d.run_args()));
+    assert_eq!(c.bus_config(), d.bus_config());
+    assert_eq!(
+        (c.metrics.addr, c.log.json, c.log.level.as_str()),
+        (None, false, "info")
+    );
+    // Every key is documented in it (set or commented out).
+    let text = std::fs::read_to_string(&example).unwrap();
+    for k in proprio::config::KEYS {
+        let name = k.path.split_once('.').unwrap().1;
+        assert!(
+            text.contains(&format!("\n{name} = ")) || text.contains(&format!("# {name} = ")),
+            "{} is not in deploy/proprio.toml",
+            k.path
+        );
+    }
+}
