@@ -296,3 +296,36 @@ fn session_end_markers_close_each_key_with_its_label() {
     assert_eq!(out[3].label, None);
     assert_eq!(out[5].label.as_deref(), Some("bad-1"));
 }
+
+/// The excess-surprise forward (libtorch, whole distributions) gives the same
+/// token losses as the native scorer, and entropies within [0, ln V].
+#[test]
+fn excess_surprise_agrees_with_the_native_scorer() {
+    use proprio::model::{Gpt, GptConfig, ScoreItem};
+    let cfg = GptConfig {
+        block_size: 32,
+        ..GptConfig::default()
+    };
+    let gpt = Gpt::new(cfg, 7).unwrap();
+    let tok = proprio::tokenizer::tokenizer();
+    let items = vec![
+        ScoreItem {
+            context: tok.encode("<|BOE|><|LOG|>ctx<|EOE|>"),
+            event: tok.encode("<|BOE|><|LOG|><|SVC|>a<|MSG|>hello<|EOE|>"),
+        },
+        ScoreItem {
+            context: Vec::new(),
+            event: tok.encode("<|BOE|><|FLUX|><|SVC|>b<|EVENT|>up<|EOE|>"),
+        },
+    ];
+    let native = proprio::model::score(&gpt, &items, 4);
+    let ours = proprio::eval::surprise::token_surprise(&gpt, &items, 4);
+    let ln_v = (cfg.vocab_size as f32).ln();
+    for (n, (l, h)) in native.iter().zip(&ours) {
+        assert_eq!(n.token_losses.len(), l.len());
+        for (a, b) in n.token_losses.iter().zip(l) {
+            assert!((a - b).abs() < 1e-3, "native {a} vs libtorch {b}");
+        }
+        assert!(h.iter().all(|&e| (0.0..=ln_v + 1e-4).contains(&e)), "{h:?}");
+    }
+}

@@ -294,7 +294,11 @@ async fn redelivery_does_not_alert_twice_and_mutes_hold_then_expire() {
     .await;
     // The mute has expired, so the first weird event now alerts (new), the
     // second is a duplicate of the stored alert.
-    assert!(s2.duplicate_alerts.load(Ordering::Relaxed) >= 1);
+    // (`scored` counts before the batch's alerts are published: wait for them.)
+    wait_until("the duplicate alert", 30, || {
+        s2.duplicate_alerts.load(Ordering::Relaxed) >= 1
+    })
+    .await;
     again.stop().await.unwrap();
     let after = alerts_stored(&bus).await;
     let ids: std::collections::HashSet<_> = after.iter().map(|a| a.id.clone()).collect();

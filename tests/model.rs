@@ -548,3 +548,32 @@ fn a_scorer_is_shared_across_threads() {
         }
     });
 }
+
+#[test]
+fn native_forward_matches_libtorch_on_other_shapes() {
+    // Head sizes 8 (tiled), 10 and 1 (plain loops); widths that are not
+    // multiples of the kernel's tiles; one layer and three.
+    for (n_embd, n_head, n_layer, block_size) in [(24, 3, 1, 40), (20, 2, 3, 37), (8, 8, 2, 16)] {
+        let cfg = GptConfig {
+            n_embd,
+            n_head,
+            n_layer,
+            block_size,
+            ..GptConfig::default()
+        };
+        let gpt = trained(cfg, 5);
+        let mut items = items_from(&service_events(1, 12, &mut SmallRng::seed_from_u64(5)), 1);
+        items.push(ScoreItem {
+            context: vec![],
+            event: (0..100).map(|i| 40 + i % 50).collect(),
+        });
+        let torch = score_with(&gpt, &items, 5, Engine::Libtorch);
+        for simd in [Simd::Scalar, Simd::Avx2, Simd::Avx512] {
+            assert_close(
+                &score_with(&gpt, &items, 5, Engine::NativeAt(simd)),
+                &torch,
+                1e-4,
+            );
+        }
+    }
+}

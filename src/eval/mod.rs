@@ -19,11 +19,19 @@
 //!    `--group-by key`) from training and calibration: the semi-supervised
 //!    setting of DeepLog and LogBERT, which uses training labels only.
 //! 4. **Detectors**, each fitted on the training part minus the slice:
-//!    `model` (the GPT: an event's score is the robust z of its loss, as the
-//!    live scorer computes it), `template` (rare template), `zscore`
-//!    (per-metric robust z) and `combined` (an alert when either baseline
-//!    alerts: max of template/θ_template and zscore/θ_zscore); see
-//!    [`baselines`].
+//!    `model` (the GPT, trained for `--steps`; an event is scored in the
+//!    context of its key's previous events, and its score is, by
+//!    `--model-score`, the robust z of its loss as the live scorer computes
+//!    it (default), or another reading of its token losses, [`ModelScore`];
+//!    several at once give one row each), `template` (rare template),
+//!    `zscore` (per-metric robust z) and `combined` (an alert when either
+//!    baseline alerts: max of template/θ_template and zscore/θ_zscore); see
+//!    [`baselines`]. With `--evidence S:K` every detector's event scores
+//!    become the mean of the K highest of its key's last S seconds (a burst
+//!    outweighs a lone spike). With `--group-by key --session-end` each
+//!    session is closed by a marker event, so a session that stops early is
+//!    itself surprising. The zscore and combined rows are left out when the
+//!    data hold no metric.
 //! 5. **Threshold rule**, the same for every detector: θ = the
 //!    `--threshold-quantile` quantile (nearest rank; 1 = the maximum) of the
 //!    detector's scores on the calibration slice's units. No test label is
@@ -44,8 +52,7 @@
 //!    silence watch ([`crate::silence::Tracker`], default settings) also runs
 //!    over the test events: its alerts get a row of their own (`--silence
 //!    row`, the default), join every detector's (`join`), or are left out
-//!    (`off`). A fault is
-//!    detected by the first alert at or after its start and at most
+//!    (`off`). A fault is detected by the first alert at or after its start and at most
 //!    `--grace-s` after its end whose event carries the fault's label or
 //!    (faults file only) comes from one of its sources; time to detect is
 //!    that alert's time minus the fault's start. Every other alert is false;
@@ -125,7 +132,7 @@ pub struct EvalArgs {
     #[arg(
         long,
         default_value = "z",
-        value_name = "z|loss|span|content|cspan|xsum|xspan|xmax"
+        value_name = "z|loss|span|content|cspan|xsum|xspan|xmax|xall"
     )]
     pub model_score: String,
     /// Registry for the axiomatic/topology curricula [default: TRAIN.registry.yaml if present, else none].
@@ -630,8 +637,8 @@ fn model_rows(
 }
 
 /// The model scores `--model-score` accepts.
-pub const MODEL_SCORES: [&str; 8] = [
-    "z", "loss", "span", "content", "cspan", "xsum", "xspan", "xmax",
+pub const MODEL_SCORES: [&str; 9] = [
+    "z", "loss", "span", "content", "cspan", "xsum", "xspan", "xmax", "xall",
 ];
 
 /// Every way the model can score one event.
@@ -653,6 +660,9 @@ pub struct ModelScore {
     pub xsum: f32,
     pub xspan: f32,
     pub xmax: f32,
+    /// `xsum` over every token, the source name's included.
+    #[serde(default)]
+    pub xall: f32,
 }
 
 impl ModelScore {
@@ -665,6 +675,7 @@ impl ModelScore {
             "xsum" => self.xsum,
             "xspan" => self.xspan,
             "xmax" => self.xmax,
+            "xall" => self.xall,
             _ => self.z,
         }
     }
@@ -749,6 +760,12 @@ pub fn event_scores(
                 m.xsum = x.iter().sum();
                 m.xspan = crate::model::score::surprising_span(&x, crate::scorer::SPAN_WIDTH).2;
                 m.xmax = x.iter().copied().fold(0.0f32, f32::max);
+                m.xall = tl
+                    .iter()
+                    .zip(th)
+                    .map(|(l, h)| l - h)
+                    .filter(|v| v.is_finite())
+                    .sum();
             }
             out.push(m);
         }
@@ -799,23 +816,11 @@ pub fn evidence_scores(
     window_ms: i64,
     k: usize,
 ) -> Vec<f32> {
-    use std::collections::VecDeque;
-    let mut recent: HashMap<&str, VecDeque<(i64, f32)>> = HashMap::new();
-    let mut top: Vec<f32> = Vec::with_capacity(16);
+    let mut ev =
+        crate::scorer::Evidence::new(window_ms, k, crate::scorer::Contexts::DEFAULT_MAX_KEYS);
     idx.iter()
         .zip(scores)
-        .map(|(&i, &s)| {
-            let e = &events[i];
-            let q = recent.entry(e.key.as_str()).or_default();
-            q.push_back((e.ts, if s.is_finite() { s.max(0.0) } else { 0.0 }));
-            while q.front().is_some_and(|&(t, _)| t <= e.ts - window_ms) {
-                q.pop_front();
-            }
-            top.clear();
-            top.extend(q.iter().map(|&(_, v)| v));
-            top.sort_by(|a, b| b.total_cmp(a));
-            top.iter().take(k).sum::<f32>() / k as f32
-        })
+        .map(|(&i, &s)| ev.push(&events[i].key, events[i].ts, s))
         .collect()
 }
 

@@ -299,6 +299,7 @@ pub enum Simd {
 }
 
 impl Simd {
+    /// The best level this CPU has (detected once).
     pub fn detect() -> Simd {
         static BEST: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
         *BEST.get_or_init(|| {
