@@ -241,7 +241,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let wall_start = Instant::now();
     let scored_before = s.scored.load(Ordering::Relaxed);
     let n_live = crate::sim::publish(faulty, &url, "os", args.speed, None).await?;
-    // Once publishing stops every source falls silent: alerts after this are the demo's end, not faults.
+    // Once publishing stops every source falls silent: silences after this are the demo's end, not faults.
     let wall_end = Instant::now();
     // Let scoring drain, and a silent death be noticed.
     let target = scored_before + n_live;
@@ -278,11 +278,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                 ((f.start_ms - fault_t0) as f64 / 1000.0 / args.speed).max(0.0),
             );
         let first = alerts.iter().find(|(a, at)| {
-            *at <= wall_end
-                && f.sources.contains(&a.source)
+            f.sources.contains(&a.source)
                 && match a.reason {
                     AlertReason::Surprise => a.ts >= f.start_ms && a.ts <= f.end_ms + 120_000,
-                    AlertReason::Silence => *at >= f_wall,
+                    AlertReason::Silence => *at >= f_wall && *at <= wall_end,
                 }
         });
         match first {
@@ -308,7 +307,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     let live: Vec<&(Alert, Instant)> = alerts
         .iter()
-        .filter(|(_, at)| *at >= wall_start && *at <= wall_end)
+        .filter(|(a, at)| {
+            *at >= wall_start && (a.reason == AlertReason::Surprise || *at <= wall_end)
+        })
         .collect();
     let explained = live
         .iter()

@@ -1355,6 +1355,26 @@ pub fn evaluate(args: &EvalArgs) -> Result<Report> {
                 line["text"] = renderer.render(e).into();
                 line["template"] = TemplateFreq::template(&renderer, e).into();
             }
+            line["part"] = "test".into();
+            serde_json::to_writer(&mut w, &line)?;
+            w.write_all(b"\n")?;
+        }
+        for (k, m) in cu.members.iter().enumerate() {
+            let e = &data.train_src[data.calib[m[0]]];
+            let scores: BTreeMap<&str, f32> =
+                dets.iter().map(|d| (d.name.as_str(), d.calib[k])).collect();
+            let mut line = serde_json::json!({
+                "part": "calibration",
+                "ts": e.ts,
+                "key": e.key,
+                "source": e.source,
+                "events": m.len(),
+                "label": cu.labels[k],
+                "scores": scores,
+            });
+            if !grouped {
+                line["text"] = renderer.render(e).into();
+            }
             serde_json::to_writer(&mut w, &line)?;
             w.write_all(b"\n")?;
         }
