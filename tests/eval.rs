@@ -329,3 +329,52 @@ fn excess_surprise_agrees_with_the_native_scorer() {
         assert!(h.iter().all(|&e| (0.0..=ln_v + 1e-4).contains(&e)), "{h:?}");
     }
 }
+
+/// Per event mode with --evidence: a burst of never-seen lines on one key
+/// outweighs a lone one on another, and the note says what was done.
+#[test]
+fn evidence_windows_favour_bursts() {
+    let d = tempfile::tempdir().unwrap();
+    let mut events = Vec::new();
+    let mut ts = 0;
+    for i in 0..400 {
+        ts += 1000;
+        let key = if i % 2 == 0 { "a" } else { "b" };
+        // One lone never-seen line in the calibration slice: normal.
+        let msg = if i == 351 {
+            "cosmic ray".to_string()
+        } else {
+            format!("tick {}", i % 7)
+        };
+        events.push(log(ts, key, &msg, None));
+    }
+    // Test part: key a says three new things within 3 s (a fault), key b one.
+    for (k, m, l) in [
+        ("b", "lone novelty", None),
+        ("a", "disk on fire", Some("fire-0")),
+        ("a", "disk still on fire", Some("fire-0")),
+        ("a", "smoke everywhere", Some("fire-0")),
+    ] {
+        ts += 1000;
+        events.push(log(ts, k, m, l));
+    }
+    let file = d.path().join("e.jsonl");
+    write(&file, &events);
+    let mut args = EvalArgs::new(&file);
+    args.split = 0.9;
+    args.detectors = "template".into();
+    args.silence = "off".into();
+    args.evidence = Some("10:2".into());
+    let r = evaluate(&args).unwrap();
+    assert!(
+        r.notes.iter().any(|n| n.contains("evidence")),
+        "{:?}",
+        r.notes
+    );
+    let t = &r.detectors[0];
+    // The lone novelty is halved below the burst's evidence; the fault is caught.
+    assert_eq!(t.overall.faults_detected, 1);
+    assert_eq!(t.false_alerts, 0, "{:?}", t.false_alert_samples);
+    args.evidence = Some("10".into());
+    assert!(evaluate(&args).is_err(), "S:K is required");
+}
