@@ -247,10 +247,18 @@ impl Evidence {
                 .collect();
             let mid = newest.len() / 2;
             let cut = *newest.select_nth_unstable(mid).1;
-            self.recent.retain(|_, q| q.back().is_some_and(|e| e.0 > cut));
+            self.recent
+                .retain(|_, q| q.back().is_some_and(|e| e.0 > cut));
         }
         let q = self.recent.entry(key.to_string()).or_default();
-        q.push_back((ts_ms, if score.is_finite() { score.max(0.0) } else { 0.0 }));
+        q.push_back((
+            ts_ms,
+            if score.is_finite() {
+                score.max(0.0)
+            } else {
+                0.0
+            },
+        ));
         while q.front().is_some_and(|&(t, _)| t <= ts_ms - self.window_ms) {
             q.pop_front();
         }
