@@ -9,6 +9,11 @@
 #   THREADS=1 RUNS=5 scripts/bench.sh
 #   TRAIN_STEPS=0 scripts/bench.sh   # scoring only
 #   TCH_ENGINE=0 scripts/bench.sh    # skip proprio's libtorch scoring engine
+#
+# Figures are only comparable on an otherwise idle machine. On a busy one,
+# libgomp's spinning threads (both libtorch and PyTorch use them) make
+# 2-thread training 10-15x slower on both sides; OMP_WAIT_POLICY=PASSIVE
+# (passed through to both) keeps the comparison meaningful.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"

@@ -56,6 +56,12 @@ fn synthetic(n_services: usize, n_events: usize, seed: u64) -> Vec<Stream> {
         .collect()
 }
 
+/// Tests run two at a time on two cores: one libtorch thread each keeps
+/// them from spinning against each other (see model::score::set_threads).
+fn setup() {
+    proprio::model::score::set_threads(1);
+}
+
 fn small() -> GptConfig {
     GptConfig {
         block_size: 64,
@@ -110,6 +116,7 @@ fn assert_close(a: &[proprio::model::EventLoss], b: &[proprio::model::EventLoss]
 
 #[test]
 fn training_loss_falls() {
+    setup();
     let mut gpt = Gpt::new(small(), 1).unwrap();
     let r = train(&mut gpt, &synthetic(3, 60, 1), &quick(60)).unwrap();
     let first = r.losses[..5].iter().sum::<f32>() / 5.0;
@@ -127,6 +134,7 @@ fn training_loss_falls() {
 
 #[test]
 fn incremental_training_continues_from_the_weights() {
+    setup();
     let streams = synthetic(3, 60, 1);
     let mut gpt = Gpt::new(small(), 1).unwrap();
     let a = train(&mut gpt, &streams, &quick(40)).unwrap();
@@ -153,6 +161,7 @@ fn incremental_training_continues_from_the_weights() {
 
 #[test]
 fn windows_follow_weights_and_skip_weight_zero() {
+    setup();
     let mut rng = SmallRng::seed_from_u64(5);
     let events = service_events(0, 200, &mut rng);
     // Every fourth event weight 0; the others alternate 1.0 and 0.25.
@@ -197,6 +206,7 @@ fn windows_follow_weights_and_skip_weight_zero() {
 
 #[test]
 fn nothing_to_train_on_is_an_error() {
+    setup();
     let events = service_events(0, 20, &mut SmallRng::seed_from_u64(1));
     let streams = vec![stream_of(&events, |_| 0.0)];
     let mut gpt = Gpt::new(small(), 1).unwrap();
@@ -224,6 +234,7 @@ fn nothing_to_train_on_is_an_error() {
 
 #[test]
 fn deterministic_for_a_seed() {
+    setup();
     let streams = synthetic(2, 40, 2);
     let run = || {
         let mut gpt = Gpt::new(small(), 11).unwrap();
@@ -243,6 +254,7 @@ fn deterministic_for_a_seed() {
 
 #[test]
 fn native_forward_matches_libtorch() {
+    setup();
     let gpt = trained(small(), 30);
     let mut rng = SmallRng::seed_from_u64(4);
     let mut items = items_from(&service_events(1, 30, &mut rng), 3);
@@ -292,6 +304,7 @@ fn native_forward_matches_libtorch() {
 
 #[test]
 fn batch_one_equals_batched() {
+    setup();
     let gpt = trained(small(), 20);
     let items = items_from(&service_events(2, 40, &mut SmallRng::seed_from_u64(8)), 2);
     for engine in [Engine::Native, Engine::Libtorch] {
@@ -304,6 +317,7 @@ fn batch_one_equals_batched() {
 
 #[test]
 fn out_of_vocabulary_ids_do_not_panic() {
+    setup();
     let gpt = Gpt::new(small(), 1).unwrap();
     let items = vec![ScoreItem {
         context: vec![u32::MAX],
@@ -326,6 +340,7 @@ fn surprising_span_finds_the_peak() {
 
 #[test]
 fn checkpoint_round_trips_through_a_file_and_memory() {
+    setup();
     let gpt = trained(GptConfig::default(), 10);
     let items = items_from(&service_events(0, 12, &mut SmallRng::seed_from_u64(6)), 2);
     let before = score(&gpt, &items, 4);
@@ -378,6 +393,7 @@ fn refusal(bytes: &[u8]) -> CheckpointError {
 
 #[test]
 fn bad_checkpoints_are_refused() {
+    setup();
     let mut ck = Checkpoint::new(Gpt::new(GptConfig::default(), 1).unwrap(), "fp");
     let good = ck.to_bytes().unwrap();
     // Truncated anywhere.
@@ -424,6 +440,7 @@ fn bad_checkpoints_are_refused() {
 
 #[test]
 fn a_valid_hash_over_bad_weights_is_still_an_error() {
+    setup();
     use sha2::{Digest, Sha256};
     let ck = Checkpoint::new(Gpt::new(GptConfig::default(), 1).unwrap(), "fp");
     let good = ck.to_bytes().unwrap();
@@ -533,6 +550,7 @@ fn bench() {
 
 #[test]
 fn a_scorer_is_shared_across_threads() {
+    setup();
     fn send_sync<T: Send + Sync + Clone>() {}
     send_sync::<proprio::model::Scorer>();
     let gpt = trained(small(), 10);
@@ -551,6 +569,7 @@ fn a_scorer_is_shared_across_threads() {
 
 #[test]
 fn native_forward_matches_libtorch_on_other_shapes() {
+    setup();
     // Head sizes 8 (tiled), 10 and 1 (plain loops); widths that are not
     // multiples of the kernel's tiles; one layer and three.
     for (n_embd, n_head, n_layer, block_size) in [(24, 3, 1, 40), (20, 2, 3, 37), (8, 8, 2, 16)] {

@@ -182,6 +182,11 @@ pub struct EvalArgs {
     /// the caller keeps it tied to one model and one data set.
     #[arg(long, value_name = "FILE")]
     pub score_cache: Option<PathBuf>,
+    /// With --test: cache of the model's calibration scores alone (read when
+    /// it exists, else written), shared by runs on different test files
+    /// with the same --train, --model and --calibration.
+    #[arg(long, value_name = "FILE")]
+    pub calib_cache: Option<PathBuf>,
     /// Threads for libtorch and the scorer.
     #[arg(long, default_value_t = 2)]
     pub threads: i32,
@@ -216,6 +221,7 @@ impl EvalArgs {
             session_end: false,
             evidence: None,
             score_cache: None,
+            calib_cache: None,
             val_fraction: None,
             block_size: None,
             seed: 1,
@@ -553,7 +559,9 @@ fn model_scores(args: &EvalArgs, data: &Data, report: &mut Report) -> Result<Vec
     let train_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     // A cache is written complete, so any score can be read from it later.
-    let excess = hows.iter().any(|h| h.starts_with('x')) || args.score_cache.is_some();
+    let excess = hows.iter().any(|h| h.starts_with('x'))
+        || args.score_cache.is_some()
+        || args.calib_cache.is_some();
     let score_idx = |events: &[Event], idx: &[usize]| -> Result<Vec<ModelScore>> {
         event_scores(&ck, events, idx, args.batch, excess)
     };
@@ -584,22 +592,46 @@ fn model_scores(args: &EvalArgs, data: &Data, report: &mut Report) -> Result<Vec
         }
         (c, t)
     } else {
-        let mut idx = warm.clone();
-        idx.extend(&data.calib);
-        idx.sort_unstable();
-        eprintln!(
-            "eval: model scoring {} + {} events",
-            idx.len(),
-            data.test.len()
-        );
-        let s = score_idx(&data.train_src, &idx)?;
-        let calib_set: BTreeSet<usize> = data.calib.iter().copied().collect();
-        let c: Vec<ModelScore> = idx
-            .iter()
-            .zip(s)
-            .filter(|(i, _)| calib_set.contains(i))
-            .map(|(_, v)| v)
-            .collect();
+        let cached: Option<Vec<ModelScore>> = match &args.calib_cache {
+            Some(p) if p.exists() => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                let c: Vec<ModelScore> = serde_json::from_str(&text)?;
+                anyhow::ensure!(
+                    c.len() == data.calib.len(),
+                    "{} holds {} calibration scores, here {} events",
+                    p.display(),
+                    c.len(),
+                    data.calib.len()
+                );
+                eprintln!("eval: calibration scores from {}", p.display());
+                Some(c)
+            }
+            _ => None,
+        };
+        let c = match cached {
+            Some(c) => c,
+            None => {
+                let mut idx = warm.clone();
+                idx.extend(&data.calib);
+                idx.sort_unstable();
+                eprintln!("eval: model scoring {} calibration events", idx.len());
+                let s = score_idx(&data.train_src, &idx)?;
+                let calib_set: BTreeSet<usize> = data.calib.iter().copied().collect();
+                let c: Vec<ModelScore> = idx
+                    .iter()
+                    .zip(s)
+                    .filter(|(i, _)| calib_set.contains(i))
+                    .map(|(_, v)| v)
+                    .collect();
+                if let Some(p) = &args.calib_cache {
+                    std::fs::write(p, serde_json::to_string(&c)?)
+                        .with_context(|| format!("writing {}", p.display()))?;
+                }
+                c
+            }
+        };
+        eprintln!("eval: model scoring {} test events", data.test.len());
         let t = score_idx(data.test_events(), &data.test)?;
         (c, t)
     };

@@ -58,28 +58,45 @@ pub fn token_surprise(gpt: &Gpt, items: &[ScoreItem], batch: usize) -> Vec<(Vec<
                 .max(1);
             let b = chunk.len();
             let mut x = vec![pad; b * t];
-            let mut y = vec![pad; b * t];
             for (r, (s, _)) in seqs.iter().enumerate() {
                 for p in 0..s.len().saturating_sub(1) {
                     x[r * t + p] = s[p] as i64;
-                    y[r * t + p] = s[p + 1] as i64;
                 }
             }
             let shape = [b as i64, t as i64];
+            // Only the positions that predict an event token go through the
+            // head: the context's and the padding's logits are never needed.
+            let mut flat: Vec<i64> = Vec::new();
+            let mut target: Vec<i64> = Vec::new();
+            for (r, (s, c)) in seqs.iter().enumerate() {
+                for k in 1..s.len() - c {
+                    let p = c + k - 1;
+                    flat.push((r * t + p) as i64);
+                    target.push(s[p + 1] as i64);
+                }
+            }
+            if flat.is_empty() {
+                continue;
+            }
             let xt = Tensor::from_slice(&x).view(shape);
-            let yt = Tensor::from_slice(&y).view(shape);
-            let logp = gpt.forward(&xt).log_softmax(-1, Kind::Float);
+            let c_embd = gpt.config().n_embd as i64;
+            let hidden = gpt.forward_hidden(&xt).view([-1, c_embd]);
+            let picked = hidden.index_select(0, &Tensor::from_slice(&flat));
+            let logp = gpt.head(&picked).log_softmax(-1, Kind::Float); // (N, V)
             let ent = -(logp.exp() * &logp).sum_dim_intlist(-1, false, Kind::Float);
-            let lp = logp.gather(-1, &yt.unsqueeze(-1), false).squeeze_dim(-1);
-            let ent = Vec::<f32>::try_from(ent.view([-1])).unwrap_or_default();
-            let lp = Vec::<f32>::try_from(lp.view([-1])).unwrap_or_default();
-            for (r, (&i, (s, c))) in chunk.iter().zip(&seqs).enumerate() {
+            let lp = logp
+                .gather(-1, &Tensor::from_slice(&target).unsqueeze(-1), false)
+                .squeeze_dim(-1);
+            let ent = Vec::<f32>::try_from(ent).unwrap_or_default();
+            let lp = Vec::<f32>::try_from(lp).unwrap_or_default();
+            let mut n = 0;
+            for (&i, (s, c)) in chunk.iter().zip(&seqs) {
                 let e = s.len() - c;
                 let (mut l, mut h) = (Vec::with_capacity(e), Vec::with_capacity(e));
-                for k in 1..e {
-                    let p = r * t + c + k - 1;
-                    l.push(-lp.get(p).copied().unwrap_or(f32::NAN));
-                    h.push(ent.get(p).copied().unwrap_or(f32::NAN));
+                for _ in 1..e {
+                    l.push(-lp.get(n).copied().unwrap_or(f32::NAN));
+                    h.push(ent.get(n).copied().unwrap_or(f32::NAN));
+                    n += 1;
                 }
                 out[i] = (l, h);
             }
