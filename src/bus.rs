@@ -48,6 +48,12 @@ pub const CONSUMER_SCORER: &str = "proprio-scorer";
 
 pub const SUBJECT_ALERT_PREFIX: &str = "proprio.alert";
 pub const SUBJECT_ALERTS_ALL: &str = "proprio.alert.>";
+/// Where roles publish an alert: the alerts stream stores it (deduplicated
+/// by its id) and only then republishes it on `proprio.alert.<source>`, so a
+/// subscriber sees an alert once even when a redelivered event or a second
+/// replica raises it again. The stream's messages carry these subjects.
+pub const SUBJECT_RAISE_PREFIX: &str = "proprio.raise";
+pub const SUBJECT_RAISE_ALL: &str = "proprio.raise.>";
 pub const SUBJECT_DIGEST: &str = "proprio.digest";
 pub const SUBJECT_TICK_TRAIN: &str = "proprio.tick.train";
 pub const SUBJECT_DLQ_PREFIX: &str = "proprio.dlq";
@@ -584,9 +590,14 @@ impl Bus {
                 // A redelivered event or a second silence watcher re-publishes
                 // the same alert id; an hour of dedup covers both.
                 duplicate_window: HOUR,
+                republish: Some(stream::Republish {
+                    source: SUBJECT_RAISE_ALL.into(),
+                    destination: SUBJECT_ALERTS_ALL.into(),
+                    headers_only: false,
+                }),
                 ..mk(
                     STREAM_ALERTS,
-                    SUBJECT_ALERTS_ALL.into(),
+                    SUBJECT_RAISE_ALL.into(),
                     7 * DAY,
                     "proprio: alerts (surprise and silence)",
                 )
@@ -749,6 +760,18 @@ impl Bus {
         }
         let ack = self.send_acked(&subject, p.message_id(msg_id)).await?;
         Ok(!ack.duplicate)
+    }
+
+    /// Raises an alert: stored once per id on the alerts stream, which
+    /// republishes it to subscribers of `proprio.alert.>` (see
+    /// [`SUBJECT_RAISE_PREFIX`]). False when the id was already stored.
+    pub async fn publish_alert(&self, alert: &crate::alert::Alert) -> Result<bool> {
+        let subject = format!(
+            "{SUBJECT_RAISE_PREFIX}.{}",
+            crate::event::subject_token(&alert.source)
+        );
+        self.publish_once(subject, alert.to_msgpack(), None, &alert.id)
+            .await
     }
 
     async fn send_acked(

@@ -196,7 +196,7 @@ pub async fn alert_lines(bus: &Bus, since_ms: i64, json: bool) -> Result<Vec<Str
     let mut out = Vec::new();
     bus.scan_since(
         bus::STREAM_ALERTS,
-        bus::SUBJECT_ALERTS_ALL,
+        bus::SUBJECT_RAISE_ALL,
         since_ms,
         |m, _| out.push(render_alert(&m.payload, json)),
     )
@@ -224,7 +224,7 @@ pub async fn alerts(args: AlertsArgs) -> Result<()> {
         .await
         .context("opening the alerts stream (has proprio run against this server?)")?;
     let consumer = stream
-        .create_consumer(bus::ordered_since(bus::SUBJECT_ALERTS_ALL, since)?)
+        .create_consumer(bus::ordered_since(bus::SUBJECT_RAISE_ALL, since)?)
         .await
         .context("following the alerts stream")?;
     let mut msgs = consumer.messages().await.context("following alerts")?;

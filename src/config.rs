@@ -168,6 +168,12 @@ pub const KEYS: &[Key] = &[
         "per source and kind, one alert per this",
     ),
     key(
+        "scorer.max_lag",
+        "PROPRIO_SCORER_MAX_LAG",
+        Some("--max-lag"),
+        "events older than this when scored are shed unscored (\"\" = never)",
+    ),
+    key(
         "trainer.every",
         "PROPRIO_TRAINER_EVERY",
         Some("--train-every"),
@@ -267,6 +273,7 @@ pub struct RunSection {
 pub struct ScorerSection {
     pub threshold: f32,
     pub cooldown: Duration,
+    pub max_lag: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -327,6 +334,7 @@ impl Default for Config {
             scorer: ScorerSection {
                 threshold: 3.0,
                 cooldown: Duration::from_secs(60),
+                max_lag: Some(Duration::from_secs(300)),
             },
             trainer: TrainerSection {
                 every: None,
@@ -522,6 +530,12 @@ impl Config {
             "run.threads" => self.run.threads = parse_num(v, "a number of threads")?,
             "scorer.threshold" => self.scorer.threshold = parse_num(v, "a number")?,
             "scorer.cooldown" => self.scorer.cooldown = parse_dur(v)?,
+            "scorer.max_lag" => {
+                self.scorer.max_lag = match v.trim() {
+                    "" | "0" => None,
+                    t => Some(parse_dur(t)?),
+                }
+            }
             "trainer.every" => {
                 self.trainer.every = match v.trim() {
                     "" | "0" => None,
@@ -685,6 +699,14 @@ impl Config {
                 flag("--cooldown"),
             )?;
         }
+        if given("max_lag") {
+            let v = if a.max_lag.is_zero() {
+                String::new()
+            } else {
+                format_duration(a.max_lag)
+            };
+            self.set("scorer.max_lag", &v, flag("--max-lag"))?;
+        }
         if given("train_every") {
             let v = a.train_every.map(format_duration).unwrap_or_default();
             self.set("trainer.every", &v, flag("--train-every"))?;
@@ -830,6 +852,7 @@ impl Config {
             root: self.nats.root.clone(),
             threshold: self.scorer.threshold,
             cooldown: self.scorer.cooldown,
+            max_lag: self.scorer.max_lag.unwrap_or(Duration::ZERO),
             registry: self.run.registry.clone(),
             cold_steps: self.trainer.cold_steps,
             incremental_steps: self.trainer.incremental_steps,
@@ -869,6 +892,7 @@ impl Config {
             "run.threads" => self.run.threads.to_string(),
             "scorer.threshold" => self.scorer.threshold.to_string(),
             "scorer.cooldown" => format_duration(self.scorer.cooldown),
+            "scorer.max_lag" => return self.scorer.max_lag.map(format_duration),
             "trainer.every" => return self.trainer.every.map(format_duration),
             "trainer.cold_steps" => self.trainer.cold_steps.to_string(),
             "trainer.incremental_steps" => self.trainer.incremental_steps.to_string(),

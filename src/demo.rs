@@ -141,6 +141,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         root: "os".into(),
         threshold: 3.0,
         cooldown: Duration::from_secs(60),
+        max_lag: Duration::from_secs(300),
         registry: args.registry.clone(),
         cold_steps: args.steps,
         incremental_steps: args.steps / 2,

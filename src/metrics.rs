@@ -52,6 +52,9 @@ pub struct Metrics {
     /// Messages of a consumer not yet delivered, and delivered but unacked.
     pub consumer_pending: IntGaugeVec,
     pub consumer_ack_pending: IntGaugeVec,
+    /// Seconds between JetStream storing an event and the scorer taking it
+    /// (the last event of the last batch).
+    pub scorer_lag_seconds: Gauge,
     /// 1 for the model version in service.
     pub model_info: IntGaugeVec,
     /// When the model in service was trained (unix seconds).
@@ -134,6 +137,10 @@ impl Metrics {
                 ),
                 &["consumer"],
             )?,
+            scorer_lag_seconds: Gauge::new(
+                "proprio_scorer_lag_seconds",
+                "Age of the newest scored event when the scorer took it (since JetStream stored it)",
+            )?,
             model_info: IntGaugeVec::new(
                 Opts::new("proprio_model_info", "The model version in service; the value is 1"),
                 &["version"],
@@ -179,6 +186,7 @@ impl Metrics {
             Box::new(m.curriculum_documents.clone()),
             Box::new(m.consumer_pending.clone()),
             Box::new(m.consumer_ack_pending.clone()),
+            Box::new(m.scorer_lag_seconds.clone()),
             Box::new(m.model_info.clone()),
             Box::new(m.model_trained.clone()),
             Box::new(m.training_loss.clone()),
@@ -297,7 +305,7 @@ const FAMILIES: &[(&str, &str, &[&str])] = &[
     ),
     (
         "proprio_events_unscored_total",
-        "Events the scorer did not score, by reason (warming: no model yet; invalid)",
+        "Events the scorer did not score, by reason (warming: no model yet; invalid; shed: older than scorer.max_lag)",
         &["reason"],
     ),
     (
@@ -381,7 +389,7 @@ impl StatsCollector {
             v.push(("proprio_harvest_failures_total", vec![], g(&h.failed)));
         }
         if let Some(sc) = &s.scorer {
-            let received = g(&sc.scored) + g(&sc.warming) + g(&sc.invalid);
+            let received = g(&sc.scored) + g(&sc.warming) + g(&sc.invalid) + g(&sc.shed);
             v.push(("proprio_events_received_total", vec!["scorer"], received));
             v.push(("proprio_events_scored_total", vec![], g(&sc.scored)));
             v.push((
@@ -394,6 +402,7 @@ impl StatsCollector {
                 vec!["invalid"],
                 g(&sc.invalid),
             ));
+            v.push(("proprio_events_unscored_total", vec!["shed"], g(&sc.shed)));
             v.push(("proprio_scoring_batches_total", vec![], g(&sc.batches)));
             v.push((
                 "proprio_alerts_published_total",

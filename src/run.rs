@@ -71,6 +71,10 @@ pub struct RunArgs {
     /// Per source and kind, at most one alert per this much event time.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub cooldown: Duration,
+    /// Back-pressure: events older than this when the scorer takes them are
+    /// acknowledged unscored and counted (proprio_scorer_shed_total); 0 = never.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub max_lag: Duration,
     /// The service registry (axiomatic and topology curricula; part of the fingerprint).
     #[arg(long, default_value = "deploy/services.yaml")]
     pub registry: PathBuf,
@@ -205,6 +209,7 @@ pub async fn start(args: &RunArgs) -> Result<Running> {
                     ScorerConfig {
                         threshold: args.threshold,
                         cooldown_ms: args.cooldown.as_millis() as i64,
+                        max_lag: (!args.max_lag.is_zero()).then_some(args.max_lag),
                         ..Default::default()
                     },
                 )

@@ -381,11 +381,7 @@ impl SilenceWatch {
                 Err(e) => tracing::warn!("silence watch: reading mute of {}: {e:#}", o.source),
             }
             let alert = o.alert(now);
-            match self
-                .bus
-                .publish_once(alert.subject(), alert.to_msgpack(), None, &alert.id)
-                .await
-            {
+            match self.bus.publish_alert(&alert).await {
                 Ok(stored) => {
                     if stored {
                         self.stats.alerts.fetch_add(1, Ordering::Relaxed);

@@ -78,7 +78,7 @@ async fn ensure_leaves_existing_resources_alone() {
     b.js()
         .create_stream(stream::Config {
             name: bus::STREAM_ALERTS.into(),
-            subjects: vec!["proprio.alert.>".into()],
+            subjects: vec!["proprio.raise.>".into()],
             max_age: Duration::from_secs(3600),
             ..Default::default()
         })
@@ -185,7 +185,7 @@ async fn read_since_returns_the_window_and_stops() {
         .unwrap();
     assert_eq!(filtered.len(), 3);
     let none = b
-        .read_since(bus::STREAM_ALERTS, bus::SUBJECT_ALERTS_ALL, 0)
+        .read_since(bus::STREAM_ALERTS, bus::SUBJECT_RAISE_ALL, 0)
         .await
         .unwrap();
     assert!(none.is_empty());
@@ -200,22 +200,77 @@ async fn publish_once_dedups_by_id() {
     let server = NatsServer::start();
     let b = bus(&server).await;
     assert!(b
-        .publish_once("proprio.alert.a", "x", None, "id-1")
+        .publish_once("proprio.raise.a", "x", None, "id-1")
         .await
         .unwrap());
     assert!(!b
-        .publish_once("proprio.alert.a", "x", None, "id-1")
+        .publish_once("proprio.raise.a", "x", None, "id-1")
         .await
         .unwrap());
     assert!(b
-        .publish_once("proprio.alert.a", "y", None, "id-2")
+        .publish_once("proprio.raise.a", "y", None, "id-2")
         .await
         .unwrap());
     let got = b
-        .read_since(bus::STREAM_ALERTS, bus::SUBJECT_ALERTS_ALL, 0)
+        .read_since(bus::STREAM_ALERTS, bus::SUBJECT_RAISE_ALL, 0)
         .await
         .unwrap();
     assert_eq!(got.len(), 2);
+}
+
+/// A subscriber to `proprio.alert.>` sees an alert once, however often it is
+/// raised: the alerts stream stores it once per id and republishes only what
+/// it stored.
+#[tokio::test]
+async fn a_raised_alert_reaches_subscribers_once() {
+    let server = NatsServer::start();
+    let b = bus(&server).await;
+    let mut sub = b.client().subscribe("proprio.alert.>").await.unwrap();
+    b.client().flush().await.unwrap();
+    let a = |id: &str, source: &str| proprio::alert::Alert {
+        id: id.into(),
+        ts: now_ms(),
+        source: source.into(),
+        key: source.into(),
+        kind: proprio::event::Kind::Log,
+        score: 9.0,
+        loss: 5.0,
+        baseline: proprio::alert::AlertBaseline {
+            median: 1.0,
+            scale: 0.5,
+            of: proprio::baseline::BaselineOf::Key,
+        },
+        rendered: "log x OOMKilled".into(),
+        span: proprio::alert::Span {
+            text: "OOMKilled".into(),
+            start: 0,
+            end: 1,
+            loss: 6.0,
+        },
+        diagnosis: None,
+        model: None,
+        reason: proprio::alert::AlertReason::Surprise,
+    };
+    assert!(b.publish_alert(&a("T:1", "svc.a")).await.unwrap());
+    assert!(!b.publish_alert(&a("T:1", "svc.a")).await.unwrap());
+    assert!(b.publish_alert(&a("T:2", "svc-b")).await.unwrap());
+    let mut got = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), sub.next()).await {
+        let al = proprio::alert::Alert::decode(&m.payload).unwrap();
+        got.push((m.subject.to_string(), al.id));
+    }
+    assert_eq!(
+        got,
+        [
+            ("proprio.alert.svc_a".to_string(), "T:1".to_string()),
+            ("proprio.alert.svc-b".to_string(), "T:2".to_string())
+        ]
+    );
+    let stored = b
+        .read_since(bus::STREAM_ALERTS, bus::SUBJECT_RAISE_ALL, 0)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2);
 }
 
 #[tokio::test]
@@ -310,10 +365,10 @@ async fn alerts_command_lists_stored_alerts_one_line_each() {
         "rendered": "log AitherMind OOMKilled", "span": {"text": "OOMKilled", "start": 2, "end": 5, "loss": 6.0},
         "diagnosis": "OOM killed", "model": "m-1", "reason": "surprise"
     });
-    b.publish_acked("proprio.alert.AitherMind", alert.to_string(), None)
+    b.publish_acked("proprio.raise.AitherMind", alert.to_string(), None)
         .await
         .unwrap();
-    b.publish_acked("proprio.alert.x", "garbage", None)
+    b.publish_acked("proprio.raise.x", "garbage", None)
         .await
         .unwrap();
     let lines = cli_ops::alert_lines(&b, 0, false).await.unwrap();

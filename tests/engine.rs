@@ -55,6 +55,8 @@ fn faults_score_higher_than_normal_events_on_held_out_data() {
         threads: 2,
         val_fraction: 0.1,
         block_size: None,
+        batch_size: None,
+        lr: None,
     };
     let (ck, summary) = train_events(&train, &args, false).unwrap();
     println!("trained: {}", serde_json::to_string(&summary).unwrap());

@@ -5,9 +5,7 @@ mod support;
 
 use futures::StreamExt;
 use proprio::alert::Alert;
-use proprio::bus::{
-    Bus, BusConfig, KEY_DIGEST, KEY_DIGEST_JSON, STREAM_ALERTS, SUBJECT_ALERTS_ALL,
-};
+use proprio::bus::{Bus, BusConfig, KEY_DIGEST, KEY_DIGEST_JSON, STREAM_ALERTS, SUBJECT_RAISE_ALL};
 use proprio::cli_ops::NatsArgs;
 use proprio::run::{Role, RunArgs, Running};
 use proprio::trainer::cycle::{ModelNotice, Trainer, TrainerConfig};
@@ -32,6 +30,7 @@ fn args(url: &str, roles: &[Role]) -> RunArgs {
         root: "os".into(),
         threshold: 3.0,
         cooldown: Duration::from_secs(0),
+        max_lag: Duration::from_secs(300),
         registry: std::path::PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/deploy/services.yaml"
@@ -93,7 +92,7 @@ async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 }
 
 async fn alerts_stored(bus: &Bus) -> Vec<Alert> {
-    bus.read_since(STREAM_ALERTS, SUBJECT_ALERTS_ALL, 0)
+    bus.read_since(STREAM_ALERTS, SUBJECT_RAISE_ALL, 0)
         .await
         .unwrap()
         .into_iter()

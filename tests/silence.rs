@@ -70,7 +70,7 @@ async fn beat(bus: &Bus, source: &str, n: usize) {
 }
 
 async fn alerts(bus: &Bus) -> Vec<Alert> {
-    bus.read_since(bus::STREAM_ALERTS, bus::SUBJECT_ALERTS_ALL, 0)
+    bus.read_since(bus::STREAM_ALERTS, bus::SUBJECT_RAISE_ALL, 0)
         .await
         .unwrap()
         .into_iter()

@@ -535,6 +535,8 @@ fn model_scores(args: &EvalArgs, data: &Data, report: &mut Report) -> Result<Vec
                     0.1
                 }),
                 block_size: args.block_size,
+                batch_size: None,
+                lr: None,
             };
             let fit: Vec<Event> = data
                 .fit

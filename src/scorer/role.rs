@@ -35,6 +35,12 @@ pub struct ScorerConfig {
     pub cooldown_ms: i64,
     /// Keys whose context is kept (least recently used evicted).
     pub max_keys: usize,
+    /// Back-pressure: an event that reaches the scorer more than this long
+    /// after JetStream stored it is acknowledged unscored and counted as
+    /// shed, so a scorer that fell behind skips to the present instead of
+    /// alerting ever later (the harvester still trains on every event, and
+    /// the backlog waits in the stream, not in memory). None: never shed.
+    pub max_lag: Option<Duration>,
     pub limits: Limits,
     pub render: RenderConfig,
     pub diagnoser: Diagnoser,
@@ -48,6 +54,7 @@ impl Default for ScorerConfig {
             max_wait: Duration::from_millis(20),
             cooldown_ms: 60_000,
             max_keys: super::Contexts::DEFAULT_MAX_KEYS,
+            max_lag: Some(Duration::from_secs(300)),
             limits: Limits::default(),
             render: RenderConfig::default(),
             diagnoser: Diagnoser::default(),
@@ -67,6 +74,8 @@ pub struct ScorerStats {
     /// Alerts the stream had already stored (a redelivery, or another replica).
     pub duplicate_alerts: AtomicU64,
     pub cooled_down: AtomicU64,
+    /// Events acknowledged unscored because they were older than `max_lag`.
+    pub shed: AtomicU64,
     pub muted: AtomicU64,
     pub swaps: AtomicU64,
 }
@@ -200,6 +209,7 @@ impl Scorer {
     ) -> Result<()> {
         let now = self.clock.now_ms();
         let root = self.bus.root().to_string();
+        let batch = self.shed_stale(batch).await;
         let mut valid: Vec<(jetstream::Message, Event, Prepared)> = Vec::with_capacity(batch.len());
         for m in batch {
             match Event::decode(
@@ -270,6 +280,48 @@ impl Scorer {
         Ok(())
     }
 
+    /// Records how far behind the scorer is and acknowledges, unscored, the
+    /// events older than `max_lag` (see [`ScorerConfig::max_lag`]).
+    async fn shed_stale(&self, batch: Vec<jetstream::Message>) -> Vec<jetstream::Message> {
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        let lag = |m: &jetstream::Message| {
+            m.info()
+                .map(|i| ((now_ns - i.published.unix_timestamp_nanos()) as f64 / 1e9).max(0.0))
+                .unwrap_or(0.0)
+        };
+        if let Some(last) = batch.last() {
+            crate::metrics::global().scorer_lag_seconds.set(lag(last));
+        }
+        let Some(max) = self.cfg.max_lag else {
+            return batch;
+        };
+        let max = max.as_secs_f64();
+        let mut keep = Vec::with_capacity(batch.len());
+        let mut shed = 0u64;
+        let mut oldest = 0f64;
+        for m in batch {
+            let l = lag(&m);
+            if l > max {
+                shed += 1;
+                oldest = oldest.max(l);
+                let _ = m.ack().await;
+            } else {
+                keep.push(m);
+            }
+        }
+        if shed > 0 {
+            self.stats.shed.fetch_add(shed, Ordering::Relaxed);
+            tracing::warn!(
+                shed,
+                lag_s = oldest as u64,
+                "scorer is behind: events older than max_lag ({max:.0} s) are shed unscored"
+            );
+        }
+        keep
+    }
+
     async fn alert(
         &self,
         m: &jetstream::Message,
@@ -289,10 +341,7 @@ impl Scorer {
         }
         let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
         let alert = surprise_alert(ev, s, &self.cfg.diagnoser, Some(&info.version), seq);
-        let fresh = self
-            .bus
-            .publish_once(alert.subject(), alert.to_msgpack(), None, &alert.id)
-            .await?;
+        let fresh = self.bus.publish_alert(&alert).await?;
         if fresh {
             self.stats.alerts.fetch_add(1, Ordering::Relaxed);
         } else {

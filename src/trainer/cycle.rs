@@ -8,7 +8,7 @@ use crate::alert::Alert;
 use crate::bus::{
     Bus, KEY_DIGEST, KEY_DIGEST_JSON, KEY_MODEL, KEY_TRAINER_LOCK, STREAM_ALERTS,
     STREAM_CURRICULUM, SUBJECT_ALERTS_ALL, SUBJECT_CURRICULUM_ALL, SUBJECT_DIGEST,
-    SUBJECT_MODEL_PUBLISHED, SUBJECT_TICK_TRAIN,
+    SUBJECT_MODEL_PUBLISHED, SUBJECT_RAISE_ALL, SUBJECT_TICK_TRAIN,
 };
 use crate::curriculum::{Document, Renderer};
 use crate::digest::{Digest, DigestState, Problem};
@@ -549,7 +549,7 @@ fn last_flux(
 pub async fn build_digest(bus: &Bus, model: Option<&ModelNotice>, now_ms: i64) -> Result<Digest> {
     let since = now_ms - 24 * HOUR_MS;
     let raw = bus
-        .read_since(STREAM_ALERTS, SUBJECT_ALERTS_ALL, since)
+        .read_since(STREAM_ALERTS, SUBJECT_RAISE_ALL, since)
         .await?;
     let mut count = 0u64;
     let mut best: std::collections::HashMap<(String, String), f32> = Default::default();

@@ -47,6 +47,12 @@ pub struct TrainArgs {
     /// Context window of a cold-started model, in tokens [default: GptConfig's].
     #[arg(long)]
     pub block_size: Option<usize>,
+    /// Windows per training step [default: TrainConfig's, 32].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate [default: TrainConfig's, 0.01].
+    #[arg(long)]
+    pub lr: Option<f64>,
 }
 
 /// Summary of an offline training run (printed as JSON).
@@ -60,6 +66,10 @@ pub struct TrainSummary {
     pub steps: usize,
     pub train_loss: f32,
     pub val_loss: f32,
+    /// (step, validation loss) every `eval_every` steps: how far from
+    /// converged the model is (the engine's target: step 500 within 5 % of
+    /// step 2000).
+    pub val_curve: Vec<(usize, f32)>,
     pub heldout_loss: f32,
     pub seconds: f64,
     pub fingerprint: String,
@@ -111,6 +121,8 @@ pub fn train_events(
         seed: args.seed,
         progress,
         val_fraction: args.val_fraction,
+        batch_size: args.batch_size.unwrap_or(TrainConfig::default().batch_size),
+        lr: args.lr.unwrap_or(TrainConfig::default().lr),
         ..TrainConfig::default()
     };
     let shape = GptConfig {
@@ -129,6 +141,7 @@ pub fn train_events(
         steps: report.steps,
         train_loss: report.train_loss,
         val_loss: report.val_loss.unwrap_or(f32::NAN),
+        val_curve: report.val_curve.clone(),
         heldout_loss: heldout,
         seconds: report.seconds,
         fingerprint: fp,

@@ -1,0 +1,366 @@
+//! Bounded load on loopback, end to end through real processes: a
+//! nats-server, `proprio run` (every role) as a child process, and this test
+//! publishing hand-built JSON telemetry (the wire contract, not the crate's
+//! types) from 203 sources at a fixed rate, with one OOM-killed log line a
+//! second from a different source. It prints what an operator would ask:
+//! events published, harvested, scored and shed, lost (must be 0), alerts
+//! for the injected events, publish-to-alert latency (p50, p99), consumer
+//! lag, and the process's memory in the first and last ten seconds.
+//!
+//! Rate and duration: PROPRIO_LOAD_RATE (events/s, default 5000) and
+//! PROPRIO_LOAD_SECS (default 60). Figures are printed, not asserted: the
+//! machine is shared and noisy. Asserted: nothing lost, every event scored or
+//! counted as shed, every injected fault alerted once, memory flat.
+
+mod support;
+
+use futures::StreamExt;
+use proprio::alert::Alert;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::{free_port, proprio_bin, NatsServer};
+
+const SOURCES: usize = 203;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get(addr: &str, path: &str) -> String {
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// The process's metrics: the sum of every sample of `name` whose labels
+/// contain `label` ("" for any).
+struct Scrape(BTreeMap<String, f64>);
+
+impl Scrape {
+    fn of(addr: &str) -> Scrape {
+        Scrape(
+            get(addr, "/metrics")
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+                .filter_map(|l| {
+                    let (k, v) = l.rsplit_once(' ')?;
+                    Some((k.to_string(), v.parse().ok()?))
+                })
+                .collect(),
+        )
+    }
+
+    fn sum(&self, name: &str, label: &str) -> f64 {
+        self.0
+            .iter()
+            .filter(|(k, _)| {
+                let base = k.split('{').next().unwrap_or("");
+                base == name && k.contains(label)
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The `i`-th normal event of the round-robin: a pulse, a log line or a
+/// heartbeat of source `i / 3 % SOURCES`, stamped `ts`.
+fn normal_event(i: u64, ts: i64) -> (String, String) {
+    let s = (i / 3) as usize % SOURCES;
+    let round = i / (3 * SOURCES as u64);
+    match i % 3 {
+        0 => {
+            let cpu = 20 + (round * 7 + s as u64 * 3) % 5;
+            (
+                format!("os.pulse.svc{s:03}"),
+                format!(r#"{{"ts":{ts},"metrics":{{"cpu":{cpu},"mem_mb":512,"req_rate":40}}}}"#),
+            )
+        }
+        1 => (
+            format!("os.log.svc{s:03}"),
+            format!(
+                r#"{{"ts":{ts},"level":"info","message":"GET /health 200 in {}ms req-{:x}"}}"#,
+                3 + round % 4,
+                round * 7919 + s as u64
+            ),
+        ),
+        _ => (
+            format!("os.flux.svc{s:03}.heartbeat"),
+            format!(r#"{{"ts":{ts},"state":"healthy"}}"#),
+        ),
+    }
+}
+
+fn fault_event(k: u64, ts: i64) -> (String, String) {
+    let s = (k as usize * 7) % SOURCES;
+    (
+        format!("os.log.svc{s:03}"),
+        format!(
+            r#"{{"ts":{ts},"level":"error","message":"Memory cgroup out of memory: Killed process {} (java) total-vm:8812340kB, OOMKilled"}}"#,
+            4000 + k
+        ),
+    )
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sustained_load_loses_nothing_and_reports_latency() {
+    let rate = env_num("PROPRIO_LOAD_RATE", 5000);
+    let secs = env_num("PROPRIO_LOAD_SECS", 60);
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(dir.path().join("proprio.log")).unwrap();
+    let registry = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/services.yaml");
+    let child = Command::new(proprio_bin())
+        .args(["run", "--nats", &nats.url, "--metrics-addr", &metrics])
+        .args([
+            "--registry",
+            registry,
+            "--cold-steps",
+            "200",
+            "--threads",
+            "1",
+        ])
+        .args(["--cooldown", "0s"])
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting proprio run");
+    let pid = child.id();
+    let _proc = Proc(child);
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let m = metrics.clone();
+    wait_for("proprio's /metrics", 30, || !get(&m, "/metrics").is_empty()).await;
+
+    // Alerts as they arrive, with their arrival time.
+    let arrivals: Arc<Mutex<Vec<(Alert, Instant)>>> = Arc::default();
+    let mut sub = client.subscribe("proprio.alert.>").await.unwrap();
+    let a2 = arrivals.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            if let Ok(a) = Alert::decode(&msg.payload) {
+                a2.lock().unwrap().push((a, Instant::now()));
+            }
+        }
+    });
+
+    // Warm-up: 30 rounds of every source, a training tick, the first model.
+    let mut published: u64 = 0;
+    let warm = 30 * 3 * SOURCES as u64;
+    let t0 = now_ms() - 120_000;
+    for i in 0..warm {
+        let (subj, body) = normal_event(i, t0 + (i as i64 * 120_000) / warm as i64);
+        client.publish(subj, body.into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    published += warm;
+    let m = metrics.clone();
+    wait_for("the warm-up harvested", 120, || {
+        let s = Scrape::of(&m);
+        s.sum("proprio_events_received_total", "harvester") >= warm as f64
+    })
+    .await;
+    client
+        .publish("proprio.tick.train", "{}".into())
+        .await
+        .unwrap();
+    let m = metrics.clone();
+    wait_for("the first model in the scorer", 300, || {
+        Scrape::of(&m).sum("proprio_model_swaps_total", "") >= 1.0
+    })
+    .await;
+
+    // Load: `rate` events/s in 10 ms ticks; one fault a second.
+    let mut faults: HashMap<(String, i64), Instant> = HashMap::new();
+    let mut rss = Vec::new();
+    let mut max_pending = 0f64;
+    let mut max_lag_s = 0f64;
+    let start = Instant::now();
+    let mut i = warm;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut next_sample = Duration::ZERO;
+    let total = rate * secs;
+    let mut sent = 0u64;
+    while sent < total {
+        tick.tick().await;
+        let el = start.elapsed();
+        let due = ((el.as_secs_f64() * rate as f64) as u64).min(total);
+        let ts = now_ms();
+        while sent < due {
+            let (subj, body) = normal_event(i, ts);
+            client.publish(subj, body.into()).await.unwrap();
+            i += 1;
+            sent += 1;
+        }
+        if el >= next_sample {
+            let k = next_sample.as_secs();
+            let (subj, body) = fault_event(k, ts);
+            let source = subj.trim_start_matches("os.log.").to_string();
+            client.publish(subj, body.into()).await.unwrap();
+            faults.insert((source, ts), Instant::now());
+            let s = Scrape::of(&metrics);
+            max_pending =
+                max_pending.max(s.sum("proprio_consumer_pending_messages", "proprio-scorer"));
+            max_lag_s = max_lag_s.max(s.sum("proprio_scorer_lag_seconds", ""));
+            rss.push(rss_mb(pid));
+            next_sample += Duration::from_secs(1);
+        }
+    }
+    client.flush().await.unwrap();
+    let load_s = start.elapsed().as_secs_f64();
+    published += sent + faults.len() as u64;
+
+    // Drain: the harvester and the scorer account for every event.
+    let m = metrics.clone();
+    let drained = Instant::now();
+    wait_for("both consumers to account for every event", 600, || {
+        let s = Scrape::of(&m);
+        let harvested = s.sum("proprio_events_harvested_total", "")
+            + s.sum("proprio_events_dropped_total", "")
+            + s.sum("proprio_events_rejected_total", "");
+        let scored = s.sum("proprio_events_received_total", "scorer");
+        harvested >= published as f64 && scored >= published as f64
+    })
+    .await;
+    let drain_s = drained.elapsed().as_secs_f64();
+    let n_faults = faults.len();
+    // Alerts follow the scores; give the last ones a moment, then report
+    // (the assertions come after the figures).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let all = {
+            let a = arrivals.lock().unwrap();
+            faults.keys().all(|(src, ts)| {
+                a.iter().any(|(x, _)| {
+                    &x.source == src && x.ts == *ts && x.rendered.contains("OOMKilled")
+                })
+            })
+        };
+        if all {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let s = Scrape::of(&metrics);
+    let harvested = s.sum("proprio_events_harvested_total", "");
+    let dropped = s.sum("proprio_events_dropped_total", "");
+    let rejected = s.sum("proprio_events_rejected_total", "");
+    let received_h = s.sum("proprio_events_received_total", "harvester");
+    let scored = s.sum("proprio_events_scored_total", "");
+    let warming = s.sum("proprio_events_unscored_total", "warming");
+    let shed = s.sum("proprio_events_unscored_total", "shed");
+    let received_s = s.sum("proprio_events_received_total", "scorer");
+    let a = arrivals.lock().unwrap();
+    let mut lat: Vec<f64> = Vec::new();
+    let mut per_fault: HashMap<&(String, i64), usize> = HashMap::new();
+    for (x, at) in a.iter() {
+        // The fault's own line (another event of the source may share its
+        // millisecond, and may be surprising after it).
+        if !x.rendered.contains("OOMKilled") {
+            continue;
+        }
+        if let Some((k, sent_at)) = faults.get_key_value(&(x.source.clone(), x.ts)) {
+            *per_fault.entry(k).or_default() += 1;
+            lat.push(at.duration_since(*sent_at).as_secs_f64() * 1000.0);
+        }
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let first: f64 = rss.iter().take(10).sum::<f64>() / rss.len().min(10) as f64;
+    let last: f64 = rss.iter().rev().take(10).sum::<f64>() / rss.len().min(10) as f64;
+    let lost = published as f64 - (harvested + dropped + rejected);
+    println!(
+        "load: {rate} events/s offered for {secs} s from {SOURCES} sources (+1 fault/s), sent in {load_s:.1} s; \
+         drained {drain_s:.1} s after the last publish"
+    );
+    println!(
+        "load: published {published}, harvester received {received_h:.0} (harvested {harvested:.0}, dropped on purpose {dropped:.0}, rejected {rejected:.0}), \
+         lost {lost:.0}; scorer received {received_s:.0} (scored {scored:.0}, warming {warming:.0}, shed {shed:.0})"
+    );
+    println!(
+        "load: faults {n_faults}, alerted {}, duplicate alerts {}; publish-to-alert p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        per_fault.len(),
+        per_fault.values().filter(|&&n| n > 1).count(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN),
+    );
+    println!(
+        "load: scorer lag max {max_pending:.0} messages, {max_lag_s:.1} s; RSS first 10 s {first:.1} MB, last 10 s {last:.1} MB, max {:.1} MB",
+        rss.iter().copied().fold(0.0, f64::max)
+    );
+    assert_eq!(lost, 0.0, "every published event is harvested or counted");
+    assert!(
+        received_s >= published as f64,
+        "the scorer took every event"
+    );
+    assert_eq!(per_fault.len(), n_faults, "every injected fault alerted");
+    assert!(
+        per_fault.values().all(|&n| n == 1),
+        "no fault alerted twice"
+    );
+    assert!(
+        last <= first * 1.25 + 16.0,
+        "memory flat under steady load: {first:.1} MB -> {last:.1} MB"
+    );
+}
