@@ -160,6 +160,121 @@ async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// `proprio run` (every role) as a child process, once its /metrics answers.
+async fn start_proprio(url: &str, metrics: &str, dir: &std::path::Path, extra: &[&str]) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("proprio.log"))
+        .unwrap();
+    let registry = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/services.yaml");
+    let child = Command::new(proprio_bin())
+        .args(["run", "--nats", url, "--metrics-addr", metrics])
+        .args(["--registry", registry, "--cold-steps", "200"])
+        .args(["--threads", "2", "--cooldown", "0s"])
+        .args(extra)
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting proprio run");
+    let p = Proc(child);
+    let m = metrics.to_string();
+    wait_for("proprio's /metrics", 30, || !get(&m, "/metrics").is_empty()).await;
+    p
+}
+
+/// 30 rounds of every source, a training tick, the first model in the
+/// scorer. Returns the events published.
+async fn warm_up(client: &async_nats::Client, metrics: &str) -> u64 {
+    let warm = 30 * 3 * SOURCES as u64;
+    let t0 = now_ms() - 120_000;
+    for i in 0..warm {
+        let (subj, body) = normal_event(i, t0 + (i as i64 * 120_000) / warm as i64);
+        client.publish(subj, body.into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    let m = metrics.to_string();
+    wait_for("the warm-up harvested", 120, || {
+        Scrape::of(&m).sum("proprio_events_received_total", "harvester") >= warm as f64
+    })
+    .await;
+    client
+        .publish("proprio.tick.train", "{}".into())
+        .await
+        .unwrap();
+    wait_for("the first model in the scorer", 300, || {
+        Scrape::of(&m).sum("proprio_model_swaps_total", "") >= 1.0
+    })
+    .await;
+    warm
+}
+
+/// Back-pressure: a scorer that comes back to a backlog older than its
+/// max lag sheds it (acknowledged, counted) and scores what is new; the
+/// harvester still takes every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_backlog_is_shed_and_counted() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let args = ["--max-lag", "3s"];
+    let proc = start_proprio(&nats.url, &metrics, dir.path(), &args).await;
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let warm = warm_up(&client, &metrics).await;
+    let m = metrics.clone();
+    wait_for("the scorer through the warm-up", 60, || {
+        Scrape::of(&m).sum("proprio_events_received_total", "scorer") >= warm as f64
+    })
+    .await;
+    drop(proc);
+
+    // While proprio is down: a backlog that will be stale when it is back.
+    let backlog = 3 * SOURCES as u64 * 5;
+    let ts = now_ms();
+    for i in 0..backlog {
+        let (subj, body) = normal_event(warm + i, ts);
+        client.publish(subj, body.into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let _proc = start_proprio(&nats.url, &metrics, dir.path(), &args).await;
+    let m = metrics.clone();
+    wait_for("the model reloaded", 60, || {
+        Scrape::of(&m).sum("proprio_model_swaps_total", "") >= 1.0
+    })
+    .await;
+    // Fresh events after the restart are scored.
+    let fresh = 3 * SOURCES as u64;
+    let ts = now_ms();
+    for i in 0..fresh {
+        let (subj, body) = normal_event(warm + backlog + i, ts);
+        client.publish(subj, body.into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    let total = warm + backlog + fresh;
+    wait_for("both consumers to account for every event", 120, || {
+        let s = Scrape::of(&m);
+        let h = s.sum("proprio_events_harvested_total", "")
+            + s.sum("proprio_events_dropped_total", "")
+            + s.sum("proprio_events_rejected_total", "");
+        // Counters restarted with the process: what it took since.
+        h >= (backlog + fresh) as f64
+            && s.sum("proprio_events_received_total", "scorer") >= (backlog + fresh) as f64
+    })
+    .await;
+    let s = Scrape::of(&metrics);
+    let shed = s.sum("proprio_events_unscored_total", "shed");
+    let scored = s.sum("proprio_events_scored_total", "");
+    println!(
+        "shed: published {total} ({warm} warm-up, {backlog} while down, {fresh} after); \
+         after the restart: shed {shed:.0}, scored {scored:.0}, lag gauge {:.1} s",
+        s.sum("proprio_scorer_lag_seconds", "")
+    );
+    assert_eq!(shed, backlog as f64, "exactly the stale backlog is shed");
+    assert_eq!(scored, fresh as f64, "what came after is scored");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sustained_load_loses_nothing_and_reports_latency() {
     let rate = env_num("PROPRIO_LOAD_RATE", 5000);
@@ -167,29 +282,9 @@ async fn sustained_load_loses_nothing_and_reports_latency() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let metrics = format!("127.0.0.1:{}", free_port());
-    let log = std::fs::File::create(dir.path().join("proprio.log")).unwrap();
-    let registry = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/services.yaml");
-    let child = Command::new(proprio_bin())
-        .args(["run", "--nats", &nats.url, "--metrics-addr", &metrics])
-        .args([
-            "--registry",
-            registry,
-            "--cold-steps",
-            "200",
-            "--threads",
-            "1",
-        ])
-        .args(["--cooldown", "0s"])
-        .env("OMP_WAIT_POLICY", "PASSIVE")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("starting proprio run");
-    let pid = child.id();
-    let _proc = Proc(child);
+    let proc = start_proprio(&nats.url, &metrics, dir.path(), &[]).await;
+    let pid = proc.0.id();
     let client = async_nats::connect(&nats.url).await.unwrap();
-    let m = metrics.clone();
-    wait_for("proprio's /metrics", 30, || !get(&m, "/metrics").is_empty()).await;
 
     // Alerts as they arrive, with their arrival time.
     let arrivals: Arc<Mutex<Vec<(Alert, Instant)>>> = Arc::default();
@@ -203,31 +298,8 @@ async fn sustained_load_loses_nothing_and_reports_latency() {
         }
     });
 
-    // Warm-up: 30 rounds of every source, a training tick, the first model.
-    let mut published: u64 = 0;
-    let warm = 30 * 3 * SOURCES as u64;
-    let t0 = now_ms() - 120_000;
-    for i in 0..warm {
-        let (subj, body) = normal_event(i, t0 + (i as i64 * 120_000) / warm as i64);
-        client.publish(subj, body.into()).await.unwrap();
-    }
-    client.flush().await.unwrap();
-    published += warm;
-    let m = metrics.clone();
-    wait_for("the warm-up harvested", 120, || {
-        let s = Scrape::of(&m);
-        s.sum("proprio_events_received_total", "harvester") >= warm as f64
-    })
-    .await;
-    client
-        .publish("proprio.tick.train", "{}".into())
-        .await
-        .unwrap();
-    let m = metrics.clone();
-    wait_for("the first model in the scorer", 300, || {
-        Scrape::of(&m).sum("proprio_model_swaps_total", "") >= 1.0
-    })
-    .await;
+    let mut published = warm_up(&client, &metrics).await;
+    let warm = published;
 
     // Load: `rate` events/s in 10 ms ticks; one fault a second.
     let mut faults: HashMap<(String, i64), Instant> = HashMap::new();
