@@ -369,3 +369,68 @@ async fn bad_input_is_dead_lettered_once_counted_and_nothing_stalls() {
     assert_eq!(invalid, bad.len() as f64);
     assert!(p.alive(), "proprio died");
 }
+
+/// The size limit is configuration (`run.max_payload`, here through its
+/// environment variable): a 20 KiB event, accepted under the 64 KiB
+/// default, is too large under 16 KiB, for the harvester and the scorer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_payload_limit_is_configurable() {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let js = jetstream::new(client.clone());
+    // Valid JSON padded with whitespace: only its size is wrong.
+    let padded = |kib: usize| {
+        let mut p = format!(r#"{{"ts":{},"message":"padded"}}"#, now_ms()).into_bytes();
+        p.extend(std::iter::repeat_n(b' ', kib * 1024));
+        p
+    };
+    let p = Proprio::start_env(
+        &nats.url,
+        &["--roles", "harvester,scorer", "--registry", registry()],
+        &[("PROPRIO_RUN_MAX_PAYLOAD", "16KiB")],
+    );
+    publish_all(
+        &js,
+        [
+            ("os.log.small".to_string(), padded(8), "s".to_string()),
+            ("os.log.big".to_string(), padded(20), "b".to_string()),
+        ],
+        8,
+    )
+    .await;
+    wait_settled(&js, &[CONSUMER_HARVESTER, CONSUMER_SCORER], 30).await;
+    let m = p.metrics();
+    let g = |k: &str| m.get(k).copied().unwrap_or(0.0);
+    let too_large = g(r#"proprio_events_rejected_total{reason="too_large"}"#);
+    let harvested = g("proprio_events_harvested_total");
+    let scorer_refused = g(r#"proprio_events_unscored_total{reason="invalid"}"#);
+    println!(
+        "max_payload 16KiB: 8 KiB event harvested {harvested}, 20 KiB event too_large {too_large}, scorer refused {scorer_refused}"
+    );
+    assert_eq!((harvested, too_large, scorer_refused), (1.0, 1.0, 1.0));
+    drop(p);
+
+    // The default (64 KiB) takes the 20 KiB one.
+    let p = Proprio::start(&nats.url, &["--roles", "harvester", "--registry", registry()]);
+    publish_all(
+        &js,
+        [("os.log.big2".to_string(), padded(20), "b2".to_string())],
+        8,
+    )
+    .await;
+    wait_settled(&js, &[CONSUMER_HARVESTER], 30).await;
+    assert_eq!(p.metric("proprio_events_harvested_total"), 1.0);
+    assert_eq!(
+        p.metric(r#"proprio_events_rejected_total{reason="too_large"}"#),
+        0.0
+    );
+    // A nonsense limit is refused at start-up, naming the key.
+    let out = std::process::Command::new(support::proprio_bin())
+        .args(["config", "check"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/proprio.toml"))
+        .env("PROPRIO_RUN_MAX_PAYLOAD", "12 parsecs")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("run.max_payload"), "{err}");
+}
