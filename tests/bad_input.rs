@@ -6,9 +6,9 @@
 //!
 //! `cargo test --release --test bad_input -- --nocapture`
 
-mod support;
 #[path = "support/proc.rs"]
 mod proc;
+mod support;
 
 use async_nats::jetstream;
 use proc::{normal, now_ms, publish_all, registry, scan, wait_settled, Proprio};
@@ -281,12 +281,17 @@ async fn bad_input_is_dead_lettered_once_counted_and_nothing_stalls() {
 
     // The valid ones reached the curriculum.
     let mut after_docs = HashSet::new();
-    scan(&js, bus::STREAM_CURRICULUM, bus::SUBJECT_CURRICULUM_ALL, |m| {
-        let d = Document::from_msgpack(&m.payload).unwrap();
-        if d.source.starts_with("after") {
-            after_docs.insert((d.source, d.ts));
-        }
-    })
+    scan(
+        &js,
+        bus::STREAM_CURRICULUM,
+        bus::SUBJECT_CURRICULUM_ALL,
+        |m| {
+            let d = Document::from_msgpack(&m.payload).unwrap();
+            if d.source.starts_with("after") {
+                after_docs.insert((d.source, d.ts));
+            }
+        },
+    )
     .await;
 
     // One dead letter per bad payload: its reason, its subject, its bytes.
@@ -335,9 +340,8 @@ async fn bad_input_is_dead_lettered_once_counted_and_nothing_stalls() {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let received =
-        a(r#"proprio_events_received_total{role="harvester"}"#)
-            - b(r#"proprio_events_received_total{role="harvester"}"#);
+    let received = a(r#"proprio_events_received_total{role="harvester"}"#)
+        - b(r#"proprio_events_received_total{role="harvester"}"#);
     let invalid = a(r#"proprio_events_unscored_total{reason="invalid"}"#)
         - b(r#"proprio_events_unscored_total{reason="invalid"}"#);
     let scored = a("proprio_events_scored_total") - b("proprio_events_scored_total");
@@ -411,7 +415,10 @@ async fn the_payload_limit_is_configurable() {
     drop(p);
 
     // The default (64 KiB) takes the 20 KiB one.
-    let p = Proprio::start(&nats.url, &["--roles", "harvester", "--registry", registry()]);
+    let p = Proprio::start(
+        &nats.url,
+        &["--roles", "harvester", "--registry", registry()],
+    );
     publish_all(
         &js,
         [("os.log.big2".to_string(), padded(20), "b2".to_string())],
@@ -432,5 +439,8 @@ async fn the_payload_limit_is_configurable() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("run.max_payload"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("run.max_payload"),
+        "{err}"
+    );
 }

@@ -4,9 +4,9 @@
 //!
 //! `cargo test --release --test crash_safety -- --nocapture --test-threads=1`
 
-mod support;
 #[path = "support/proc.rs"]
 mod proc;
+mod support;
 
 use async_nats::jetstream;
 use proc::{normal, now_ms, publish_all, registry, wait_settled, Proprio};
@@ -33,7 +33,10 @@ async fn tick(client: &async_nats::Client) {
 }
 
 async fn notice(bus: &Bus) -> ModelNotice {
-    ModelNotice::current(bus).await.unwrap().expect("a model in KV")
+    ModelNotice::current(bus)
+        .await
+        .unwrap()
+        .expect("a model in KV")
 }
 
 /// The trainer lock as (holder, until_ms), if held.
@@ -78,9 +81,14 @@ async fn a_trainer_killed_mid_cycle_leaves_the_model_and_the_next_tick_trains() 
     wait_settled(&js, &[CONSUMER_HARVESTER], 60).await;
     tick(&client).await;
     trainer.wait_metric(CYCLES_OK, 1.0, 120).await;
-    workers.wait_metric("proprio_model_swaps_total", 1.0, 30).await;
+    workers
+        .wait_metric("proprio_model_swaps_total", 1.0, 30)
+        .await;
     let v1 = notice(&bus).await;
-    assert_eq!(model_version(&workers).as_deref(), Some(v1.version.as_str()));
+    assert_eq!(
+        model_version(&workers).as_deref(),
+        Some(v1.version.as_str())
+    );
 
     // A cycle that takes minutes, killed once it holds the lock and trains.
     drop(trainer);
@@ -91,7 +99,10 @@ async fn a_trainer_killed_mid_cycle_leaves_the_model_and_the_next_tick_trains() 
         if let Some(l) = lock(&bus).await {
             break l;
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "the slow cycle never took the lock");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the slow cycle never took the lock"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // Past HARVEST and VALIDATE, into a TRAIN of a million steps.
@@ -109,7 +120,10 @@ async fn a_trainer_killed_mid_cycle_leaves_the_model_and_the_next_tick_trains() 
 
     // The previous model stays in KV and in service; scoring goes on.
     assert_eq!(notice(&bus).await, v1);
-    assert_eq!(model_version(&workers).as_deref(), Some(v1.version.as_str()));
+    assert_eq!(
+        model_version(&workers).as_deref(),
+        Some(v1.version.as_str())
+    );
     let scored = workers.metric("proprio_events_scored_total");
     let more = normal(6, 2, now_ms() - 5_000)
         .into_iter()
@@ -146,8 +160,13 @@ async fn a_trainer_killed_mid_cycle_leaves_the_model_and_the_next_tick_trains() 
     assert!(!v2.cold_start, "incremental from the model left in service");
     // Renewed leases are short: a dead trainer blocks for one lease at most.
     assert!(left <= 31_000, "lease {left} ms");
-    workers.wait_metric("proprio_model_swaps_total", 2.0, 30).await;
-    assert_eq!(model_version(&workers).as_deref(), Some(v2.version.as_str()));
+    workers
+        .wait_metric("proprio_model_swaps_total", 2.0, 30)
+        .await;
+    assert_eq!(
+        model_version(&workers).as_deref(),
+        Some(v2.version.as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,8 +196,14 @@ async fn corrupt_or_truncated_checkpoints_are_refused_and_the_trainer_cold_start
     // 1. Truncated in the object store: refused, cold start.
     let bytes = bus.get_model_bytes(&v1.object).await.unwrap().unwrap();
     let cut = bytes[..bytes.len() / 2].to_vec();
-    let e = Checkpoint::from_bytes(&cut).err().expect("a cut checkpoint loads");
-    println!("truncated checkpoint ({} of {} bytes): {e:#}", cut.len(), bytes.len());
+    let e = Checkpoint::from_bytes(&cut)
+        .err()
+        .expect("a cut checkpoint loads");
+    println!(
+        "truncated checkpoint ({} of {} bytes): {e:#}",
+        cut.len(),
+        bytes.len()
+    );
     bus.put_model_bytes(&v1.object, &cut).await.unwrap();
     tick(&client).await;
     p.wait_metric(CYCLES_OK, 2.0, 120).await;
@@ -191,7 +216,9 @@ async fn corrupt_or_truncated_checkpoints_are_refused_and_the_trainer_cold_start
     let mut bytes = bus.get_model_bytes(&v2.object).await.unwrap().unwrap();
     let mid = bytes.len() * 3 / 4;
     bytes[mid] ^= 0x40;
-    let e = Checkpoint::from_bytes(&bytes).err().expect("a corrupt checkpoint loads");
+    let e = Checkpoint::from_bytes(&bytes)
+        .err()
+        .expect("a corrupt checkpoint loads");
     assert!(format!("{e:#}").contains("hash"), "{e:#}");
     println!("corrupt checkpoint (byte {mid} flipped): {e:#}");
     bus.put_model_bytes(&v2.object, &bytes).await.unwrap();
@@ -218,7 +245,10 @@ async fn corrupt_or_truncated_checkpoints_are_refused_and_the_trainer_cold_start
         .wait_metric("proprio_model_swaps_total", 1.0, 30)
         .await;
     assert_eq!(model_version(&scorer).as_deref(), Some(v3.version.as_str()));
-    assert_eq!(p.metric(r#"proprio_growth_cycles_total{outcome="failed"}"#), 0.0);
+    assert_eq!(
+        p.metric(r#"proprio_growth_cycles_total{outcome="failed"}"#),
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,7 +364,10 @@ async fn a_scorer_replica_killed_under_load_leaves_its_share_to_the_other() {
         a_kill + b_total
     );
     assert_eq!(skipped, 0, "messages skipped after too many deliveries");
-    assert_eq!(info.ack_floor.stream_sequence, last, "unacked telemetry left");
+    assert_eq!(
+        info.ack_floor.stream_sequence, last,
+        "unacked telemetry left"
+    );
     assert!(b_total > b_kill, "B did not take A's share");
     // Every event acked by a scorer with a model was scored; what A scored
     // after its last scrape and acked is the only uncounted part.

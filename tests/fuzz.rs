@@ -273,18 +273,22 @@ enum Mutation {
 
 fn mutation() -> impl Strategy<Value = Mutation> {
     let interesting = prop::sample::select(vec![
-        0x00u8, 0x7f, 0x80, 0x8f, 0x90, 0xa0, 0xbf, 0xc0, 0xc1, 0xc2, 0xc3, 0xca, 0xcb, 0xcc,
-        0xcf, 0xd3, 0xd9, 0xdc, 0xdd, 0xde, 0xdf, 0xff, b'{', b'}', b'[', b'"', b'\\', b':',
-        b',', 0xed, 0xf0,
+        0x00u8, 0x7f, 0x80, 0x8f, 0x90, 0xa0, 0xbf, 0xc0, 0xc1, 0xc2, 0xc3, 0xca, 0xcb, 0xcc, 0xcf,
+        0xd3, 0xd9, 0xdc, 0xdd, 0xde, 0xdf, 0xff, b'{', b'}', b'[', b'"', b'\\', b':', b',', 0xed,
+        0xf0,
     ]);
     prop_oneof![
-        (any::<usize>(), prop_oneof![any::<u8>(), interesting.clone()])
+        (
+            any::<usize>(),
+            prop_oneof![any::<u8>(), interesting.clone()]
+        )
             .prop_map(|(i, b)| Mutation::Set(i, b)),
         any::<usize>().prop_map(Mutation::Truncate),
         (any::<usize>(), prop::collection::vec(interesting, 1..6))
             .prop_map(|(i, b)| Mutation::Insert(i, b)),
         (any::<usize>(), 1usize..8).prop_map(|(i, n)| Mutation::Remove(i, n)),
-        (any::<usize>(), any::<usize>(), 1usize..16).prop_map(|(a, b, n)| Mutation::Splice(a, b, n)),
+        (any::<usize>(), any::<usize>(), 1usize..16)
+            .prop_map(|(a, b, n)| Mutation::Splice(a, b, n)),
     ]
 }
 
@@ -322,13 +326,18 @@ fn mutate(mut p: Vec<u8>, muts: &[Mutation], other: &[u8]) -> Vec<u8> {
 fn hostile_bytes() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         prop::collection::vec(any::<u8>(), 0..512),
-        (1usize..40_000, prop::sample::select(vec![0x91u8, 0x81, b'['])).prop_map(|(n, b)| {
-            let mut v = vec![0x81, 0xa5];
-            v.extend_from_slice(b"attrs");
-            v.extend(std::iter::repeat_n(b, n));
-            v
-        }),
-        (1usize..20_000).prop_map(|n| format!(r#"{{"ts":{NOW},"attrs":{}}}"#, "[".repeat(n)).into_bytes()),
+        (
+            1usize..40_000,
+            prop::sample::select(vec![0x91u8, 0x81, b'['])
+        )
+            .prop_map(|(n, b)| {
+                let mut v = vec![0x81, 0xa5];
+                v.extend_from_slice(b"attrs");
+                v.extend(std::iter::repeat_n(b, n));
+                v
+            }),
+        (1usize..20_000)
+            .prop_map(|n| format!(r#"{{"ts":{NOW},"attrs":{}}}"#, "[".repeat(n)).into_bytes()),
         // A map header claiming more entries than there are bytes.
         (any::<u32>()).prop_map(|n| {
             let mut v = vec![0xdf];
@@ -379,7 +388,10 @@ fn fuzz_decode_validate_render_tokenize_score() {
     runner(n)
         .run(&hostile_bytes(), |b| pipe.borrow_mut().run(&b))
         .unwrap();
-    families.push(("arbitrary/hostile bytes", pipe.borrow().tally.inputs - before));
+    families.push((
+        "arbitrary/hostile bytes",
+        pipe.borrow().tally.inputs - before,
+    ));
 
     let before = pipe.borrow().tally.inputs;
     runner(n)
@@ -390,7 +402,10 @@ fn fuzz_decode_validate_render_tokenize_score() {
             Ok(())
         })
         .unwrap();
-    families.push(("arbitrary JSON/MessagePack values", pipe.borrow().tally.inputs - before));
+    families.push((
+        "arbitrary JSON/MessagePack values",
+        pipe.borrow().tally.inputs - before,
+    ));
 
     let before = pipe.borrow().tally.inputs;
     let accepted_before = pipe.borrow().tally.accepted;
@@ -444,7 +459,10 @@ fn fuzz_decode_validate_render_tokenize_score() {
             Ok(())
         })
         .unwrap();
-    families.push(("free text through escape and mask", pipe.borrow().tally.inputs - before));
+    families.push((
+        "free text through escape and mask",
+        pipe.borrow().tally.inputs - before,
+    ));
 
     // The unmutated vectors are accepted and scored: the pipeline is live.
     let scored_before = pipe.borrow().tally.scored;

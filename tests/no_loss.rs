@@ -7,9 +7,9 @@
 //! prints the figures. PROPRIO_BURST sets the burst size (default 100,000
 //! for the kill, half that for the server restart).
 
-mod support;
 #[path = "support/proc.rs"]
 mod proc;
+mod support;
 
 use async_nats::jetstream;
 use proc::{now_ms, publish_all, registry, scan, wait_settled, Proprio};
@@ -57,7 +57,10 @@ fn burst(
         } else if k % 3 == 0 {
             (
                 format!("os.flux.{source}.heartbeat"),
-                format!(r#"{{"ts":{ts},"state":"healthy","attrs":{{"n":{}}}}}"#, i % 7),
+                format!(
+                    r#"{{"ts":{ts},"state":"healthy","attrs":{{"n":{}}}}}"#,
+                    i % 7
+                ),
             )
         } else {
             (
@@ -118,9 +121,7 @@ async fn alerts(js: &jetstream::Context) -> (u64, usize, usize) {
 }
 
 /// Alerts as seen by a plain (core NATS) subscriber, by id.
-fn wire_alerts(
-    client: async_nats::Client,
-) -> tokio::task::JoinHandle<HashMap<String, usize>> {
+fn wire_alerts(client: async_nats::Client) -> tokio::task::JoinHandle<HashMap<String, usize>> {
     tokio::spawn(async move {
         use futures::StreamExt;
         let mut sub = client.subscribe(bus::SUBJECT_ALERTS_ALL).await.unwrap();
@@ -239,7 +240,10 @@ async fn kill_9_mid_burst_loses_nothing_and_alerts_once() {
     );
     assert_eq!(lost, 0, "events lost");
     assert_eq!(stored as usize, distinct, "an alert stored twice");
-    assert!(stored > 0, "no alert at all: the dedup check proves nothing");
+    assert!(
+        stored > 0,
+        "no alert at all: the dedup check proves nothing"
+    );
     assert_eq!(p.starts, 2);
 }
 

@@ -495,11 +495,7 @@ impl Trainer {
             .unwrap_or_default();
             let renewed = match self.bus.kv().await {
                 Ok(kv) => kv
-                    .update(
-                        KEY_TRAINER_LOCK,
-                        lease.into(),
-                        rev.load(Ordering::Relaxed),
-                    )
+                    .update(KEY_TRAINER_LOCK, lease.into(), rev.load(Ordering::Relaxed))
                     .await
                     .map_err(anyhow::Error::new),
                 Err(e) => Err(e),

@@ -342,12 +342,8 @@ pub async fn train_first_model(
         .await
         .unwrap();
     client.flush().await.unwrap();
-    p.wait_metric(
-        r#"proprio_growth_cycles_total{outcome="ok"}"#,
-        1.0,
-        120,
-    )
-    .await;
+    p.wait_metric(r#"proprio_growth_cycles_total{outcome="ok"}"#, 1.0, 120)
+        .await;
     p.wait_metric("proprio_model_swaps_total", 1.0, 30).await;
 }
 
@@ -373,8 +369,7 @@ pub async fn scan(
     }
     let mut msgs = c.messages().await.unwrap();
     let mut n = 0;
-    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(10), msgs.next()).await
-    {
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(10), msgs.next()).await {
         let info = m.info().unwrap();
         let (seq, pending) = (info.stream_sequence, info.pending);
         f(&m.message);
