@@ -156,6 +156,12 @@ pub const KEYS: &[Key] = &[
         "threads for the model",
     ),
     key(
+        "run.max_payload",
+        "PROPRIO_RUN_MAX_PAYLOAD",
+        Some("--max-payload"),
+        "largest telemetry payload accepted (bytes, or 64KiB, 1MiB); larger is dead-lettered as too_large",
+    ),
+    key(
         "scorer.threshold",
         "PROPRIO_SCORER_THRESHOLD",
         Some("--threshold"),
@@ -267,6 +273,7 @@ pub struct RunSection {
     pub roles: Vec<Role>,
     pub registry: PathBuf,
     pub threads: usize,
+    pub max_payload: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -330,6 +337,7 @@ impl Default for Config {
                 roles: Role::ALL.to_vec(),
                 registry: PathBuf::from("deploy/services.yaml"),
                 threads: 1,
+                max_payload: crate::event::Limits::default().max_payload,
             },
             scorer: ScorerSection {
                 threshold: 3.0,
@@ -403,6 +411,24 @@ fn parse_num<T: std::str::FromStr>(s: &str, what: &str) -> Result<T> {
     s.trim()
         .parse::<T>()
         .map_err(|_| anyhow!("{s:?} is not {what}"))
+}
+
+/// A size in bytes: `65536`, `64KiB` (or `64k`), `1MiB` (or `1m`).
+pub fn parse_size(s: &str) -> std::result::Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: usize = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 65536, 64KiB, 1MiB)"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => return Err(format!("{s:?}: unknown unit (use KiB or MiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn parse_dur(s: &str) -> Result<Duration> {
@@ -528,6 +554,7 @@ impl Config {
                 self.run.registry = opt_path(v).ok_or_else(|| anyhow!("the path is empty"))?
             }
             "run.threads" => self.run.threads = parse_num(v, "a number of threads")?,
+            "run.max_payload" => self.run.max_payload = parse_size(v).map_err(|e| anyhow!(e))?,
             "scorer.threshold" => self.scorer.threshold = parse_num(v, "a number")?,
             "scorer.cooldown" => self.scorer.cooldown = parse_dur(v)?,
             "scorer.max_lag" => {
@@ -685,6 +712,13 @@ impl Config {
         if given("threads") {
             self.set("run.threads", &a.threads.to_string(), flag("--threads"))?;
         }
+        if given("max_payload") {
+            self.set(
+                "run.max_payload",
+                &a.max_payload.to_string(),
+                flag("--max-payload"),
+            )?;
+        }
         if given("threshold") {
             self.set(
                 "scorer.threshold",
@@ -788,6 +822,12 @@ impl Config {
         if self.run.threads == 0 {
             return Err(bad("run.threads", "must be at least 1".into()));
         }
+        if self.run.max_payload < 1024 {
+            return Err(bad(
+                "run.max_payload",
+                format!("= {} must be at least 1024 bytes", self.run.max_payload),
+            ));
+        }
         if !(self.scorer.threshold.is_finite() && self.scorer.threshold > 0.0) {
             return Err(bad(
                 "scorer.threshold",
@@ -858,6 +898,7 @@ impl Config {
             incremental_steps: self.trainer.incremental_steps,
             silence_multiple: self.silence.multiple,
             threads: self.run.threads,
+            max_payload: self.run.max_payload,
             digest_debounce: self.trainer.digest_debounce,
         }
     }
@@ -890,6 +931,7 @@ impl Config {
                 .join(","),
             "run.registry" => self.run.registry.display().to_string(),
             "run.threads" => self.run.threads.to_string(),
+            "run.max_payload" => self.run.max_payload.to_string(),
             "scorer.threshold" => self.scorer.threshold.to_string(),
             "scorer.cooldown" => format_duration(self.scorer.cooldown),
             "scorer.max_lag" => return self.scorer.max_lag.map(format_duration),
@@ -939,6 +981,7 @@ fn toml_literal(path: &str, v: &str) -> String {
         "nats.replicas"
             | "nats.tls_required"
             | "run.threads"
+            | "run.max_payload"
             | "scorer.threshold"
             | "trainer.cold_steps"
             | "trainer.incremental_steps"

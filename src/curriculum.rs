@@ -440,12 +440,20 @@ fn phase_token(p: Phase) -> &'static str {
     }
 }
 
-/// User text can never forge a special token: `<|` loses its bar.
+/// User text can never forge a special token: `<|` loses its bar, until
+/// none is left (one pass turns `<<||BOE|>` into a real `<|BOE|>`). Line
+/// breaks become spaces, so an event stays one line whatever its text (a
+/// multi-line log message, a raw log line with an inner `\n`). Both found
+/// by tests/fuzz.rs.
 pub fn escape(s: &str) -> String {
-    if s.contains("<|") {
-        s.replace("<|", "<")
+    let mut s = s.to_string();
+    while s.contains("<|") {
+        s = s.replace("<|", "<");
+    }
+    if s.contains(['\n', '\r']) {
+        s.replace(['\n', '\r'], " ")
     } else {
-        s.to_string()
+        s
     }
 }
 

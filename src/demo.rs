@@ -147,6 +147,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         incremental_steps: args.steps / 2,
         silence_multiple: 3.0,
         threads: 1,
+        max_payload: crate::event::Limits::default().max_payload,
         digest_debounce: Duration::from_secs(2),
     })
     .await?;

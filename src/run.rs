@@ -90,6 +90,10 @@ pub struct RunArgs {
     /// Threads for the model.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Largest telemetry payload accepted (bytes, or e.g. 64KiB); larger
+    /// ones are dead-lettered as too_large.
+    #[arg(long, default_value = "64KiB", value_parser = crate::config::parse_size)]
+    pub max_payload: usize,
     /// Least time between two digests republished because alerts arrived.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub digest_debounce: Duration,
@@ -178,6 +182,11 @@ pub async fn start(args: &RunArgs) -> Result<Running> {
         key_files: vec![args.registry.clone()],
         ..Default::default()
     };
+    // Harvester and scorer must refuse the same payloads.
+    let limits = crate::event::Limits {
+        max_payload: args.max_payload,
+        ..Default::default()
+    };
     let (stop, rx) = watch::channel(false);
     let mut r = Running {
         scorer: None,
@@ -197,6 +206,7 @@ pub async fn start(args: &RunArgs) -> Result<Running> {
                     bus,
                     HarvesterConfig {
                         gates: gates.clone(),
+                        limits: limits.clone(),
                         ..Default::default()
                     },
                 );
@@ -207,6 +217,7 @@ pub async fn start(args: &RunArgs) -> Result<Running> {
                 let s = Scorer::new(
                     bus,
                     ScorerConfig {
+                        limits: limits.clone(),
                         threshold: args.threshold,
                         cooldown_ms: args.cooldown.as_millis() as i64,
                         max_lag: (!args.max_lag.is_zero()).then_some(args.max_lag),

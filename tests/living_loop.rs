@@ -39,6 +39,7 @@ fn args(url: &str, roles: &[Role]) -> RunArgs {
         incremental_steps: 50,
         silence_multiple: 3.0,
         threads: 1,
+        max_payload: 64 * 1024,
         digest_debounce: Duration::from_millis(500),
     }
 }

@@ -62,7 +62,9 @@ pub struct TrainerConfig {
     pub cold_steps: usize,
     pub incremental_steps: usize,
     pub batch: usize,
-    /// How long a trainer holds the lock before another may take over.
+    /// How long the lock outlives its holder's last renewal. It is renewed
+    /// every third of this while a cycle runs, so it can be short: a trainer
+    /// killed mid-cycle wedges training for at most this long.
     pub lease_ms: i64,
     /// Score at which an evaluated flux event counts as anomalous.
     pub threshold: f32,
@@ -85,7 +87,10 @@ impl Default for TrainerConfig {
             cold_steps: 500,
             incremental_steps: 200,
             batch: 32,
-            lease_ms: 30 * 60 * 1000,
+            // Was 30 min with no renewal: a killed trainer blocked every
+            // tick for half an hour, and a cycle longer than that could be
+            // taken over while still running.
+            lease_ms: 30 * 1000,
             threshold: 3.0,
             digest_debounce: Duration::from_secs(10),
             seed: 1337,
@@ -223,8 +228,12 @@ impl Trainer {
             tracing::info!("another trainer holds the lock; tick skipped");
             return Ok(None);
         };
-        let out = self.cycle_locked().await;
-        self.unlock(rev).await;
+        let rev = AtomicU64::new(rev);
+        let out = tokio::select! {
+            out = self.cycle_locked() => out,
+            never = self.keep_lease(&rev) => match never {},
+        };
+        self.unlock(rev.load(Ordering::Relaxed)).await;
         if out.is_ok() {
             self.stats.cycles.fetch_add(1, Ordering::Relaxed);
         }
@@ -468,6 +477,33 @@ impl Trainer {
         {
             Ok(rev) => Ok(Some(rev)),
             Err(_) => Ok(None),
+        }
+    }
+
+    /// Renews the lease held at `rev` while the cycle runs; never returns.
+    /// A failed renewal (NATS away, or the lease lost to another trainer) is
+    /// logged and retried: the cycle itself is not interrupted, since the
+    /// worst a second trainer can do is publish a model too.
+    async fn keep_lease(&self, rev: &AtomicU64) -> std::convert::Infallible {
+        let every = Duration::from_millis((self.cfg.lease_ms / 3).max(50) as u64);
+        loop {
+            tokio::time::sleep(every).await;
+            let lease = serde_json::to_vec(&Lease {
+                holder: self.cfg.id.clone(),
+                until_ms: self.clock.now_ms() + self.cfg.lease_ms,
+            })
+            .unwrap_or_default();
+            let renewed = match self.bus.kv().await {
+                Ok(kv) => kv
+                    .update(KEY_TRAINER_LOCK, lease.into(), rev.load(Ordering::Relaxed))
+                    .await
+                    .map_err(anyhow::Error::new),
+                Err(e) => Err(e),
+            };
+            match renewed {
+                Ok(r) => rev.store(r, Ordering::Relaxed),
+                Err(e) => tracing::warn!("trainer lease not renewed: {e:#}"),
+            }
         }
     }
 

@@ -82,6 +82,19 @@ impl NatsServer {
         }
     }
 
+    /// Stops the server the way an operator would (SIGTERM: it flushes its
+    /// store and closes client connections) and hands back its store.
+    pub fn terminate(mut self) -> (tempfile::TempDir, u16) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop()
+    }
+
     /// Stops the server and hands back its store, to restart on it.
     pub fn stop(mut self) -> (tempfile::TempDir, u16) {
         let _ = self.child.kill();
