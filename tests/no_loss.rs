@@ -111,7 +111,7 @@ async fn trained(p: &Proprio, js: &jetstream::Context, client: &async_nats::Clie
 /// Alerts stored: (total, distinct ids, max copies of one telemetry message).
 async fn alerts(js: &jetstream::Context) -> (u64, usize, usize) {
     let mut ids: HashMap<String, usize> = HashMap::new();
-    let n = scan(js, bus::STREAM_ALERTS, bus::SUBJECT_ALERTS_ALL, |m| {
+    let n = scan(js, bus::STREAM_ALERTS, bus::SUBJECT_RAISE_ALL, |m| {
         let a = Alert::decode(&m.payload).unwrap();
         *ids.entry(a.id).or_default() += 1;
     })
@@ -240,6 +240,7 @@ async fn kill_9_mid_burst_loses_nothing_and_alerts_once() {
     );
     assert_eq!(lost, 0, "events lost");
     assert_eq!(stored as usize, distinct, "an alert stored twice");
+    assert_eq!(wire_total, wire.len(), "a subscriber saw an alert twice");
     assert!(
         stored > 0,
         "no alert at all: the dedup check proves nothing"
