@@ -50,7 +50,17 @@ pub struct SilenceConfig {
     pub check_every: Duration,
     /// Telemetry replayed at start-up to relearn intervals.
     pub lookback: Duration,
+    /// With at least this many sources judged, the stream as a whole is
+    /// watched too: when no source at all speaks for `multiple` times the
+    /// stream's usual gap (and `floor`), it is the telemetry path
+    /// (publishers, their network, NATS) that stopped, not every service at
+    /// once. That is one alert for source [`ALL_SOURCES`], and the sources'
+    /// own silences in that episode are not alerted one by one.
+    pub mass_min: usize,
 }
+
+/// The source named by a silence of (nearly) every source at once.
+pub const ALL_SOURCES: &str = "telemetry";
 
 impl Default for SilenceConfig {
     fn default() -> Self {
@@ -62,6 +72,7 @@ impl Default for SilenceConfig {
             max_sources: 10_000,
             check_every: Duration::from_millis(250),
             lookback: Duration::from_secs(15 * 60),
+            mass_min: 5,
         }
     }
 }
@@ -149,6 +160,8 @@ pub struct Tracker {
     sources: HashMap<String, Track>,
     /// (last_seen, source), for least-recently-heard eviction.
     by_age: BTreeSet<(i64, String)>,
+    /// The stream as a whole, as one more source.
+    all: Track,
 }
 
 impl Tracker {
@@ -157,6 +170,13 @@ impl Tracker {
             cfg,
             sources: HashMap::new(),
             by_age: BTreeSet::new(),
+            all: Track {
+                last_seen: i64::MIN,
+                kind: Kind::Flux,
+                gaps: VecDeque::new(),
+                alerted: false,
+                retry_at: 0,
+            },
         }
     }
 
@@ -170,6 +190,18 @@ impl Tracker {
 
     /// `source` was heard from at `ts_ms` (server time).
     pub fn observe(&mut self, source: &str, kind: Kind, ts_ms: i64) {
+        let all = &mut self.all;
+        if ts_ms > all.last_seen {
+            if all.alerted {
+                all.alerted = false;
+            } else if all.last_seen != i64::MIN {
+                all.gaps.push_back(ts_ms - all.last_seen);
+                while all.gaps.len() > self.cfg.history.max(1) {
+                    all.gaps.pop_front();
+                }
+            }
+            all.last_seen = ts_ms;
+        }
         if let Some(t) = self.sources.get_mut(source) {
             if ts_ms <= t.last_seen {
                 // Same millisecond or out of order: no new gap to learn.
@@ -235,6 +267,42 @@ impl Tracker {
         }
         out.sort_by(|a, b| a.source.cmp(&b.source));
         out
+    }
+
+    /// Sources whose rhythm is known well enough to be judged.
+    pub fn judged(&self) -> usize {
+        let n = self.cfg.min_observations;
+        self.sources.values().filter(|t| t.gaps.len() >= n).count()
+    }
+
+    /// The whole stream's silence (see [`SilenceConfig::mass_min`]): Some
+    /// while no source at all has spoken for longer than its threshold,
+    /// whether or not it was alerted yet.
+    pub fn all_silent(&self, now_ms: i64) -> Option<Overdue> {
+        let t = &self.all;
+        if self.judged() < self.cfg.mass_min.max(1) || t.gaps.len() < self.cfg.min_observations {
+            return None;
+        }
+        let usual = t.usual()?;
+        let silent = now_ms - t.last_seen;
+        let threshold =
+            ((usual as f64 * self.cfg.multiple) as i64).max(self.cfg.floor.as_millis() as i64);
+        (silent > threshold).then(|| Overdue {
+            source: ALL_SOURCES.to_string(),
+            kind: Kind::Flux,
+            last_seen: t.last_seen,
+            silent_ms: silent,
+            usual_ms: usual,
+        })
+    }
+
+    /// Whether the whole stream's current silence was alerted.
+    pub fn all_alerted(&self) -> bool {
+        self.all.alerted
+    }
+
+    pub fn settle_all(&mut self) {
+        self.all.alerted = true;
     }
 
     /// This silence has been dealt with (alerted, or muted); no more alerts
@@ -369,6 +437,27 @@ impl SilenceWatch {
 
     async fn check(&self, tracker: &mut Tracker) {
         let now = self.clock.now_ms();
+        if let Some(all) = tracker.all_silent(now) {
+            // The path is down: its sources' silences are that one silence.
+            for o in tracker.overdue(now) {
+                tracker.settle(&o.source);
+            }
+            if tracker.all_alerted() {
+                return;
+            }
+            let alert = mass_alert(&all, tracker.judged(), now);
+            match self.bus.publish_alert(&alert).await {
+                Ok(stored) => {
+                    if stored {
+                        self.stats.alerts.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("{}", alert.rendered);
+                    }
+                    tracker.settle_all();
+                }
+                Err(e) => tracing::warn!("silence alert not published: {e:#}"),
+            }
+            return;
+        }
         for o in tracker.overdue(now) {
             match self.bus.is_muted(&o.source, now).await {
                 Ok(true) => {
@@ -395,6 +484,44 @@ impl SilenceWatch {
                 }
             }
         }
+    }
+}
+
+/// One alert for the whole stream's silence: the telemetry path stopped.
+/// Its id is the last arrival's stream time, so two watchers name it alike.
+pub fn mass_alert(all: &Overdue, judged: usize, now_ms: i64) -> Alert {
+    let last = all.last_seen;
+    let score = all.silent_ms as f32 / all.usual_ms.max(1) as f32;
+    let silent_s = all.silent_ms as f32 / 1000.0;
+    let what = format!(
+        "all {judged} sources silent for {} (usual gap {}): telemetry stopped reaching NATS",
+        format_duration(all.silent_ms),
+        format_duration(all.usual_ms)
+    );
+    let rendered = format!("{ALL_SOURCES} {what}");
+    Alert {
+        id: Alert::id_for_silence(ALL_SOURCES, last),
+        ts: now_ms,
+        source: ALL_SOURCES.to_string(),
+        key: ALL_SOURCES.to_string(),
+        kind: Kind::Flux,
+        score,
+        loss: silent_s,
+        baseline: AlertBaseline {
+            median: 0.0,
+            scale: 0.0,
+            of: BaselineOf::None,
+        },
+        span: Span {
+            text: rendered.clone(),
+            start: 0,
+            end: 0,
+            loss: silent_s,
+        },
+        rendered,
+        diagnosis: Some(what),
+        model: None,
+        reason: AlertReason::Silence,
     }
 }
 
@@ -482,6 +609,53 @@ mod tests {
         t.observe("a", Kind::Log, 30);
         assert!(t.overdue(9_000).is_empty(), "under the floor");
         assert_eq!(t.overdue(10_100).len(), 1);
+    }
+
+    #[test]
+    fn the_whole_stream_silent_is_one_silence() {
+        let mut t = Tracker::new(SilenceConfig {
+            max_sources: 100,
+            ..cfg()
+        });
+        for i in 0..5 {
+            for s in 0..6 {
+                t.observe(&format!("s{s}"), Kind::Pulse, i * 1000 + s * 10);
+            }
+        }
+        // One source stops, the others go on: its own silence.
+        for i in 5..8 {
+            for s in 1..6 {
+                t.observe(&format!("s{s}"), Kind::Pulse, i * 1000 + s * 10);
+            }
+        }
+        assert!(t.all_silent(7_100).is_none());
+        assert_eq!(t.overdue(7_100).len(), 1);
+        t.settle("s0");
+        // Then nothing from anyone: the stream's silence, once.
+        let all = t.all_silent(10_000).expect("the stream is silent");
+        assert_eq!((all.last_seen, all.usual_ms), (7_050, 960));
+        let a = mass_alert(&all, t.judged(), 10_000);
+        assert_eq!(a.source, ALL_SOURCES);
+        assert_eq!(a.reason, AlertReason::Silence);
+        assert!(
+            a.rendered.contains("all 6 sources silent for 3s"),
+            "{}",
+            a.rendered
+        );
+        assert_eq!(a.id, Alert::id_for_silence(ALL_SOURCES, 7_050));
+        t.settle_all();
+        assert!(t.all_alerted() && t.all_silent(20_000).is_some());
+        // Speaking again re-arms it, and the outage is not a usual gap.
+        t.observe("s3", Kind::Pulse, 30_000);
+        assert!(!t.all_alerted());
+        assert_eq!(t.all.usual(), Some(960));
+        // Too few sources to tell the path from its services.
+        let mut small = Tracker::new(cfg());
+        for i in 0..5 {
+            small.observe("a", Kind::Pulse, i * 1000);
+            small.observe("b", Kind::Pulse, i * 1000 + 1);
+        }
+        assert!(small.all_silent(60_000).is_none());
     }
 
     #[test]

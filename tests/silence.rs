@@ -188,3 +188,32 @@ async fn a_muted_source_is_not_alerted() {
     assert!(alerts(&bus).await.is_empty());
     w.stop().await;
 }
+
+/// Every source stopping at once is the telemetry path going down (the
+/// publishers' network, NATS), not six services dying in the same second:
+/// one alert naming it, not six.
+#[tokio::test]
+async fn everything_silent_at_once_is_one_alert() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let w = watch(&bus);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let beats: Vec<_> = (0..6)
+        .map(|i| {
+            let bus = bus.clone();
+            tokio::spawn(async move { beat(&bus, &format!("svc{i}"), 8).await })
+        })
+        .collect();
+    for b in beats {
+        b.await.unwrap();
+    }
+    let a = wait_alerts(&bus, 1).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let a2 = alerts(&bus).await;
+    assert_eq!(a2.len(), 1, "one alert, not one per source: {a2:?}");
+    assert_eq!(a[0].source, proprio::silence::ALL_SOURCES);
+    assert_eq!(a[0].reason, AlertReason::Silence);
+    let d = a[0].diagnosis.clone().unwrap();
+    assert!(d.starts_with("all 6 sources silent for "), "{d}");
+    w.stop().await;
+}
