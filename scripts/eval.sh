@@ -8,7 +8,8 @@
 # Environment (all optional):
 #   DATA       the labelled public logs [../shared/data, relative to the repo root]
 #   OUT        where inputs, reports and logs go [target/eval]
-#   ONLY       a subset of the data sets: "hdfs bgl sim" [all three]
+#   ONLY       a subset of the data sets: "hdfs bgl sim" [all three]; "none"
+#              prints the table of what target/eval already holds
 #   THREADS    libtorch / scorer threads per eval [2]
 #   NICE       niceness of the evals [10]
 #   SIM_STEPS  training steps of the simulated-OS model [4000]
