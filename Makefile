@@ -7,7 +7,7 @@ LIBTORCH ?= $(ROOT)/.tools/libtorch
 export LIBTORCH
 export PATH := $(ROOT)/.tools/bin:$(PATH)
 
-.PHONY: setup build test demo bench examples clean-tools
+.PHONY: setup build test demo bench examples eval clean-tools
 
 setup:
 	@bash scripts/setup.sh
@@ -28,6 +28,12 @@ bench: build
 # The Python examples (examples/) against nats-server + proprio, end to end.
 examples: build
 	bash scripts/examples.sh
+
+# The detection-quality table (docs/EVAL.md): imports ../shared/data (or
+# DATA=...), simulates the OS scenarios, runs `proprio eval` for the model and
+# the baselines. Long (see docs/EVAL.md for its wall time); not part of `test`.
+eval: build
+	SKIP_BUILD=1 bash scripts/eval.sh
 
 clean-tools:
 	rm -rf .tools

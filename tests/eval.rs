@@ -256,15 +256,103 @@ fn eval_end_to_end_on_a_small_simulation() {
     );
     let table = r.table();
     assert!(table.contains("AUROC") && table.contains("model") && table.contains("(all)"));
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(d.path().join("r.json")).unwrap_or_else(|_| {
-            // evaluate() does not write the JSON; run() does.
-            serde_json::to_string(&r).unwrap()
-        }),
+
+    // Counted here, independently of the harness: the labelled events of the
+    // test file, per fault type, and its faults file.
+    let evs = proprio::event::read_jsonl(&test).unwrap();
+    let labelled: Vec<&str> = evs.iter().filter_map(|e| e.label.as_deref()).collect();
+    assert_eq!(r.test_anomalous as usize, labelled.len());
+    assert_eq!(r.test_units as usize, evs.len());
+    let faults: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}.faults.json", test.display())).unwrap(),
     )
     .unwrap();
-    assert_eq!(json["detectors"].as_array().unwrap().len(), 5);
-    assert!(json["detectors"][0]["overall"]["auroc"].is_number());
+    assert_eq!(faults.as_array().unwrap().len(), sum.faults.len());
+    for det in r.detectors.iter().filter(|d| d.name != "silence") {
+        let c = det.overall.confusion;
+        assert_eq!(c.tp + c.fp + c.tn + c.fn_, r.test_units, "{}", det.name);
+        assert_eq!(c.tp + c.fn_, r.test_anomalous, "{}", det.name);
+        for (ty, m) in &det.by_type {
+            let n = labelled.iter().filter(|l| label_type(l) == ty).count();
+            assert_eq!(m.anomalous as usize, n, "{} {ty}", det.name);
+        }
+    }
+
+    // `run` (what `proprio eval --json` calls) writes the same report.
+    proprio::eval::run(args.clone()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("r.json")).unwrap())
+            .unwrap();
+    let dets = json["detectors"].as_array().unwrap();
+    assert_eq!(dets.len(), 5);
+    assert_eq!(json["test_anomalous"].as_u64(), Some(r.test_anomalous));
+    let t_json = dets.iter().find(|d| d["name"] == "template").unwrap();
+    assert_eq!(
+        t_json["overall"]["auroc"].as_f64(),
+        t.overall.auroc,
+        "the baselines are deterministic"
+    );
+    assert!(dets[0]["overall"]["auroc"].is_number());
+}
+
+/// AUROC, AUPRC and F1 against their textbook definitions, computed by brute
+/// force on a fixed pseudo-random case with ties.
+#[test]
+fn metrics_match_brute_force_definitions() {
+    let mut x: u64 = 42;
+    let mut next = || {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (x >> 33) as u32
+    };
+    let n = 300;
+    let y: Vec<bool> = (0..n).map(|_| next() % 5 == 0).collect();
+    // Scores on a coarse grid (many ties), shifted up for the anomalous units.
+    let s: Vec<f32> = y
+        .iter()
+        .map(|&a| (next() % 20) as f32 + if a { 4.0 } else { 0.0 })
+        .collect();
+    // Mann-Whitney: P(anomalous > normal) + 0.5 P(tie).
+    let (mut wins, mut pairs) = (0.0f64, 0.0f64);
+    for i in 0..n {
+        for j in 0..n {
+            if y[i] && !y[j] {
+                pairs += 1.0;
+                wins += if s[i] > s[j] {
+                    1.0
+                } else if s[i] == s[j] {
+                    0.5
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+    let want = wins / pairs;
+    assert!(want > 0.6 && want < 0.95, "a non-trivial case: {want}");
+    assert!(close(auroc(&s, &y), want), "{:?} vs {want}", auroc(&s, &y));
+    // Average precision: sum over distinct thresholds t (highest first) of
+    // (recall(>= t) - recall(> t)) * precision(>= t).
+    let pos = y.iter().filter(|&&a| a).count() as f64;
+    let mut ts: Vec<f32> = s.clone();
+    ts.sort_by(|a, b| b.total_cmp(a));
+    ts.dedup();
+    let (mut ap, mut prev_recall) = (0.0, 0.0);
+    for &t in &ts {
+        let flagged: Vec<usize> = (0..n).filter(|&i| s[i] >= t).collect();
+        let tp = flagged.iter().filter(|&&i| y[i]).count() as f64;
+        let recall = tp / pos;
+        ap += (recall - prev_recall) * tp / flagged.len() as f64;
+        prev_recall = recall;
+    }
+    assert!(close(auprc(&s, &y), ap), "{:?} vs {ap}", auprc(&s, &y));
+    // P, R, F1 at a threshold from counts.
+    let c = Confusion::at(&s, &y, 12.0);
+    let tp = (0..n).filter(|&i| y[i] && s[i] > 12.0).count() as f64;
+    let fp = (0..n).filter(|&i| !y[i] && s[i] > 12.0).count() as f64;
+    let p = tp / (tp + fp);
+    let r = tp / pos;
+    assert!(close(c.precision(), p) && close(c.recall(), r));
+    assert!(close(c.f1(), 2.0 * p * r / (p + r)));
 }
 
 #[test]

@@ -229,3 +229,41 @@ fn real_bgl_sample_when_present() {
         assert!(!cats.keys().any(|c| m.contains(c.as_str())), "{m}");
     }
 }
+
+/// The real HDFS sample, when ../shared/data is here: every line has its block
+/// as key, 5,750 blocks of which 212 are labelled anomalous (data README).
+#[test]
+fn real_hdfs_sample_when_present() {
+    let dir = data_dir().join("hdfs_part1");
+    let p = dir.join("HDFS_2pct_part1.log");
+    if !p.exists() {
+        eprintln!(
+            "SKIPPED: {} is absent (real data lives in ../shared/data)",
+            p.display()
+        );
+        return;
+    }
+    let mut a = args(Format::Hdfs);
+    a.input = p.clone();
+    a.labels = Some(dir.join("anomaly_label.csv"));
+    let f = std::fs::File::open(&p).unwrap();
+    let mut buf = Vec::new();
+    let s = import(&a, std::io::BufReader::new(f), &mut buf).unwrap();
+    assert_eq!((s.lines, s.events, s.skipped), (125_942, 125_942, 0));
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("hdfs.jsonl");
+    std::fs::write(&out, &buf).unwrap();
+    let evs = read_jsonl(&out).unwrap();
+    let mut blocks: HashMap<&str, bool> = HashMap::new();
+    for e in &evs {
+        assert!(e.key.starts_with("blk_"), "{}", e.key);
+        // The key is the block the line names.
+        assert!(msg(e).0.contains(e.key.as_str()), "{}", msg(e).0);
+        *blocks.entry(e.key.as_str()).or_default() |= e.label.is_some();
+    }
+    assert_eq!(blocks.len(), 5_750);
+    assert_eq!(blocks.values().filter(|&&a| a).count(), 212);
+    // A labelled block is labelled on every one of its lines.
+    let labelled: usize = evs.iter().filter(|e| blocks[e.key.as_str()]).count();
+    assert_eq!(labelled as u64, s.labelled);
+}
