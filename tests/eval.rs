@@ -281,8 +281,7 @@ fn eval_end_to_end_on_a_small_simulation() {
     // `run` (what `proprio eval --json` calls) writes the same report.
     proprio::eval::run(args.clone()).unwrap();
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.path().join("r.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("r.json")).unwrap()).unwrap();
     let dets = json["detectors"].as_array().unwrap();
     assert_eq!(dets.len(), 5);
     assert_eq!(json["test_anomalous"].as_u64(), Some(r.test_anomalous));
@@ -301,7 +300,9 @@ fn eval_end_to_end_on_a_small_simulation() {
 fn metrics_match_brute_force_definitions() {
     let mut x: u64 = 42;
     let mut next = || {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (x >> 33) as u32
     };
     let n = 300;

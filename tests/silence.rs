@@ -18,6 +18,7 @@ fn cfg() -> SilenceConfig {
         multiple: 3.0,
         floor: Duration::from_millis(300),
         min_observations: 3,
+        min_span: Duration::from_millis(200),
         check_every: Duration::from_millis(50),
         lookback: Duration::from_secs(60),
         ..SilenceConfig::default()
