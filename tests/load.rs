@@ -417,6 +417,16 @@ async fn sustained_load_loses_nothing_and_reports_latency() {
         percentile(&lat, 0.99),
         lat.last().copied().unwrap_or(f64::NAN),
     );
+    let batches = s.sum("proprio_scoring_batch_size_count", "");
+    println!(
+        "load: alerts published {:.0} in all (cooldown 0 s: every event past the threshold)",
+        s.sum("proprio_alerts_published_total", "")
+    );
+    println!(
+        "load: scorer {batches:.0} batches of {:.1} events on average, {:.1} s in forward passes",
+        s.sum("proprio_scoring_batch_size_sum", "") / batches.max(1.0),
+        s.sum("proprio_scoring_duration_seconds_sum", "")
+    );
     println!(
         "load: scorer lag max {max_pending:.0} messages, {max_lag_s:.1} s; RSS first 10 s {first:.1} MB, last 10 s {last:.1} MB, max {:.1} MB",
         rss.iter().copied().fold(0.0, f64::max)

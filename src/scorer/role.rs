@@ -5,7 +5,7 @@
 //! its alert, if any, is stored; the alert's `Nats-Msg-Id` is the telemetry
 //! message's stream sequence, so a redelivered event never alerts twice.
 
-use super::worker::{ModelInfo, ModelWorker};
+use super::worker::ModelWorker;
 use super::{finish, EventScorer, Prepared, Scored};
 use crate::alert::{Alert, AlertBaseline, AlertReason, Diagnoser, Span};
 use crate::bus::{Bus, CONSUMER_SCORER, STREAM_TELEMETRY, SUBJECT_MODEL_PUBLISHED};
@@ -50,7 +50,7 @@ impl Default for ScorerConfig {
     fn default() -> Self {
         ScorerConfig {
             threshold: 3.0,
-            batch: 64,
+            batch: 256,
             max_wait: Duration::from_millis(20),
             cooldown_ms: 60_000,
             max_keys: super::Contexts::DEFAULT_MAX_KEYS,
@@ -251,6 +251,8 @@ impl Scorer {
         self.stats
             .scored
             .fetch_add(valid.len() as u64, Ordering::Relaxed);
+        let mut done: Vec<(jetstream::Message, Option<Alert>)> = Vec::with_capacity(valid.len());
+        let mut candidates: Vec<(usize, Event)> = Vec::new();
         for ((m, ev, p), loss) in valid.into_iter().zip(&losses) {
             let s = finish(&p, loss, &info.baselines);
             let kind = [ev.kind().as_str()];
@@ -262,19 +264,69 @@ impl Scorer {
                 .event_score
                 .with_label_values(&kind)
                 .observe(s.score as f64);
-            let ok = if s.score >= self.cfg.threshold {
-                self.alert(&m, &ev, &s, &info, cooldown, now).await
-            } else {
-                Ok(())
-            };
-            match ok {
-                Ok(()) => {
-                    let _ = m.ack().await;
+            let alert = (s.score >= self.cfg.threshold).then(|| {
+                let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
+                surprise_alert(&ev, &s, &self.cfg.diagnoser, Some(&info.version), seq)
+            });
+            if alert.is_some() {
+                candidates.push((done.len(), ev));
+            }
+            done.push((m, alert));
+        }
+        // Alerts of a batch go out together: their mute checks and publish
+        // acknowledgements are round trips to the server, and one after the
+        // other they were most of a batch's time under load.
+        let muted = futures::future::join_all(
+            candidates
+                .iter()
+                .map(|(_, ev)| self.bus.is_muted(&ev.source, now)),
+        )
+        .await;
+        let mut failed = vec![false; done.len()];
+        let mut outgoing: Vec<usize> = Vec::new();
+        for ((i, ev), muted) in candidates.iter().zip(muted) {
+            match muted {
+                Ok(true) => {
+                    self.stats.muted.fetch_add(1, Ordering::Relaxed);
+                    done[*i].1 = None;
+                }
+                Ok(false) if !cooldown.admit(&ev.source, ev.kind(), ev.ts) => {
+                    self.stats.cooled_down.fetch_add(1, Ordering::Relaxed);
+                    done[*i].1 = None;
+                }
+                Ok(false) => outgoing.push(*i),
+                Err(e) => {
+                    tracing::warn!("reading the mute of {}, will retry: {e:#}", ev.source);
+                    failed[*i] = true;
+                }
+            }
+        }
+        let published = futures::future::join_all(outgoing.iter().map(|&i| {
+            let a = done[i].1.as_ref().expect("an outgoing alert");
+            self.bus.publish_alert(a)
+        }))
+        .await;
+        for (&i, r) in outgoing.iter().zip(published) {
+            match r {
+                Ok(true) => {
+                    self.stats.alerts.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(false) => {
+                    self.stats.duplicate_alerts.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    tracing::warn!("alert for {} not published, will retry: {e:#}", ev.source);
-                    let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                    let source = done[i].1.as_ref().map_or("", |a| a.source.as_str());
+                    tracing::warn!("alert for {source} not published, will retry: {e:#}");
+                    failed[i] = true;
                 }
+            }
+        }
+        // Acknowledged only once its alert, if any, is stored.
+        for ((m, _), failed) in done.into_iter().zip(failed) {
+            if failed {
+                let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            } else {
+                let _ = m.ack().await;
             }
         }
         Ok(())
@@ -320,34 +372,6 @@ impl Scorer {
             );
         }
         keep
-    }
-
-    async fn alert(
-        &self,
-        m: &jetstream::Message,
-        ev: &Event,
-        s: &Scored,
-        info: &ModelInfo,
-        cooldown: &mut Cooldown,
-        now: i64,
-    ) -> Result<()> {
-        if self.bus.is_muted(&ev.source, now).await? {
-            self.stats.muted.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        }
-        if !cooldown.admit(&ev.source, ev.kind(), ev.ts) {
-            self.stats.cooled_down.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        }
-        let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let alert = surprise_alert(ev, s, &self.cfg.diagnoser, Some(&info.version), seq);
-        let fresh = self.bus.publish_alert(&alert).await?;
-        if fresh {
-            self.stats.alerts.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.stats.duplicate_alerts.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
     }
 }
 
