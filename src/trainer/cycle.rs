@@ -584,20 +584,28 @@ fn last_flux(
 /// distinct problems from the alerts of the last 24 h.
 pub async fn build_digest(bus: &Bus, model: Option<&ModelNotice>, now_ms: i64) -> Result<Digest> {
     let since = now_ms - 24 * HOUR_MS;
-    let raw = bus
-        .read_since(STREAM_ALERTS, SUBJECT_RAISE_ALL, since)
-        .await?;
+    // Streamed, not collected: a day of alerts can be millions (an alert
+    // storm), and the digest only needs a count and the best few problems.
     let mut count = 0u64;
     let mut best: std::collections::HashMap<(String, String), f32> = Default::default();
-    for (payload, _) in raw {
-        let Ok(a) = Alert::decode(&payload) else {
-            continue;
+    bus.scan_since(STREAM_ALERTS, SUBJECT_RAISE_ALL, since, |m, _| {
+        let Ok(a) = Alert::decode(&m.payload) else {
+            return;
         };
         count += 1;
         let what = problem_words(&a);
         let e = best.entry((a.source.clone(), what)).or_insert(f32::MIN);
         *e = e.max(a.score);
-    }
+        if best.len() > 20_000 {
+            // Bounded: keep the highest-scoring half.
+            let mut scores: Vec<f32> = best.values().copied().collect();
+            let mid = scores.len() / 2;
+            let (_, cut, _) = scores.select_nth_unstable_by(mid, |x, y| y.total_cmp(x));
+            let cut = *cut;
+            best.retain(|_, v| *v >= cut);
+        }
+    })
+    .await?;
     let mut recent: Vec<Problem> = best
         .into_iter()
         .map(|((source, what), score)| Problem {
