@@ -12,25 +12,20 @@
 //! machine is shared and noisy. Asserted: nothing lost, every event scored or
 //! counted as shed, every injected fault alerted once, memory flat.
 
+#[path = "support/proc.rs"]
+mod proc;
 mod support;
 
 use futures::StreamExt;
+use proc::{http_get, now_ms, scrape};
 use proprio::alert::Alert;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use support::{free_port, proprio_bin, NatsServer};
 
 const SOURCES: usize = 203;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -48,50 +43,13 @@ impl Drop for Proc {
     }
 }
 
-fn get(addr: &str, path: &str) -> String {
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
-/// The process's metrics: the sum of every sample of `name` whose labels
-/// contain `label` ("" for any).
-struct Scrape(BTreeMap<String, f64>);
-
-impl Scrape {
-    fn of(addr: &str) -> Scrape {
-        Scrape(
-            get(addr, "/metrics")
-                .lines()
-                .filter(|l| !l.starts_with('#') && !l.is_empty())
-                .filter_map(|l| {
-                    let (k, v) = l.rsplit_once(' ')?;
-                    Some((k.to_string(), v.parse().ok()?))
-                })
-                .collect(),
-        )
-    }
-
-    fn sum(&self, name: &str, label: &str) -> f64 {
-        self.0
-            .iter()
-            .filter(|(k, _)| {
-                let base = k.split('{').next().unwrap_or("");
-                base == name && k.contains(label)
-            })
-            .map(|(_, v)| v)
-            .sum()
-    }
+/// The sum of every sample of `name` whose labels contain `label` ("" for
+/// any).
+fn sum(m: &BTreeMap<String, f64>, name: &str, label: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| k.split('{').next() == Some(name) && k.contains(label))
+        .map(|(_, v)| v)
+        .sum()
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -180,7 +138,10 @@ async fn start_proprio(url: &str, metrics: &str, dir: &std::path::Path, extra: &
         .expect("starting proprio run");
     let p = Proc(child);
     let m = metrics.to_string();
-    wait_for("proprio's /metrics", 30, || !get(&m, "/metrics").is_empty()).await;
+    wait_for("proprio's /metrics", 30, || {
+        http_get(&m, "/metrics").0 == 200
+    })
+    .await;
     p
 }
 
@@ -196,7 +157,7 @@ async fn warm_up(client: &async_nats::Client, metrics: &str) -> u64 {
     client.flush().await.unwrap();
     let m = metrics.to_string();
     wait_for("the warm-up harvested", 120, || {
-        Scrape::of(&m).sum("proprio_events_received_total", "harvester") >= warm as f64
+        sum(&scrape(&m), "proprio_events_received_total", "harvester") >= warm as f64
     })
     .await;
     client
@@ -204,7 +165,7 @@ async fn warm_up(client: &async_nats::Client, metrics: &str) -> u64 {
         .await
         .unwrap();
     wait_for("the first model in the scorer", 300, || {
-        Scrape::of(&m).sum("proprio_model_swaps_total", "") >= 1.0
+        sum(&scrape(&m), "proprio_model_swaps_total", "") >= 1.0
     })
     .await;
     warm
@@ -224,7 +185,7 @@ async fn a_stale_backlog_is_shed_and_counted() {
     let warm = warm_up(&client, &metrics).await;
     let m = metrics.clone();
     wait_for("the scorer through the warm-up", 60, || {
-        Scrape::of(&m).sum("proprio_events_received_total", "scorer") >= warm as f64
+        sum(&scrape(&m), "proprio_events_received_total", "scorer") >= warm as f64
     })
     .await;
     drop(proc);
@@ -241,7 +202,7 @@ async fn a_stale_backlog_is_shed_and_counted() {
     let _proc = start_proprio(&nats.url, &metrics, dir.path(), &args).await;
     let m = metrics.clone();
     wait_for("the model reloaded", 60, || {
-        Scrape::of(&m).sum("proprio_model_swaps_total", "") >= 1.0
+        sum(&scrape(&m), "proprio_model_swaps_total", "") >= 1.0
     })
     .await;
     // Fresh events after the restart are scored.
@@ -254,22 +215,22 @@ async fn a_stale_backlog_is_shed_and_counted() {
     client.flush().await.unwrap();
     let total = warm + backlog + fresh;
     wait_for("both consumers to account for every event", 120, || {
-        let s = Scrape::of(&m);
-        let h = s.sum("proprio_events_harvested_total", "")
-            + s.sum("proprio_events_dropped_total", "")
-            + s.sum("proprio_events_rejected_total", "");
+        let s = scrape(&m);
+        let h = sum(&s, "proprio_events_harvested_total", "")
+            + sum(&s, "proprio_events_dropped_total", "")
+            + sum(&s, "proprio_events_rejected_total", "");
         // Counters restarted with the process: what it took since.
         h >= (backlog + fresh) as f64
-            && s.sum("proprio_events_received_total", "scorer") >= (backlog + fresh) as f64
+            && sum(&s, "proprio_events_received_total", "scorer") >= (backlog + fresh) as f64
     })
     .await;
-    let s = Scrape::of(&metrics);
-    let shed = s.sum("proprio_events_unscored_total", "shed");
-    let scored = s.sum("proprio_events_scored_total", "");
+    let s = scrape(&metrics);
+    let shed = sum(&s, "proprio_events_unscored_total", "shed");
+    let scored = sum(&s, "proprio_events_scored_total", "");
     println!(
         "shed: published {total} ({warm} warm-up, {backlog} while down, {fresh} after); \
          after the restart: shed {shed:.0}, scored {scored:.0}, lag gauge {:.1} s",
-        s.sum("proprio_scorer_lag_seconds", "")
+        sum(&s, "proprio_scorer_lag_seconds", "")
     );
     assert_eq!(shed, backlog as f64, "exactly the stale backlog is shed");
     assert_eq!(scored, fresh as f64, "what came after is scored");
@@ -329,10 +290,13 @@ async fn sustained_load_loses_nothing_and_reports_latency() {
             let source = subj.trim_start_matches("os.log.").to_string();
             client.publish(subj, body.into()).await.unwrap();
             faults.insert((source, ts), Instant::now());
-            let s = Scrape::of(&metrics);
-            max_pending =
-                max_pending.max(s.sum("proprio_consumer_pending_messages", "proprio-scorer"));
-            max_lag_s = max_lag_s.max(s.sum("proprio_scorer_lag_seconds", ""));
+            let s = scrape(&metrics);
+            max_pending = max_pending.max(sum(
+                &s,
+                "proprio_consumer_pending_messages",
+                "proprio-scorer",
+            ));
+            max_lag_s = max_lag_s.max(sum(&s, "proprio_scorer_lag_seconds", ""));
             rss.push(rss_mb(pid));
             next_sample += Duration::from_secs(1);
         }
@@ -345,11 +309,11 @@ async fn sustained_load_loses_nothing_and_reports_latency() {
     let m = metrics.clone();
     let drained = Instant::now();
     wait_for("both consumers to account for every event", 600, || {
-        let s = Scrape::of(&m);
-        let harvested = s.sum("proprio_events_harvested_total", "")
-            + s.sum("proprio_events_dropped_total", "")
-            + s.sum("proprio_events_rejected_total", "");
-        let scored = s.sum("proprio_events_received_total", "scorer");
+        let s = scrape(&m);
+        let harvested = sum(&s, "proprio_events_harvested_total", "")
+            + sum(&s, "proprio_events_dropped_total", "")
+            + sum(&s, "proprio_events_rejected_total", "");
+        let scored = sum(&s, "proprio_events_received_total", "scorer");
         harvested >= published as f64 && scored >= published as f64
     })
     .await;
@@ -374,15 +338,15 @@ async fn sustained_load_loses_nothing_and_reports_latency() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let s = Scrape::of(&metrics);
-    let harvested = s.sum("proprio_events_harvested_total", "");
-    let dropped = s.sum("proprio_events_dropped_total", "");
-    let rejected = s.sum("proprio_events_rejected_total", "");
-    let received_h = s.sum("proprio_events_received_total", "harvester");
-    let scored = s.sum("proprio_events_scored_total", "");
-    let warming = s.sum("proprio_events_unscored_total", "warming");
-    let shed = s.sum("proprio_events_unscored_total", "shed");
-    let received_s = s.sum("proprio_events_received_total", "scorer");
+    let s = scrape(&metrics);
+    let harvested = sum(&s, "proprio_events_harvested_total", "");
+    let dropped = sum(&s, "proprio_events_dropped_total", "");
+    let rejected = sum(&s, "proprio_events_rejected_total", "");
+    let received_h = sum(&s, "proprio_events_received_total", "harvester");
+    let scored = sum(&s, "proprio_events_scored_total", "");
+    let warming = sum(&s, "proprio_events_unscored_total", "warming");
+    let shed = sum(&s, "proprio_events_unscored_total", "shed");
+    let received_s = sum(&s, "proprio_events_received_total", "scorer");
     let a = arrivals.lock().unwrap();
     let mut lat: Vec<f64> = Vec::new();
     let mut per_fault: HashMap<&(String, i64), usize> = HashMap::new();
@@ -417,15 +381,15 @@ async fn sustained_load_loses_nothing_and_reports_latency() {
         percentile(&lat, 0.99),
         lat.last().copied().unwrap_or(f64::NAN),
     );
-    let batches = s.sum("proprio_scoring_batch_size_count", "");
+    let batches = sum(&s, "proprio_scoring_batch_size_count", "");
     println!(
         "load: alerts published {:.0} in all (cooldown 0 s: every event past the threshold)",
-        s.sum("proprio_alerts_published_total", "")
+        sum(&s, "proprio_alerts_published_total", "")
     );
     println!(
         "load: scorer {batches:.0} batches of {:.1} events on average, {:.1} s in forward passes",
-        s.sum("proprio_scoring_batch_size_sum", "") / batches.max(1.0),
-        s.sum("proprio_scoring_duration_seconds_sum", "")
+        sum(&s, "proprio_scoring_batch_size_sum", "") / batches.max(1.0),
+        sum(&s, "proprio_scoring_duration_seconds_sum", "")
     );
     println!(
         "load: scorer lag max {max_pending:.0} messages, {max_lag_s:.1} s; RSS first 10 s {first:.1} MB, last 10 s {last:.1} MB, max {:.1} MB",
