@@ -14,6 +14,9 @@
 //! configuration with secrets redacted.
 
 use crate::bus::{BusConfig, NatsSecurity};
+use crate::curriculum::{MetricFormat, RenderConfig};
+use crate::model::train::TrainConfig;
+use crate::model::GptConfig;
 use crate::cli_ops::parse_duration;
 use crate::run::{Role, RunArgs};
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -162,6 +165,12 @@ pub const KEYS: &[Key] = &[
         "largest telemetry payload accepted (bytes, or 64KiB, 1MiB); larger is dead-lettered as too_large",
     ),
     key(
+        "run.key_files",
+        "PROPRIO_RUN_KEY_FILES",
+        None,
+        "files whose change is an architecture change (besides the registry): fingerprint, cold start",
+    ),
+    key(
         "scorer.threshold",
         "PROPRIO_SCORER_THRESHOLD",
         Some("--threshold"),
@@ -202,6 +211,60 @@ pub const KEYS: &[Key] = &[
         "PROPRIO_TRAINER_DIGEST_DEBOUNCE",
         Some("--digest-debounce"),
         "least time between alert-driven digests",
+    ),
+    key(
+        "trainer.batch_size",
+        "PROPRIO_TRAINER_BATCH_SIZE",
+        None,
+        "windows per training step",
+    ),
+    key(
+        "trainer.lr",
+        "PROPRIO_TRAINER_LR",
+        None,
+        "peak learning rate",
+    ),
+    key(
+        "trainer.weight_decay",
+        "PROPRIO_TRAINER_WEIGHT_DECAY",
+        None,
+        "AdamW weight decay",
+    ),
+    key(
+        "model.n_embd",
+        "PROPRIO_MODEL_N_EMBD",
+        None,
+        "embedding width of a cold-started model",
+    ),
+    key(
+        "model.n_layer",
+        "PROPRIO_MODEL_N_LAYER",
+        None,
+        "transformer blocks",
+    ),
+    key(
+        "model.n_head",
+        "PROPRIO_MODEL_N_HEAD",
+        None,
+        "attention heads (dividing n_embd)",
+    ),
+    key(
+        "model.block_size",
+        "PROPRIO_MODEL_BLOCK_SIZE",
+        None,
+        "context window, in tokens",
+    ),
+    key(
+        "render.metric_format",
+        "PROPRIO_RENDER_METRIC_FORMAT",
+        None,
+        "metric values as buckets or digits",
+    ),
+    key(
+        "render.masks",
+        "PROPRIO_RENDER_MASKS",
+        None,
+        "TOML file of volatile-text masks replacing the built-in ones (\"\" = built-in)",
     ),
     key(
         "silence.multiple",
@@ -274,6 +337,7 @@ pub struct RunSection {
     pub registry: PathBuf,
     pub threads: usize,
     pub max_payload: usize,
+    pub key_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -289,6 +353,58 @@ pub struct TrainerSection {
     pub cold_steps: usize,
     pub incremental_steps: usize,
     pub digest_debounce: Duration,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderSection {
+    pub metric_format: MetricFormat,
+    /// None: the built-in masks.
+    pub masks: Option<PathBuf>,
+}
+
+/// What shapes learning, for the trainer (live or `proprio train`) and the
+/// harvester: the model's shape, the training settings, the rendering and
+/// the key files. A scorer needs none of it: it follows its model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Learning {
+    pub shape: GptConfig,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub render: RenderConfig,
+    /// Key files after the registry, in this order.
+    pub key_files: Vec<PathBuf>,
+}
+
+impl Default for Learning {
+    fn default() -> Self {
+        let t = TrainConfig::default();
+        Learning {
+            shape: GptConfig::default(),
+            batch_size: t.batch_size,
+            lr: t.lr,
+            weight_decay: t.weight_decay,
+            render: RenderConfig::default(),
+            key_files: Vec::new(),
+        }
+    }
+}
+
+impl Learning {
+    /// The freshness gates' fingerprint inputs: the registry first, then the
+    /// configured key files, then a configured rendering.
+    pub fn gates(&self, registry: &Path) -> crate::freshness::Gates {
+        let mut key_files = vec![registry.to_path_buf()];
+        key_files.extend(self.key_files.iter().cloned());
+        crate::freshness::Gates {
+            key_files,
+            settings: self.render.fingerprint_text(),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -314,6 +430,8 @@ pub struct Config {
     pub run: RunSection,
     pub scorer: ScorerSection,
     pub trainer: TrainerSection,
+    pub model: GptConfig,
+    pub render: RenderSection,
     pub silence: SilenceSection,
     pub metrics: MetricsSection,
     pub log: LogSection,
@@ -338,6 +456,7 @@ impl Default for Config {
                 registry: PathBuf::from("deploy/services.yaml"),
                 threads: 1,
                 max_payload: crate::event::Limits::default().max_payload,
+                key_files: Vec::new(),
             },
             scorer: ScorerSection {
                 threshold: 3.0,
@@ -349,6 +468,14 @@ impl Default for Config {
                 cold_steps: 500,
                 incremental_steps: 200,
                 digest_debounce: Duration::from_secs(10),
+                batch_size: TrainConfig::default().batch_size,
+                lr: TrainConfig::default().lr,
+                weight_decay: TrainConfig::default().weight_decay,
+            },
+            model: GptConfig::default(),
+            render: RenderSection {
+                metric_format: RenderConfig::default().metric_format,
+                masks: None,
             },
             silence: SilenceSection { multiple: 3.0 },
             metrics: MetricsSection { addr: None },
@@ -477,7 +604,7 @@ fn suggest(path: &str) -> String {
 }
 
 const SECTIONS: &[&str] = &[
-    "nats", "run", "scorer", "trainer", "silence", "metrics", "log",
+    "nats", "run", "scorer", "trainer", "model", "render", "silence", "metrics", "log",
 ];
 
 impl Config {
@@ -555,6 +682,12 @@ impl Config {
             }
             "run.threads" => self.run.threads = parse_num(v, "a number of threads")?,
             "run.max_payload" => self.run.max_payload = parse_size(v).map_err(|e| anyhow!(e))?,
+            "run.key_files" => {
+                self.run.key_files = v
+                    .split(',')
+                    .filter_map(opt_path)
+                    .collect()
+            }
             "scorer.threshold" => self.scorer.threshold = parse_num(v, "a number")?,
             "scorer.cooldown" => self.scorer.cooldown = parse_dur(v)?,
             "scorer.max_lag" => {
@@ -574,6 +707,17 @@ impl Config {
                 self.trainer.incremental_steps = parse_num(v, "a number of steps")?
             }
             "trainer.digest_debounce" => self.trainer.digest_debounce = parse_dur(v)?,
+            "trainer.batch_size" => self.trainer.batch_size = parse_num(v, "a number of windows")?,
+            "trainer.lr" => self.trainer.lr = parse_num(v, "a number")?,
+            "trainer.weight_decay" => self.trainer.weight_decay = parse_num(v, "a number")?,
+            "model.n_embd" => self.model.n_embd = parse_num(v, "a width")?,
+            "model.n_layer" => self.model.n_layer = parse_num(v, "a number of layers")?,
+            "model.n_head" => self.model.n_head = parse_num(v, "a number of heads")?,
+            "model.block_size" => self.model.block_size = parse_num(v, "a number of tokens")?,
+            "render.metric_format" => {
+                self.render.metric_format = v.parse().map_err(|e: String| anyhow!(e))?
+            }
+            "render.masks" => self.render.masks = opt_path(v),
             "silence.multiple" => self.silence.multiple = parse_num(v, "a number")?,
             "metrics.addr" => {
                 self.metrics.addr = match opt_string(v) {
@@ -849,6 +993,7 @@ impl Config {
                 format!("= {} is too short (at least 1s)", format_duration(e)),
             ));
         }
+        self.learning()?;
         self.nats.security.check().map_err(|e| {
             // The key the message starts with (or names first).
             let msg = format!("{e:#}");
@@ -881,6 +1026,46 @@ impl Config {
         }
     }
 
+    /// The learning settings, checked, the masks file read. Offline
+    /// commands (`train`, `eval`) need these even without NATS settings.
+    pub fn learning(&self) -> Result<Learning> {
+        let bad = |path: &str, why: String| -> anyhow::Error {
+            anyhow!("`{path}` {why} (from {})", self.origin(path))
+        };
+        if self.trainer.batch_size == 0 {
+            return Err(bad("trainer.batch_size", "must be at least 1".into()));
+        }
+        if !(self.trainer.lr.is_finite() && self.trainer.lr > 0.0) {
+            return Err(bad(
+                "trainer.lr",
+                format!("= {} must be a positive number", self.trainer.lr),
+            ));
+        }
+        if !(self.trainer.weight_decay.is_finite() && self.trainer.weight_decay >= 0.0) {
+            return Err(bad(
+                "trainer.weight_decay",
+                format!("= {} must be 0 or more", self.trainer.weight_decay),
+            ));
+        }
+        if let Err(e) = self.model.validate() {
+            let key = ["model.n_embd", "model.n_layer", "model.n_head", "model.block_size"]
+                .into_iter()
+                .find(|k| self.origin(k) != Origin::Default)
+                .unwrap_or("model.n_embd");
+            return Err(bad(key, format!("is refused: {e:#}")));
+        }
+        let render = RenderConfig::load(self.render.metric_format, self.render.masks.as_deref())
+            .map_err(|e| bad("render.masks", format!("is refused: {e:#}")))?;
+        Ok(Learning {
+            shape: self.model,
+            batch_size: self.trainer.batch_size,
+            lr: self.trainer.lr,
+            weight_decay: self.trainer.weight_decay,
+            render,
+            key_files: self.run.key_files.clone(),
+        })
+    }
+
     /// `proprio run`'s arguments from the effective configuration.
     pub fn run_args(&self) -> RunArgs {
         RunArgs {
@@ -900,6 +1085,13 @@ impl Config {
             threads: self.run.threads,
             max_payload: self.run.max_payload,
             digest_debounce: self.trainer.digest_debounce,
+            // validate() read the masks file already; only a file changed
+            // since then can fail here, and the built-in rendering is then
+            // the safe choice (documents get the built-in fingerprint).
+            learning: self.learning().unwrap_or_else(|e| {
+                tracing::error!("render settings not applied: {e:#}");
+                Learning::default()
+            }),
         }
     }
 
@@ -932,6 +1124,15 @@ impl Config {
             "run.registry" => self.run.registry.display().to_string(),
             "run.threads" => self.run.threads.to_string(),
             "run.max_payload" => self.run.max_payload.to_string(),
+            "run.key_files" => {
+                let f: Vec<String> = self
+                    .run
+                    .key_files
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                f.join(",")
+            }
             "scorer.threshold" => self.scorer.threshold.to_string(),
             "scorer.cooldown" => format_duration(self.scorer.cooldown),
             "scorer.max_lag" => return self.scorer.max_lag.map(format_duration),
@@ -939,6 +1140,15 @@ impl Config {
             "trainer.cold_steps" => self.trainer.cold_steps.to_string(),
             "trainer.incremental_steps" => self.trainer.incremental_steps.to_string(),
             "trainer.digest_debounce" => format_duration(self.trainer.digest_debounce),
+            "trainer.batch_size" => self.trainer.batch_size.to_string(),
+            "trainer.lr" => self.trainer.lr.to_string(),
+            "trainer.weight_decay" => self.trainer.weight_decay.to_string(),
+            "model.n_embd" => self.model.n_embd.to_string(),
+            "model.n_layer" => self.model.n_layer.to_string(),
+            "model.n_head" => self.model.n_head.to_string(),
+            "model.block_size" => self.model.block_size.to_string(),
+            "render.metric_format" => self.render.metric_format.as_str().to_string(),
+            "render.masks" => return self.render.masks.as_ref().map(|p| p.display().to_string()),
             "silence.multiple" => self.silence.multiple.to_string(),
             "metrics.addr" => return self.metrics.addr.map(|a| a.to_string()),
             "log.json" => self.log.json.to_string(),
@@ -985,12 +1195,22 @@ fn toml_literal(path: &str, v: &str) -> String {
             | "scorer.threshold"
             | "trainer.cold_steps"
             | "trainer.incremental_steps"
+            | "trainer.batch_size"
+            | "trainer.lr"
+            | "trainer.weight_decay"
+            | "model.n_embd"
+            | "model.n_layer"
+            | "model.n_head"
+            | "model.block_size"
             | "silence.multiple"
             | "log.json"
     );
     if bare {
         // A whole float must still read back as a float.
-        if matches!(path, "scorer.threshold" | "silence.multiple")
+        if matches!(
+            path,
+            "scorer.threshold" | "silence.multiple" | "trainer.lr" | "trainer.weight_decay"
+        )
             && !v.contains(['.', 'e', 'i', 'N'])
         {
             return format!("{v}.0");
@@ -1087,22 +1307,31 @@ pub fn keys_table() -> String {
 /// full configuration (a bad key is an error here, before anything
 /// starts), `run` with its own flags on top; logging is set up from it and
 /// the NATS settings installed for every connection. An offline command
-/// takes only the log settings, and is not stopped by a NATS setting.
+/// is not stopped by a NATS setting; one that trains (`learns`: `train`,
+/// `eval`) is stopped by a configuration it cannot read, since it would
+/// otherwise train another model than the one configured.
 pub fn startup(
     g: &GlobalArgs,
     log_json: bool,
     on_nats: bool,
+    learns: bool,
     run: Option<(&RunArgs, Option<&clap::ArgMatches>)>,
 ) -> Result<Config> {
     if !on_nats {
-        match Config::from_cli(g, log_json) {
-            Ok(c) => crate::logging::init_with(c.log.json, Some(&c.log.level)),
+        return Ok(match Config::from_cli(g, log_json) {
+            Ok(c) => {
+                crate::logging::init_with(c.log.json, Some(&c.log.level));
+                c
+            }
             Err(e) => {
                 crate::logging::init(log_json);
+                if learns {
+                    return Err(e);
+                }
                 tracing::warn!("configuration not applied: {e:#}");
+                Config::default()
             }
-        }
-        return Ok(Config::default());
+        });
     }
     let mut c = Config::from_cli(g, log_json)?;
     if let Some((a, m)) = run {

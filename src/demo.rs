@@ -149,6 +149,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         threads: 1,
         max_payload: crate::event::Limits::default().max_payload,
         digest_debounce: Duration::from_secs(2),
+        learning: Default::default(),
     })
     .await?;
     let bus = Bus::connect(&BusConfig::with_url(url.clone())).await?;

@@ -69,6 +69,10 @@ pub struct Gates {
     pub half_life_ms: i64,
     /// Files whose content defines the architecture, hashed in this order.
     pub key_files: Vec<PathBuf>,
+    /// Settings that change what a document says (a configured rendering,
+    /// see [`crate::curriculum::RenderConfig::fingerprint_text`]), hashed
+    /// after the files; empty adds nothing.
+    pub settings: String,
 }
 
 impl Default for Gates {
@@ -77,6 +81,7 @@ impl Default for Gates {
             ttl_ms: 24 * HOUR_MS,
             half_life_ms: 12 * HOUR_MS,
             key_files: vec![PathBuf::from("deploy/services.yaml")],
+            settings: String::new(),
         }
     }
 }
@@ -111,9 +116,17 @@ impl Gates {
         Verdict::Keep(self.weight(age))
     }
 
-    /// The fingerprint of the key files now.
+    /// The fingerprint of the key files now (and of the settings).
     pub fn fingerprint(&self) -> Result<String> {
-        fingerprint(&self.key_files)
+        if self.settings.is_empty() {
+            return fingerprint(&self.key_files);
+        }
+        let files = fingerprint(&self.key_files)?;
+        let mut h = Sha256::new();
+        h.update(files.as_bytes());
+        h.update((self.settings.len() as u64).to_le_bytes());
+        h.update(self.settings.as_bytes());
+        Ok(hex::encode(h.finalize()))
     }
 }
 

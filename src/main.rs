@@ -72,7 +72,8 @@ fn main() -> anyhow::Result<()> {
         _ => None,
     };
     // Configuration (file < environment < flags), logging, NATS settings.
-    let cfg = proprio::config::startup(&cli.global, cli.log_json, on_nats, run_flags)?;
+    let learns = matches!(cli.command, Command::Train(_) | Command::Eval(_));
+    let cfg = proprio::config::startup(&cli.global, cli.log_json, on_nats, learns, run_flags)?;
     let url = |given: &str, sub: &str| cfg.nats_url_for(given, matches.subcommand_matches(sub));
     let rt = || {
         tokio::runtime::Builder::new_multi_thread()
@@ -86,7 +87,10 @@ fn main() -> anyhow::Result<()> {
         )),
         Command::Demo(a) => rt()?.block_on(proprio::demo::run(a)),
         Command::Simulate(a) => proprio::sim::run(a),
-        Command::Train(a) => proprio::trainer::offline::run(a),
+        Command::Train(mut a) => {
+            a.learning = cfg.learning()?;
+            proprio::trainer::offline::run(a)
+        }
         Command::Score(a) => proprio::scorer::offline::run(a),
         Command::Digest(mut a) => {
             a.nats.nats = url(&a.nats.nats, "digest");
@@ -107,7 +111,10 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(a) => proprio::model::bench::bench(a),
         Command::Config(_) => Ok(()),
         Command::Health(a) => proprio::metrics::health_command(&a),
-        Command::Eval(a) => proprio::eval::run(a),
+        Command::Eval(mut a) => {
+            a.learning = cfg.learning()?;
+            proprio::eval::run(a)
+        }
         Command::Import(a) => proprio::import::run(a),
     }
 }

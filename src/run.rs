@@ -97,6 +97,10 @@ pub struct RunArgs {
     /// Least time between two digests republished because alerts arrived.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub digest_debounce: Duration,
+    /// Model shape, training settings, rendering, key files: from the
+    /// configuration file or the environment only.
+    #[arg(skip)]
+    pub learning: crate::config::Learning,
 }
 
 /// Handles to the roles started by [`start`], for the demo and tests.
@@ -178,10 +182,7 @@ pub async fn start(args: &RunArgs) -> Result<Running> {
     })
     .await?;
     bus.guarded(bus.ensure()).await?;
-    let gates = crate::freshness::Gates {
-        key_files: vec![args.registry.clone()],
-        ..Default::default()
-    };
+    let gates = args.learning.gates(&args.registry);
     // Harvester and scorer must refuse the same payloads.
     let limits = crate::event::Limits {
         max_payload: args.max_payload,
@@ -207,6 +208,7 @@ pub async fn start(args: &RunArgs) -> Result<Running> {
                     HarvesterConfig {
                         gates: gates.clone(),
                         limits: limits.clone(),
+                        render: args.learning.render.clone(),
                         ..Default::default()
                     },
                 );
@@ -237,6 +239,11 @@ pub async fn start(args: &RunArgs) -> Result<Running> {
                         gates: gates.clone(),
                         cold_steps: args.cold_steps,
                         incremental_steps: args.incremental_steps,
+                        batch: args.learning.batch_size,
+                        lr: args.learning.lr,
+                        weight_decay: args.learning.weight_decay,
+                        shape: args.learning.shape,
+                        render: args.learning.render.clone(),
                         threshold: args.threshold,
                         digest_debounce: args.digest_debounce,
                         ..Default::default()

@@ -337,3 +337,161 @@ fn the_documented_example_is_the_defaults() {
         );
     }
 }
+
+/// The model's shape, the training settings, the rendering and the key
+/// files: from the file and the environment into what the trainer,
+/// harvester and `proprio train` use; printed back readable.
+#[test]
+fn learning_settings_are_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let masks = write(
+        dir.path(),
+        "masks.toml",
+        "[[mask]]\npattern = '\\d+'\ntoken = \"<|NUM|>\"\n",
+    );
+    let compose = write(dir.path(), "compose.yml", "services: {}\n");
+    let f = write(
+        dir.path(),
+        "p.toml",
+        &format!(
+            "[model]\nn_embd = 16\nn_head = 2\n[trainer]\nbatch_size = 64\nlr = 0.03\n\
+             [render]\nmetric_format = \"digits\"\nmasks = {:?}\n[run]\nkey_files = [{:?}]\n",
+            masks.display().to_string(),
+            compose.display().to_string()
+        ),
+    );
+    let c = Config::load(Some(&f), env(&[("PROPRIO_MODEL_BLOCK_SIZE", "64")])).unwrap();
+    let l = c.learning().unwrap();
+    assert_eq!((l.shape.n_embd, l.shape.n_head, l.shape.n_layer), (16, 2, 2));
+    assert_eq!(l.shape.block_size, 64);
+    assert_eq!((l.batch_size, l.lr, l.weight_decay), (64, 0.03, 0.1));
+    assert_eq!(l.render.metric_format, proprio::curriculum::MetricFormat::Digits);
+    assert_eq!(l.render.masks.len(), 1);
+    assert_eq!(c.run_args().learning, l);
+    // The fingerprint covers the registry, the key files and the rendering.
+    let reg = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/services.yaml");
+    let g = l.gates(&reg);
+    assert_eq!(g.key_files, vec![reg.clone(), compose.clone()]);
+    let fp = g.fingerprint().unwrap();
+    std::fs::write(&compose, "services: {a: {}}\n").unwrap();
+    assert_ne!(g.fingerprint().unwrap(), fp, "a key file changed");
+    let builtin = proprio::config::Learning::default().gates(&reg);
+    assert_eq!(
+        builtin.fingerprint().unwrap(),
+        proprio::freshness::fingerprint(std::slice::from_ref(&reg)).unwrap(),
+        "the built-in rendering adds nothing to the fingerprint"
+    );
+    // Printed back, it reads back the same.
+    let printed = write(dir.path(), "printed.toml", &c.render());
+    let again = Config::load(Some(&printed), env(&[])).unwrap();
+    assert_eq!(again.learning().unwrap(), l);
+}
+
+#[test]
+fn bad_learning_settings_are_errors_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(String, &str, &str)> = vec![
+        ("[model]\nn_head = 5\n".into(), "`model.n_head`", "multiple of n_head"),
+        ("[trainer]\nlr = -1.0\n".into(), "`trainer.lr`", "positive"),
+        ("[trainer]\nbatch_size = 0\n".into(), "`trainer.batch_size`", "at least 1"),
+        ("[render]\nmetric_format = \"roman\"\n".into(), "`render.metric_format`", "buckets or digits"),
+        ("[render]\nmasks = \"/nonexistent/masks.toml\"\n".into(), "`render.masks`", "/nonexistent/masks.toml"),
+        (
+            format!(
+                "[render]\nmasks = {:?}\n",
+                write(dir.path(), "badre.toml", "[[mask]]\npattern = '(['\ntoken = \"<|NUM|>\"\n")
+                    .display()
+                    .to_string()
+            ),
+            "`render.masks`",
+            "pattern",
+        ),
+        (
+            format!(
+                "[render]\nmasks = {:?}\n",
+                write(dir.path(), "badtok.toml", "[[mask]]\npattern = 'x'\ntoken = \"<|NOPE|>\"\n")
+                    .display()
+                    .to_string()
+            ),
+            "`render.masks`",
+            "not a special token",
+        ),
+    ];
+    for (i, (text, key, why)) in cases.iter().enumerate() {
+        let f = write(dir.path(), &format!("c{i}.toml"), text);
+        let err = format!("{:#}", Config::load(Some(&f), env(&[])).unwrap_err());
+        assert!(err.contains(key) && err.contains(why), "{text}: {err}");
+    }
+}
+
+/// deploy/masks.toml, the file users copy, is the built-in list.
+#[test]
+fn the_documented_masks_are_the_built_in_ones() {
+    use proprio::curriculum::{MetricFormat, RenderConfig};
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/masks.toml");
+    let loaded = RenderConfig::load(MetricFormat::Buckets, Some(&p)).unwrap();
+    assert_eq!(loaded, RenderConfig::default());
+}
+
+/// `proprio train` trains the configured shape and rendering, and `proprio
+/// score`, with no configuration, renders the way the checkpoint says.
+#[test]
+fn train_follows_the_configuration_and_score_follows_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = String::new();
+    for i in 0..300 {
+        lines.push_str(&format!(
+            "{{\"ts\":{},\"source\":\"svc{}\",\"kind\":\"pulse\",\"metrics\":{{\"cpu\":{}.5,\"mem_mb\":4200}}}}\n",
+            1_767_225_600_000i64 + i * 1000,
+            i % 3,
+            10 + i % 7
+        ));
+    }
+    let events = write(dir.path(), "e.jsonl", &lines);
+    let cfg = write(
+        dir.path(),
+        "p.toml",
+        "[model]\nn_embd = 16\nn_head = 2\nblock_size = 64\n[trainer]\nbatch_size = 8\n[render]\nmetric_format = \"digits\"\n",
+    );
+    let model = dir.path().join("m.ck");
+    let out = Command::new(support::proprio_bin())
+        .arg("--config")
+        .arg(&cfg)
+        .args(["train", "--steps", "5", "--threads", "1", "--input"])
+        .arg(&events)
+        .arg("--out")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ck = proprio::model::checkpoint::Checkpoint::load(&model).unwrap();
+    assert_eq!((ck.meta.config.n_embd, ck.meta.config.block_size), (16, 64));
+    assert_eq!(ck.meta.render.metric_format, proprio::curriculum::MetricFormat::Digits);
+    let out = Command::new(support::proprio_bin())
+        .args(["score", "--threads", "1", "--model"])
+        .arg(&model)
+        .arg("--input")
+        .arg(&events)
+        .env_remove("PROPRIO_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let first = String::from_utf8_lossy(&out.stdout).lines().next().unwrap().to_string();
+    assert!(first.contains("mem_mb=4.2k"), "{first}");
+
+    // A configuration `proprio train` cannot read stops it (it would
+    // otherwise train a model other than the configured one).
+    let bad = write(dir.path(), "bad.toml", "[model]\nn_embd = \"wide\"\n");
+    let out = Command::new(support::proprio_bin())
+        .arg("--config")
+        .arg(&bad)
+        .args(["train", "--steps", "5", "--input"])
+        .arg(&events)
+        .arg("--out")
+        .arg(dir.path().join("x.ck"))
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model.n_embd"));
+}

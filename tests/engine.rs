@@ -57,6 +57,8 @@ fn faults_score_higher_than_normal_events_on_held_out_data() {
         block_size: None,
         batch_size: None,
         lr: None,
+        weight_decay: None,
+        learning: Default::default(),
     };
     let (ck, summary) = train_events(&train, &args, false).unwrap();
     println!("trained: {}", serde_json::to_string(&summary).unwrap());

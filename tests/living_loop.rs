@@ -41,6 +41,7 @@ fn args(url: &str, roles: &[Role]) -> RunArgs {
         threads: 1,
         max_payload: 64 * 1024,
         digest_debounce: Duration::from_millis(500),
+        learning: Default::default(),
     }
 }
 
@@ -303,4 +304,105 @@ async fn redelivery_does_not_alert_twice_and_mutes_hold_then_expire() {
     let after = alerts_stored(&bus).await;
     let ids: std::collections::HashSet<_> = after.iter().map(|a| a.id.clone()).collect();
     assert_eq!(ids.len(), after.len(), "no alert stored twice");
+}
+
+/// The configured model shape, rendering and training settings reach every
+/// role: the harvester renders (and fingerprints) with them, the trainer
+/// trains that shape and records the rendering in the checkpoint, and the
+/// scorer reads events the way its model was trained to, whatever its own
+/// settings. A model of another shape than configured is not continued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_learning_reaches_every_role() {
+    use proprio::curriculum::{MetricFormat, RenderConfig};
+    use proprio::model::checkpoint::Checkpoint;
+    let nats = NatsServer::start();
+    let learning = proprio::config::Learning {
+        shape: proprio::model::GptConfig {
+            n_embd: 16,
+            n_head: 2,
+            block_size: 96,
+            ..Default::default()
+        },
+        batch_size: 16,
+        render: RenderConfig {
+            metric_format: MetricFormat::Digits,
+            ..RenderConfig::default()
+        },
+        ..Default::default()
+    };
+    let mut a = args(&nats.url, &[Role::Harvester, Role::Trainer]);
+    a.learning = learning.clone();
+    let running = proprio::run::start(&a).await.unwrap();
+    // The scorer runs with the built-in settings: it must follow its model.
+    let scoring = proprio::run::start(&args(&nats.url, &[Role::Scorer]))
+        .await
+        .unwrap();
+    let bus = Bus::connect(&BusConfig::with_url(nats.url.clone()))
+        .await
+        .unwrap();
+    let client = bus.client().clone();
+    publish_normal(&client, 6, 40, now_ms() - 60_000).await;
+    let h = running.harvester.clone().unwrap();
+    wait_until("harvest", 30, || handled(&h) >= 6 * 40 * 3).await;
+    client
+        .publish("proprio.tick.train", "{}".into())
+        .await
+        .unwrap();
+    let t = running.trainer.clone().unwrap();
+    wait_until("a growth cycle", 120, || {
+        t.cycles.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+    let s = scoring.scorer.clone().unwrap();
+    wait_until("the scorer's swap", 30, || {
+        s.swaps.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+
+    let n = ModelNotice::current(&bus).await.unwrap().unwrap();
+    let registry = a.registry.clone();
+    let configured_fp = learning.gates(&registry).fingerprint().unwrap();
+    let builtin_fp = proprio::config::Learning::default()
+        .gates(&registry)
+        .fingerprint()
+        .unwrap();
+    assert_eq!(n.fingerprint, configured_fp, "documents harvested under the configured rendering");
+    assert_ne!(configured_fp, builtin_fp, "a configured rendering is part of the fingerprint");
+    let ck = Checkpoint::from_bytes(&bus.get_model_bytes(&n.object).await.unwrap().unwrap()).unwrap();
+    assert_eq!(ck.meta.config, learning.shape);
+    assert_eq!(ck.meta.render, learning.render);
+
+    // A pulse unlike its source's: the alert shows it rendered in digits
+    // (the model's settings), not in the scorer's own buckets.
+    let mut sub = client.subscribe("proprio.alert.svc2").await.unwrap();
+    let weird = format!(
+        r#"{{"ts":{},"metrics":{{"cpu":4200,"zzz_unknown_gauge":77,"mem_mb":99000}}}}"#,
+        now_ms()
+    );
+    client.publish("os.pulse.svc2", weird.into()).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(20), sub.next())
+        .await
+        .expect("an alert within 20 s")
+        .unwrap();
+    let alert = Alert::decode(&msg.payload).unwrap();
+    println!("{}", alert.rendered);
+    assert!(alert.rendered.contains("cpu=4.2k"), "{}", alert.rendered);
+
+    // Another shape configured: the model in service is not continued.
+    let other = Trainer::new(
+        bus.clone(),
+        TrainerConfig {
+            registry: registry.clone(),
+            gates: learning.gates(&registry),
+            render: learning.render.clone(),
+            cold_steps: 20,
+            incremental_steps: 10,
+            id: "other-shape".into(),
+            ..Default::default()
+        },
+    );
+    let report = other.cycle().await.unwrap().expect("the lock was free");
+    assert!(report.cold_start, "a 32-wide model is not continued from a 16-wide one");
+    running.stop().await.unwrap();
+    scoring.stop().await.unwrap();
 }

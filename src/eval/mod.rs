@@ -193,6 +193,10 @@ pub struct EvalArgs {
     /// Forward-pass batch size.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    /// The configuration's learning settings (the model trained here, and the
+    /// rendering the baselines see; a --model brings its own rendering).
+    #[arg(skip)]
+    pub learning: crate::config::Learning,
 }
 
 impl EvalArgs {
@@ -227,6 +231,7 @@ impl EvalArgs {
             seed: 1,
             threads: 2,
             batch: 64,
+            learning: Default::default(),
         }
     }
 }
@@ -537,6 +542,8 @@ fn model_scores(args: &EvalArgs, data: &Data, report: &mut Report) -> Result<Vec
                 block_size: args.block_size,
                 batch_size: None,
                 lr: None,
+                weight_decay: None,
+                learning: args.learning.clone(),
             };
             let fit: Vec<Event> = data
                 .fit
@@ -748,7 +755,7 @@ pub fn event_scores(
 ) -> Result<Vec<ModelScore>> {
     use crate::scorer::{finish, EventScorer};
     let mut scorer = EventScorer::new(
-        Renderer::default(),
+        Renderer::new(&ck.meta.render)?,
         ck.meta.config.block_size,
         crate::scorer::Contexts::DEFAULT_MAX_KEYS,
     );
@@ -1142,7 +1149,8 @@ pub fn evaluate(args: &EvalArgs) -> Result<Report> {
         seconds: 0.0,
     };
 
-    let renderer = Renderer::default();
+    // The baselines see the text the way the model was trained to.
+    let renderer = Renderer::new(&args.learning.render)?;
     let fit_events: Vec<&Event> = data.fit.iter().map(|&i| &data.train_src[i]).collect();
     let fit_owned: Vec<Event> = fit_events.iter().map(|e| (*e).clone()).collect();
     let calib_events: Vec<Event> = data

@@ -45,6 +45,10 @@ pub struct CheckpointMeta {
     pub val_loss: f32,
     pub baselines: Baselines,
     pub created_at_ms: i64,
+    /// How events were rendered for training: a scorer renders the same way,
+    /// whatever its own settings. Older checkpoints get the built-in rendering.
+    #[serde(default)]
+    pub render: crate::curriculum::RenderConfig,
     /// First 12 hex digits of the SHA-256 of the weights: names the model in
     /// logs and alerts. Derived when the checkpoint is serialised.
     pub version: String,
@@ -97,6 +101,7 @@ impl Checkpoint {
             val_loss: f32::NAN,
             baselines: Baselines::default(),
             created_at_ms,
+            render: Default::default(),
             version: weights_bytes(&gpt)
                 .map(|w| short_hash(&w))
                 .unwrap_or_default(),

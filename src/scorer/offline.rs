@@ -1,7 +1,7 @@
 //! `proprio score`: every event of a file scored in the context of its key.
 
 use super::{finish, EventScorer, Scored};
-use crate::curriculum::{RenderConfig, Renderer};
+use crate::curriculum::Renderer;
 use crate::event::{read_jsonl, Event, Kind};
 use crate::model::checkpoint::Checkpoint;
 use anyhow::Result;
@@ -57,7 +57,8 @@ pub fn score_events_with(
     batch: usize,
     mut sink: impl FnMut(&Event, Scored) -> Result<()>,
 ) -> Result<()> {
-    let renderer = Renderer::new(&RenderConfig::default())?;
+    // Rendered the way the model was trained to read.
+    let renderer = Renderer::new(&ck.meta.render)?;
     let mut scorer = EventScorer::new(
         renderer,
         ck.meta.config.block_size,

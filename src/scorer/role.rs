@@ -42,6 +42,7 @@ pub struct ScorerConfig {
     /// the backlog waits in the stream, not in memory). None: never shed.
     pub max_lag: Option<Duration>,
     pub limits: Limits,
+    /// Rendering before the first model; after, the model's own.
     pub render: RenderConfig,
     pub diagnoser: Diagnoser,
 }
@@ -173,8 +174,8 @@ impl Scorer {
                 &self.bus.telemetry_filter(),
             )
             .await?;
-        let renderer = Renderer::new(&self.cfg.render)?;
-        let mut scorer = EventScorer::new(renderer, 128, self.cfg.max_keys);
+        let mut reads = (self.cfg.render.clone(), crate::model::GptConfig::default().block_size);
+        let mut scorer = EventScorer::new(Renderer::new(&reads.0)?, reads.1, self.cfg.max_keys);
         let mut cooldown = Cooldown {
             last: HashMap::new(),
             window_ms: self.cfg.cooldown_ms,
@@ -193,12 +194,41 @@ impl Scorer {
                     Err(_) => break,
                 }
             }
+            self.follow_model(&mut scorer, &mut reads).await;
             if let Err(e) = self.process(&mut scorer, &mut cooldown, batch).await {
                 tracing::warn!("scoring a batch: {e:#}");
             }
         }
         watcher.abort();
         Ok(())
+    }
+
+    /// Renders and cuts contexts the way the model in service reads: a model
+    /// trained under other render settings or another block size starts the
+    /// contexts afresh, since the old ones are in the old form.
+    async fn follow_model(
+        &self,
+        scorer: &mut EventScorer,
+        reads: &mut (crate::curriculum::RenderConfig, usize),
+    ) {
+        let Some(info) = self.worker.info().await else {
+            return;
+        };
+        if *info.render == reads.0 && info.block_size == reads.1 {
+            return;
+        }
+        match Renderer::new(&info.render) {
+            Ok(r) => {
+                tracing::info!(
+                    model = %info.version,
+                    block_size = info.block_size,
+                    "scoring with the model's render settings and block size"
+                );
+                *scorer = EventScorer::new(r, info.block_size, self.cfg.max_keys);
+                *reads = ((*info.render).clone(), info.block_size);
+            }
+            Err(e) => tracing::warn!("model {} render settings unusable: {e:#}", info.version),
+        }
     }
 
     async fn process(

@@ -17,6 +17,9 @@ pub struct ModelInfo {
     pub baselines: Arc<Baselines>,
     pub val_loss: f32,
     pub created_at_ms: i64,
+    /// How the model reads events: the scorer renders and cuts contexts so.
+    pub render: Arc<crate::curriculum::RenderConfig>,
+    pub block_size: usize,
 }
 
 enum Request {
@@ -83,6 +86,8 @@ fn info_of(c: &Checkpoint) -> ModelInfo {
         baselines: Arc::new(c.meta.baselines.clone()),
         val_loss: c.meta.val_loss,
         created_at_ms: c.meta.created_at_ms,
+        render: Arc::new(c.meta.render.clone()),
+        block_size: c.meta.config.block_size,
     }
 }
 

@@ -62,6 +62,15 @@ pub struct TrainerConfig {
     pub cold_steps: usize,
     pub incremental_steps: usize,
     pub batch: usize,
+    /// Peak learning rate and AdamW weight decay (TrainConfig's by default).
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Shape of a cold-started model; a model in service of another shape
+    /// is not continued.
+    pub shape: GptConfig,
+    /// How the harvesters render (the same settings, or their documents
+    /// carry another fingerprint); recorded in the checkpoint for scorers.
+    pub render: crate::curriculum::RenderConfig,
     /// How long the lock outlives its holder's last renewal. It is renewed
     /// every third of this while a cycle runs, so it can be short: a trainer
     /// killed mid-cycle wedges training for at most this long.
@@ -86,7 +95,11 @@ impl Default for TrainerConfig {
             registry,
             cold_steps: 500,
             incremental_steps: 200,
-            batch: 32,
+            batch: TrainConfig::default().batch_size,
+            lr: TrainConfig::default().lr,
+            weight_decay: TrainConfig::default().weight_decay,
+            shape: GptConfig::default(),
+            render: Default::default(),
             // Was 30 min with no renewal: a killed trainer blocked every
             // tick for half an hour, and a cycle longer than that could be
             // taken over while still running.
@@ -285,7 +298,7 @@ impl Trainer {
         if self.cfg.registry.exists() {
             let reg = Registry::load(&self.cfg.registry)?;
             docs.extend(Document::of_registry(
-                &Renderer::default(),
+                &Renderer::new(&self.cfg.render)?,
                 &reg,
                 &fingerprint,
                 now,
@@ -332,7 +345,7 @@ impl Trainer {
             let cold = crate::freshness::must_cold_start(
                 prev.as_ref().map(|c| c.meta.fingerprint.as_str()),
                 &fp,
-            );
+            ) || prev.as_ref().is_some_and(|c| *c.gpt.config() != cfg.shape);
             let tc = TrainConfig {
                 steps: if cold {
                     cfg.cold_steps
@@ -340,13 +353,15 @@ impl Trainer {
                     cfg.incremental_steps
                 },
                 batch_size: cfg.batch,
+                lr: cfg.lr,
+                weight_decay: cfg.weight_decay,
                 seed: cfg.seed,
                 progress: false,
                 ..TrainConfig::default()
             };
             let t = Instant::now();
             let span = tracing::info_span!("growth_step", step = "train").entered();
-            let trained = train(prev, &fp, GptConfig::default(), &v, &tc);
+            let trained = train(prev, &fp, cfg.shape, &v, &tc);
             crate::metrics::global().growth_step("train", t.elapsed(), trained.is_ok());
             let (gpt, report, cold, step_n) = trained?;
             tracing::info!(
@@ -371,7 +386,7 @@ impl Trainer {
                 ms = t.elapsed().as_millis() as u64,
                 "ok"
             );
-            let ck = checkpoint(gpt, &fp, step_n, &report, baselines, now);
+            let ck = checkpoint(gpt, &fp, step_n, &report, baselines, now, &cfg.render);
             let r = CycleReport {
                 version: String::new(),
                 documents: docs,

@@ -69,8 +69,8 @@ pub fn validate(docs: Vec<Document>, gates: &Gates, current_fp: &str, now_ms: i6
     v
 }
 
-/// TRAIN: incremental from `prev` when it was trained under `current_fp`,
-/// otherwise a cold start. Returns the model, its report and whether it was cold.
+/// TRAIN: incremental from `prev` when it was trained under `current_fp`
+/// and has the configured shape, otherwise a cold start. Returns the model, its report and whether it was cold.
 pub fn train(
     prev: Option<Checkpoint>,
     current_fp: &str,
@@ -79,7 +79,10 @@ pub fn train(
     cfg: &TrainConfig,
 ) -> anyhow::Result<(Gpt, TrainReport, bool, u64)> {
     let (mut gpt, cold, step0) = match prev {
-        Some(c) if !crate::freshness::must_cold_start(Some(&c.meta.fingerprint), current_fp) => {
+        Some(c)
+            if !crate::freshness::must_cold_start(Some(&c.meta.fingerprint), current_fp)
+                && *c.gpt.config() == config =>
+        {
             let step = c.meta.step;
             (c.gpt, false, step)
         }
@@ -138,8 +141,10 @@ pub fn checkpoint(
     report: &TrainReport,
     baselines: Baselines,
     now_ms: i64,
+    render: &crate::curriculum::RenderConfig,
 ) -> Checkpoint {
     let mut ck = Checkpoint::new(gpt, fingerprint);
+    ck.meta.render = render.clone();
     ck.meta.step = step;
     ck.meta.train_loss = report.train_loss;
     ck.meta.val_loss = report.val_loss.unwrap_or(f32::NAN);

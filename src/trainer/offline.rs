@@ -1,7 +1,7 @@
 //! `proprio train`: the growth loop's middle steps on an event file.
 
 use super::{checkpoint, evaluate, train, validate};
-use crate::curriculum::{Document, RenderConfig, Renderer};
+use crate::curriculum::{Document, Renderer};
 use crate::event::read_jsonl;
 use crate::freshness::{Gates, HOUR_MS};
 use crate::model::checkpoint::Checkpoint;
@@ -22,7 +22,7 @@ pub struct TrainArgs {
     /// Training steps.
     #[arg(long, default_value_t = 500)]
     pub steps: usize,
-    /// Continue from this checkpoint (cold start anyway if its fingerprint differs).
+    /// Continue from this checkpoint (cold start anyway if its fingerprint or its shape differs from the configured).
     #[arg(long)]
     pub init: Option<PathBuf>,
     /// The service registry: axiomatic and topology curricula, and the fingerprint.
@@ -53,6 +53,13 @@ pub struct TrainArgs {
     /// Peak learning rate [default: TrainConfig's, 0.01].
     #[arg(long)]
     pub lr: Option<f64>,
+    /// AdamW weight decay of matrices and embeddings [default: TrainConfig's].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// The configuration's model shape, training settings, rendering and key
+    /// files ([model], [trainer], [render], run.key_files); the flags above win.
+    #[arg(skip)]
+    pub learning: crate::config::Learning,
 }
 
 /// Summary of an offline training run (printed as JSON).
@@ -76,7 +83,12 @@ pub struct TrainSummary {
     pub version: String,
 }
 
-pub fn gates_for(registry: &std::path::Path, ttl_hours: f64, half_life_hours: f64) -> Gates {
+pub fn gates_for(
+    registry: &std::path::Path,
+    ttl_hours: f64,
+    half_life_hours: f64,
+    learning: &crate::config::Learning,
+) -> Gates {
     Gates {
         ttl_ms: if ttl_hours > 0.0 {
             (ttl_hours * HOUR_MS as f64) as i64
@@ -88,7 +100,7 @@ pub fn gates_for(registry: &std::path::Path, ttl_hours: f64, half_life_hours: f6
         } else {
             i64::MAX / 4
         },
-        key_files: vec![registry.to_path_buf()],
+        ..learning.gates(registry)
     }
 }
 
@@ -99,9 +111,10 @@ pub fn train_events(
     progress: bool,
 ) -> Result<(Checkpoint, TrainSummary)> {
     crate::model::score::set_threads(args.threads.max(1) as usize);
-    let gates = gates_for(&args.registry, args.ttl_hours, args.half_life_hours);
+    let l = &args.learning;
+    let gates = gates_for(&args.registry, args.ttl_hours, args.half_life_hours, l);
     let fp = gates.fingerprint()?;
-    let renderer = Renderer::new(&RenderConfig::default())?;
+    let renderer = Renderer::new(&l.render)?;
     let now = events.iter().map(|e| e.ts).max().unwrap_or(0);
     let mut docs: Vec<Document> = events
         .iter()
@@ -121,17 +134,18 @@ pub fn train_events(
         seed: args.seed,
         progress,
         val_fraction: args.val_fraction,
-        batch_size: args.batch_size.unwrap_or(TrainConfig::default().batch_size),
-        lr: args.lr.unwrap_or(TrainConfig::default().lr),
+        batch_size: args.batch_size.unwrap_or(l.batch_size),
+        lr: args.lr.unwrap_or(l.lr),
+        weight_decay: args.weight_decay.unwrap_or(l.weight_decay),
         ..TrainConfig::default()
     };
     let shape = GptConfig {
-        block_size: args.block_size.unwrap_or(GptConfig::default().block_size),
-        ..GptConfig::default()
+        block_size: args.block_size.unwrap_or(l.shape.block_size),
+        ..l.shape
     };
     let (gpt, report, cold, step) = train(prev, &fp, shape, &v, &cfg)?;
     let (baselines, heldout) = evaluate(&gpt, &v, 64);
-    let ck = checkpoint(gpt, &fp, step, &report, baselines, now);
+    let ck = checkpoint(gpt, &fp, step, &report, baselines, now, &l.render);
     let summary = TrainSummary {
         events: events.len(),
         kept: v.kept,
