@@ -105,28 +105,39 @@ async fn alerts_stored(bus: &Bus) -> Vec<Alert> {
 /// Starts the roles and trains the first model on normal telemetry.
 async fn trained(nats: &NatsServer, roles: &[Role]) -> (Running, Bus, async_nats::Client) {
     let running = proprio::run::start(&args(&nats.url, roles)).await.unwrap();
+    let (bus, client) = first_model(nats, &running, &running).await;
+    (running, bus, client)
+}
+
+/// Publishes normal telemetry, has `learner` (harvester and trainer) train
+/// on it, and waits for `scoring`'s scorer to take the model.
+async fn first_model(
+    nats: &NatsServer,
+    learner: &Running,
+    scoring: &Running,
+) -> (Bus, async_nats::Client) {
     let bus = Bus::connect(&BusConfig::with_url(nats.url.clone()))
         .await
         .unwrap();
     let client = bus.client().clone();
     publish_normal(&client, 6, 40, now_ms() - 60_000).await;
-    let h = running.harvester.clone().unwrap();
+    let h = learner.harvester.clone().unwrap();
     wait_until("harvest", 30, || handled(&h) >= 6 * 40 * 3).await;
     client
         .publish("proprio.tick.train", "{}".into())
         .await
         .unwrap();
-    let t = running.trainer.clone().unwrap();
+    let t = learner.trainer.clone().unwrap();
     wait_until("a growth cycle", 120, || {
         t.cycles.load(Ordering::Relaxed) >= 1
     })
     .await;
-    let s = running.scorer.clone().unwrap();
+    let s = scoring.scorer.clone().unwrap();
     wait_until("the scorer's swap", 30, || {
         s.swaps.load(Ordering::Relaxed) >= 1
     })
     .await;
-    (running, bus, client)
+    (bus, client)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,27 +348,7 @@ async fn configured_learning_reaches_every_role() {
     let scoring = proprio::run::start(&args(&nats.url, &[Role::Scorer]))
         .await
         .unwrap();
-    let bus = Bus::connect(&BusConfig::with_url(nats.url.clone()))
-        .await
-        .unwrap();
-    let client = bus.client().clone();
-    publish_normal(&client, 6, 40, now_ms() - 60_000).await;
-    let h = running.harvester.clone().unwrap();
-    wait_until("harvest", 30, || handled(&h) >= 6 * 40 * 3).await;
-    client
-        .publish("proprio.tick.train", "{}".into())
-        .await
-        .unwrap();
-    let t = running.trainer.clone().unwrap();
-    wait_until("a growth cycle", 120, || {
-        t.cycles.load(Ordering::Relaxed) >= 1
-    })
-    .await;
-    let s = scoring.scorer.clone().unwrap();
-    wait_until("the scorer's swap", 30, || {
-        s.swaps.load(Ordering::Relaxed) >= 1
-    })
-    .await;
+    let (bus, client) = first_model(&nats, &running, &scoring).await;
 
     let n = ModelNotice::current(&bus).await.unwrap().unwrap();
     let registry = a.registry.clone();
