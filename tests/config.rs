@@ -495,3 +495,20 @@ fn train_follows_the_configuration_and_score_follows_the_checkpoint() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("model.n_embd"));
 }
+
+/// deploy/masks-bgl.toml loads, and masks the digit runs the built-in list keeps.
+#[test]
+fn the_bgl_masks_mask_every_digit_run() {
+    use proprio::curriculum::{MetricFormat, RenderConfig, Renderer};
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/masks-bgl.toml");
+    let bgl = RenderConfig::load(MetricFormat::Buckets, Some(&p)).unwrap();
+    assert_eq!(bgl.masks[..bgl.masks.len() - 1], RenderConfig::default().masks[..]);
+    let line = "KERNEL 1234 microseconds spent in the rbs signal handler during 56 calls";
+    let builtin = Renderer::new(&RenderConfig::default()).unwrap().mask(line);
+    assert!(builtin.contains("1234") && builtin.contains("56"), "{builtin}");
+    let masked = Renderer::new(&bgl).unwrap().mask(line);
+    assert_eq!(
+        masked,
+        "KERNEL <|NUM|> microseconds spent in the rbs signal handler during <|NUM|> calls"
+    );
+}
