@@ -14,10 +14,10 @@
 //! configuration with secrets redacted.
 
 use crate::bus::{BusConfig, NatsSecurity};
+use crate::cli_ops::parse_duration;
 use crate::curriculum::{MetricFormat, RenderConfig};
 use crate::model::train::TrainConfig;
 use crate::model::GptConfig;
-use crate::cli_ops::parse_duration;
 use crate::run::{Role, RunArgs};
 use anyhow::{anyhow, bail, Context as _, Result};
 use clap::parser::ValueSource;
@@ -682,12 +682,7 @@ impl Config {
             }
             "run.threads" => self.run.threads = parse_num(v, "a number of threads")?,
             "run.max_payload" => self.run.max_payload = parse_size(v).map_err(|e| anyhow!(e))?,
-            "run.key_files" => {
-                self.run.key_files = v
-                    .split(',')
-                    .filter_map(opt_path)
-                    .collect()
-            }
+            "run.key_files" => self.run.key_files = v.split(',').filter_map(opt_path).collect(),
             "scorer.threshold" => self.scorer.threshold = parse_num(v, "a number")?,
             "scorer.cooldown" => self.scorer.cooldown = parse_dur(v)?,
             "scorer.max_lag" => {
@@ -1048,10 +1043,15 @@ impl Config {
             ));
         }
         if let Err(e) = self.model.validate() {
-            let key = ["model.n_embd", "model.n_layer", "model.n_head", "model.block_size"]
-                .into_iter()
-                .find(|k| self.origin(k) != Origin::Default)
-                .unwrap_or("model.n_embd");
+            let key = [
+                "model.n_embd",
+                "model.n_layer",
+                "model.n_head",
+                "model.block_size",
+            ]
+            .into_iter()
+            .find(|k| self.origin(k) != Origin::Default)
+            .unwrap_or("model.n_embd");
             return Err(bad(key, format!("is refused: {e:#}")));
         }
         let render = RenderConfig::load(self.render.metric_format, self.render.masks.as_deref())
@@ -1210,8 +1210,7 @@ fn toml_literal(path: &str, v: &str) -> String {
         if matches!(
             path,
             "scorer.threshold" | "silence.multiple" | "trainer.lr" | "trainer.weight_decay"
-        )
-            && !v.contains(['.', 'e', 'i', 'N'])
+        ) && !v.contains(['.', 'e', 'i', 'N'])
         {
             return format!("{v}.0");
         }

@@ -232,7 +232,10 @@ impl RenderConfig {
     /// The configured rendering: `masks` replaces the built-in list when
     /// given. Every pattern is compiled and every token checked here, so a
     /// bad masks file stops start-up with its reason.
-    pub fn load(metric_format: MetricFormat, masks: Option<&std::path::Path>) -> anyhow::Result<RenderConfig> {
+    pub fn load(
+        metric_format: MetricFormat,
+        masks: Option<&std::path::Path>,
+    ) -> anyhow::Result<RenderConfig> {
         let mut cfg = RenderConfig {
             metric_format,
             ..RenderConfig::default()

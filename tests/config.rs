@@ -362,10 +362,16 @@ fn learning_settings_are_configurable() {
     );
     let c = Config::load(Some(&f), env(&[("PROPRIO_MODEL_BLOCK_SIZE", "64")])).unwrap();
     let l = c.learning().unwrap();
-    assert_eq!((l.shape.n_embd, l.shape.n_head, l.shape.n_layer), (16, 2, 2));
+    assert_eq!(
+        (l.shape.n_embd, l.shape.n_head, l.shape.n_layer),
+        (16, 2, 2)
+    );
     assert_eq!(l.shape.block_size, 64);
     assert_eq!((l.batch_size, l.lr, l.weight_decay), (64, 0.03, 0.1));
-    assert_eq!(l.render.metric_format, proprio::curriculum::MetricFormat::Digits);
+    assert_eq!(
+        l.render.metric_format,
+        proprio::curriculum::MetricFormat::Digits
+    );
     assert_eq!(l.render.masks.len(), 1);
     assert_eq!(c.run_args().learning, l);
     // The fingerprint covers the registry, the key files and the rendering.
@@ -391,17 +397,37 @@ fn learning_settings_are_configurable() {
 fn bad_learning_settings_are_errors_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases: Vec<(String, &str, &str)> = vec![
-        ("[model]\nn_head = 5\n".into(), "`model.n_head`", "multiple of n_head"),
+        (
+            "[model]\nn_head = 5\n".into(),
+            "`model.n_head`",
+            "multiple of n_head",
+        ),
         ("[trainer]\nlr = -1.0\n".into(), "`trainer.lr`", "positive"),
-        ("[trainer]\nbatch_size = 0\n".into(), "`trainer.batch_size`", "at least 1"),
-        ("[render]\nmetric_format = \"roman\"\n".into(), "`render.metric_format`", "buckets or digits"),
-        ("[render]\nmasks = \"/nonexistent/masks.toml\"\n".into(), "`render.masks`", "/nonexistent/masks.toml"),
+        (
+            "[trainer]\nbatch_size = 0\n".into(),
+            "`trainer.batch_size`",
+            "at least 1",
+        ),
+        (
+            "[render]\nmetric_format = \"roman\"\n".into(),
+            "`render.metric_format`",
+            "buckets or digits",
+        ),
+        (
+            "[render]\nmasks = \"/nonexistent/masks.toml\"\n".into(),
+            "`render.masks`",
+            "/nonexistent/masks.toml",
+        ),
         (
             format!(
                 "[render]\nmasks = {:?}\n",
-                write(dir.path(), "badre.toml", "[[mask]]\npattern = '(['\ntoken = \"<|NUM|>\"\n")
-                    .display()
-                    .to_string()
+                write(
+                    dir.path(),
+                    "badre.toml",
+                    "[[mask]]\npattern = '(['\ntoken = \"<|NUM|>\"\n"
+                )
+                .display()
+                .to_string()
             ),
             "`render.masks`",
             "pattern",
@@ -409,9 +435,13 @@ fn bad_learning_settings_are_errors_naming_the_key() {
         (
             format!(
                 "[render]\nmasks = {:?}\n",
-                write(dir.path(), "badtok.toml", "[[mask]]\npattern = 'x'\ntoken = \"<|NOPE|>\"\n")
-                    .display()
-                    .to_string()
+                write(
+                    dir.path(),
+                    "badtok.toml",
+                    "[[mask]]\npattern = 'x'\ntoken = \"<|NOPE|>\"\n"
+                )
+                .display()
+                .to_string()
             ),
             "`render.masks`",
             "not a special token",
@@ -463,10 +493,17 @@ fn train_follows_the_configuration_and_score_follows_the_checkpoint() {
         .arg(&model)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ck = proprio::model::checkpoint::Checkpoint::load(&model).unwrap();
     assert_eq!((ck.meta.config.n_embd, ck.meta.config.block_size), (16, 64));
-    assert_eq!(ck.meta.render.metric_format, proprio::curriculum::MetricFormat::Digits);
+    assert_eq!(
+        ck.meta.render.metric_format,
+        proprio::curriculum::MetricFormat::Digits
+    );
     let out = Command::new(support::proprio_bin())
         .args(["score", "--threads", "1", "--model"])
         .arg(&model)
@@ -475,8 +512,16 @@ fn train_follows_the_configuration_and_score_follows_the_checkpoint() {
         .env_remove("PROPRIO_CONFIG")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let first = String::from_utf8_lossy(&out.stdout).lines().next().unwrap().to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
     assert!(first.contains("mem_mb=4.2k"), "{first}");
 
     // A configuration `proprio train` cannot read stops it (it would
@@ -502,10 +547,16 @@ fn the_bgl_masks_mask_every_digit_run() {
     use proprio::curriculum::{MetricFormat, RenderConfig, Renderer};
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/masks-bgl.toml");
     let bgl = RenderConfig::load(MetricFormat::Buckets, Some(&p)).unwrap();
-    assert_eq!(bgl.masks[..bgl.masks.len() - 1], RenderConfig::default().masks[..]);
+    assert_eq!(
+        bgl.masks[..bgl.masks.len() - 1],
+        RenderConfig::default().masks[..]
+    );
     let line = "KERNEL 1234 microseconds spent in the rbs signal handler during 56 calls";
     let builtin = Renderer::new(&RenderConfig::default()).unwrap().mask(line);
-    assert!(builtin.contains("1234") && builtin.contains("56"), "{builtin}");
+    assert!(
+        builtin.contains("1234") && builtin.contains("56"),
+        "{builtin}"
+    );
     let masked = Renderer::new(&bgl).unwrap().mask(line);
     assert_eq!(
         masked,

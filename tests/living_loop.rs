@@ -357,9 +357,16 @@ async fn configured_learning_reaches_every_role() {
         .gates(&registry)
         .fingerprint()
         .unwrap();
-    assert_eq!(n.fingerprint, configured_fp, "documents harvested under the configured rendering");
-    assert_ne!(configured_fp, builtin_fp, "a configured rendering is part of the fingerprint");
-    let ck = Checkpoint::from_bytes(&bus.get_model_bytes(&n.object).await.unwrap().unwrap()).unwrap();
+    assert_eq!(
+        n.fingerprint, configured_fp,
+        "documents harvested under the configured rendering"
+    );
+    assert_ne!(
+        configured_fp, builtin_fp,
+        "a configured rendering is part of the fingerprint"
+    );
+    let ck =
+        Checkpoint::from_bytes(&bus.get_model_bytes(&n.object).await.unwrap().unwrap()).unwrap();
     assert_eq!(ck.meta.config, learning.shape);
     assert_eq!(ck.meta.render, learning.render);
 
@@ -393,7 +400,10 @@ async fn configured_learning_reaches_every_role() {
         },
     );
     let report = other.cycle().await.unwrap().expect("the lock was free");
-    assert!(report.cold_start, "a 32-wide model is not continued from a 16-wide one");
+    assert!(
+        report.cold_start,
+        "a 32-wide model is not continued from a 16-wide one"
+    );
     running.stop().await.unwrap();
     scoring.stop().await.unwrap();
 }

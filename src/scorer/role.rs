@@ -174,7 +174,10 @@ impl Scorer {
                 &self.bus.telemetry_filter(),
             )
             .await?;
-        let mut reads = (self.cfg.render.clone(), crate::model::GptConfig::default().block_size);
+        let mut reads = (
+            self.cfg.render.clone(),
+            crate::model::GptConfig::default().block_size,
+        );
         let mut scorer = EventScorer::new(Renderer::new(&reads.0)?, reads.1, self.cfg.max_keys);
         let mut cooldown = Cooldown {
             last: HashMap::new(),
