@@ -507,40 +507,28 @@ impl SilenceWatch {
 
 /// One alert for the whole stream's silence: the telemetry path stopped.
 /// Its id is the last arrival's stream time, so two watchers name it alike.
+/// A source's silence alert, named for [`ALL_SOURCES`], with no baseline.
 pub fn mass_alert(all: &Overdue, judged: usize, now_ms: i64) -> Alert {
-    let last = all.last_seen;
-    let score = all.silent_ms as f32 / all.usual_ms.max(1) as f32;
-    let silent_s = all.silent_ms as f32 / 1000.0;
+    let all = Overdue {
+        source: ALL_SOURCES.to_string(),
+        kind: Kind::Flux,
+        ..all.clone()
+    };
     let what = format!(
         "all {judged} sources silent for {} (usual gap {}): telemetry stopped reaching NATS",
         format_duration(all.silent_ms),
         format_duration(all.usual_ms)
     );
-    let rendered = format!("{ALL_SOURCES} {what}");
-    Alert {
-        id: Alert::id_for_silence(ALL_SOURCES, last),
-        ts: now_ms,
-        source: ALL_SOURCES.to_string(),
-        key: ALL_SOURCES.to_string(),
-        kind: Kind::Flux,
-        score,
-        loss: silent_s,
-        baseline: AlertBaseline {
-            median: 0.0,
-            scale: 0.0,
-            of: BaselineOf::None,
-        },
-        span: Span {
-            text: rendered.clone(),
-            start: 0,
-            end: 0,
-            loss: silent_s,
-        },
-        rendered,
-        diagnosis: Some(what),
-        model: None,
-        reason: AlertReason::Silence,
-    }
+    let mut a = all.alert(now_ms);
+    a.rendered = format!("{ALL_SOURCES} {what}");
+    a.span.text = a.rendered.clone();
+    a.diagnosis = Some(what);
+    a.baseline = AlertBaseline {
+        median: 0.0,
+        scale: 0.0,
+        of: BaselineOf::None,
+    };
+    a
 }
 
 /// Runs the silence watch until `shutdown` resolves.

@@ -174,11 +174,16 @@ impl Scorer {
                 &self.bus.telemetry_filter(),
             )
             .await?;
-        let mut reads = (
-            self.cfg.render.clone(),
-            crate::model::GptConfig::default().block_size,
+        let mut reads = Reads {
+            render: self.cfg.render.clone(),
+            block_size: crate::model::GptConfig::default().block_size,
+            swaps_seen: None,
+        };
+        let mut scorer = EventScorer::new(
+            Renderer::new(&reads.render)?,
+            reads.block_size,
+            self.cfg.max_keys,
         );
-        let mut scorer = EventScorer::new(Renderer::new(&reads.0)?, reads.1, self.cfg.max_keys);
         let mut cooldown = Cooldown {
             last: HashMap::new(),
             window_ms: self.cfg.cooldown_ms,
@@ -208,16 +213,20 @@ impl Scorer {
 
     /// Renders and cuts contexts the way the model in service reads: a model
     /// trained under other render settings or another block size starts the
-    /// contexts afresh, since the old ones are in the old form.
-    async fn follow_model(
-        &self,
-        scorer: &mut EventScorer,
-        reads: &mut (crate::curriculum::RenderConfig, usize),
-    ) {
+    /// contexts afresh, since the old ones are in the old form. The model
+    /// thread is asked only after a swap, not for every batch.
+    async fn follow_model(&self, scorer: &mut EventScorer, reads: &mut Reads) {
+        let swaps = self.stats.swaps.load(Ordering::Relaxed);
+        if reads.swaps_seen == Some(swaps) {
+            return;
+        }
+        // A model enters the worker at start-up or through a swap, which
+        // counts: with none in service yet, the next swap brings us back.
+        reads.swaps_seen = Some(swaps);
         let Some(info) = self.worker.info().await else {
             return;
         };
-        if *info.render == reads.0 && info.block_size == reads.1 {
+        if *info.render == reads.render && info.block_size == reads.block_size {
             return;
         }
         match Renderer::new(&info.render) {
@@ -228,7 +237,8 @@ impl Scorer {
                     "scoring with the model's render settings and block size"
                 );
                 *scorer = EventScorer::new(r, info.block_size, self.cfg.max_keys);
-                *reads = ((*info.render).clone(), info.block_size);
+                reads.render = (*info.render).clone();
+                reads.block_size = info.block_size;
             }
             Err(e) => tracing::warn!("model {} render settings unusable: {e:#}", info.version),
         }
@@ -466,4 +476,12 @@ async fn load_and_swap(
     crate::metrics::global().set_model(&info.version, info.created_at_ms);
     tracing::info!(version = %info.version, "scorer switched model");
     Ok(())
+}
+
+/// How the scorer reads events now: the rendering and block size of the
+/// model in service, and the swap count it last checked them at.
+struct Reads {
+    render: RenderConfig,
+    block_size: usize,
+    swaps_seen: Option<u64>,
 }

@@ -186,10 +186,14 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     (code, body)
 }
 
-/// `name{labels}` → value.
+/// `name{labels}` → value, from a /metrics scrape.
 pub fn scrape(addr: &str) -> BTreeMap<String, f64> {
-    let (_, body) = http_get(addr, "/metrics");
-    body.lines()
+    samples(&http_get(addr, "/metrics").1)
+}
+
+/// Sample lines of a Prometheus text exposition as `name{labels}` → value.
+pub fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| {
             let (k, v) = l.rsplit_once(' ')?;
