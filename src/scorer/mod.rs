@@ -7,6 +7,7 @@
 //! losses into [`Scored`] results; the forward pass itself runs wherever the
 //! model lives (the [`worker`] thread on the bus, inline offline).
 
+pub mod decide;
 pub mod offline;
 pub mod role;
 pub mod worker;

@@ -5,6 +5,7 @@
 //! its alert, if any, is stored; the alert's `Nats-Msg-Id` is the telemetry
 //! message's stream sequence, so a redelivered event never alerts twice.
 
+use super::decide::{crosses, Cooldown};
 use super::worker::ModelWorker;
 use super::{finish, EventScorer, Prepared, Scored};
 use crate::alert::{Alert, AlertBaseline, AlertReason, Diagnoser, Span};
@@ -17,7 +18,6 @@ use crate::trainer::cycle::ModelNotice;
 use anyhow::Result;
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -84,31 +84,6 @@ pub struct ScorerStats {
 impl ScorerStats {
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
-    }
-}
-
-/// Remembers the last alert per (source, kind); bounded.
-struct Cooldown {
-    last: HashMap<(String, Kind), i64>,
-    window_ms: i64,
-}
-
-impl Cooldown {
-    const MAX: usize = 10_000;
-
-    /// True when an alert at `ts` may go out, and then records it.
-    fn admit(&mut self, source: &str, kind: Kind, ts: i64) -> bool {
-        if let Some(&t) = self.last.get(&(source.to_string(), kind)) {
-            if ts >= t && ts - t < self.window_ms {
-                return false;
-            }
-        }
-        if self.last.len() >= Self::MAX {
-            let w = self.window_ms;
-            self.last.retain(|_, t| ts - *t < w);
-        }
-        self.last.insert((source.to_string(), kind), ts);
-        true
     }
 }
 
@@ -184,10 +159,7 @@ impl Scorer {
             reads.block_size,
             self.cfg.max_keys,
         );
-        let mut cooldown = Cooldown {
-            last: HashMap::new(),
-            window_ms: self.cfg.cooldown_ms,
-        };
+        let mut cooldown = Cooldown::new(self.cfg.cooldown_ms);
         tokio::pin!(shutdown);
         loop {
             let first = tokio::select! {
@@ -307,7 +279,7 @@ impl Scorer {
                 .event_score
                 .with_label_values(&kind)
                 .observe(s.score as f64);
-            let alert = (s.score >= self.cfg.threshold).then(|| {
+            let alert = crosses(s.score, self.cfg.threshold).then(|| {
                 let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
                 surprise_alert(&ev, &s, &self.cfg.diagnoser, Some(&info.version), seq)
             });
