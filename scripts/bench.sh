@@ -55,7 +55,7 @@ if target/release/proprio bench --help >/dev/null 2>&1; then
 else
   # Until `proprio bench` is wired into the CLI, the same function runs
   # through the test harness.
-  PROPRIO_BENCH_ARGS="${ours[*]}" cargo test --release -q --test model bench -- --ignored --exact --nocapture 2>/dev/null \
+  PROPRIO_BENCH_ARGS="${ours[*]}" cargo test --release -q --test it model::bench -- --ignored --exact --nocapture 2>/dev/null \
     | grep '^{' >"$out/ours.json"
 fi
 vocab="$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["vocab_size"])' "$out/ours.json")"

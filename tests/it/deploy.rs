@@ -3,7 +3,7 @@
 //! agree with each other, with the CLI (every command and flag a service
 //! uses exists) and with scripts/setup.sh (the same set-up recipe).
 
-mod support;
+use crate::support;
 
 use serde_yaml::Value;
 use std::path::Path;

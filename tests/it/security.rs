@@ -3,7 +3,7 @@
 //! Wrong credentials and a missing permission must end proprio with a clear
 //! error and a non-zero exit within seconds, never a hang or a silent retry.
 
-mod support;
+use crate::support;
 
 use futures::StreamExt;
 use std::path::{Path, PathBuf};

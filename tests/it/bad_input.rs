@@ -4,11 +4,9 @@
 //! counted in /metrics, terminated (never redelivered), and nothing stalls:
 //! valid events published after them are harvested and scored.
 //!
-//! `cargo test --release --test bad_input -- --nocapture`
+//! `cargo test --release --test it bad_input:: -- --nocapture`
 
-#[path = "support/proc.rs"]
-mod proc;
-mod support;
+use crate::support::{self, proc};
 
 use async_nats::jetstream;
 use proc::{normal, now_ms, publish_all, registry, scan, wait_settled, Proprio};

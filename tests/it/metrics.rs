@@ -2,9 +2,8 @@
 //! /healthz, /readyz, and /metrics moving as telemetry flows, a model is
 //! trained and an alert is raised; names follow Prometheus conventions.
 
-#[path = "support/proc.rs"]
-mod proc;
-mod support;
+use crate::support::{self, proc};
+use crate::support::proc::now_ms;
 
 use proc::{http_get as get, samples};
 use std::collections::BTreeMap;
@@ -45,40 +44,6 @@ async fn wait_metric(addr: &str, key: &str, min: f64, secs: u64) -> BTreeMap<Str
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// `rounds` of normal telemetry from `sources` services, as raw JSON.
-async fn publish_normal(c: &async_nats::Client, sources: usize, rounds: usize, t0: i64) {
-    for i in 0..rounds {
-        for s in 0..sources {
-            let ts = t0 + (i as i64) * 1000 + s as i64;
-            let cpu = 20 + ((i * 7 + s * 3) % 5);
-            let pulse = format!(r#"{{"ts":{ts},"metrics":{{"cpu":{cpu},"mem_mb":512}}}}"#);
-            c.publish(format!("os.pulse.svc{s}"), pulse.into())
-                .await
-                .unwrap();
-            let log = format!(
-                r#"{{"ts":{},"level":"info","message":"GET /health 200 in {}ms"}}"#,
-                ts + 1,
-                3 + (i % 4)
-            );
-            c.publish(format!("os.log.svc{s}"), log.into())
-                .await
-                .unwrap();
-            let flux = format!(r#"{{"ts":{},"state":"healthy"}}"#, ts + 2);
-            c.publish(format!("os.flux.svc{s}.heartbeat"), flux.into())
-                .await
-                .unwrap();
-        }
-    }
-    c.flush().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,7 +104,12 @@ async fn metrics_move_during_a_run() {
 
     // Telemetry flows in: received and harvested move, by curriculum.
     let client = async_nats::connect(&nats.url).await.unwrap();
-    publish_normal(&client, 4, 30, now_ms() - 60_000).await;
+    proc::publish_all(
+        &async_nats::jetstream::new(client.clone()),
+        proc::normal(4, 30, now_ms() - 60_000),
+        64,
+    )
+    .await;
     client
         .publish("os.pulse.svc9", "not an event".into())
         .await

@@ -1,7 +1,8 @@
 //! The harvester against a real nats-server: telemetry in, curriculum and
 //! dead letters out, acknowledged only once the output is stored.
 
-mod support;
+use crate::support;
+use crate::support::proc::now_ms;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use proprio::bus::{self, Bus, BusConfig};
@@ -14,13 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::NatsServer;
 use tokio::sync::oneshot;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 struct Running {
     bus: Bus,

@@ -1,11 +1,9 @@
 //! Reliability-test support: real `proprio run` processes (killed with
 //! SIGKILL when asked, or when dropped), their /metrics, JetStream consumer
 //! state, and telemetry published with JetStream acks so "published" means
-//! "stored". Included with `#[path = "support/proc.rs"] mod proc;` next to
-//! `mod support;`.
-#![allow(dead_code)]
+//! "stored".
 
-use super::support::{free_port, proprio_bin};
+use super::{free_port, proprio_bin};
 use async_nats::jetstream;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -509,7 +509,7 @@ fn invalid_configs_are_refused() {
 /// The convergence criterion on synthetic telemetry: validation
 /// loss after 500 steps within 5 % of its value after 2000. About a minute
 /// of CPU, hence ignored by default:
-/// `cargo test --release --test model -- --ignored --nocapture`.
+/// `cargo test --release --test it model:: -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn converges_within_500_steps() {

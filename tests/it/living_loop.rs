@@ -1,7 +1,8 @@
 //! The living loop end to end on a real nats-server: telemetry published as a
 //! service would, harvested, trained on by a tick, scored, alerted, digested.
 
-mod support;
+use crate::support;
+use crate::support::proc::now_ms;
 
 use futures::StreamExt;
 use proprio::alert::Alert;
@@ -12,13 +13,6 @@ use proprio::trainer::cycle::{ModelNotice, Trainer, TrainerConfig};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use support::NatsServer;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 fn args(url: &str, roles: &[Role]) -> RunArgs {
     RunArgs {

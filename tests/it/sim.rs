@@ -1,7 +1,7 @@
 //! The simulated OS: its registry, determinism, coverage of the six kinds,
 //! fault labels, and live mode agreeing with file mode on a real nats-server.
 
-mod support;
+use crate::support;
 
 use futures::StreamExt;
 use proprio::event::{read_jsonl, Body, Event, Kind, Limits, Phase, Scalar};

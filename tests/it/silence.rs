@@ -1,7 +1,7 @@
 //! The silence watch against a real nats-server, on the wall clock with
 //! intervals of a tenth of a second.
 
-mod support;
+use crate::support;
 
 use proprio::alert::{Alert, AlertReason};
 use proprio::bus::{self, Bus, BusConfig};

@@ -1,6 +1,7 @@
 //! Test support: a real nats-server per test, on a free port with its own
 //! temporary JetStream store, stopped when dropped.
-#![allow(dead_code)]
+
+pub mod proc;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

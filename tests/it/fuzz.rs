@@ -9,7 +9,7 @@
 //! every subject form. A panic anywhere fails the test (proptest reports the
 //! shrunk input); so does a broken invariant on an accepted event.
 //!
-//! `cargo test --release --test fuzz -- --nocapture`; PROPRIO_FUZZ_CASES
+//! `cargo test --release --test it fuzz:: -- --nocapture`; PROPRIO_FUZZ_CASES
 //! (per family) makes a longer run.
 
 use proprio::baseline::Baselines;

@@ -2,7 +2,7 @@
 //! key's or value's error naming it, secrets never printed, and the
 //! documented example file being exactly the defaults.
 
-mod support;
+use crate::support;
 
 use clap::{CommandFactory, FromArgMatches};
 use proprio::config::{Config, Origin};

@@ -1,6 +1,7 @@
 //! The NATS plumbing against a real nats-server.
 
-mod support;
+use crate::support;
+use crate::support::proc::now_ms;
 
 use async_nats::jetstream::stream;
 use futures::StreamExt;
@@ -16,13 +17,6 @@ async fn bus(server: &NatsServer) -> Bus {
         .unwrap();
     b.ensure().await.unwrap();
     b
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 #[tokio::test]

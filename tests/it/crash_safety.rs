@@ -2,11 +2,9 @@
 //! truncated checkpoints in the object store, a scorer replica killed under
 //! load.
 //!
-//! `cargo test --release --test crash_safety -- --nocapture --test-threads=1`
+//! `cargo test --release --test it crash_safety:: -- --nocapture --test-threads=1`
 
-#[path = "support/proc.rs"]
-mod proc;
-mod support;
+use crate::support::{self, proc};
 
 use async_nats::jetstream;
 use proc::{normal, now_ms, publish_all, registry, wait_settled, Proprio};

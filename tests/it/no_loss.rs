@@ -3,13 +3,11 @@
 //! load. Every event is harvested at least once (counted as distinct events
 //! in the curriculum stream) and no alert is stored twice.
 //!
-//! `cargo test --release --test no_loss -- --nocapture --test-threads=1`
+//! `cargo test --release --test it no_loss:: -- --nocapture --test-threads=1`
 //! prints the figures. PROPRIO_BURST sets the burst size (default 100,000
 //! for the kill, half that for the server restart).
 
-#[path = "support/proc.rs"]
-mod proc;
-mod support;
+use crate::support::{self, proc};
 
 use async_nats::jetstream;
 use proc::{now_ms, publish_all, registry, scan, wait_settled, Proprio};

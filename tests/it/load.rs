@@ -12,9 +12,7 @@
 //! machine is shared and noisy. Asserted: nothing lost, every event scored or
 //! counted as shed, every injected fault alerted once, memory flat.
 
-#[path = "support/proc.rs"]
-mod proc;
-mod support;
+use crate::support::{self, proc};
 
 use futures::StreamExt;
 use proc::{http_get, now_ms, scrape};

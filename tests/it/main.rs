@@ -1,0 +1,26 @@
+//! The integration tests, one binary: libtorch is linked once instead of
+//! once per test file. Each module is one area, run alone with
+//! `cargo test --release --test it <module>::`; `support` starts real
+//! nats-servers and proprio processes for them.
+
+mod support;
+
+mod bad_input;
+mod bus;
+mod config;
+mod crash_safety;
+mod deploy;
+mod engine;
+mod eval;
+mod fuzz;
+mod harvester;
+mod import;
+mod living_loop;
+mod load;
+mod metrics;
+mod model;
+mod no_loss;
+mod security;
+mod silence;
+mod sim;
+mod wire;
