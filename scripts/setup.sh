@@ -32,8 +32,14 @@ fi
 
 lt="$tools/libtorch"
 if [ ! -e "$lt/lib/libtorch_cpu.so" ]; then
+  # torch comes without its dependencies (only its CPU libraries are linked), so
+  # pip's post-install check would list them as missing, in red, though nothing
+  # needs them. cuda-toolkit therefore goes first (then no installed package
+  # depends on it), --no-deps skips the check for torch, and --no-warn-conflicts
+  # covers a venv left with torch but no cuda-toolkit. Install failures still
+  # stop the script.
+  have cuda-toolkit || pip install --no-warn-conflicts "cuda-toolkit[cudart,cupti]==13.0.3"
   have torch || pip install --no-deps "torch==2.13.0"
-  have cuda-toolkit || pip install "cuda-toolkit[cudart,cupti]==13.0.3"
   site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
   tl="$site/torch/lib"
   mkdir -p "$lt/lib"
