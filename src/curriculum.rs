@@ -508,7 +508,7 @@ fn phase_token(p: Phase) -> &'static str {
 /// none is left (one pass turns `<<||BOE|>` into a real `<|BOE|>`). Line
 /// breaks become spaces, so an event stays one line whatever its text (a
 /// multi-line log message, a raw log line with an inner `\n`). Both found
-/// by tests/fuzz.rs.
+/// by tests/it/fuzz.rs.
 pub fn escape(s: &str) -> String {
     let mut s = s.to_string();
     while s.contains("<|") {

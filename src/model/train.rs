@@ -41,7 +41,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     /// A tiny model tolerates a high learning rate; with a short warm-up and
     /// a cosine decay to a tenth of it, validation loss flattens within a
-    /// few hundred steps (tests/model.rs checks the 500-vs-2000 criterion on
+    /// few hundred steps (tests/it/model.rs checks the 500-vs-2000 criterion on
     /// synthetic telemetry).
     fn default() -> Self {
         TrainConfig {
