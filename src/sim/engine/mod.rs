@@ -136,7 +136,7 @@ fn s(v: impl Into<String>) -> Scalar {
 }
 
 impl Simulation {
-    pub fn new(cfg: &SimConfig) -> anyhow::Result<Simulation> {
+    fn new(cfg: &SimConfig) -> anyhow::Result<Simulation> {
         anyhow::ensure!(
             cfg.hours.is_finite() && cfg.hours > 0.0 && cfg.hours <= 24.0 * 366.0,
             "--hours must be a positive number of hours up to a year, got {}",
@@ -206,13 +206,9 @@ impl Simulation {
         self.registry_after.as_ref()
     }
 
+    /// The first simulated instant (Unix ms).
     pub fn start_ms(&self) -> i64 {
         self.start
-    }
-
-    /// First instant after the run (events have `ts < end_ms`).
-    pub fn end_ms(&self) -> i64 {
-        self.end
     }
 
     /// Faults that were asked for but could not be placed (e.g. no GPU worker).
