@@ -1,6 +1,6 @@
 //! A service's character (baseline load, latency, memory, pulse and log
 //! cadence), drawn from its name and role alone. Kept apart from the engine so
-//! the numbers that make one service look unlike another sit in one table.
+//! the numbers that make one service look unlike another sit in one place.
 
 use super::rng::Rng;
 

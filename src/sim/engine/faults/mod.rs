@@ -169,7 +169,7 @@ impl Simulation {
         idx.into_iter().map(|i| self.svcs[i].name.clone()).collect()
     }
 
-    /// The sources fault on `targets` labels (the targets, the `witnesses`
+    /// The sources a fault on `targets` labels (the targets, the `witnesses`
     /// that record it, the reasoning agents calling the targets); the targets
     /// are reserved for it.
     fn involve(
