@@ -7,8 +7,8 @@
 //! service runs on, ...) hash the name, never the simulation seed, so they are
 //! the same OS across runs.
 
-use super::engine::Svc;
 use super::rng::fnv1a;
+use super::service::Svc;
 use super::text::lower;
 
 /// The graphs published on `os.graph.<graph>`, in publishing order.
@@ -66,6 +66,15 @@ fn endpoint(role: &str) -> &'static str {
     }
 }
 
+/// Service `s`'s dependencies, each with the label of an edge to it: the
+/// fault that added the edge, else one that created either end.
+fn deps<'a>(s: &'a Svc, svcs: &'a [Svc]) -> impl Iterator<Item = (&'a Svc, Option<usize>)> {
+    s.deps.iter().map(move |&(d, f)| {
+        let dep = &svcs[d];
+        (dep, f.or(s.label_all).or(dep.label_all))
+    })
+}
+
 /// The edges of graph `g` (an index into [`GRAPHS`]) over the existing services.
 pub(super) fn edges(g: usize, svcs: &[Svc]) -> Vec<Edge> {
     let mut out = Vec::new();
@@ -81,14 +90,8 @@ pub(super) fn edges(g: usize, svcs: &[Svc]) -> Vec<Edge> {
     match GRAPHS.get(g).copied().unwrap_or("") {
         "ServiceGraph" => {
             for s in live() {
-                for &(d, f) in &s.deps {
-                    let dep = &svcs[d];
-                    e(
-                        s.name.clone(),
-                        "calls",
-                        dep.name.clone(),
-                        f.or(s.label_all).or(dep.label_all),
-                    );
+                for (dep, label) in deps(s, svcs) {
+                    e(s.name.clone(), "calls", dep.name.clone(), label);
                 }
             }
         }
@@ -101,13 +104,12 @@ pub(super) fn edges(g: usize, svcs: &[Svc]) -> Vec<Edge> {
                     format!("{}::{h}", s.name),
                     s.label_all,
                 );
-                for &(d, f) in &s.deps {
-                    let dep = &svcs[d];
+                for (dep, label) in deps(s, svcs) {
                     e(
                         format!("{}::{h}", s.name),
                         "calls",
                         format!("{}::{}", dep.name, handler(&dep.role)),
-                        f.or(s.label_all).or(dep.label_all),
+                        label,
                     );
                 }
             }
@@ -178,14 +180,8 @@ pub(super) fn edges(g: usize, svcs: &[Svc]) -> Vec<Edge> {
                     s.label_all,
                 );
                 if s.role == "api" {
-                    for &(d, f) in &s.deps {
-                        let dep = &svcs[d];
-                        e(
-                            s.name.clone(),
-                            "routes_to",
-                            dep.name.clone(),
-                            f.or(s.label_all).or(dep.label_all),
-                        );
+                    for (dep, label) in deps(s, svcs) {
+                        e(s.name.clone(), "routes_to", dep.name.clone(), label);
                     }
                 }
             }
@@ -198,13 +194,12 @@ pub(super) fn edges(g: usize, svcs: &[Svc]) -> Vec<Edge> {
                     format!("flux.{}", lower(&s.name)),
                     s.label_all,
                 );
-                if let Some(&(d, f)) = s.deps.first() {
-                    let dep = &svcs[d];
+                if let Some((dep, label)) = deps(s, svcs).next() {
                     e(
                         s.name.clone(),
                         "subscribes",
                         format!("flux.{}", lower(&dep.name)),
-                        f.or(s.label_all).or(dep.label_all),
+                        label,
                     );
                 }
             }

@@ -21,8 +21,10 @@ mod engine;
 mod fault;
 mod graphs;
 mod live;
+mod profile;
 mod registry_gen;
 mod rng;
+mod service;
 mod text;
 
 pub use engine::{generate, SimConfig, Simulation, DEFAULT_START_MS};

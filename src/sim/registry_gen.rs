@@ -425,18 +425,22 @@ const KEEP_ROLES: &[&str] = &[
     "agent",
 ];
 
+/// Each service's position in `reg`, by name.
+pub(super) fn name_index(reg: &Registry) -> BTreeMap<&str, usize> {
+    reg.services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect()
+}
+
 /// A dependency-closed subset of at most `n` services: a small OS for tests
 /// that still has the roles the simulator's faults and traces need.
 pub fn subset(reg: &Registry, n: usize) -> Registry {
     if n >= reg.services.len() {
         return reg.clone();
     }
-    let index: BTreeMap<&str, usize> = reg
-        .services
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
+    let index = name_index(reg);
     let closure = |start: usize| -> BTreeSet<usize> {
         let mut seen = BTreeSet::new();
         let mut stack = vec![start];
@@ -523,12 +527,7 @@ pub fn check_layered(reg: &Registry) -> Result<(), String> {
 /// No dependency cycle (what an architecture change must preserve even
 /// when a split service calls its new sibling in the same layer).
 pub fn check_acyclic(reg: &Registry) -> Result<(), String> {
-    let index: BTreeMap<&str, usize> = reg
-        .services
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
+    let index = name_index(reg);
     // 0 = unvisited, 1 = on the stack, 2 = done.
     let mut state = vec![0u8; reg.services.len()];
     for root in 0..reg.services.len() {
