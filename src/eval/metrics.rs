@@ -158,13 +158,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    Some(crate::baseline::median(&mut v))
 }
 
 /// How a session's score is made from its events' scores.
