@@ -21,9 +21,9 @@ fn precision_recall_f1_at_a_threshold() {
     assert!(close(c.precision(), 2.0 / 3.0));
     assert!(close(c.recall(), 2.0 / 3.0));
     assert!(close(c.f1(), 2.0 / 3.0));
-    // Strictly above: a score equal to the threshold is not flagged.
+    // At or above, as the live scorer alerts: a score equal to the threshold is flagged.
     let c = Confusion::at(&s, &y, 0.7);
-    assert_eq!((c.tp, c.fp), (1, 1));
+    assert_eq!((c.tp, c.fp), (2, 1));
     // Flag everything: recall 1, precision = prevalence.
     let c = Confusion::at(&s, &y, f32::NEG_INFINITY);
     assert!(close(c.recall(), 1.0) && close(c.precision(), 0.6));
@@ -349,8 +349,8 @@ fn metrics_match_brute_force_definitions() {
     assert!(close(auprc(&s, &y), ap), "{:?} vs {ap}", auprc(&s, &y));
     // P, R, F1 at a threshold from counts.
     let c = Confusion::at(&s, &y, 12.0);
-    let tp = (0..n).filter(|&i| y[i] && s[i] > 12.0).count() as f64;
-    let fp = (0..n).filter(|&i| !y[i] && s[i] > 12.0).count() as f64;
+    let tp = (0..n).filter(|&i| y[i] && s[i] >= 12.0).count() as f64;
+    let fp = (0..n).filter(|&i| !y[i] && s[i] >= 12.0).count() as f64;
     let p = tp / (tp + fp);
     let r = tp / pos;
     assert!(close(c.precision(), p) && close(c.recall(), r));

@@ -32,10 +32,14 @@
 //!    session is closed by a marker event, so a session that stops early is
 //!    itself surprising. The zscore and combined rows are left out when the
 //!    data hold no metric.
-//! 5. **Threshold rule**, the same for every detector: θ = the
-//!    `--threshold-quantile` quantile (nearest rank; 1 = the maximum) of the
-//!    detector's scores on the calibration slice's units. No test label is
-//!    read before θ is fixed.
+//! 5. **Threshold rule**, the same for every detector: θ = the smallest
+//!    value above the `--threshold-quantile` quantile (nearest rank; 1 = the
+//!    maximum) of the detector's scores on the calibration slice's units, so
+//!    that the live rule (a score at or above θ alerts) flags only what is
+//!    more surprising than that quantile: with q = 1, more surprising than
+//!    anything in the slice (a baseline's saturated score, e.g. a template
+//!    never seen, ties with the slice's own maximum and must not alert). No
+//!    test label is read before θ is fixed.
 //! 6. **Units.** Per event, or per session with `--group-by key`: a session
 //!    is a key's events and its score is `--aggregate` of their scores (max
 //!    by default; `topK` = mean of the K highest; `mean`). A unit is
@@ -450,9 +454,10 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
     Ok(report)
 }
 
-/// θ: the `--threshold-quantile` quantile of the calibration units' scores.
+/// θ: the next value above the `--threshold-quantile` quantile of the
+/// calibration units' scores (see the threshold rule above).
 fn threshold(calib: &[f32], args: &EvalArgs) -> f32 {
-    metrics::quantile(calib, args.threshold_quantile).unwrap_or(f32::INFINITY)
+    metrics::quantile(calib, args.threshold_quantile).map_or(f32::INFINITY, f32::next_up)
 }
 
 /// The template and zscore baselines, fitted on the fit part (as wanted),

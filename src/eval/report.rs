@@ -73,7 +73,7 @@ pub struct FaultResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct DetectorReport {
     pub name: String,
-    /// The threshold the rule chose (unit scores above it are flagged).
+    /// The threshold the rule chose (unit scores at or above it are flagged).
     pub threshold: f32,
     pub calibration_max: f32,
     pub overall: Metrics,
