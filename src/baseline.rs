@@ -23,31 +23,47 @@ impl Stat {
         if losses.is_empty() {
             return None;
         }
-        let median = median(losses.to_vec());
-        let mad = median_of(losses.iter().map(|l| (l - median).abs()).collect());
+        let mid = median(&mut losses.to_vec());
+        let mut dev: Vec<f32> = losses.iter().map(|l| (l - mid).abs()).collect();
+        let mad = median(&mut dev);
         Some(Stat {
-            median,
+            median: mid,
             scale: 1.4826 * mad,
             n: losses.len() as u32,
         })
     }
 }
 
-fn median(mut v: Vec<f32>) -> f32 {
-    median_of_mut(&mut v)
+/// A float the median works on (f32 for losses, f64 for metric values).
+pub trait Real: Copy + std::ops::Add<Output = Self> + std::ops::Div<Output = Self> {
+    const TWO: Self;
+    fn total_cmp(&self, other: &Self) -> std::cmp::Ordering;
 }
 
-fn median_of(mut v: Vec<f32>) -> f32 {
-    median_of_mut(&mut v)
+impl Real for f32 {
+    const TWO: f32 = 2.0;
+    fn total_cmp(&self, other: &f32) -> std::cmp::Ordering {
+        f32::total_cmp(self, other)
+    }
 }
 
-fn median_of_mut(v: &mut [f32]) -> f32 {
-    v.sort_by(|a, b| a.total_cmp(b));
+impl Real for f64 {
+    const TWO: f64 = 2.0;
+    fn total_cmp(&self, other: &f64) -> std::cmp::Ordering {
+        f64::total_cmp(self, other)
+    }
+}
+
+/// The median of a non-empty slice, sorting it in place: the middle value,
+/// or the mean of the middle two for an even count. The one median of the
+/// crate (baselines, eval's baselines and metrics).
+pub fn median<T: Real>(v: &mut [T]) -> T {
+    v.sort_by(T::total_cmp);
     let n = v.len();
     if n % 2 == 1 {
         v[n / 2]
     } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+        (v[n / 2 - 1] + v[n / 2]) / T::TWO
     }
 }
 

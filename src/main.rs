@@ -87,10 +87,7 @@ fn main() -> anyhow::Result<()> {
         )),
         Command::Demo(a) => rt()?.block_on(proprio::demo::run(a)),
         Command::Simulate(a) => proprio::sim::run(a),
-        Command::Train(mut a) => {
-            a.learning = cfg.learning()?;
-            proprio::trainer::offline::run(a)
-        }
+        Command::Train(a) => proprio::trainer::offline::run(a, cfg.learning()?),
         Command::Score(a) => proprio::scorer::offline::run(a),
         Command::Digest(mut a) => {
             a.nats.nats = url(&a.nats.nats, "digest");
@@ -111,10 +108,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(a) => proprio::model::bench::bench(a),
         Command::Config(_) => Ok(()),
         Command::Health(a) => proprio::metrics::health_command(&a),
-        Command::Eval(mut a) => {
-            a.learning = cfg.learning()?;
-            proprio::eval::run(a)
-        }
+        Command::Eval(a) => proprio::eval::run(a, cfg.learning()?),
         Command::Import(a) => proprio::import::run(a),
     }
 }

@@ -65,6 +65,14 @@ pub struct SilenceConfig {
     pub mass_min: usize,
 }
 
+impl SilenceConfig {
+    /// How long a source (or the stream) whose usual gap is `usual_ms` may
+    /// stay quiet; past it, it is silent.
+    pub fn allowed_ms(&self, usual_ms: i64) -> i64 {
+        ((usual_ms as f64 * self.multiple) as i64).max(self.floor.as_millis() as i64)
+    }
+}
+
 /// The source named by a silence of (nearly) every source at once.
 pub const ALL_SOURCES: &str = "telemetry";
 
@@ -259,7 +267,6 @@ impl Tracker {
 
     /// Sources silent past their threshold and not yet alerted.
     pub fn overdue(&self, now_ms: i64) -> Vec<Overdue> {
-        let floor = self.cfg.floor.as_millis() as i64;
         let mut out = Vec::new();
         for (source, t) in &self.sources {
             if t.alerted || now_ms < t.retry_at || !self.trusted(t) {
@@ -267,8 +274,7 @@ impl Tracker {
             }
             let Some(usual) = t.usual() else { continue };
             let silent = now_ms - t.last_seen;
-            let threshold = ((usual as f64 * self.cfg.multiple) as i64).max(floor);
-            if silent > threshold {
+            if silent > self.cfg.allowed_ms(usual) {
                 out.push(Overdue {
                     source: source.clone(),
                     kind: t.kind,
@@ -303,9 +309,7 @@ impl Tracker {
         }
         let usual = t.usual()?;
         let silent = now_ms - t.last_seen;
-        let threshold =
-            ((usual as f64 * self.cfg.multiple) as i64).max(self.cfg.floor.as_millis() as i64);
-        (silent > threshold).then(|| Overdue {
+        (silent > self.cfg.allowed_ms(usual)).then(|| Overdue {
             source: ALL_SOURCES.to_string(),
             kind: Kind::Flux,
             last_seen: t.last_seen,

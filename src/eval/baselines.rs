@@ -14,6 +14,7 @@
 //!   `|x - median| / scale` over its metrics, scale = max(1.4826 MAD, 1 % of
 //!   |median|, 1e-6). Events without metrics score 0.
 
+use crate::baseline::median;
 use crate::curriculum::Renderer;
 use crate::event::{Body, Event};
 use regex::Regex;
@@ -130,9 +131,9 @@ impl Robust {
         if values.is_empty() {
             return None;
         }
-        let med = median_mut(values);
+        let med = median(values);
         let mut dev: Vec<f64> = values.iter().map(|v| (v - med).abs()).collect();
-        let mad = median_mut(&mut dev);
+        let mad = median(&mut dev);
         Some(Robust {
             median: med,
             scale: (1.4826 * mad).max(0.01 * med.abs()).max(1e-6),
@@ -142,16 +143,6 @@ impl Robust {
 
     pub fn z(&self, x: f64) -> f64 {
         ((x - self.median).abs() / self.scale).min(1e6)
-    }
-}
-
-fn median_mut(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 

@@ -1,9 +1,10 @@
 //! Detection metrics on scored, labelled units (events or sessions).
 //!
 //! Conventions, the same everywhere in `proprio eval`:
-//! - a unit is flagged when its score is **above** the threshold (so with
-//!   the threshold at the maximum of a normal slice, a unit is flagged only
-//!   when it is more surprising than anything in that slice);
+//! - a unit is flagged when its score is **at or above** the threshold, as
+//!   the live scorer alerts ([`crate::scorer::decide::crosses`]; eval puts
+//!   the threshold just above a quantile of a normal slice, so that a unit
+//!   is flagged only when it is more surprising than that quantile);
 //! - AUROC is the Mann-Whitney probability that a random anomalous unit
 //!   scores above a random normal one, ties counting one half;
 //! - AUPRC is average precision (scikit-learn's `average_precision_score`):
@@ -28,12 +29,12 @@ pub struct Confusion {
 }
 
 impl Confusion {
-    /// Flags `score > threshold`; NaN scores count as not flagged.
+    /// Flags `score >= threshold` (the live rule); NaN scores count as not flagged.
     pub fn at(scores: &[f32], labels: &[bool], threshold: f32) -> Confusion {
         assert_eq!(scores.len(), labels.len(), "one label per score");
         let mut c = Confusion::default();
         for (&s, &y) in scores.iter().zip(labels) {
-            match (s > threshold, y) {
+            match (crate::scorer::decide::crosses(s, threshold), y) {
                 (true, true) => c.tp += 1,
                 (true, false) => c.fp += 1,
                 (false, false) => c.tn += 1,
@@ -158,13 +159,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
     if v.is_empty() {
         return None;
     }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    Some(crate::baseline::median(&mut v))
 }
 
 /// How a session's score is made from its events' scores.

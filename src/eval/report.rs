@@ -1,9 +1,18 @@
-//! The evaluation report: JSON (serde) and a terminal table.
+//! The evaluation report: JSON (serde), a terminal table, and the per unit
+//! score dump.
 
-use super::metrics::Confusion;
+use super::baselines::TemplateFreq;
+use super::data::{Data, Units};
+use super::metrics::{self, Confusion};
+use super::EvalArgs;
+use crate::curriculum::Renderer;
+use crate::event::Event;
+use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
 
 /// Metrics over a set of units (all, or one fault type's against the normal ones).
 #[derive(Debug, Clone, Serialize)]
@@ -24,6 +33,31 @@ pub struct Metrics {
     pub ttd_max_s: Option<f64>,
 }
 
+impl Metrics {
+    /// P, R, F1 at `thr`, AUROC and AUPRC of `scores`, and detection of `faults`.
+    pub fn of(scores: &[f32], labels: &[bool], thr: f32, faults: &[&FaultResult]) -> Metrics {
+        let c = Confusion::at(scores, labels, thr);
+        let ttd: Vec<f64> = faults.iter().filter_map(|f| f.ttd_s).collect();
+        Metrics {
+            anomalous: labels.iter().filter(|&&y| y).count() as u64,
+            normal: labels.iter().filter(|&&y| !y).count() as u64,
+            precision: c.precision(),
+            recall: c.recall(),
+            f1: c.f1(),
+            auroc: metrics::auroc(scores, labels),
+            auprc: metrics::auprc(scores, labels),
+            confusion: c,
+            faults: faults.len() as u64,
+            faults_detected: faults.iter().filter(|f| f.detected).count() as u64,
+            ttd_median_s: metrics::median(&ttd),
+            ttd_max_s: ttd
+                .iter()
+                .copied()
+                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x)))),
+        }
+    }
+}
+
 /// One fault and whether (and how fast) it was detected.
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultResult {
@@ -39,7 +73,7 @@ pub struct FaultResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct DetectorReport {
     pub name: String,
-    /// The threshold the rule chose (unit scores above it are flagged).
+    /// The threshold the rule chose (unit scores at or above it are flagged).
     pub threshold: f32,
     pub calibration_max: f32,
     pub overall: Metrics,
@@ -170,4 +204,113 @@ impl Report {
         }
         s
     }
+}
+
+impl Report {
+    /// The report's description of the run, before any detector's rows.
+    pub(super) fn header(
+        args: &EvalArgs,
+        data: &Data,
+        cu: &Units,
+        tu: &Units,
+        hours: f64,
+        faults_from: &str,
+    ) -> Report {
+        let grouped = args.group_by.is_some();
+        let labelled = |u: &Units| u.labels.iter().filter(|l| l.is_some()).count() as u64;
+        Report {
+            train: args.train.display().to_string(),
+            test: match &args.test {
+                Some(t) => t.display().to_string(),
+                None => format!(
+                    "{} (after the first {} share)",
+                    args.train.display(),
+                    args.split
+                ),
+            },
+            unit: if grouped {
+                "session (key)".into()
+            } else {
+                "event".into()
+            },
+            aggregate: grouped.then(|| args.aggregate.name()),
+            setting: if args.train_normal_only {
+                "normal only (labelled training units dropped)".into()
+            } else {
+                "continuous (training labels ignored)".into()
+            },
+            threshold_rule: format!(
+                "quantile {} of each detector's scores on the calibration slice ({})",
+                args.threshold_quantile,
+                if args.calibration > 0.0 {
+                    format!(
+                        "newest {} of the training part, not fitted on",
+                        args.calibration
+                    )
+                } else {
+                    "the training part itself, in-sample".into()
+                }
+            ),
+            fit_events: data.fit.len() as u64,
+            calibration_units: cu.members.len() as u64,
+            calibration_anomalous: labelled(cu),
+            test_events: data.test.len() as u64,
+            test_units: tu.members.len() as u64,
+            test_anomalous: labelled(tu),
+            test_hours: hours,
+            faults_from: faults_from.into(),
+            detectors: Vec::new(),
+            notes: Vec::new(),
+            model: None,
+            seconds: 0.0,
+        }
+    }
+}
+
+/// One part's units for `--dump`: the events of `idx` in `events`, each
+/// unit's scores by detector.
+pub(super) struct DumpPart<'a> {
+    pub name: &'a str,
+    pub events: &'a [Event],
+    pub idx: &'a [usize],
+    pub units: &'a Units,
+    pub scores: &'a [(&'a str, &'a [f32])],
+}
+
+/// `--dump`: every test unit's scores, then every calibration unit's, one
+/// JSON line each (per event mode, with the rendered text; test events also
+/// with their template).
+pub(super) fn write_dump(
+    path: &Path,
+    renderer: &Renderer,
+    parts: &[DumpPart],
+    grouped: bool,
+) -> Result<()> {
+    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    for p in parts {
+        for (k, m) in p.units.members.iter().enumerate() {
+            let e = &p.events[p.idx[m[0]]];
+            let scores: BTreeMap<&str, f32> = p.scores.iter().map(|(n, s)| (*n, s[k])).collect();
+            let mut line = serde_json::json!({
+                "part": p.name,
+                "ts": e.ts,
+                "key": e.key,
+                "source": e.source,
+                "events": m.len(),
+                "label": p.units.labels[k],
+                "scores": scores,
+            });
+            if !grouped {
+                line["text"] = renderer.render(e).into();
+                if p.name == "test" {
+                    line["template"] = TemplateFreq::template(renderer, e).into();
+                }
+            }
+            serde_json::to_writer(&mut w, &line)?;
+            w.write_all(b"\n")?;
+        }
+    }
+    w.flush()?;
+    Ok(())
 }

@@ -1,16 +1,17 @@
 //! `proprio train`: the growth loop's middle steps on an event file.
 
 use super::{checkpoint, evaluate, train, validate};
+use crate::config::Learning;
 use crate::curriculum::{Document, Renderer};
 use crate::event::read_jsonl;
 use crate::freshness::{Gates, HOUR_MS};
 use crate::model::checkpoint::Checkpoint;
 use crate::model::train::TrainConfig;
-use crate::model::GptConfig;
 use crate::registry::Registry;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
+/// Arguments of `proprio train`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
     /// Event file (JSON lines, the wire contract's file form).
@@ -56,10 +57,68 @@ pub struct TrainArgs {
     /// AdamW weight decay of matrices and embeddings [default: TrainConfig's].
     #[arg(long)]
     pub weight_decay: Option<f64>,
-    /// The configuration's model shape, training settings, rendering and key
-    /// files ([model], [trainer], [render], run.key_files); the flags above win.
-    #[arg(skip)]
-    pub learning: crate::config::Learning,
+}
+
+impl TrainArgs {
+    /// The training these flags ask for, on top of the configuration's
+    /// learning settings (the flags win).
+    pub fn plan(&self, mut learning: Learning) -> Plan {
+        learning.shape.block_size = self.block_size.unwrap_or(learning.shape.block_size);
+        learning.batch_size = self.batch_size.unwrap_or(learning.batch_size);
+        learning.lr = self.lr.unwrap_or(learning.lr);
+        learning.weight_decay = self.weight_decay.unwrap_or(learning.weight_decay);
+        Plan {
+            steps: self.steps,
+            init: self.init.clone(),
+            registry: self.registry.clone(),
+            ttl_hours: self.ttl_hours,
+            half_life_hours: self.half_life_hours,
+            seed: self.seed,
+            threads: self.threads,
+            val_fraction: self.val_fraction,
+            learning,
+        }
+    }
+}
+
+/// What one offline training needs, whoever asks for it (`proprio train`,
+/// `proprio eval`); the command lines are only two ways to fill it in.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub steps: usize,
+    /// Continue from this checkpoint (cold start anyway if its fingerprint or shape differs).
+    pub init: Option<PathBuf>,
+    /// The service registry: axiomatic and topology curricula, and the fingerprint.
+    pub registry: PathBuf,
+    /// Documents older than this (before the last event) are dropped; 0 keeps all.
+    pub ttl_hours: f64,
+    /// Decay half-life; 0 weighs every document the same.
+    pub half_life_hours: f64,
+    pub seed: u64,
+    /// Threads for libtorch.
+    pub threads: i32,
+    /// Share of each key's newest events held out of training for validation.
+    pub val_fraction: f32,
+    /// Model shape (of a cold start), training settings, rendering and key files.
+    pub learning: Learning,
+}
+
+impl Plan {
+    /// The freshness gates; a zero TTL or half-life turns that gate off.
+    fn gates(&self) -> Gates {
+        let hours = |h: f64| {
+            if h > 0.0 {
+                (h * HOUR_MS as f64) as i64
+            } else {
+                i64::MAX / 4
+            }
+        };
+        Gates {
+            ttl_ms: hours(self.ttl_hours),
+            half_life_ms: hours(self.half_life_hours),
+            ..self.learning.gates(&self.registry)
+        }
+    }
 }
 
 /// Summary of an offline training run (printed as JSON).
@@ -83,36 +142,15 @@ pub struct TrainSummary {
     pub version: String,
 }
 
-pub fn gates_for(
-    registry: &std::path::Path,
-    ttl_hours: f64,
-    half_life_hours: f64,
-    learning: &crate::config::Learning,
-) -> Gates {
-    Gates {
-        ttl_ms: if ttl_hours > 0.0 {
-            (ttl_hours * HOUR_MS as f64) as i64
-        } else {
-            i64::MAX / 4
-        },
-        half_life_ms: if half_life_hours > 0.0 {
-            (half_life_hours * HOUR_MS as f64) as i64
-        } else {
-            i64::MAX / 4
-        },
-        ..learning.gates(registry)
-    }
-}
-
 /// Trains on events (already read) and returns the checkpoint with a summary.
 pub fn train_events(
     events: &[crate::event::Event],
-    args: &TrainArgs,
+    plan: &Plan,
     progress: bool,
 ) -> Result<(Checkpoint, TrainSummary)> {
-    crate::model::score::set_threads(args.threads.max(1) as usize);
-    let l = &args.learning;
-    let gates = gates_for(&args.registry, args.ttl_hours, args.half_life_hours, l);
+    crate::model::score::set_threads(plan.threads.max(1) as usize);
+    let l = &plan.learning;
+    let gates = plan.gates();
     let fp = gates.fingerprint()?;
     let renderer = Renderer::new(&l.render)?;
     let now = events.iter().map(|e| e.ts).max().unwrap_or(0);
@@ -120,29 +158,26 @@ pub fn train_events(
         .iter()
         .map(|e| Document::of_event(&renderer, e, &fp))
         .collect();
-    if args.registry.exists() {
-        let reg = Registry::load(&args.registry)?;
+    if plan.registry.exists() {
+        let reg = Registry::load(&plan.registry)?;
         docs.extend(Document::of_registry(&renderer, &reg, &fp, now));
     }
     let v = validate(docs, &gates, &fp, now);
-    let prev = match &args.init {
+    let prev = match &plan.init {
         Some(p) => Some(Checkpoint::load(p)?),
         None => None,
     };
     let cfg = TrainConfig {
-        steps: args.steps,
-        seed: args.seed,
+        steps: plan.steps,
+        seed: plan.seed,
         progress,
-        val_fraction: args.val_fraction,
-        batch_size: args.batch_size.unwrap_or(l.batch_size),
-        lr: args.lr.unwrap_or(l.lr),
-        weight_decay: args.weight_decay.unwrap_or(l.weight_decay),
+        val_fraction: plan.val_fraction,
+        batch_size: l.batch_size,
+        lr: l.lr,
+        weight_decay: l.weight_decay,
         ..TrainConfig::default()
     };
-    let shape = GptConfig {
-        block_size: args.block_size.unwrap_or(l.shape.block_size),
-        ..l.shape
-    };
+    let shape = l.shape;
     let (gpt, report, cold, step) = train(prev, &fp, shape, &v, &cfg)?;
     let (baselines, heldout) = evaluate(&gpt, &v, 64);
     let ck = checkpoint(gpt, &fp, step, &report, baselines, now, &l.render);
@@ -164,7 +199,8 @@ pub fn train_events(
     Ok((ck, summary))
 }
 
-pub fn run(args: TrainArgs) -> Result<()> {
+/// `proprio train`: `learning` is the configuration's, under the flags.
+pub fn run(args: TrainArgs, learning: Learning) -> Result<()> {
     use std::io::IsTerminal;
     let events = read_jsonl(&args.input)?;
     anyhow::ensure!(
@@ -172,7 +208,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         "{} holds no events",
         args.input.display()
     );
-    let (ck, summary) = train_events(&events, &args, std::io::stderr().is_terminal())?;
+    let plan = args.plan(learning);
+    let (ck, summary) = train_events(&events, &plan, std::io::stderr().is_terminal())?;
     ck.save(&args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!("{}", serde_json::to_string(&summary)?);

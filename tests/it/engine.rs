@@ -3,7 +3,7 @@
 
 use proprio::scorer::offline::score_events;
 use proprio::sim::{generate, FaultSpec, SimConfig};
-use proprio::trainer::offline::{train_events, TrainArgs};
+use proprio::trainer::offline::{train_events, Plan};
 
 /// Rank-based AUROC (ties count half).
 fn auroc(pos: &[f32], neg: &[f32]) -> f64 {
@@ -43,9 +43,7 @@ fn faults_score_higher_than_normal_events_on_held_out_data() {
     cfg.seed = 4;
     cfg.faults = FaultSpec::All;
     let test: Vec<_> = generate(&cfg).unwrap().collect();
-    let args = TrainArgs {
-        input: "unused".into(),
-        out: "unused".into(),
+    let plan = Plan {
         steps: 400,
         init: None,
         registry: reg_path,
@@ -54,13 +52,9 @@ fn faults_score_higher_than_normal_events_on_held_out_data() {
         seed: 1,
         threads: 2,
         val_fraction: 0.1,
-        block_size: None,
-        batch_size: None,
-        lr: None,
-        weight_decay: None,
         learning: Default::default(),
     };
-    let (ck, summary) = train_events(&train, &args, false).unwrap();
+    let (ck, summary) = train_events(&train, &plan, false).unwrap();
     println!("trained: {}", serde_json::to_string(&summary).unwrap());
     assert!(
         summary.train_loss < 1.5,

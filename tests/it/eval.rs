@@ -2,6 +2,7 @@
 //! threshold rule, session aggregation, and `proprio eval` end to end on a
 //! small simulated scenario.
 
+use proprio::config::Learning;
 use proprio::eval::metrics::{auprc, auroc, label_type, median, quantile, Aggregate, Confusion};
 use proprio::eval::{evaluate, EvalArgs};
 use proprio::event::{Body, Event};
@@ -20,9 +21,9 @@ fn precision_recall_f1_at_a_threshold() {
     assert!(close(c.precision(), 2.0 / 3.0));
     assert!(close(c.recall(), 2.0 / 3.0));
     assert!(close(c.f1(), 2.0 / 3.0));
-    // Strictly above: a score equal to the threshold is not flagged.
+    // At or above, as the live scorer alerts: a score equal to the threshold is flagged.
     let c = Confusion::at(&s, &y, 0.7);
-    assert_eq!((c.tp, c.fp), (1, 1));
+    assert_eq!((c.tp, c.fp), (2, 1));
     // Flag everything: recall 1, precision = prevalence.
     let c = Confusion::at(&s, &y, f32::NEG_INFINITY);
     assert!(close(c.recall(), 1.0) && close(c.precision(), 0.6));
@@ -152,7 +153,7 @@ fn sessions_aggregate_and_threshold_ignores_test_labels() {
     args.group_by = Some("key".into());
     args.detectors = "template".into();
     args.silence = "off".into();
-    let r = evaluate(&args).unwrap();
+    let r = evaluate(&args, &Learning::default()).unwrap();
     assert_eq!(r.test_units, 40);
     assert_eq!(r.test_anomalous, 4);
     assert_eq!(r.calibration_units, 12);
@@ -184,7 +185,7 @@ fn sessions_aggregate_and_threshold_ignores_test_labels() {
     write(&file2, &unlabelled);
     let mut args2 = args.clone();
     args2.train = file2;
-    let r2 = evaluate(&args2).unwrap();
+    let r2 = evaluate(&args2, &Learning::default()).unwrap();
     assert_eq!(r2.detectors[0].threshold, t.threshold);
     assert_eq!(r2.test_anomalous, 0);
 }
@@ -213,7 +214,7 @@ fn eval_end_to_end_on_a_small_simulation() {
     args.test = Some(test.clone());
     args.steps = 8;
     args.json = Some(d.path().join("r.json"));
-    let r = evaluate(&args).unwrap();
+    let r = evaluate(&args, &Learning::default()).unwrap();
     let names: Vec<&str> = r.detectors.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(
         names,
@@ -279,7 +280,7 @@ fn eval_end_to_end_on_a_small_simulation() {
     }
 
     // `run` (what `proprio eval --json` calls) writes the same report.
-    proprio::eval::run(args.clone()).unwrap();
+    proprio::eval::run(args.clone(), Learning::default()).unwrap();
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.path().join("r.json")).unwrap()).unwrap();
     let dets = json["detectors"].as_array().unwrap();
@@ -348,8 +349,8 @@ fn metrics_match_brute_force_definitions() {
     assert!(close(auprc(&s, &y), ap), "{:?} vs {ap}", auprc(&s, &y));
     // P, R, F1 at a threshold from counts.
     let c = Confusion::at(&s, &y, 12.0);
-    let tp = (0..n).filter(|&i| y[i] && s[i] > 12.0).count() as f64;
-    let fp = (0..n).filter(|&i| !y[i] && s[i] > 12.0).count() as f64;
+    let tp = (0..n).filter(|&i| y[i] && s[i] >= 12.0).count() as f64;
+    let fp = (0..n).filter(|&i| !y[i] && s[i] >= 12.0).count() as f64;
     let p = tp / (tp + fp);
     let r = tp / pos;
     assert!(close(c.precision(), p) && close(c.recall(), r));
@@ -454,7 +455,7 @@ fn evidence_windows_favour_bursts() {
     args.detectors = "template".into();
     args.silence = "off".into();
     args.evidence = Some("10:2".into());
-    let r = evaluate(&args).unwrap();
+    let r = evaluate(&args, &Learning::default()).unwrap();
     assert!(
         r.notes.iter().any(|n| n.contains("evidence")),
         "{:?}",
@@ -465,5 +466,8 @@ fn evidence_windows_favour_bursts() {
     assert_eq!(t.overall.faults_detected, 1);
     assert_eq!(t.false_alerts, 0, "{:?}", t.false_alert_samples);
     args.evidence = Some("10".into());
-    assert!(evaluate(&args).is_err(), "S:K is required");
+    assert!(
+        evaluate(&args, &Learning::default()).is_err(),
+        "S:K is required"
+    );
 }

@@ -1,0 +1,374 @@
+//! The model as a detector: trained here (the offline training's
+//! [`Plan`]) or loaded, then scoring the calibration and test events the way
+//! the live scorer does (each in the context of its key's previous events,
+//! through [`crate::scorer::finish`]), in every reading [`ModelScore`] knows.
+
+use super::data::Data;
+use super::report::Report;
+use super::{surprise, EvalArgs, Scores};
+use crate::config::Learning;
+use crate::curriculum::Renderer;
+use crate::event::Event;
+use crate::model::checkpoint::Checkpoint;
+use crate::trainer::offline::{train_events, Plan};
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+/// The model's scores on the calibration and test events; each event is
+/// scored in the context of the previous events of its key, as live.
+pub(super) fn model_scores(
+    args: &EvalArgs,
+    learning: &Learning,
+    data: &Data,
+    report: &mut Report,
+) -> Result<Vec<Scores>> {
+    crate::model::score::set_threads(args.threads.max(1) as usize);
+    let hows: Vec<&str> = args
+        .model_score
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    for how in &hows {
+        anyhow::ensure!(
+            MODEL_SCORES.contains(how),
+            "--model-score {how:?}: expected one of {}",
+            MODEL_SCORES.join(", ")
+        );
+    }
+    anyhow::ensure!(!hows.is_empty(), "--model-score: no score named");
+    if let Some(p) = args.score_cache.as_ref().filter(|p| p.exists()) {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let (calib, test): (Vec<ModelScore>, Vec<ModelScore>) = serde_json::from_str(&text)?;
+        anyhow::ensure!(
+            calib.len() == data.calib.len() && test.len() == data.test.len(),
+            "{} holds scores for other data ({} + {} events, here {} + {})",
+            p.display(),
+            calib.len(),
+            test.len(),
+            data.calib.len(),
+            data.test.len()
+        );
+        eprintln!("eval: model scores from {}", p.display());
+        return Ok(model_rows(&hows, &calib, &test, "cached".into()));
+    }
+    let t0 = Instant::now();
+    let ck = match &args.model {
+        Some(p) => Checkpoint::load(p)?,
+        None => {
+            let registry = args
+                .registry
+                .clone()
+                .unwrap_or_else(|| crate::sim::sidecar(&args.train, ".registry.yaml"));
+            let plan = Plan {
+                steps: args.steps,
+                init: None,
+                registry,
+                ttl_hours: 0.0,
+                half_life_hours: 0.0,
+                seed: args.seed,
+                threads: args.threads,
+                val_fraction: args.val_fraction.unwrap_or(if args.group_by.is_some() {
+                    0.0
+                } else {
+                    0.1
+                }),
+                learning: Learning {
+                    shape: crate::model::GptConfig {
+                        block_size: args.block_size.unwrap_or(learning.shape.block_size),
+                        ..learning.shape
+                    },
+                    ..learning.clone()
+                },
+            };
+            let fit: Vec<Event> = data
+                .fit
+                .iter()
+                .map(|&i| data.train_src[i].clone())
+                .collect();
+            eprintln!(
+                "eval: training the model on {} events, {} steps",
+                fit.len(),
+                args.steps
+            );
+            use std::io::IsTerminal;
+            let (ck, summary) = train_events(&fit, &plan, std::io::stderr().is_terminal())?;
+            report.model = Some(serde_json::to_value(&summary)?);
+            if let Some(p) = &args.save_model {
+                ck.save(p)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            ck
+        }
+    };
+    let train_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    // A cache is written complete, so any score can be read from it later.
+    let excess = hows.iter().any(|h| h.starts_with('x'))
+        || args.score_cache.is_some()
+        || args.calib_cache.is_some();
+    let score_idx = |events: &[Event], idx: &[usize]| -> Result<Vec<ModelScore>> {
+        event_scores(&ck, events, idx, args.batch, excess)
+    };
+    // Context warm-up: the last few training events of each key before the
+    // calibration slice (per event mode; sessions are their own context).
+    let warm = warmup(
+        &data.train_src,
+        &data.fit,
+        &data.calib,
+        args.group_by.is_some(),
+    );
+    let (calib, test) = if data.test_src.is_none() {
+        // One pass over warm-up, calibration and test in time order.
+        let mut all: Vec<(usize, u8)> = warm.iter().map(|&i| (i, 0u8)).collect();
+        all.extend(data.calib.iter().map(|&i| (i, 1u8)));
+        all.extend(data.test.iter().map(|&i| (i, 2u8)));
+        all.sort_by_key(|&(i, _)| i);
+        let idx: Vec<usize> = all.iter().map(|&(i, _)| i).collect();
+        eprintln!("eval: model scoring {} events", idx.len());
+        let s = score_idx(&data.train_src, &idx)?;
+        let (mut c, mut t) = (Vec::new(), Vec::new());
+        for ((_, part), v) in all.iter().zip(s) {
+            match part {
+                1 => c.push(v),
+                2 => t.push(v),
+                _ => {}
+            }
+        }
+        (c, t)
+    } else {
+        let cached: Option<Vec<ModelScore>> = match &args.calib_cache {
+            Some(p) if p.exists() => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?;
+                let c: Vec<ModelScore> = serde_json::from_str(&text)?;
+                anyhow::ensure!(
+                    c.len() == data.calib.len(),
+                    "{} holds {} calibration scores, here {} events",
+                    p.display(),
+                    c.len(),
+                    data.calib.len()
+                );
+                eprintln!("eval: calibration scores from {}", p.display());
+                Some(c)
+            }
+            _ => None,
+        };
+        let c = match cached {
+            Some(c) => c,
+            None => {
+                let mut idx = warm.clone();
+                idx.extend(&data.calib);
+                idx.sort_unstable();
+                eprintln!("eval: model scoring {} calibration events", idx.len());
+                let s = score_idx(&data.train_src, &idx)?;
+                let calib_set: BTreeSet<usize> = data.calib.iter().copied().collect();
+                let c: Vec<ModelScore> = idx
+                    .iter()
+                    .zip(s)
+                    .filter(|(i, _)| calib_set.contains(i))
+                    .map(|(_, v)| v)
+                    .collect();
+                if let Some(p) = &args.calib_cache {
+                    std::fs::write(p, serde_json::to_string(&c)?)
+                        .with_context(|| format!("writing {}", p.display()))?;
+                }
+                c
+            }
+        };
+        eprintln!("eval: model scoring {} test events", data.test.len());
+        let t = score_idx(data.test_events(), &data.test)?;
+        (c, t)
+    };
+    let scored_s = t1.elapsed().as_secs_f64();
+    if let Some(p) = &args.score_cache {
+        std::fs::write(p, serde_json::to_string(&(&calib, &test))?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(model_rows(
+        &hows,
+        &calib,
+        &test,
+        format!("trained in {train_s:.0}s, scored in {scored_s:.0}s"),
+    ))
+}
+
+fn model_rows(
+    hows: &[&str],
+    calib: &[ModelScore],
+    test: &[ModelScore],
+    how_long: String,
+) -> Vec<Scores> {
+    hows.iter()
+        .map(|how| Scores {
+            name: if hows.len() == 1 {
+                "model".into()
+            } else {
+                format!("model:{how}")
+            },
+            calib: calib.iter().map(|m| m.get(how)).collect(),
+            test: test.iter().map(|m| m.get(how)).collect(),
+            note: Some(format!("{how} score; {how_long}")),
+        })
+        .collect()
+}
+
+/// The model scores `--model-score` accepts.
+const MODEL_SCORES: [&str; 9] = [
+    "z", "loss", "span", "content", "cspan", "xsum", "xspan", "xmax", "xall",
+];
+
+/// Every way the model can score one event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, Deserialize)]
+pub struct ModelScore {
+    /// Robust z of `loss` against the checkpoint's baseline for the key (the live score).
+    pub z: f32,
+    /// Mean loss per token of the event.
+    pub loss: f32,
+    /// Mean loss of the event's most surprising 8-token stretch.
+    pub span: f32,
+    /// Mean loss over the event's tokens without its source name (which
+    /// source speaks is the key's identity, not what it says).
+    pub content: f32,
+    /// `span` over the same tokens as `content`.
+    pub cspan: f32,
+    /// Excess surprise ([`surprise`]) over the content tokens: the sum of
+    /// loss - entropy, its most surprising 8-token stretch, its largest token.
+    pub xsum: f32,
+    pub xspan: f32,
+    pub xmax: f32,
+    /// `xsum` over every token, the source name's included.
+    #[serde(default)]
+    pub xall: f32,
+}
+
+impl ModelScore {
+    pub fn get(&self, how: &str) -> f32 {
+        match how {
+            "loss" => self.loss,
+            "span" => self.span,
+            "content" => self.content,
+            "cspan" => self.cspan,
+            "xsum" => self.xsum,
+            "xspan" => self.xspan,
+            "xmax" => self.xmax,
+            "xall" => self.xall,
+            _ => self.z,
+        }
+    }
+}
+
+/// Token-loss positions (indices into `token_losses`) of an event's content:
+/// every predicted token except the source name's bytes (the tokens between
+/// `<|SVC|>` and the next special token).
+fn content_positions(tokens: &[u32]) -> Vec<usize> {
+    let tok = crate::tokenizer::tokenizer();
+    let svc = tok.special("<|SVC|>");
+    let (a, b) = match tokens.iter().position(|&t| t == svc) {
+        Some(i) => {
+            let end = tokens[i + 1..]
+                .iter()
+                .position(|&t| t >= 256)
+                .map_or(tokens.len(), |j| i + 1 + j);
+            (i + 1, end)
+        }
+        None => (0, 0),
+    };
+    // token_losses[j] is the loss of tokens[j + 1].
+    (0..tokens.len().saturating_sub(1))
+        .filter(|&j| !(a..b).contains(&(j + 1)))
+        .collect()
+}
+
+/// Scores events `idx` of `events` in order, each in the context of the
+/// previous scored events of its key, every way [`ModelScore`] knows.
+fn event_scores(
+    ck: &Checkpoint,
+    events: &[Event],
+    idx: &[usize],
+    batch: usize,
+    excess: bool,
+) -> Result<Vec<ModelScore>> {
+    use crate::scorer::{finish, EventScorer};
+    let mut scorer = EventScorer::new(
+        Renderer::new(&ck.meta.render)?,
+        ck.meta.config.block_size,
+        crate::scorer::Contexts::DEFAULT_MAX_KEYS,
+    );
+    let mut out = Vec::with_capacity(idx.len());
+    for chunk in idx.chunks(4096) {
+        let prepared: Vec<_> = chunk
+            .iter()
+            .map(|&i| scorer.prepare_event(&events[i]))
+            .collect();
+        let items: Vec<_> = prepared.iter().map(|p| p.item.clone()).collect();
+        let losses = crate::model::score::score(&ck.gpt, &items, batch);
+        let ex = if excess {
+            surprise::token_surprise(&ck.gpt, &items, batch)
+        } else {
+            Vec::new()
+        };
+        for (n, (p, l)) in prepared.iter().zip(&losses).enumerate() {
+            let s = finish(p, l, &ck.meta.baselines);
+            let pos = content_positions(&p.tokens);
+            let content: Vec<f32> = pos
+                .iter()
+                .filter_map(|&j| l.token_losses.get(j).copied())
+                .collect();
+            let mean = if content.is_empty() {
+                0.0
+            } else {
+                content.iter().sum::<f32>() / content.len() as f32
+            };
+            let mut m = ModelScore {
+                z: s.score,
+                loss: s.loss,
+                span: s.span.loss,
+                content: mean,
+                cspan: crate::model::score::surprising_span(&content, crate::scorer::SPAN_WIDTH).2,
+                ..Default::default()
+            };
+            if let Some((tl, th)) = ex.get(n) {
+                let x: Vec<f32> = pos
+                    .iter()
+                    .filter_map(|&j| Some(tl.get(j)? - th.get(j)?))
+                    .filter(|v| v.is_finite())
+                    .collect();
+                m.xsum = x.iter().sum();
+                m.xspan = crate::model::score::surprising_span(&x, crate::scorer::SPAN_WIDTH).2;
+                m.xmax = x.iter().copied().fold(0.0f32, f32::max);
+                m.xall = tl
+                    .iter()
+                    .zip(th)
+                    .map(|(l, h)| l - h)
+                    .filter(|v| v.is_finite())
+                    .sum();
+            }
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+/// Up to 8 of each key's last fit events before the calibration slice, so the
+/// first calibration events are scored in context as they would be live.
+fn warmup(events: &[Event], fit: &[usize], calib: &[usize], grouped: bool) -> Vec<usize> {
+    if grouped || calib.is_empty() {
+        return Vec::new();
+    }
+    let first = calib[0];
+    let mut per: HashMap<&str, usize> = HashMap::new();
+    let mut out: Vec<usize> = Vec::new();
+    for &i in fit.iter().rev().filter(|&&i| i < first) {
+        let n = per.entry(events[i].key.as_str()).or_insert(0);
+        if *n < 8 {
+            *n += 1;
+            out.push(i);
+        }
+    }
+    out.reverse();
+    out
+}
