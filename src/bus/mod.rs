@@ -3,7 +3,7 @@
 //! need (`setup`), and the few publish and consume patterns they share
 //! (`publish`, `consume`); the state bucket's get/put here. The names and
 //! payloads it carries are the [`crate::contract`]'s; mutes live with the
-//! alerts ([`crate::alert::mute`]), checkpoints with [`crate::model_store`].
+//! alerts (`alert::mute`), checkpoints in `model_store`, both built on this.
 //!
 //! Everything between roles goes through here, so the guarantees live here
 //! too: a JetStream publish is only "done" when the server has acknowledged
