@@ -4,6 +4,7 @@
 //! stands in. Baselines are frozen per model (the trainer's EVALUATE step
 //! computes them) so an ongoing fault cannot teach itself into "normal".
 
+use crate::contract::alert::BaselineOf;
 use crate::event::Kind;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -84,16 +85,6 @@ pub struct Baselines {
     /// key's median as only 1 in TAIL_QUANTILE normal events of its kind".
     #[serde(default)]
     pub tails: HashMap<Kind, f32>,
-}
-
-/// Where a score's baseline came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BaselineOf {
-    Key,
-    Kind,
-    Global,
-    None,
 }
 
 impl Baselines {

@@ -3,26 +3,26 @@
 //! them. The functions that build output return it (tested), the command
 //! functions print it.
 
-use crate::alert::{Alert, AlertReason};
+use crate::alert::mute;
 use crate::bus::{self, Bus, BusConfig};
-use crate::digest::Digest;
+use crate::contract::alert::{Alert, AlertReason};
+use crate::contract::digest::{Digest, BEGIN};
+use crate::contract::{
+    BUCKET_STATE, KEY_DIGEST, KEY_DIGEST_JSON, STREAM_ALERTS, SUBJECT_RAISE_ALL, SUBJECT_TICK_TRAIN,
+};
 use crate::freshness::{Clock, SystemClock};
 use anyhow::{bail, Context as _, Result};
 use futures::StreamExt;
 use std::time::Duration;
 
-/// Where NATS is: every command that talks to it takes `--nats`.
+/// Where NATS is: every command that talks to it takes `--nats`. The
+/// command functions take the whole [`BusConfig`] (credentials, TLS), which
+/// main builds from the configuration with this URL in it.
 #[derive(clap::Args, Debug, Clone)]
 pub struct NatsArgs {
     /// NATS server URL.
     #[arg(long = "nats", env = "NATS_URL", default_value = bus::DEFAULT_URL)]
     pub nats: String,
-}
-
-impl NatsArgs {
-    pub async fn connect(&self) -> Result<Bus> {
-        Bus::connect(&BusConfig::with_url(self.nats.clone())).await
-    }
 }
 
 /// Print the current digest (the ~50-token health summary) from KV.
@@ -114,17 +114,13 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 
 /// The digest as stored, or the warming digest when none has been made yet.
 pub async fn digest_text(bus: &Bus, json: bool, now_ms: i64) -> Result<String> {
-    let key = if json {
-        bus::KEY_DIGEST_JSON
-    } else {
-        bus::KEY_DIGEST
-    };
+    let key = if json { KEY_DIGEST_JSON } else { KEY_DIGEST };
     // No bucket yet means proprio never ran here: that is "warming" too.
     let stored = match bus.kv().await {
         Ok(kv) => kv
             .get(key)
             .await
-            .with_context(|| format!("reading {}/{key}", bus::BUCKET_STATE))?,
+            .with_context(|| format!("reading {BUCKET_STATE}/{key}"))?,
         Err(_) => None,
     };
     let warming = Digest::warming(now_ms);
@@ -133,9 +129,7 @@ pub async fn digest_text(bus: &Bus, json: bool, now_ms: i64) -> Result<String> {
         None => warming.text(),
         Some(b) if json => String::from_utf8_lossy(&b).into_owned(),
         Some(b) => {
-            let text = std::str::from_utf8(&b)
-                .ok()
-                .filter(|t| t.contains(crate::digest::BEGIN));
+            let text = std::str::from_utf8(&b).ok().filter(|t| t.contains(BEGIN));
             match text {
                 Some(t) => t.trim_end().to_string(),
                 // A structured digest stored where text was expected.
@@ -148,8 +142,8 @@ pub async fn digest_text(bus: &Bus, json: bool, now_ms: i64) -> Result<String> {
     })
 }
 
-pub async fn digest(args: DigestArgs) -> Result<()> {
-    let bus = args.nats.connect().await?;
+pub async fn digest(args: DigestArgs, cfg: &BusConfig) -> Result<()> {
+    let bus = Bus::connect(cfg).await?;
     println!(
         "{}",
         digest_text(&bus, args.json, SystemClock.now_ms()).await?
@@ -194,19 +188,16 @@ pub fn render_alert(payload: &[u8], json: bool) -> String {
 /// The alerts stored since `since_ms`, one line each, oldest first.
 pub async fn alert_lines(bus: &Bus, since_ms: i64, json: bool) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    bus.scan_since(
-        bus::STREAM_ALERTS,
-        bus::SUBJECT_RAISE_ALL,
-        since_ms,
-        |m, _| out.push(render_alert(&m.payload, json)),
-    )
+    bus.scan_since(STREAM_ALERTS, SUBJECT_RAISE_ALL, since_ms, |m, _| {
+        out.push(render_alert(&m.payload, json))
+    })
     .await
     .context("reading the alerts stream (has proprio run against this server?)")?;
     Ok(out)
 }
 
-pub async fn alerts(args: AlertsArgs) -> Result<()> {
-    let bus = args.nats.connect().await?;
+pub async fn alerts(args: AlertsArgs, cfg: &BusConfig) -> Result<()> {
+    let bus = Bus::connect(cfg).await?;
     let since = if args.since.is_zero() {
         0
     } else {
@@ -220,11 +211,11 @@ pub async fn alerts(args: AlertsArgs) -> Result<()> {
     }
     let stream = bus
         .js()
-        .get_stream(bus::STREAM_ALERTS)
+        .get_stream(STREAM_ALERTS)
         .await
         .context("opening the alerts stream (has proprio run against this server?)")?;
     let consumer = stream
-        .create_consumer(bus::ordered_since(bus::SUBJECT_RAISE_ALL, since)?)
+        .create_consumer(bus::ordered_since(SUBJECT_RAISE_ALL, since)?)
         .await
         .context("following the alerts stream")?;
     let mut msgs = consumer.messages().await.context("following alerts")?;
@@ -247,17 +238,17 @@ pub async fn alerts(args: AlertsArgs) -> Result<()> {
 pub async fn send_tick(bus: &Bus, now_ms: i64) -> Result<()> {
     let payload = serde_json::json!({ "ts": now_ms, "origin": "proprio tick" }).to_string();
     bus.client()
-        .publish(bus::SUBJECT_TICK_TRAIN, payload.into())
+        .publish(SUBJECT_TICK_TRAIN, payload.into())
         .await
         .context("publishing the tick")?;
     bus.client().flush().await.context("flushing the tick")?;
     Ok(())
 }
 
-pub async fn tick(args: TickArgs) -> Result<()> {
-    let bus = args.nats.connect().await?;
+pub async fn tick(cfg: &BusConfig) -> Result<()> {
+    let bus = Bus::connect(cfg).await?;
     send_tick(&bus, SystemClock.now_ms()).await?;
-    println!("tick published on {}", bus::SUBJECT_TICK_TRAIN);
+    println!("tick published on {SUBJECT_TICK_TRAIN}");
     Ok(())
 }
 
@@ -269,11 +260,11 @@ pub async fn set_mute(bus: &Bus, source: &str, duration: Duration, now_ms: i64) 
         .await
         .context("no proprio state on this server yet: start proprio (proprio run) first")?;
     if duration.is_zero() {
-        bus.mute(source, 0).await?;
+        mute::set(bus, source, 0).await?;
         return Ok(format!("unmuted {source}"));
     }
     let until = now_ms.saturating_add(duration.as_millis() as i64);
-    bus.mute(source, until).await?;
+    mute::set(bus, source, until).await?;
     Ok(format!(
         "muted {source} until {} ({})",
         format_utc(until),
@@ -281,11 +272,11 @@ pub async fn set_mute(bus: &Bus, source: &str, duration: Duration, now_ms: i64) 
     ))
 }
 
-pub async fn mute(args: MuteArgs) -> Result<()> {
+pub async fn mute(args: MuteArgs, cfg: &BusConfig) -> Result<()> {
     if args.source.trim().is_empty() {
         bail!("mute: the source is empty");
     }
-    let bus = args.nats.connect().await?;
+    let bus = Bus::connect(cfg).await?;
     println!(
         "{}",
         set_mute(&bus, &args.source, args.duration, SystemClock.now_ms()).await?

@@ -446,7 +446,7 @@ impl Default for Config {
         Config {
             nats: NatsSection {
                 url: crate::bus::DEFAULT_URL.to_string(),
-                root: crate::bus::DEFAULT_ROOT.to_string(),
+                root: crate::contract::DEFAULT_ROOT.to_string(),
                 connect_timeout: Duration::from_secs(3),
                 replicas: 1,
                 security: NatsSecurity::default(),
@@ -1304,8 +1304,8 @@ pub fn keys_table() -> String {
 
 /// What the binary does before a command runs. A command on NATS gets the
 /// full configuration (a bad key is an error here, before anything
-/// starts), `run` with its own flags on top; logging is set up from it and
-/// the NATS settings installed for every connection. An offline command
+/// starts), `run` with its own flags on top; logging is set up from it (the
+/// caller connects with [`Config::bus_config`]). An offline command
 /// is not stopped by a NATS setting; one that trains (`learns`: `train`,
 /// `eval`) is stopped by a configuration it cannot read, since it would
 /// otherwise train another model than the one configured.
@@ -1341,7 +1341,6 @@ pub fn startup(
     for w in &c.warnings {
         tracing::warn!("{w}");
     }
-    crate::bus::install_defaults(c.bus_config());
     Ok(c)
 }
 

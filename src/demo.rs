@@ -5,9 +5,10 @@
 //! every fault injected. Alerts are printed as they happen; the summary says
 //! which faults were caught and how fast, and prints the digest.
 
-use crate::alert::{Alert, AlertReason};
-use crate::bus::{Bus, BusConfig, KEY_DIGEST, SUBJECT_ALERTS_ALL, SUBJECT_TICK_TRAIN};
+use crate::bus::{Bus, BusConfig};
 use crate::cli_ops::NatsArgs;
+use crate::contract::alert::{Alert, AlertReason};
+use crate::contract::{KEY_DIGEST, SUBJECT_ALERTS_ALL, SUBJECT_TICK_TRAIN};
 use crate::run::{Role, RunArgs};
 use crate::sim::{Fault, FaultSpec, SimConfig};
 use anyhow::{bail, Context, Result};
@@ -134,23 +135,26 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         }
     };
     println!("== proprio demo on {url}");
-    let running = crate::run::start(&RunArgs {
-        nats: NatsArgs { nats: url.clone() },
-        roles: Role::ALL.to_vec(),
-        train_every: None,
-        root: "os".into(),
-        threshold: 3.0,
-        cooldown: Duration::from_secs(60),
-        max_lag: Duration::from_secs(300),
-        registry: args.registry.clone(),
-        cold_steps: args.steps,
-        incremental_steps: args.steps / 2,
-        silence_multiple: 3.0,
-        threads: 1,
-        max_payload: crate::event::Limits::default().max_payload,
-        digest_debounce: Duration::from_secs(2),
-        learning: Default::default(),
-    })
+    let running = crate::run::start(
+        &RunArgs {
+            nats: NatsArgs { nats: url.clone() },
+            roles: Role::ALL.to_vec(),
+            train_every: None,
+            root: "os".into(),
+            threshold: 3.0,
+            cooldown: Duration::from_secs(60),
+            max_lag: Duration::from_secs(300),
+            registry: args.registry.clone(),
+            cold_steps: args.steps,
+            incremental_steps: args.steps / 2,
+            silence_multiple: 3.0,
+            threads: 1,
+            max_payload: crate::event::Limits::default().max_payload,
+            digest_debounce: Duration::from_secs(2),
+            learning: Default::default(),
+        },
+        &BusConfig::default(),
+    )
     .await?;
     let bus = Bus::connect(&BusConfig::with_url(url.clone())).await?;
 
@@ -213,7 +217,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     if s.swaps.load(Ordering::Relaxed) == 0 {
         bail!("the first training cycle did not produce a model (see the log)");
     }
-    let model = crate::trainer::cycle::ModelNotice::current(&bus).await?;
+    let model = crate::model_store::current(&bus).await?;
     if let Some(m) = &model {
         println!(
             "   model {} trained in {:.1}s (validation loss {:.3}); scorers switched",

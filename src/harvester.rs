@@ -11,6 +11,7 @@
 //! means a redelivery, never a silent loss.
 
 use crate::bus::{self, Bus, Feed};
+use crate::contract;
 use crate::curriculum::{Document, RenderConfig, Renderer};
 use crate::event::{Event, Kind, Limits, Reason};
 use crate::freshness::{Clock, Gates, SystemClock};
@@ -274,8 +275,8 @@ impl Harvester {
         let mut feed: Feed = self
             .bus
             .feed(
-                bus::STREAM_TELEMETRY,
-                bus::CONSUMER_HARVESTER,
+                contract::STREAM_TELEMETRY,
+                contract::CONSUMER_HARVESTER,
                 &self.bus.telemetry_filter(),
             )
             .await?;
@@ -348,7 +349,7 @@ impl Harvester {
             }
         }
         Action::Publish {
-            subject: bus::curriculum_subject(doc.curriculum),
+            subject: contract::curriculum_subject(doc.curriculum.as_str()),
             payload: doc.to_msgpack(),
         }
     }
@@ -369,7 +370,7 @@ async fn finish(bus: Bus, stats: Arc<HarvestStats>, msg: jetstream::Message, act
         Action::Drop => (Ok(()), AckKind::Ack),
         Action::Publish { subject, payload } => {
             let curriculum = subject
-                .strip_prefix(bus::SUBJECT_CURRICULUM_PREFIX)
+                .strip_prefix(contract::SUBJECT_CURRICULUM_PREFIX)
                 .map(|c| c.trim_start_matches('.').to_string());
             let r = match &id {
                 Some(id) => bus

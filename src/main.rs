@@ -74,7 +74,12 @@ fn main() -> anyhow::Result<()> {
     // Configuration (file < environment < flags), logging, NATS settings.
     let learns = matches!(cli.command, Command::Train(_) | Command::Eval(_));
     let cfg = proprio::config::startup(&cli.global, cli.log_json, on_nats, learns, run_flags)?;
-    let url = |given: &str, sub: &str| cfg.nats_url_for(given, matches.subcommand_matches(sub));
+    // The operator commands connect with the configured settings and the
+    // URL given on their command line, if any.
+    let bus_for = |given: &str, sub: &str| proprio::bus::BusConfig {
+        url: cfg.nats_url_for(given, matches.subcommand_matches(sub)),
+        ..cfg.bus_config()
+    };
     let rt = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -83,27 +88,25 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(_) => rt()?.block_on(proprio::run::run_with_metrics(
             cfg.run_args(),
+            cfg.bus_config(),
             cfg.metrics.addr,
         )),
         Command::Demo(a) => rt()?.block_on(proprio::demo::run(a)),
         Command::Simulate(a) => proprio::sim::run(a),
         Command::Train(a) => proprio::trainer::offline::run(a, cfg.learning()?),
         Command::Score(a) => proprio::scorer::offline::run(a),
-        Command::Digest(mut a) => {
-            a.nats.nats = url(&a.nats.nats, "digest");
-            rt()?.block_on(cli_ops::digest(a))
+        Command::Digest(a) => {
+            let bus = bus_for(&a.nats.nats, "digest");
+            rt()?.block_on(cli_ops::digest(a, &bus))
         }
-        Command::Alerts(mut a) => {
-            a.nats.nats = url(&a.nats.nats, "alerts");
-            rt()?.block_on(cli_ops::alerts(a))
+        Command::Alerts(a) => {
+            let bus = bus_for(&a.nats.nats, "alerts");
+            rt()?.block_on(cli_ops::alerts(a, &bus))
         }
-        Command::Tick(mut a) => {
-            a.nats.nats = url(&a.nats.nats, "tick");
-            rt()?.block_on(cli_ops::tick(a))
-        }
-        Command::Mute(mut a) => {
-            a.nats.nats = url(&a.nats.nats, "mute");
-            rt()?.block_on(cli_ops::mute(a))
+        Command::Tick(a) => rt()?.block_on(cli_ops::tick(&bus_for(&a.nats.nats, "tick"))),
+        Command::Mute(a) => {
+            let bus = bus_for(&a.nats.nats, "mute");
+            rt()?.block_on(cli_ops::mute(a, &bus))
         }
         Command::Bench(a) => proprio::model::bench::bench(a),
         Command::Config(_) => Ok(()),

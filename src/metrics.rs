@@ -15,7 +15,8 @@
 //!   batch size, growth-loop step durations, the model in service, consumer
 //!   lag) are recorded where they happen, on [`global`].
 
-use crate::bus::{Bus, CONSUMER_HARVESTER, CONSUMER_SCORER, STREAM_TELEMETRY};
+use crate::bus::Bus;
+use crate::contract::{CONSUMER_HARVESTER, CONSUMER_SCORER, STREAM_TELEMETRY};
 use crate::event::Reason;
 use crate::harvester::HarvestStats;
 use crate::scorer::role::ScorerStats;

@@ -1,8 +1,9 @@
 //! `proprio run`: the roles in one process. Every role talks only to NATS,
 //! so the same roles can as well run in many processes (`--roles scorer`).
 
-use crate::bus::{Bus, BusConfig, SUBJECT_TICK_TRAIN};
+use crate::bus::{Bus, BusConfig};
 use crate::cli_ops::{parse_duration, NatsArgs};
+use crate::contract::SUBJECT_TICK_TRAIN;
 use crate::harvester::{Harvester, HarvesterConfig};
 use crate::scorer::role::{Scorer, ScorerConfig};
 use crate::silence::{SilenceConfig, SilenceWatch};
@@ -173,12 +174,15 @@ fn stopped(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> 
     }
 }
 
-/// Connects, ensures the streams and buckets, and starts the roles.
-pub async fn start(args: &RunArgs) -> Result<Running> {
+/// Connects, ensures the streams and buckets, and starts the roles. The
+/// URL and root are `args`'s; `bus` gives the rest of the connection
+/// settings (timeout, replicas, credentials, TLS).
+pub async fn start(args: &RunArgs, bus: &BusConfig) -> Result<Running> {
     crate::model::score::set_threads(args.threads.max(1));
     let bus = Bus::connect(&BusConfig {
+        url: args.nats.nats.clone(),
         root: args.root.clone(),
-        ..BusConfig::with_url(args.nats.nats.clone())
+        ..bus.clone()
     })
     .await?;
     bus.guarded(bus.ensure()).await?;
@@ -316,18 +320,19 @@ async fn bus_guard<T>(bus: &Bus, r: Result<T>) -> Result<T> {
 /// /healthz answers (and /readyz says why not) while proprio starts.
 pub async fn run_with_metrics(
     args: RunArgs,
+    bus: BusConfig,
     metrics_addr: Option<std::net::SocketAddr>,
 ) -> Result<()> {
     let _server = match metrics_addr {
         Some(a) => Some(crate::metrics::serve(a).await?),
         None => None,
     };
-    run(args).await
+    run(args, bus).await
 }
 
 /// `proprio run` until Ctrl-C or SIGTERM.
-pub async fn run(args: RunArgs) -> Result<()> {
-    let running = start(&args).await?;
+pub async fn run(args: RunArgs, bus: BusConfig) -> Result<()> {
+    let running = start(&args, &bus).await?;
     running
         .wait(async {
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -20,9 +20,10 @@
 //! - nothing here needs acknowledging: losing a message only delays a
 //!   silence, so an ack per message would be cost without benefit.
 
-use crate::alert::{Alert, AlertBaseline, AlertReason, Span};
-use crate::baseline::BaselineOf;
+use crate::alert::mute;
 use crate::bus::{self, Bus};
+use crate::contract::alert::{Alert, AlertBaseline, AlertReason, BaselineOf, Span};
+use crate::contract::STREAM_TELEMETRY;
 use crate::event::Kind;
 use crate::freshness::Clock;
 use anyhow::{Context as _, Result};
@@ -445,7 +446,7 @@ impl SilenceWatch {
         let stream = self
             .bus
             .js()
-            .get_stream(bus::STREAM_TELEMETRY)
+            .get_stream(STREAM_TELEMETRY)
             .await
             .context("opening the telemetry stream (run ensure first)")?;
         let consumer = stream
@@ -481,7 +482,7 @@ impl SilenceWatch {
             return;
         }
         for o in tracker.overdue(now) {
-            match self.bus.is_muted(&o.source, now).await {
+            match mute::is_muted(&self.bus, &o.source, now).await {
                 Ok(true) => {
                     self.stats.muted.fetch_add(1, Ordering::Relaxed);
                     tracker.settle(&o.source);

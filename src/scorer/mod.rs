@@ -12,7 +12,8 @@ pub mod offline;
 pub mod role;
 pub mod worker;
 
-use crate::baseline::{BaselineOf, Baselines, Stat};
+use crate::baseline::{Baselines, Stat};
+use crate::contract::alert::{BaselineOf, Span};
 use crate::curriculum::Renderer;
 use crate::event::{Event, Kind};
 use crate::model::{EventLoss, ScoreItem};
@@ -128,16 +129,6 @@ pub struct Scored {
     pub baseline_of: BaselineOf,
     pub rendered: String,
     pub span: Span,
-}
-
-/// The part of the event that surprised the model most.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Span {
-    pub text: String,
-    /// Token offsets within the event.
-    pub start: usize,
-    pub end: usize,
-    pub loss: f32,
 }
 
 /// Width, in tokens, of the surprising span shown with a score.

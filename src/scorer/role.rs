@@ -8,13 +8,15 @@
 use super::decide::{crosses, Cooldown};
 use super::worker::ModelWorker;
 use super::{finish, EventScorer, Prepared, Scored};
-use crate::alert::{Alert, AlertBaseline, AlertReason, Diagnoser, Span};
-use crate::bus::{Bus, CONSUMER_SCORER, STREAM_TELEMETRY, SUBJECT_MODEL_PUBLISHED};
+use crate::alert::{mute, Diagnoser};
+use crate::bus::Bus;
+use crate::contract::alert::{Alert, AlertBaseline, AlertReason};
+use crate::contract::{ModelNotice, CONSUMER_SCORER, STREAM_TELEMETRY, SUBJECT_MODEL_PUBLISHED};
 use crate::curriculum::{RenderConfig, Renderer};
-use crate::event::{Event, Kind, Limits};
+use crate::event::{Event, Limits};
 use crate::freshness::{Clock, SystemClock};
 use crate::model::checkpoint::Checkpoint;
-use crate::trainer::cycle::ModelNotice;
+use crate::model_store;
 use anyhow::Result;
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
@@ -106,7 +108,7 @@ impl Scorer {
             stats: Arc::new(ScorerStats::default()),
             clock: Arc::new(SystemClock),
         };
-        if let Some(notice) = ModelNotice::current(&s.bus).await? {
+        if let Some(notice) = model_store::current(&s.bus).await? {
             if let Err(e) = load_and_swap(&s.bus, &s.worker, &notice, &s.stats).await {
                 tracing::warn!(
                     "the published model {} could not be loaded: {e:#}",
@@ -294,7 +296,7 @@ impl Scorer {
         let muted = futures::future::join_all(
             candidates
                 .iter()
-                .map(|(_, ev)| self.bus.is_muted(&ev.source, now)),
+                .map(|(_, ev)| mute::is_muted(&self.bus, &ev.source, now)),
         )
         .await;
         let mut failed = vec![false; done.len()];
@@ -417,12 +419,7 @@ pub fn surprise_alert(
             of: s.baseline_of,
         },
         rendered: s.rendered.clone(),
-        span: Span {
-            text: s.span.text.clone(),
-            start: s.span.start,
-            end: s.span.end,
-            loss: s.span.loss,
-        },
+        span: s.span.clone(),
         diagnosis: diagnoser.diagnose_event(ev),
         model: model.map(str::to_string),
         reason: AlertReason::Surprise,
@@ -438,8 +435,7 @@ async fn load_and_swap(
     if worker.info().await.map(|i| i.version) == Some(n.version.clone()) {
         return Ok(());
     }
-    let bytes = bus
-        .get_model_bytes(&n.object)
+    let bytes = model_store::get(bus, &n.object)
         .await?
         .ok_or_else(|| anyhow::anyhow!("model object {} is missing", n.object))?;
     let ck = tokio::task::spawn_blocking(move || Checkpoint::from_bytes(&bytes)).await??;

@@ -4,18 +4,20 @@
 //! stays in service.
 
 use super::{checkpoint, evaluate, train, validate, Validated};
-use crate::alert::Alert;
-use crate::bus::{
-    Bus, KEY_DIGEST, KEY_DIGEST_JSON, KEY_MODEL, KEY_TRAINER_LOCK, STREAM_ALERTS,
+use crate::bus::Bus;
+use crate::contract::alert::Alert;
+use crate::contract::digest::{Digest, DigestState, Problem};
+use crate::contract::{
+    ModelNotice, KEY_DIGEST, KEY_DIGEST_JSON, KEY_MODEL, KEY_TRAINER_LOCK, STREAM_ALERTS,
     STREAM_CURRICULUM, SUBJECT_ALERTS_ALL, SUBJECT_CURRICULUM_ALL, SUBJECT_DIGEST,
     SUBJECT_MODEL_PUBLISHED, SUBJECT_RAISE_ALL, SUBJECT_TICK_TRAIN,
 };
 use crate::curriculum::{Document, Renderer};
-use crate::digest::{Digest, DigestState, Problem};
 use crate::freshness::{Clock, Gates, SystemClock, HOUR_MS};
 use crate::model::checkpoint::Checkpoint;
 use crate::model::train::TrainConfig;
 use crate::model::GptConfig;
+use crate::model_store;
 use crate::registry::Registry;
 use anyhow::{Context, Result};
 use futures::StreamExt;
@@ -26,33 +28,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// What the trainer publishes about a model: in KV `model` and on
-/// `proprio.model.published`, where scorers act on it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelNotice {
-    pub version: String,
-    /// Object name in `proprio-models`.
-    pub object: String,
-    /// SHA-256 of the checkpoint bytes.
-    pub sha256: String,
-    pub fingerprint: String,
-    pub step: u64,
-    pub train_loss: f32,
-    pub val_loss: f32,
-    pub created_at_ms: i64,
-    pub cold_start: bool,
-}
-
-impl ModelNotice {
-    /// The model in service, from KV.
-    pub async fn current(bus: &Bus) -> Result<Option<ModelNotice>> {
-        match bus.get(KEY_MODEL).await? {
-            Some(b) => Ok(serde_json::from_slice(&b).ok()),
-            None => Ok(None),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct TrainerConfig {
@@ -224,7 +199,7 @@ impl Trainer {
                 _ = async { tokio::time::sleep_until(due.unwrap()).await }, if due.is_some() => {
                     digest_due = None;
                     last_digest = Instant::now();
-                    let model = ModelNotice::current(&self.bus).await.ok().flatten();
+                    let model = model_store::current(&self.bus).await.ok().flatten();
                     if let Err(e) = self.publish_digest(model.as_ref()).await {
                         tracing::warn!("digest not published: {e:#}");
                     }
@@ -314,10 +289,10 @@ impl Trainer {
     /// The model in service, if it can be read; a corrupt one is refused by
     /// its hash and the cycle cold-starts.
     async fn previous(&self) -> Result<Option<Checkpoint>> {
-        let Some(n) = ModelNotice::current(&self.bus).await? else {
+        let Some(n) = model_store::current(&self.bus).await? else {
             return Ok(None);
         };
-        let Some(bytes) = self.bus.get_model_bytes(&n.object).await? else {
+        let Some(bytes) = model_store::get(&self.bus, &n.object).await? else {
             tracing::warn!(object = %n.object, "previous model missing; cold start");
             return Ok(None);
         };
@@ -412,7 +387,7 @@ impl Trainer {
             tokio::task::spawn_blocking(move || ck.to_bytes().map(|b| (b, ck))).await??;
         let meta = Checkpoint::read_meta(&bytes)?;
         let object = format!("model-{}", meta.version);
-        self.bus.put_model_bytes(&object, &bytes).await?;
+        model_store::put(&self.bus, &object, &bytes).await?;
         let notice = ModelNotice {
             version: meta.version.clone(),
             object,

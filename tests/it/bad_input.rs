@@ -10,7 +10,7 @@ use crate::support::{self, proc};
 
 use async_nats::jetstream;
 use proc::{normal, now_ms, publish_all, registry, scan, wait_settled, Proprio};
-use proprio::bus::{self, CONSUMER_HARVESTER, CONSUMER_SCORER};
+use proprio::contract::{self, CONSUMER_HARVESTER, CONSUMER_SCORER};
 use proprio::curriculum::Document;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
@@ -281,8 +281,8 @@ async fn bad_input_is_dead_lettered_once_counted_and_nothing_stalls() {
     let mut after_docs = HashSet::new();
     scan(
         &js,
-        bus::STREAM_CURRICULUM,
-        bus::SUBJECT_CURRICULUM_ALL,
+        contract::STREAM_CURRICULUM,
+        contract::SUBJECT_CURRICULUM_ALL,
         |m| {
             let d = Document::from_msgpack(&m.payload).unwrap();
             if d.source.starts_with("after") {
@@ -294,13 +294,13 @@ async fn bad_input_is_dead_lettered_once_counted_and_nothing_stalls() {
 
     // One dead letter per bad payload: its reason, its subject, its bytes.
     let mut dlq: BTreeMap<String, Vec<(String, String, Vec<u8>)>> = BTreeMap::new();
-    scan(&js, bus::STREAM_DLQ, bus::SUBJECT_DLQ_ALL, |m| {
+    scan(&js, contract::STREAM_DLQ, contract::SUBJECT_DLQ_ALL, |m| {
         let h = m.headers.clone().unwrap();
-        dlq.entry(h.get(bus::HEADER_SUBJECT).unwrap().to_string())
+        dlq.entry(h.get(contract::HEADER_SUBJECT).unwrap().to_string())
             .or_default()
             .push((
                 m.subject.to_string(),
-                h.get(bus::HEADER_REASON).unwrap().to_string(),
+                h.get(contract::HEADER_REASON).unwrap().to_string(),
                 m.payload.to_vec(),
             ));
     })

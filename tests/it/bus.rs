@@ -5,9 +5,12 @@ use crate::support::proc::now_ms;
 
 use async_nats::jetstream::stream;
 use futures::StreamExt;
-use proprio::bus::{self, Bus, BusConfig};
+use proprio::alert::mute;
+use proprio::bus::{Bus, BusConfig};
 use proprio::cli_ops;
+use proprio::contract::{self, alert};
 use proprio::event::Reason;
+use proprio::model_store;
 use std::time::{Duration, Instant};
 use support::NatsServer;
 
@@ -32,19 +35,19 @@ async fn ensure_creates_everything_and_is_idempotent() {
     b.ensure().await.unwrap();
 
     let js = b.js();
-    let t = js.get_stream(bus::STREAM_TELEMETRY).await.unwrap();
+    let t = js.get_stream(contract::STREAM_TELEMETRY).await.unwrap();
     assert_eq!(t.cached_info().config.subjects, vec!["os.>".to_string()]);
     assert_eq!(
         t.cached_info().config.max_age,
         Duration::from_secs(24 * 3600)
     );
     assert_eq!(t.cached_info().config.storage, stream::StorageType::File);
-    let c = js.get_stream(bus::STREAM_CURRICULUM).await.unwrap();
+    let c = js.get_stream(contract::STREAM_CURRICULUM).await.unwrap();
     assert_eq!(
         c.cached_info().config.subjects,
         vec!["proprio.curriculum.>".to_string()]
     );
-    let a = js.get_stream(bus::STREAM_ALERTS).await.unwrap();
+    let a = js.get_stream(contract::STREAM_ALERTS).await.unwrap();
     assert_eq!(
         a.cached_info().config.max_age,
         Duration::from_secs(7 * 24 * 3600)
@@ -53,13 +56,16 @@ async fn ensure_creates_everything_and_is_idempotent() {
         a.cached_info().config.duplicate_window,
         Duration::from_secs(3600)
     );
-    let d = js.get_stream(bus::STREAM_DLQ).await.unwrap();
+    let d = js.get_stream(contract::STREAM_DLQ).await.unwrap();
     assert_eq!(
         d.cached_info().config.subjects,
         vec!["proprio.dlq.>".to_string()]
     );
     b.kv().await.unwrap();
-    b.models().await.unwrap();
+    b.js()
+        .get_object_store(contract::BUCKET_MODELS)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -71,7 +77,7 @@ async fn ensure_leaves_existing_resources_alone() {
     // An operator made the alerts stream first, with their own retention.
     b.js()
         .create_stream(stream::Config {
-            name: bus::STREAM_ALERTS.into(),
+            name: contract::STREAM_ALERTS.into(),
             subjects: vec!["proprio.raise.>".into()],
             max_age: Duration::from_secs(3600),
             ..Default::default()
@@ -79,7 +85,7 @@ async fn ensure_leaves_existing_resources_alone() {
         .await
         .unwrap();
     b.ensure().await.unwrap();
-    let a = b.js().get_stream(bus::STREAM_ALERTS).await.unwrap();
+    let a = b.js().get_stream(contract::STREAM_ALERTS).await.unwrap();
     assert_eq!(a.cached_info().config.max_age, Duration::from_secs(3600));
 }
 
@@ -124,14 +130,17 @@ async fn dlq_carries_reason_detail_subject_and_original_bytes() {
     .await
     .unwrap();
     let mut n = 0;
-    b.scan_since(bus::STREAM_DLQ, "proprio.dlq.decode", 0, |m, _| {
+    b.scan_since(contract::STREAM_DLQ, "proprio.dlq.decode", 0, |m, _| {
         let h = m.headers.as_ref().unwrap();
-        assert_eq!(h.get(bus::HEADER_REASON).unwrap().as_str(), "decode");
+        assert_eq!(h.get(contract::HEADER_REASON).unwrap().as_str(), "decode");
         assert_eq!(
-            h.get(bus::HEADER_DETAIL).unwrap().as_str(),
+            h.get(contract::HEADER_DETAIL).unwrap().as_str(),
             "not a map second line"
         );
-        assert_eq!(h.get(bus::HEADER_SUBJECT).unwrap().as_str(), "os.pulse.svc");
+        assert_eq!(
+            h.get(contract::HEADER_SUBJECT).unwrap().as_str(),
+            "os.pulse.svc"
+        );
         assert_eq!(&m.payload[..], b"\xff\x00junk");
         n += 1;
     })
@@ -159,12 +168,20 @@ async fn read_since_returns_the_window_and_stops() {
     }
     let t0 = Instant::now();
     let all = b
-        .read_since(bus::STREAM_CURRICULUM, bus::SUBJECT_CURRICULUM_ALL, 0)
+        .read_since(
+            contract::STREAM_CURRICULUM,
+            contract::SUBJECT_CURRICULUM_ALL,
+            0,
+        )
         .await
         .unwrap();
     assert_eq!(all.len(), 8);
     let recent = b
-        .read_since(bus::STREAM_CURRICULUM, bus::SUBJECT_CURRICULUM_ALL, cut)
+        .read_since(
+            contract::STREAM_CURRICULUM,
+            contract::SUBJECT_CURRICULUM_ALL,
+            cut,
+        )
         .await
         .unwrap();
     let texts: Vec<_> = recent
@@ -174,12 +191,16 @@ async fn read_since_returns_the_window_and_stops() {
     assert_eq!(texts, ["new0", "new1", "new2", "new3", "new4"]);
     assert!(recent.iter().all(|(_, ts)| *ts >= cut));
     let filtered = b
-        .read_since(bus::STREAM_CURRICULUM, "proprio.curriculum.temporal", 0)
+        .read_since(
+            contract::STREAM_CURRICULUM,
+            "proprio.curriculum.temporal",
+            0,
+        )
         .await
         .unwrap();
     assert_eq!(filtered.len(), 3);
     let none = b
-        .read_since(bus::STREAM_ALERTS, bus::SUBJECT_RAISE_ALL, 0)
+        .read_since(contract::STREAM_ALERTS, contract::SUBJECT_RAISE_ALL, 0)
         .await
         .unwrap();
     assert!(none.is_empty());
@@ -206,7 +227,7 @@ async fn publish_once_dedups_by_id() {
         .await
         .unwrap());
     let got = b
-        .read_since(bus::STREAM_ALERTS, bus::SUBJECT_RAISE_ALL, 0)
+        .read_since(contract::STREAM_ALERTS, contract::SUBJECT_RAISE_ALL, 0)
         .await
         .unwrap();
     assert_eq!(got.len(), 2);
@@ -221,7 +242,7 @@ async fn a_raised_alert_reaches_subscribers_once() {
     let b = bus(&server).await;
     let mut sub = b.client().subscribe("proprio.alert.>").await.unwrap();
     b.client().flush().await.unwrap();
-    let a = |id: &str, source: &str| proprio::alert::Alert {
+    let a = |id: &str, source: &str| alert::Alert {
         id: id.into(),
         ts: now_ms(),
         source: source.into(),
@@ -229,13 +250,13 @@ async fn a_raised_alert_reaches_subscribers_once() {
         kind: proprio::event::Kind::Log,
         score: 9.0,
         loss: 5.0,
-        baseline: proprio::alert::AlertBaseline {
+        baseline: alert::AlertBaseline {
             median: 1.0,
             scale: 0.5,
-            of: proprio::baseline::BaselineOf::Key,
+            of: alert::BaselineOf::Key,
         },
         rendered: "log x OOMKilled".into(),
-        span: proprio::alert::Span {
+        span: alert::Span {
             text: "OOMKilled".into(),
             start: 0,
             end: 1,
@@ -243,14 +264,14 @@ async fn a_raised_alert_reaches_subscribers_once() {
         },
         diagnosis: None,
         model: None,
-        reason: proprio::alert::AlertReason::Surprise,
+        reason: alert::AlertReason::Surprise,
     };
     assert!(b.publish_alert(&a("T:1", "svc.a")).await.unwrap());
     assert!(!b.publish_alert(&a("T:1", "svc.a")).await.unwrap());
     assert!(b.publish_alert(&a("T:2", "svc-b")).await.unwrap());
     let mut got = Vec::new();
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), sub.next()).await {
-        let al = proprio::alert::Alert::decode(&m.payload).unwrap();
+        let al = alert::Alert::decode(&m.payload).unwrap();
         got.push((m.subject.to_string(), al.id));
     }
     assert_eq!(
@@ -261,7 +282,7 @@ async fn a_raised_alert_reaches_subscribers_once() {
         ]
     );
     let stored = b
-        .read_since(bus::STREAM_ALERTS, bus::SUBJECT_RAISE_ALL, 0)
+        .read_since(contract::STREAM_ALERTS, contract::SUBJECT_RAISE_ALL, 0)
         .await
         .unwrap();
     assert_eq!(stored.len(), 2);
@@ -281,25 +302,30 @@ async fn kv_mutes_and_models() {
     let server = NatsServer::start();
     let b = bus(&server).await;
     assert_eq!(b.get("nope").await.unwrap(), None);
-    b.put(bus::KEY_MODEL, "v1").await.unwrap();
-    assert_eq!(&b.get(bus::KEY_MODEL).await.unwrap().unwrap()[..], b"v1");
+    b.put(contract::KEY_MODEL, "v1").await.unwrap();
+    assert_eq!(
+        &b.get(contract::KEY_MODEL).await.unwrap().unwrap()[..],
+        b"v1"
+    );
 
     let now = now_ms();
-    assert_eq!(b.muted_until("AitherMind").await.unwrap(), None);
-    b.mute("AitherMind", now + 60_000).await.unwrap();
+    assert_eq!(mute::until(&b, "AitherMind").await.unwrap(), None);
+    mute::set(&b, "AitherMind", now + 60_000).await.unwrap();
     assert_eq!(
-        b.muted_until("AitherMind").await.unwrap(),
+        mute::until(&b, "AitherMind").await.unwrap(),
         Some(now + 60_000)
     );
-    assert!(b.is_muted("AitherMind", now).await.unwrap());
+    assert!(mute::is_muted(&b, "AitherMind", now).await.unwrap());
     assert!(
-        !b.is_muted("AitherMind", now + 60_001).await.unwrap(),
+        !mute::is_muted(&b, "AitherMind", now + 60_001)
+            .await
+            .unwrap(),
         "expired"
     );
-    assert!(!b.is_muted("other", now).await.unwrap());
+    assert!(!mute::is_muted(&b, "other", now).await.unwrap());
     // A source name that is not a valid KV key can still be muted.
-    b.mute("gpu:0 worker", now + 1000).await.unwrap();
-    assert!(b.is_muted("gpu:0 worker", now).await.unwrap());
+    mute::set(&b, "gpu:0 worker", now + 1000).await.unwrap();
+    assert!(mute::is_muted(&b, "gpu:0 worker", now).await.unwrap());
 
     // Through the CLI: --for 1h, then --for 0.
     let said = cli_ops::set_mute(&b, "AitherMind", Duration::from_secs(3600), now)
@@ -307,19 +333,19 @@ async fn kv_mutes_and_models() {
         .unwrap();
     assert!(said.starts_with("muted AitherMind until "), "{said}");
     assert_eq!(
-        b.muted_until("AitherMind").await.unwrap(),
+        mute::until(&b, "AitherMind").await.unwrap(),
         Some(now + 3_600_000)
     );
     let said = cli_ops::set_mute(&b, "AitherMind", Duration::ZERO, now)
         .await
         .unwrap();
     assert_eq!(said, "unmuted AitherMind");
-    assert_eq!(b.muted_until("AitherMind").await.unwrap(), None);
+    assert_eq!(mute::until(&b, "AitherMind").await.unwrap(), None);
 
     let model: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    b.put_model_bytes("m-1", &model).await.unwrap();
-    assert_eq!(b.get_model_bytes("m-1").await.unwrap().unwrap(), model);
-    assert_eq!(b.get_model_bytes("m-2").await.unwrap(), None);
+    model_store::put(&b, "m-1", &model).await.unwrap();
+    assert_eq!(model_store::get(&b, "m-1").await.unwrap().unwrap(), model);
+    assert_eq!(model_store::get(&b, "m-2").await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -336,8 +362,8 @@ async fn digest_command_prints_warming_then_the_stored_digest() {
 
     b.ensure().await.unwrap();
     let text = "[OS BASELINE]\nbaseline: trained (loss=0.82), 3 anomalies in 24h\nrecent: none\n[/OS BASELINE]";
-    b.put(bus::KEY_DIGEST, text).await.unwrap();
-    b.put(bus::KEY_DIGEST_JSON, "{\"state\":\"trained\"}")
+    b.put(contract::KEY_DIGEST, text).await.unwrap();
+    b.put(contract::KEY_DIGEST_JSON, "{\"state\":\"trained\"}")
         .await
         .unwrap();
     assert_eq!(cli_ops::digest_text(&b, false, 0).await.unwrap(), text);
@@ -383,7 +409,11 @@ async fn tick_reaches_a_subscriber() {
     let b = Bus::connect(&BusConfig::with_url(&server.url))
         .await
         .unwrap();
-    let mut sub = b.client().subscribe(bus::SUBJECT_TICK_TRAIN).await.unwrap();
+    let mut sub = b
+        .client()
+        .subscribe(contract::SUBJECT_TICK_TRAIN)
+        .await
+        .unwrap();
     b.client().flush().await.unwrap();
     cli_ops::send_tick(&b, 42).await.unwrap();
     let m = tokio::time::timeout(Duration::from_secs(2), sub.next())
@@ -419,12 +449,20 @@ async fn an_oversized_dead_letter_is_cut_not_lost() {
         .await
         .unwrap();
     let mut n = 0;
-    b.scan_since(bus::STREAM_DLQ, bus::SUBJECT_DLQ_ALL, 0, |m, _| {
-        let h = m.headers.as_ref().unwrap();
-        assert_eq!(h.get(bus::HEADER_TRUNCATED).unwrap().as_str(), "921600");
-        assert_eq!(m.payload.len(), bus::DLQ_MAX_PAYLOAD);
-        n += 1;
-    })
+    b.scan_since(
+        contract::STREAM_DLQ,
+        contract::SUBJECT_DLQ_ALL,
+        0,
+        |m, _| {
+            let h = m.headers.as_ref().unwrap();
+            assert_eq!(
+                h.get(contract::HEADER_TRUNCATED).unwrap().as_str(),
+                "921600"
+            );
+            assert_eq!(m.payload.len(), contract::DLQ_MAX_PAYLOAD);
+            n += 1;
+        },
+    )
     .await
     .unwrap();
     assert_eq!(n, 1);

@@ -8,9 +8,10 @@ use crate::support::{self, proc};
 
 use async_nats::jetstream;
 use proc::{normal, now_ms, publish_all, registry, wait_settled, Proprio};
-use proprio::bus::{Bus, BusConfig, CONSUMER_HARVESTER, CONSUMER_SCORER, KEY_TRAINER_LOCK};
+use proprio::bus::{Bus, BusConfig};
+use proprio::contract::{ModelNotice, CONSUMER_HARVESTER, CONSUMER_SCORER, KEY_TRAINER_LOCK};
 use proprio::model::checkpoint::Checkpoint;
-use proprio::trainer::cycle::ModelNotice;
+use proprio::model_store;
 use std::time::{Duration, Instant};
 use support::NatsServer;
 
@@ -24,14 +25,14 @@ async fn connect(url: &str) -> (Bus, jetstream::Context, async_nats::Client) {
 
 async fn tick(client: &async_nats::Client) {
     client
-        .publish(proprio::bus::SUBJECT_TICK_TRAIN, "{}".into())
+        .publish(proprio::contract::SUBJECT_TICK_TRAIN, "{}".into())
         .await
         .unwrap();
     client.flush().await.unwrap();
 }
 
 async fn notice(bus: &Bus) -> ModelNotice {
-    ModelNotice::current(bus)
+    model_store::current(bus)
         .await
         .unwrap()
         .expect("a model in KV")
@@ -192,7 +193,7 @@ async fn corrupt_or_truncated_checkpoints_are_refused_and_the_trainer_cold_start
     assert!(v1.cold_start);
 
     // 1. Truncated in the object store: refused, cold start.
-    let bytes = bus.get_model_bytes(&v1.object).await.unwrap().unwrap();
+    let bytes = model_store::get(&bus, &v1.object).await.unwrap().unwrap();
     let cut = bytes[..bytes.len() / 2].to_vec();
     let e = Checkpoint::from_bytes(&cut)
         .err()
@@ -202,7 +203,7 @@ async fn corrupt_or_truncated_checkpoints_are_refused_and_the_trainer_cold_start
         cut.len(),
         bytes.len()
     );
-    bus.put_model_bytes(&v1.object, &cut).await.unwrap();
+    model_store::put(&bus, &v1.object, &cut).await.unwrap();
     tick(&client).await;
     p.wait_metric(CYCLES_OK, 2.0, 120).await;
     let v2 = notice(&bus).await;
@@ -211,7 +212,7 @@ async fn corrupt_or_truncated_checkpoints_are_refused_and_the_trainer_cold_start
 
     // 2. One byte altered: refused by the hash, by the trainer and by a
     // scorer that starts meanwhile (it waits, warming, for a good model).
-    let mut bytes = bus.get_model_bytes(&v2.object).await.unwrap().unwrap();
+    let mut bytes = model_store::get(&bus, &v2.object).await.unwrap().unwrap();
     let mid = bytes.len() * 3 / 4;
     bytes[mid] ^= 0x40;
     let e = Checkpoint::from_bytes(&bytes)
@@ -219,7 +220,7 @@ async fn corrupt_or_truncated_checkpoints_are_refused_and_the_trainer_cold_start
         .expect("a corrupt checkpoint loads");
     assert!(format!("{e:#}").contains("hash"), "{e:#}");
     println!("corrupt checkpoint (byte {mid} flipped): {e:#}");
-    bus.put_model_bytes(&v2.object, &bytes).await.unwrap();
+    model_store::put(&bus, &v2.object, &bytes).await.unwrap();
     let scorer = Proprio::start(&nats.url, &["--roles", "scorer"]);
     assert!(
         scorer.log_text().contains("could not be loaded"),
@@ -338,13 +339,13 @@ async fn a_scorer_replica_killed_under_load_leaves_its_share_to_the_other() {
     }
     let info = {
         let mut c: jetstream::consumer::PullConsumer = js
-            .get_consumer_from_stream(CONSUMER_SCORER, proprio::bus::STREAM_TELEMETRY)
+            .get_consumer_from_stream(CONSUMER_SCORER, proprio::contract::STREAM_TELEMETRY)
             .await
             .unwrap();
         c.info().await.unwrap().clone()
     };
     let last = js
-        .get_stream(proprio::bus::STREAM_TELEMETRY)
+        .get_stream(proprio::contract::STREAM_TELEMETRY)
         .await
         .unwrap()
         .info()

@@ -5,7 +5,8 @@ use crate::support;
 use crate::support::proc::now_ms;
 
 use async_nats::jetstream::consumer::PullConsumer;
-use proprio::bus::{self, Bus, BusConfig};
+use proprio::bus::{Bus, BusConfig};
+use proprio::contract;
 use proprio::curriculum::{Curriculum, Document};
 use proprio::event::Reason;
 use proprio::freshness::Gates;
@@ -80,18 +81,22 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 async fn documents(bus: &Bus) -> Vec<Document> {
-    bus.read_since(bus::STREAM_CURRICULUM, bus::SUBJECT_CURRICULUM_ALL, 0)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(p, _)| Document::from_msgpack(&p).unwrap())
-        .collect()
+    bus.read_since(
+        contract::STREAM_CURRICULUM,
+        contract::SUBJECT_CURRICULUM_ALL,
+        0,
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(p, _)| Document::from_msgpack(&p).unwrap())
+    .collect()
 }
 
 async fn consumer_state(bus: &Bus) -> (u64, usize) {
     let mut c: PullConsumer = bus
         .js()
-        .get_consumer_from_stream(bus::CONSUMER_HARVESTER, bus::STREAM_TELEMETRY)
+        .get_consumer_from_stream(contract::CONSUMER_HARVESTER, contract::STREAM_TELEMETRY)
         .await
         .unwrap();
     let i = c.info().await.unwrap();
@@ -164,8 +169,8 @@ async fn raw_json_and_hand_made_msgpack_become_curriculum() {
         let mut v = Vec::new();
         r.bus
             .scan_since(
-                bus::STREAM_CURRICULUM,
-                bus::SUBJECT_CURRICULUM_ALL,
+                contract::STREAM_CURRICULUM,
+                contract::SUBJECT_CURRICULUM_ALL,
                 0,
                 |m, _| v.push(m.subject.to_string()),
             )
@@ -207,15 +212,20 @@ async fn bad_payloads_are_dead_lettered_once_and_terminated() {
 
     let mut seen = Vec::new();
     r.bus
-        .scan_since(bus::STREAM_DLQ, bus::SUBJECT_DLQ_ALL, 0, |m, _| {
-            let h = m.headers.clone().unwrap();
-            seen.push((
-                m.subject.to_string(),
-                h.get(bus::HEADER_SUBJECT).unwrap().to_string(),
-                h.get(bus::HEADER_DETAIL).unwrap().to_string(),
-                m.payload.clone(),
-            ));
-        })
+        .scan_since(
+            contract::STREAM_DLQ,
+            contract::SUBJECT_DLQ_ALL,
+            0,
+            |m, _| {
+                let h = m.headers.clone().unwrap();
+                seen.push((
+                    m.subject.to_string(),
+                    h.get(contract::HEADER_SUBJECT).unwrap().to_string(),
+                    h.get(contract::HEADER_DETAIL).unwrap().to_string(),
+                    m.payload.clone(),
+                ));
+            },
+        )
         .await
         .unwrap();
     assert_eq!(seen.len(), 3);
@@ -242,7 +252,7 @@ async fn telemetry_is_acked_only_after_the_curriculum_write() {
     // The curriculum stream is gone: the document cannot be stored.
     r.bus
         .js()
-        .delete_stream(bus::STREAM_CURRICULUM)
+        .delete_stream(contract::STREAM_CURRICULUM)
         .await
         .unwrap();
     let ts = now_ms();

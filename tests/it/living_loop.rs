@@ -5,11 +5,13 @@ use crate::support;
 use crate::support::proc::now_ms;
 
 use futures::StreamExt;
-use proprio::alert::Alert;
-use proprio::bus::{Bus, BusConfig, KEY_DIGEST, KEY_DIGEST_JSON, STREAM_ALERTS, SUBJECT_RAISE_ALL};
+use proprio::bus::{Bus, BusConfig};
 use proprio::cli_ops::NatsArgs;
+use proprio::contract::alert::Alert;
+use proprio::contract::{KEY_DIGEST, KEY_DIGEST_JSON, STREAM_ALERTS, SUBJECT_RAISE_ALL};
+use proprio::model_store;
 use proprio::run::{Role, RunArgs, Running};
-use proprio::trainer::cycle::{ModelNotice, Trainer, TrainerConfig};
+use proprio::trainer::cycle::{Trainer, TrainerConfig};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use support::NatsServer;
@@ -98,7 +100,9 @@ async fn alerts_stored(bus: &Bus) -> Vec<Alert> {
 
 /// Starts the roles and trains the first model on normal telemetry.
 async fn trained(nats: &NatsServer, roles: &[Role]) -> (Running, Bus, async_nats::Client) {
-    let running = proprio::run::start(&args(&nats.url, roles)).await.unwrap();
+    let running = proprio::run::start(&args(&nats.url, roles), &BusConfig::default())
+        .await
+        .unwrap();
     let (bus, client) = first_model(nats, &running, &running).await;
     (running, bus, client)
 }
@@ -139,7 +143,7 @@ async fn publish_to_alert_digest_and_model_switch() {
     let nats = NatsServer::start();
     let (running, bus, client) =
         trained(&nats, &[Role::Harvester, Role::Scorer, Role::Trainer]).await;
-    let first = ModelNotice::current(&bus)
+    let first = model_store::current(&bus)
         .await
         .unwrap()
         .expect("a model in KV");
@@ -199,7 +203,7 @@ async fn publish_to_alert_digest_and_model_switch() {
         s.swaps.load(Ordering::Relaxed) >= 2
     })
     .await;
-    let second = ModelNotice::current(&bus).await.unwrap().unwrap();
+    let second = model_store::current(&bus).await.unwrap().unwrap();
     assert_ne!(second.version, first.version);
     assert!(!second.cold_start, "same fingerprint: incremental");
     running.stop().await.unwrap();
@@ -213,7 +217,7 @@ async fn two_trainers_one_cycle() {
         .unwrap();
     bus.ensure().await.unwrap();
     // Curriculum for the trainers: harvested by a harvester.
-    let running = proprio::run::start(&args(&nats.url, &[Role::Harvester]))
+    let running = proprio::run::start(&args(&nats.url, &[Role::Harvester]), &BusConfig::default())
         .await
         .unwrap();
     publish_normal(bus.client(), 3, 20, now_ms() - 30_000).await;
@@ -289,7 +293,7 @@ async fn redelivery_does_not_alert_twice_and_mutes_hold_then_expire() {
         .delete_consumer("proprio-scorer")
         .await
         .unwrap();
-    let again = proprio::run::start(&args(&nats.url, &[Role::Scorer]))
+    let again = proprio::run::start(&args(&nats.url, &[Role::Scorer]), &BusConfig::default())
         .await
         .unwrap();
     let s2 = again.scorer.clone().unwrap();
@@ -337,14 +341,16 @@ async fn configured_learning_reaches_every_role() {
     };
     let mut a = args(&nats.url, &[Role::Harvester, Role::Trainer]);
     a.learning = learning.clone();
-    let running = proprio::run::start(&a).await.unwrap();
+    let running = proprio::run::start(&a, &BusConfig::default())
+        .await
+        .unwrap();
     // The scorer runs with the built-in settings: it must follow its model.
-    let scoring = proprio::run::start(&args(&nats.url, &[Role::Scorer]))
+    let scoring = proprio::run::start(&args(&nats.url, &[Role::Scorer]), &BusConfig::default())
         .await
         .unwrap();
     let (bus, client) = first_model(&nats, &running, &scoring).await;
 
-    let n = ModelNotice::current(&bus).await.unwrap().unwrap();
+    let n = model_store::current(&bus).await.unwrap().unwrap();
     let registry = a.registry.clone();
     let configured_fp = learning.gates(&registry).fingerprint().unwrap();
     let builtin_fp = proprio::config::Learning::default()
@@ -360,7 +366,7 @@ async fn configured_learning_reaches_every_role() {
         "a configured rendering is part of the fingerprint"
     );
     let ck =
-        Checkpoint::from_bytes(&bus.get_model_bytes(&n.object).await.unwrap().unwrap()).unwrap();
+        Checkpoint::from_bytes(&model_store::get(&bus, &n.object).await.unwrap().unwrap()).unwrap();
     assert_eq!(ck.meta.config, learning.shape);
     assert_eq!(ck.meta.render, learning.render);
 

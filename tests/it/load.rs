@@ -16,7 +16,7 @@ use crate::support::{self, proc};
 
 use futures::StreamExt;
 use proc::{http_get, now_ms, scrape};
-use proprio::alert::Alert;
+use proprio::contract::alert::Alert;
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};

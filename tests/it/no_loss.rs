@@ -11,8 +11,8 @@ use crate::support::{self, proc};
 
 use async_nats::jetstream;
 use proc::{now_ms, publish_all, registry, scan, wait_settled, Proprio};
-use proprio::alert::Alert;
-use proprio::bus::{self, CONSUMER_HARVESTER, CONSUMER_SCORER};
+use proprio::contract::alert::Alert;
+use proprio::contract::{self, CONSUMER_HARVESTER, CONSUMER_SCORER};
 use proprio::curriculum::Document;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -84,8 +84,8 @@ async fn harvested(
     let mut seen = HashSet::new();
     scan(
         js,
-        bus::STREAM_CURRICULUM,
-        bus::SUBJECT_CURRICULUM_ALL,
+        contract::STREAM_CURRICULUM,
+        contract::SUBJECT_CURRICULUM_ALL,
         |m| {
             let d = Document::from_msgpack(&m.payload).unwrap();
             let id = (d.source, d.ts);
@@ -109,10 +109,15 @@ async fn trained(p: &Proprio, js: &jetstream::Context, client: &async_nats::Clie
 /// Alerts stored: (total, distinct ids, max copies of one telemetry message).
 async fn alerts(js: &jetstream::Context) -> (u64, usize, usize) {
     let mut ids: HashMap<String, usize> = HashMap::new();
-    let n = scan(js, bus::STREAM_ALERTS, bus::SUBJECT_RAISE_ALL, |m| {
-        let a = Alert::decode(&m.payload).unwrap();
-        *ids.entry(a.id).or_default() += 1;
-    })
+    let n = scan(
+        js,
+        contract::STREAM_ALERTS,
+        contract::SUBJECT_RAISE_ALL,
+        |m| {
+            let a = Alert::decode(&m.payload).unwrap();
+            *ids.entry(a.id).or_default() += 1;
+        },
+    )
     .await;
     let max = ids.values().copied().max().unwrap_or(0);
     (n, ids.len(), max)
@@ -122,7 +127,10 @@ async fn alerts(js: &jetstream::Context) -> (u64, usize, usize) {
 fn wire_alerts(client: async_nats::Client) -> tokio::task::JoinHandle<HashMap<String, usize>> {
     tokio::spawn(async move {
         use futures::StreamExt;
-        let mut sub = client.subscribe(bus::SUBJECT_ALERTS_ALL).await.unwrap();
+        let mut sub = client
+            .subscribe(contract::SUBJECT_ALERTS_ALL)
+            .await
+            .unwrap();
         let mut ids: HashMap<String, usize> = HashMap::new();
         while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(20), sub.next()).await {
             if let Ok(a) = Alert::decode(&m.payload) {

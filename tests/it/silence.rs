@@ -3,8 +3,9 @@
 
 use crate::support;
 
-use proprio::alert::{Alert, AlertReason};
-use proprio::bus::{self, Bus, BusConfig};
+use proprio::bus::{Bus, BusConfig};
+use proprio::contract;
+use proprio::contract::alert::{Alert, AlertReason};
 use proprio::freshness::SystemClock;
 use proprio::silence::{SilenceConfig, SilenceStats, SilenceWatch};
 use std::sync::atomic::Ordering;
@@ -71,7 +72,7 @@ async fn beat(bus: &Bus, source: &str, n: usize) {
 }
 
 async fn alerts(bus: &Bus) -> Vec<Alert> {
-    bus.read_since(bus::STREAM_ALERTS, bus::SUBJECT_RAISE_ALL, 0)
+    bus.read_since(contract::STREAM_ALERTS, contract::SUBJECT_RAISE_ALL, 0)
         .await
         .unwrap()
         .into_iter()
@@ -174,7 +175,9 @@ async fn a_muted_source_is_not_alerted() {
     let server = NatsServer::start();
     let bus = connect(&server).await;
     let now = proprio::freshness::Clock::now_ms(&SystemClock);
-    bus.mute("worker", now + 60_000).await.unwrap();
+    proprio::alert::mute::set(&bus, "worker", now + 60_000)
+        .await
+        .unwrap();
     let w = watch(&bus);
     tokio::time::sleep(Duration::from_millis(200)).await;
     beat(&bus, "worker", 6).await;

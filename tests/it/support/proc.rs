@@ -203,7 +203,7 @@ pub fn samples(text: &str) -> BTreeMap<String, f64> {
 /// (pending, ack pending, redelivered) of a durable consumer on the telemetry stream.
 pub async fn consumer_state(js: &jetstream::Context, name: &str) -> Option<(u64, usize, usize)> {
     let mut c: jetstream::consumer::PullConsumer = js
-        .get_consumer_from_stream(name, proprio::bus::STREAM_TELEMETRY)
+        .get_consumer_from_stream(name, proprio::contract::STREAM_TELEMETRY)
         .await
         .ok()?;
     let i = c.info().await.ok()?;
@@ -338,9 +338,9 @@ pub async fn train_first_model(
     msgs: Vec<(String, Vec<u8>, String)>,
 ) {
     publish_all(js, msgs, 512).await;
-    wait_settled(js, &[proprio::bus::CONSUMER_HARVESTER], 60).await;
+    wait_settled(js, &[proprio::contract::CONSUMER_HARVESTER], 60).await;
     client
-        .publish(proprio::bus::SUBJECT_TICK_TRAIN, "{}".into())
+        .publish(proprio::contract::SUBJECT_TICK_TRAIN, "{}".into())
         .await
         .unwrap();
     client.flush().await.unwrap();

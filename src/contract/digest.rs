@@ -9,14 +9,13 @@
 //! ```
 //!
 //! At most [`MAX_CHARS`] characters between the markers (4 characters a token).
-//! Pure data and formatting; the bus publishes it. Schema: proto/README.md.
+//! Pure data and formatting: the text form is the wire form on
+//! `proprio.digest`, so it lives with the contract. Schema: proto/README.md §4.
 
-use crate::alert::{is_json, WireError};
+use super::WireError;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
-/// The digest's subject (text form).
-pub const SUBJECT: &str = "proprio.digest";
 pub const BEGIN: &str = "[OS BASELINE]";
 pub const END: &str = "[/OS BASELINE]";
 /// Most characters between the markers (the two lines and the newline between).
@@ -144,7 +143,7 @@ impl Digest {
 
     /// MessagePack map with named fields.
     pub fn to_msgpack(&self) -> Vec<u8> {
-        rmp_serde::to_vec_named(self).expect("serializing a Digest to a Vec cannot fail")
+        super::to_msgpack(self)
     }
 
     pub fn from_msgpack(payload: &[u8]) -> Result<Digest, rmp_serde::decode::Error> {
@@ -153,7 +152,7 @@ impl Digest {
 
     /// One JSON object (KV `proprio-state` key `digest.json`).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("serializing a Digest cannot fail")
+        super::to_json(self)
     }
 
     pub fn from_json(payload: &[u8]) -> Result<Digest, serde_json::Error> {
@@ -162,11 +161,7 @@ impl Digest {
 
     /// Either form: a JSON object (first non-blank byte `{`) or MessagePack.
     pub fn decode(payload: &[u8]) -> Result<Digest, WireError> {
-        if is_json(payload) {
-            Ok(Digest::from_json(payload)?)
-        } else {
-            Ok(Digest::from_msgpack(payload)?)
-        }
+        super::decode(payload)
     }
 }
 

@@ -1,0 +1,127 @@
+//! The alert: what proprio publishes on `proprio.alert.<source>` when an
+//! event surprises the model or a source falls silent (proto/README.md §3).
+//! Field names and order are the wire format.
+
+use super::WireError;
+use crate::event::Kind;
+use serde::{Deserialize, Serialize};
+
+/// Why an alert was raised.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertReason {
+    /// The model found the event surprising: its score passed the threshold.
+    Surprise,
+    /// The source stopped publishing for longer than its usual interval allows.
+    Silence,
+}
+
+impl AlertReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertReason::Surprise => "surprise",
+            AlertReason::Silence => "silence",
+        }
+    }
+}
+
+/// Where a score's baseline came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaselineOf {
+    Key,
+    Kind,
+    Global,
+    None,
+}
+
+/// The baseline the loss was scored against.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct AlertBaseline {
+    pub median: f32,
+    pub scale: f32,
+    pub of: BaselineOf,
+}
+
+/// The most surprising stretch of an event: what the scorer finds and the
+/// alert carries, one type for both.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct Span {
+    /// The span's text, as rendered (special tokens as `<|NAME|>`).
+    pub text: String,
+    /// First token of the span, counted from the event's first token.
+    pub start: usize,
+    /// One past the span's last token (half-open: `start..end`).
+    pub end: usize,
+    /// Mean loss over the span's tokens, in nats.
+    pub loss: f32,
+}
+
+/// One alert. Field names are the contract (proto/README.md).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// Dedup id, stable for the same telemetry message so a redelivery never
+    /// alerts twice; published as `Nats-Msg-Id`. See [`Alert::id_for_message`]
+    /// and [`Alert::id_for_silence`].
+    pub id: String,
+    /// The event's timestamp (a silence alert: when the silence was noticed), unix ms.
+    pub ts: i64,
+    pub source: String,
+    pub key: String,
+    pub kind: Kind,
+    /// Robust z-score of `loss` against `baseline`.
+    pub score: f32,
+    /// Mean loss per token of the event, in nats.
+    pub loss: f32,
+    pub baseline: AlertBaseline,
+    /// The event as the model saw it (one rendered line).
+    pub rendered: String,
+    pub span: Span,
+    /// A known failure pattern's label, when one matched.
+    pub diagnosis: Option<String>,
+    /// Version of the model that scored the event.
+    pub model: Option<String>,
+    pub reason: AlertReason,
+}
+
+impl Alert {
+    /// `proprio.alert.<source>`, the source made one safe subject token.
+    pub fn subject(&self) -> String {
+        super::alert_subject(&self.source)
+    }
+
+    /// MessagePack map with named fields (the bus form).
+    pub fn to_msgpack(&self) -> Vec<u8> {
+        super::to_msgpack(self)
+    }
+
+    pub fn from_msgpack(payload: &[u8]) -> Result<Alert, rmp_serde::decode::Error> {
+        rmp_serde::from_slice(payload)
+    }
+
+    /// One JSON object (what `proprio alerts` prints and files hold).
+    pub fn to_json(&self) -> String {
+        super::to_json(self)
+    }
+
+    pub fn from_json(payload: &[u8]) -> Result<Alert, serde_json::Error> {
+        serde_json::from_slice(payload)
+    }
+
+    /// Either form: a JSON object (first non-blank byte `{`) or MessagePack.
+    pub fn decode(payload: &[u8]) -> Result<Alert, WireError> {
+        super::decode(payload)
+    }
+
+    /// Dedup id of a surprise alert: the telemetry message's stream and stream
+    /// sequence, which JetStream keeps across redeliveries.
+    pub fn id_for_message(stream: &str, stream_seq: u64) -> String {
+        format!("{stream}:{stream_seq}")
+    }
+
+    /// Dedup id of a silence alert: one per source per silence (a silence is
+    /// named by the last time the source was heard from).
+    pub fn id_for_silence(source: &str, last_seen_ms: i64) -> String {
+        format!("silence:{source}:{last_seen_ms}")
+    }
+}
