@@ -1,0 +1,147 @@
+//! How events are rendered, as configured (`[render]`): the metric format
+//! and the masks. Part of a checkpoint, so a model is always read the way it
+//! was trained.
+
+use super::Renderer;
+use serde::{Deserialize, Serialize};
+
+/// How metric values are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricFormat {
+    /// Two significant digits with an SI suffix: 0.042, 4.2, 42, 420, 4.2k, 42M.
+    Digits,
+    /// A half-octave magnitude bucket: `b` and the bucket number (2*log2 x, rounded).
+    Buckets,
+}
+
+impl std::str::FromStr for MetricFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<MetricFormat, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "buckets" => Ok(MetricFormat::Buckets),
+            "digits" => Ok(MetricFormat::Digits),
+            other => Err(format!("{other:?} is not buckets or digits")),
+        }
+    }
+}
+
+impl MetricFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricFormat::Buckets => "buckets",
+            MetricFormat::Digits => "digits",
+        }
+    }
+}
+
+/// A volatile-text mask: matches of `pattern` become `token`, except matches
+/// that start with one of `keep` (e.g. loopback addresses).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaskSpec {
+    pub pattern: String,
+    pub token: String,
+    #[serde(default)]
+    pub keep: Vec<String>,
+    /// Only mask matches holding both a digit and a letter (hex ids, not words or numbers).
+    #[serde(default)]
+    pub mixed: bool,
+}
+
+/// Rendering settings (part of the configuration file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RenderConfig {
+    pub metric_format: MetricFormat,
+    /// Applied in order.
+    pub masks: Vec<MaskSpec>,
+}
+
+impl Default for RenderConfig {
+    fn default() -> Self {
+        let m = |pattern: &str, token: &str, keep: &[&str]| MaskSpec {
+            pattern: pattern.into(),
+            token: token.into(),
+            keep: keep.iter().map(|s| s.to_string()).collect(),
+            mixed: false,
+        };
+        RenderConfig {
+            // Buckets by measurement (README, "Rendering"): same model, same
+            // data, AUROC 0.881 vs 0.867 for digits, and VRAM pressure 0.894
+            // vs 0.685, since the noise of the second digit is gone.
+            // `render.metric_format = "digits"` switches back.
+            metric_format: MetricFormat::Buckets,
+            masks: vec![
+                m(
+                    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+                    "<|UUID|>",
+                    &[],
+                ),
+                m(
+                    r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b",
+                    "<|IP|>",
+                    &["127.", "0.0.0.0"],
+                ),
+                m(
+                    r"\b(?:req|trace|span|txn|session|sess|job|task|id)[-_:=][A-Za-z0-9]+\b",
+                    "<|ID|>",
+                    &[],
+                ),
+                m(r"\b0x[0-9a-fA-F]+\b", "<|HEX|>", &[]),
+                MaskSpec {
+                    mixed: true,
+                    ..m(r"\b[0-9a-fA-F]{6,}\b", "<|HEX|>", &[])
+                },
+                m(r"(?:/[\w.-]+){2,}", "<|PATH|>", &[]),
+                m(r"-?\d{5,}", "<|NUM|>", &[]),
+            ],
+        }
+    }
+}
+
+/// The masks file `render.masks` names: `[[mask]]` tables with `pattern`,
+/// `token` and optionally `keep` and `mixed`, applied in file order.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MasksFile {
+    mask: Vec<MaskSpec>,
+}
+
+impl RenderConfig {
+    /// The configured rendering: `masks` replaces the built-in list when
+    /// given. Every pattern is compiled and every token checked here, so a
+    /// bad masks file stops start-up with its reason.
+    pub fn load(
+        metric_format: MetricFormat,
+        masks: Option<&std::path::Path>,
+    ) -> anyhow::Result<RenderConfig> {
+        let mut cfg = RenderConfig {
+            metric_format,
+            ..RenderConfig::default()
+        };
+        if let Some(path) = masks {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading the masks file {}: {e}", path.display()))?;
+            let file: MasksFile = toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("masks file {}: {e}", path.display()))?;
+            cfg.masks = file.mask;
+        }
+        Renderer::new(&cfg).map_err(|e| match masks {
+            Some(p) => e.context(format!("masks file {}", p.display())),
+            None => e,
+        })?;
+        Ok(cfg)
+    }
+
+    /// What the freshness fingerprint adds for this rendering: nothing for
+    /// the built-in one (its changes come with a new build), the whole
+    /// settings otherwise, so that documents rendered one way are never
+    /// trained on by a trainer that scores another way.
+    pub fn fingerprint_text(&self) -> String {
+        if *self == RenderConfig::default() {
+            String::new()
+        } else {
+            serde_json::to_string(self).unwrap_or_default()
+        }
+    }
+}
