@@ -1,35 +1,24 @@
 //! The small operator commands: `proprio digest`, `alerts`, `tick`, `mute`.
-//! Each is a clap `Args` struct and an async function; main.rs only wires
-//! them. The functions that build output return it (tested), the command
+//! Each is a clap `Args` struct and an async function taking the bus
+//! settings (from the configuration, which the `--nats...` flags feed);
+//! main.rs only wires them. The functions that build output return it (tested), the command
 //! functions print it.
 
 use crate::alert::{Alert, AlertReason};
 use crate::bus::{self, Bus, BusConfig};
+use crate::config::NatsFlags;
 use crate::digest::Digest;
 use crate::freshness::{Clock, SystemClock};
+use crate::units::parse_duration;
 use anyhow::{bail, Context as _, Result};
 use futures::StreamExt;
 use std::time::Duration;
-
-/// Where NATS is: every command that talks to it takes `--nats`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct NatsArgs {
-    /// NATS server URL.
-    #[arg(long = "nats", env = "NATS_URL", default_value = bus::DEFAULT_URL)]
-    pub nats: String,
-}
-
-impl NatsArgs {
-    pub async fn connect(&self) -> Result<Bus> {
-        Bus::connect(&BusConfig::with_url(self.nats.clone())).await
-    }
-}
 
 /// Print the current digest (the ~50-token health summary) from KV.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DigestArgs {
     #[command(flatten)]
-    pub nats: NatsArgs,
+    pub nats: NatsFlags,
     /// Print the JSON form instead of the text.
     #[arg(long)]
     pub json: bool,
@@ -39,7 +28,7 @@ pub struct DigestArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct AlertsArgs {
     #[command(flatten)]
-    pub nats: NatsArgs,
+    pub nats: NatsFlags,
     /// Keep printing new alerts as they arrive.
     #[arg(long, short)]
     pub follow: bool,
@@ -55,59 +44,19 @@ pub struct AlertsArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct TickArgs {
     #[command(flatten)]
-    pub nats: NatsArgs,
+    pub nats: NatsFlags,
 }
 
 /// Silence a source's alerts for a while (a maintenance window).
 #[derive(clap::Args, Debug, Clone)]
 pub struct MuteArgs {
     #[command(flatten)]
-    pub nats: NatsArgs,
+    pub nats: NatsFlags,
     /// The source, as it appears in alerts.
     pub source: String,
     /// How long (30s, 10m, 1h, 6h, 1d); 0 lifts the mute.
     #[arg(long = "for", value_parser = parse_duration)]
     pub duration: Duration,
-}
-
-/// Parses "30s", "10m", "1h", "6h", "1d", "500ms", compounds like "1h30m",
-/// and "0". A bare number other than 0 is refused: "6" could mean seconds
-/// or hours, and guessing wrong on a training period or a mute is costly.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let t = s.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let err = || format!("{s:?} is not a duration (like 30s, 10m, 1h, 6h, 1d or 1h30m)");
-    if t.is_empty() {
-        return Err(err());
-    }
-    let mut total: u64 = 0;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(err());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit_ms: u64 = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 7 * 86_400_000,
-            _ => return Err(err()),
-        };
-        rest = &rest[unit_len..];
-        total = n
-            .checked_mul(unit_ms)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("{s:?} is too long a duration"))?;
-    }
-    Ok(Duration::from_millis(total))
 }
 
 // ---- digest ----
@@ -148,8 +97,8 @@ pub async fn digest_text(bus: &Bus, json: bool, now_ms: i64) -> Result<String> {
     })
 }
 
-pub async fn digest(args: DigestArgs) -> Result<()> {
-    let bus = args.nats.connect().await?;
+pub async fn digest(args: DigestArgs, bus: &BusConfig) -> Result<()> {
+    let bus = Bus::connect(bus).await?;
     println!(
         "{}",
         digest_text(&bus, args.json, SystemClock.now_ms()).await?
@@ -205,8 +154,8 @@ pub async fn alert_lines(bus: &Bus, since_ms: i64, json: bool) -> Result<Vec<Str
     Ok(out)
 }
 
-pub async fn alerts(args: AlertsArgs) -> Result<()> {
-    let bus = args.nats.connect().await?;
+pub async fn alerts(args: AlertsArgs, bus: &BusConfig) -> Result<()> {
+    let bus = Bus::connect(bus).await?;
     let since = if args.since.is_zero() {
         0
     } else {
@@ -254,8 +203,9 @@ pub async fn send_tick(bus: &Bus, now_ms: i64) -> Result<()> {
     Ok(())
 }
 
-pub async fn tick(args: TickArgs) -> Result<()> {
-    let bus = args.nats.connect().await?;
+/// `proprio tick` ([`TickArgs`] has only the connection's flags).
+pub async fn tick(bus: &BusConfig) -> Result<()> {
+    let bus = Bus::connect(bus).await?;
     send_tick(&bus, SystemClock.now_ms()).await?;
     println!("tick published on {}", bus::SUBJECT_TICK_TRAIN);
     Ok(())
@@ -277,15 +227,15 @@ pub async fn set_mute(bus: &Bus, source: &str, duration: Duration, now_ms: i64) 
     Ok(format!(
         "muted {source} until {} ({})",
         format_utc(until),
-        crate::silence::format_duration(duration.as_millis() as i64)
+        crate::units::format_duration_human(duration.as_millis() as i64)
     ))
 }
 
-pub async fn mute(args: MuteArgs) -> Result<()> {
+pub async fn mute(args: MuteArgs, bus: &BusConfig) -> Result<()> {
     if args.source.trim().is_empty() {
         bail!("mute: the source is empty");
     }
-    let bus = args.nats.connect().await?;
+    let bus = Bus::connect(bus).await?;
     println!(
         "{}",
         set_mute(&bus, &args.source, args.duration, SystemClock.now_ms()).await?
@@ -320,21 +270,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        let p = |s| parse_duration(s).unwrap();
-        assert_eq!(p("30s"), Duration::from_secs(30));
-        assert_eq!(p("10m"), Duration::from_secs(600));
-        assert_eq!(p("6h"), Duration::from_secs(6 * 3600));
-        assert_eq!(p("1d"), Duration::from_secs(86_400));
-        assert_eq!(p("1h30m"), Duration::from_secs(5400));
-        assert_eq!(p("500ms"), Duration::from_millis(500));
-        assert_eq!(p("0"), Duration::ZERO);
-        for bad in ["", "6", "h", "1x", "-1h", "1.5h", "99999999999999999999d"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn command_lines_parse() {
         use clap::Parser;
         #[derive(clap::Parser)]
@@ -354,7 +289,7 @@ mod tests {
             (m.source.as_str(), m.duration),
             ("svc", Duration::from_secs(3600))
         );
-        assert_eq!(m.nats.nats, "nats://h:1");
+        assert_eq!(m.nats.url.as_deref(), Some("nats://h:1"));
         let cli = Cli::try_parse_from(["p", "alerts", "-f", "--since", "10m"]).unwrap();
         let C::Alerts(a) = cli.c else { panic!() };
         assert!(a.follow && !a.json);

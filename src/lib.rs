@@ -36,3 +36,4 @@ pub mod silence;
 pub mod sim;
 pub mod tokenizer;
 pub mod trainer;
+pub mod units;

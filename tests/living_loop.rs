@@ -6,8 +6,8 @@ mod support;
 use futures::StreamExt;
 use proprio::alert::Alert;
 use proprio::bus::{Bus, BusConfig, KEY_DIGEST, KEY_DIGEST_JSON, STREAM_ALERTS, SUBJECT_RAISE_ALL};
-use proprio::cli_ops::NatsArgs;
-use proprio::run::{Role, RunArgs, Running};
+use proprio::config::{Role, RunSection, RunSettings, ScorerSection, TrainerSection};
+use proprio::run::Running;
 use proprio::trainer::cycle::{ModelNotice, Trainer, TrainerConfig};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -20,28 +20,31 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-fn args(url: &str, roles: &[Role]) -> RunArgs {
-    RunArgs {
-        nats: NatsArgs {
-            nats: url.to_string(),
+fn args(url: &str, roles: &[Role]) -> RunSettings {
+    let d = RunSettings::default();
+    RunSettings {
+        bus: BusConfig::with_url(url),
+        run: RunSection {
+            roles: roles.to_vec(),
+            registry: std::path::PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/services.yaml"
+            )),
+            threads: 1,
+            max_payload: 64 * 1024,
+            ..d.run
         },
-        roles: roles.to_vec(),
-        train_every: None,
-        root: "os".into(),
-        threshold: 3.0,
-        cooldown: Duration::from_secs(0),
-        max_lag: Duration::from_secs(300),
-        registry: std::path::PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/deploy/services.yaml"
-        )),
-        cold_steps: 150,
-        incremental_steps: 50,
-        silence_multiple: 3.0,
-        threads: 1,
-        max_payload: 64 * 1024,
-        digest_debounce: Duration::from_millis(500),
-        learning: Default::default(),
+        scorer: ScorerSection {
+            cooldown: Duration::from_secs(0),
+            ..d.scorer
+        },
+        trainer: TrainerSection {
+            cold_steps: 150,
+            incremental_steps: 50,
+            digest_debounce: Duration::from_millis(500),
+            ..d.trainer
+        },
+        ..d
     }
 }
 
@@ -226,9 +229,9 @@ async fn two_trainers_one_cycle() {
     let h = running.harvester.clone().unwrap();
     wait_until("harvest", 30, || handled(&h) >= 3 * 20 * 3).await;
     let cfg = |id: &str| TrainerConfig {
-        registry: args(&nats.url, &[]).registry,
+        registry: args(&nats.url, &[]).run.registry,
         gates: proprio::freshness::Gates {
-            key_files: vec![args(&nats.url, &[]).registry],
+            key_files: vec![args(&nats.url, &[]).run.registry],
             ..Default::default()
         },
         cold_steps: 60,
@@ -351,7 +354,7 @@ async fn configured_learning_reaches_every_role() {
     let (bus, client) = first_model(&nats, &running, &scoring).await;
 
     let n = ModelNotice::current(&bus).await.unwrap().unwrap();
-    let registry = a.registry.clone();
+    let registry = a.run.registry.clone();
     let configured_fp = learning.gates(&registry).fingerprint().unwrap();
     let builtin_fp = proprio::config::Learning::default()
         .gates(&registry)
