@@ -4,7 +4,8 @@
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use proprio::cli_ops;
-use proprio::config::{self, Needs};
+use proprio::config;
+use proprio::startup::{startup, Needs};
 
 #[derive(Parser)]
 #[command(
@@ -57,7 +58,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let flags = config::Flags::from_command_line(&cmd, &matches)?;
     let needs = match &cli.command {
-        Command::Config(a) => return config::command(a, &cli.global, &flags),
+        Command::Config(a) => {
+            proprio::logging::init(cli.global.log_json);
+            return config::command(a, &flags);
+        }
         Command::Run(_)
         | Command::Digest(_)
         | Command::Alerts(_)
@@ -66,7 +70,7 @@ fn main() -> anyhow::Result<()> {
         Command::Train(_) | Command::Eval(_) => Needs::Learning,
         _ => Needs::Logging,
     };
-    let cfg = config::startup(&cli.global, &flags, needs)?;
+    let cfg = startup(&cli.global, &flags, needs)?;
     let rt = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

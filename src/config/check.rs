@@ -1,9 +1,8 @@
 //! Checking and showing the configuration: the checks across keys, the
 //! learning settings, the effective configuration as TOML with each value's
-//! origin (`proprio config check`), the table of keys (`config keys`), and
-//! what the binary does with it before a command runs.
+//! origin (`proprio config check`) and the table of keys (`config keys`).
 
-use super::{flags::Flags, Config, GlobalArgs, Learning, Origin, KEYS};
+use super::{flags::Flags, Config, Learning, Origin, KEYS};
 use crate::curriculum::RenderConfig;
 use anyhow::{anyhow, Result};
 use figment::value::{Num, Value};
@@ -269,56 +268,8 @@ pub fn keys_table() -> String {
     out
 }
 
-/// How much a command depends on its configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Needs {
-    /// It talks to NATS: a bad key is an error here, before anything starts.
-    Nats,
-    /// It trains (`train`, `eval`): a configuration it cannot read is an
-    /// error, since it would otherwise train another model than configured.
-    Learning,
-    /// Only logging: a bad configuration is a warning.
-    Logging,
-}
-
-/// What the binary does before a command runs: the configuration (file <
-/// environment < flags), logging set up from it, and for a command on
-/// NATS, its settings installed for every connection.
-pub fn startup(g: &GlobalArgs, flags: &Flags, needs: Needs) -> Result<Config> {
-    // Only a command on NATS has the whole configuration checked: an
-    // offline one is not stopped by a NATS setting.
-    let file = g.config.as_deref();
-    let loaded = match needs {
-        Needs::Nats => Config::load_with(file, std::env::vars(), flags),
-        _ => Config::merge(file, std::env::vars(), flags),
-    };
-    let c = match (loaded, needs) {
-        (Ok(c), _) => c,
-        (Err(e), Needs::Logging) => {
-            crate::logging::init(g.log_json);
-            tracing::warn!("configuration not applied: {e:#}");
-            return Ok(Config::default());
-        }
-        (Err(e), _) => {
-            if needs == Needs::Learning {
-                crate::logging::init(g.log_json);
-            }
-            return Err(e);
-        }
-    };
-    crate::logging::init_with(c.log.json, Some(&c.log.level));
-    if needs == Needs::Nats {
-        for w in &c.warnings {
-            tracing::warn!("{w}");
-        }
-        crate::bus::install_defaults(c.bus_config());
-    }
-    Ok(c)
-}
-
 /// `proprio config check FILE` / `proprio config keys`.
-pub fn command(a: &ConfigArgs, g: &GlobalArgs, flags: &Flags) -> Result<()> {
-    crate::logging::init(g.log_json);
+pub fn command(a: &ConfigArgs, flags: &Flags) -> Result<()> {
     match &a.command {
         ConfigCommand::Check { file } => {
             let c = Config::load_with(Some(file), std::env::vars(), flags)?;

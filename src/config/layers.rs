@@ -293,14 +293,15 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
         flags: &Flags,
     ) -> Result<Config> {
-        let c = Config::merge(file, env, flags)?;
+        let c = Config::load_unchecked(file, env, flags)?;
         c.validate()?;
         Ok(c)
     }
 
     /// The layers merged and read, each value checked on its own; the
-    /// checks across keys are [`Config::validate`]'s.
-    pub(super) fn merge(
+    /// checks across keys are [`Config::validate`]'s (an offline command
+    /// is not stopped by a NATS setting).
+    pub fn load_unchecked(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
         f: &Flags,

@@ -21,7 +21,7 @@ pub mod flags;
 mod layers;
 mod text;
 
-pub use check::{command, keys_table, startup, ConfigArgs, ConfigCommand, Needs};
+pub use check::{command, keys_table, ConfigArgs, ConfigCommand};
 pub use flags::{Flags, GlobalArgs, NatsFlags, RunArgs};
 pub use layers::Origin;
 
