@@ -242,15 +242,20 @@ fn flags(f: &Flags) -> Layer {
 
 /// A value as shown in a message: secrets redacted.
 fn shown(path: &str, v: &Value) -> String {
+    if SECRETS.contains(&path) {
+        return "<redacted>".into();
+    }
     let text = match v {
         Value::String(_, s) => s.clone(),
         Value::Num(_, n) => super::check::num_text(*n),
         Value::Bool(_, b) => b.to_string(),
-        other => return format!("{other:?}"),
+        Value::Array(_, items) => {
+            let items: Vec<String> = items.iter().map(|v| shown(path, v)).collect();
+            return format!("[{}]", items.join(", "));
+        }
+        _ => return "(a table)".into(),
     };
-    if SECRETS.contains(&path) {
-        "<redacted>".into()
-    } else if path == "nats.url" {
+    if path == "nats.url" {
         format!("{:?}", crate::bus::redact_url(&text))
     } else {
         format!("{text:?}")
@@ -267,13 +272,14 @@ fn explain(fig: &Figment, e: figment::Error) -> anyhow::Error {
     let key: Vec<&str> = e.path.iter().take(2).map(String::as_str).collect();
     let path = key.join(".");
     let origin = origin_of(e.metadata.as_ref(), &path);
+    // serde's messages may quote the value.
+    let why = match SECRETS.contains(&path.as_str()) {
+        true => "not a valid value (not shown: a secret)".to_string(),
+        false => e.kind.to_string(),
+    };
     match fig.find_value(&path) {
-        Ok(v) => anyhow!(
-            "`{path}` = {} (from {origin}): {}",
-            shown(&path, &v),
-            e.kind
-        ),
-        Err(_) => anyhow!("`{path}` (from {origin}): {}", e.kind),
+        Ok(v) => anyhow!("`{path}` = {} (from {origin}): {why}", shown(&path, &v)),
+        Err(_) => anyhow!("`{path}` (from {origin}): {why}"),
     }
 }
 
