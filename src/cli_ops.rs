@@ -1,35 +1,28 @@
 //! The small operator commands: `proprio digest`, `alerts`, `tick`, `mute`.
-//! Each is a clap `Args` struct and an async function; main.rs only wires
-//! them. The functions that build output return it (tested), the command
+//! Each is a clap `Args` struct and an async function taking the bus
+//! settings (from the configuration, which the `--nats...` flags feed);
+//! main.rs only wires them. The functions that build output return it (tested), the command
 //! functions print it.
 
 use crate::alert::mute;
 use crate::bus::{self, Bus, BusConfig};
+use crate::config::NatsFlags;
 use crate::contract::alert::{Alert, AlertReason};
 use crate::contract::digest::{Digest, BEGIN};
 use crate::contract::{
     BUCKET_STATE, KEY_DIGEST, KEY_DIGEST_JSON, STREAM_ALERTS, SUBJECT_RAISE_ALL, SUBJECT_TICK_TRAIN,
 };
 use crate::freshness::{Clock, SystemClock};
+use crate::units::parse_duration;
 use anyhow::{bail, Context as _, Result};
 use futures::StreamExt;
 use std::time::Duration;
-
-/// Where NATS is: every command that talks to it takes `--nats`. The
-/// command functions take the whole [`BusConfig`] (credentials, TLS), which
-/// main builds from the configuration with this URL in it.
-#[derive(clap::Args, Debug, Clone)]
-pub struct NatsArgs {
-    /// NATS server URL.
-    #[arg(long = "nats", env = "NATS_URL", default_value = bus::DEFAULT_URL)]
-    pub nats: String,
-}
 
 /// Print the current digest (the ~50-token health summary) from KV.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DigestArgs {
     #[command(flatten)]
-    pub nats: NatsArgs,
+    pub nats: NatsFlags,
     /// Print the JSON form instead of the text.
     #[arg(long)]
     pub json: bool,
@@ -39,7 +32,7 @@ pub struct DigestArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct AlertsArgs {
     #[command(flatten)]
-    pub nats: NatsArgs,
+    pub nats: NatsFlags,
     /// Keep printing new alerts as they arrive.
     #[arg(long, short)]
     pub follow: bool,
@@ -55,59 +48,19 @@ pub struct AlertsArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct TickArgs {
     #[command(flatten)]
-    pub nats: NatsArgs,
+    pub nats: NatsFlags,
 }
 
 /// Silence a source's alerts for a while (a maintenance window).
 #[derive(clap::Args, Debug, Clone)]
 pub struct MuteArgs {
     #[command(flatten)]
-    pub nats: NatsArgs,
+    pub nats: NatsFlags,
     /// The source, as it appears in alerts.
     pub source: String,
     /// How long (30s, 10m, 1h, 6h, 1d); 0 lifts the mute.
     #[arg(long = "for", value_parser = parse_duration)]
     pub duration: Duration,
-}
-
-/// Parses "30s", "10m", "1h", "6h", "1d", "500ms", compounds like "1h30m",
-/// and "0". A bare number other than 0 is refused: "6" could mean seconds
-/// or hours, and guessing wrong on a training period or a mute is costly.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let t = s.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let err = || format!("{s:?} is not a duration (like 30s, 10m, 1h, 6h, 1d or 1h30m)");
-    if t.is_empty() {
-        return Err(err());
-    }
-    let mut total: u64 = 0;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(err());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let unit_ms: u64 = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 7 * 86_400_000,
-            _ => return Err(err()),
-        };
-        rest = &rest[unit_len..];
-        total = n
-            .checked_mul(unit_ms)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("{s:?} is too long a duration"))?;
-    }
-    Ok(Duration::from_millis(total))
 }
 
 // ---- digest ----
@@ -268,7 +221,7 @@ pub async fn set_mute(bus: &Bus, source: &str, duration: Duration, now_ms: i64) 
     Ok(format!(
         "muted {source} until {} ({})",
         format_utc(until),
-        crate::silence::format_duration(duration.as_millis() as i64)
+        crate::units::format_duration_human(duration.as_millis() as i64)
     ))
 }
 
@@ -311,21 +264,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        let p = |s| parse_duration(s).unwrap();
-        assert_eq!(p("30s"), Duration::from_secs(30));
-        assert_eq!(p("10m"), Duration::from_secs(600));
-        assert_eq!(p("6h"), Duration::from_secs(6 * 3600));
-        assert_eq!(p("1d"), Duration::from_secs(86_400));
-        assert_eq!(p("1h30m"), Duration::from_secs(5400));
-        assert_eq!(p("500ms"), Duration::from_millis(500));
-        assert_eq!(p("0"), Duration::ZERO);
-        for bad in ["", "6", "h", "1x", "-1h", "1.5h", "99999999999999999999d"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn command_lines_parse() {
         use clap::Parser;
         #[derive(clap::Parser)]
@@ -345,7 +283,7 @@ mod tests {
             (m.source.as_str(), m.duration),
             ("svc", Duration::from_secs(3600))
         );
-        assert_eq!(m.nats.nats, "nats://h:1");
+        assert_eq!(m.nats.url.as_deref(), Some("nats://h:1"));
         let cli = Cli::try_parse_from(["p", "alerts", "-f", "--since", "10m"]).unwrap();
         let C::Alerts(a) = cli.c else { panic!() };
         assert!(a.follow && !a.json);

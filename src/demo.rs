@@ -6,10 +6,9 @@
 //! which faults were caught and how fast, and prints the digest.
 
 use crate::bus::{Bus, BusConfig};
-use crate::cli_ops::NatsArgs;
+use crate::config::{RunSection, RunSettings, TrainerSection};
 use crate::contract::alert::{Alert, AlertReason};
 use crate::contract::{KEY_DIGEST, SUBJECT_ALERTS_ALL, SUBJECT_TICK_TRAIN};
-use crate::run::{Role, RunArgs};
 use crate::sim::{Fault, FaultSpec, SimConfig};
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
@@ -135,26 +134,21 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         }
     };
     println!("== proprio demo on {url}");
-    let running = crate::run::start(
-        &RunArgs {
-            nats: NatsArgs { nats: url.clone() },
-            roles: Role::ALL.to_vec(),
-            train_every: None,
-            root: "os".into(),
-            threshold: 3.0,
-            cooldown: Duration::from_secs(60),
-            max_lag: Duration::from_secs(300),
+    let defaults = crate::config::RunSettings::default();
+    let running = crate::run::start(&RunSettings {
+        bus: BusConfig::with_url(url.clone()),
+        run: RunSection {
             registry: args.registry.clone(),
+            ..defaults.run
+        },
+        trainer: TrainerSection {
             cold_steps: args.steps,
             incremental_steps: args.steps / 2,
-            silence_multiple: 3.0,
-            threads: 1,
-            max_payload: crate::event::Limits::default().max_payload,
             digest_debounce: Duration::from_secs(2),
-            learning: Default::default(),
+            ..defaults.trainer
         },
-        &BusConfig::default(),
-    )
+        ..defaults
+    })
     .await?;
     let bus = Bus::connect(&BusConfig::with_url(url.clone())).await?;
 

@@ -35,5 +35,7 @@ pub mod run;
 pub mod scorer;
 pub mod silence;
 pub mod sim;
+pub mod startup;
 pub mod tokenizer;
 pub mod trainer;
+pub mod units;

@@ -1,8 +1,11 @@
-//! The `proprio` command line. Parsing only: each subcommand hands its
-//! arguments to the library module that does the work.
+//! The `proprio` command line. Parsing only: the configuration is built
+//! from the file, the environment and the flags, and each subcommand hands
+//! it, with its own arguments, to the library module that does the work.
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use proprio::cli_ops;
+use proprio::config;
+use proprio::startup::{startup, Needs};
 
 #[derive(Parser)]
 #[command(
@@ -11,11 +14,8 @@ use proprio::cli_ops;
     about = "Proprioception for a microservice system: a tiny GPT trained on its own telemetry; loss is the anomaly score."
 )]
 struct Cli {
-    /// Log as JSON lines instead of human-readable text.
-    #[arg(long, global = true)]
-    log_json: bool,
     #[command(flatten)]
-    global: proprio::config::GlobalArgs,
+    global: config::GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,7 +25,7 @@ enum Command {
     /// The whole loop on this machine: NATS, every role, the simulated OS with faults; prints alerts and a summary.
     Demo(proprio::demo::DemoArgs),
     /// Run proprio's roles (harvester, scorer, trainer, silence watch) on NATS.
-    Run(proprio::run::RunArgs),
+    Run(config::RunArgs),
     /// Generate the simulated OS's labelled telemetry, to a file or live onto NATS.
     Simulate(proprio::sim::SimArgs),
     /// Train a model on an event file (offline growth loop: validate, train, evaluate).
@@ -43,7 +43,7 @@ enum Command {
     /// Benchmark scoring and training against the PyTorch reference figures.
     Bench(proprio::model::bench::BenchArgs),
     /// Validate a configuration file and print the effective configuration (secrets redacted).
-    Config(proprio::config::ConfigArgs),
+    Config(config::ConfigArgs),
     /// Ask a running proprio's /readyz (exit 0 when ready): for container health checks.
     Health(proprio::metrics::HealthArgs),
     /// Evaluate detection: train, score labelled events, report P/R/F1, AUROC, AUPRC, time to detect, vs baselines.
@@ -53,33 +53,24 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    let matches = Cli::command().get_matches();
+    let cmd = config::flags::command_line(Cli::command());
+    let matches = cmd.clone().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let Command::Config(a) = &cli.command {
-        proprio::logging::init(cli.log_json);
-        return proprio::config::command(a, &cli.global, cli.log_json);
-    }
-    let on_nats = matches!(
-        cli.command,
+    let flags = config::Flags::from_command_line(&cmd, &matches)?;
+    let needs = match &cli.command {
+        Command::Config(a) => {
+            proprio::logging::init(cli.global.log_json);
+            return config::command(a, &flags);
+        }
         Command::Run(_)
-            | Command::Digest(_)
-            | Command::Alerts(_)
-            | Command::Tick(_)
-            | Command::Mute(_)
-    );
-    let run_flags = match &cli.command {
-        Command::Run(a) => Some((a, matches.subcommand_matches("run"))),
-        _ => None,
+        | Command::Digest(_)
+        | Command::Alerts(_)
+        | Command::Tick(_)
+        | Command::Mute(_) => Needs::Nats,
+        Command::Train(_) | Command::Eval(_) => Needs::Learning,
+        _ => Needs::Logging,
     };
-    // Configuration (file < environment < flags), logging, NATS settings.
-    let learns = matches!(cli.command, Command::Train(_) | Command::Eval(_));
-    let cfg = proprio::config::startup(&cli.global, cli.log_json, on_nats, learns, run_flags)?;
-    // The operator commands connect with the configured settings and the
-    // URL given on their command line, if any.
-    let bus_for = |given: &str, sub: &str| proprio::bus::BusConfig {
-        url: cfg.nats_url_for(given, matches.subcommand_matches(sub)),
-        ..cfg.bus_config()
-    };
+    let cfg = startup(&cli.global, &flags, needs)?;
     let rt = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -87,27 +78,17 @@ fn main() -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Run(_) => rt()?.block_on(proprio::run::run_with_metrics(
-            cfg.run_args(),
-            cfg.bus_config(),
+            cfg.run_settings(),
             cfg.metrics.addr,
         )),
         Command::Demo(a) => rt()?.block_on(proprio::demo::run(a)),
         Command::Simulate(a) => proprio::sim::run(a),
         Command::Train(a) => proprio::trainer::offline::run(a, cfg.learning()?),
         Command::Score(a) => proprio::scorer::offline::run(a),
-        Command::Digest(a) => {
-            let bus = bus_for(&a.nats.nats, "digest");
-            rt()?.block_on(cli_ops::digest(a, &bus))
-        }
-        Command::Alerts(a) => {
-            let bus = bus_for(&a.nats.nats, "alerts");
-            rt()?.block_on(cli_ops::alerts(a, &bus))
-        }
-        Command::Tick(a) => rt()?.block_on(cli_ops::tick(&bus_for(&a.nats.nats, "tick"))),
-        Command::Mute(a) => {
-            let bus = bus_for(&a.nats.nats, "mute");
-            rt()?.block_on(cli_ops::mute(a, &bus))
-        }
+        Command::Digest(a) => rt()?.block_on(cli_ops::digest(a, &cfg.bus_config())),
+        Command::Alerts(a) => rt()?.block_on(cli_ops::alerts(a, &cfg.bus_config())),
+        Command::Tick(_) => rt()?.block_on(cli_ops::tick(&cfg.bus_config())),
+        Command::Mute(a) => rt()?.block_on(cli_ops::mute(a, &cfg.bus_config())),
         Command::Bench(a) => proprio::model::bench::bench(a),
         Command::Config(_) => Ok(()),
         Command::Health(a) => proprio::metrics::health_command(&a),

@@ -1,108 +1,17 @@
 //! `proprio run`: the roles in one process. Every role talks only to NATS,
 //! so the same roles can as well run in many processes (`--roles scorer`).
 
-use crate::bus::{Bus, BusConfig};
-use crate::cli_ops::{parse_duration, NatsArgs};
+use crate::bus::Bus;
+use crate::config::{Role, RunSettings};
 use crate::contract::SUBJECT_TICK_TRAIN;
 use crate::harvester::{Harvester, HarvesterConfig};
 use crate::scorer::role::{Scorer, ScorerConfig};
 use crate::silence::{SilenceConfig, SilenceWatch};
 use crate::trainer::cycle::{Trainer, TrainerConfig};
 use anyhow::{bail, Result};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    Harvester,
-    Scorer,
-    Trainer,
-    Silence,
-}
-
-impl Role {
-    pub const ALL: [Role; 4] = [Role::Harvester, Role::Scorer, Role::Trainer, Role::Silence];
-
-    pub fn parse(s: &str) -> Result<Role> {
-        Ok(match s.trim() {
-            "harvester" => Role::Harvester,
-            "scorer" => Role::Scorer,
-            "trainer" => Role::Trainer,
-            "silence" => Role::Silence,
-            other => bail!("unknown role {other:?} (harvester, scorer, trainer, silence)"),
-        })
-    }
-}
-
-fn parse_roles(s: &str) -> Result<Vec<Role>, String> {
-    let mut out = Vec::new();
-    for r in s.split(',').filter(|r| !r.trim().is_empty()) {
-        let r = Role::parse(r).map_err(|e| e.to_string())?;
-        if !out.contains(&r) {
-            out.push(r);
-        }
-    }
-    if out.is_empty() {
-        return Err("no role given".into());
-    }
-    Ok(out)
-}
-
-/// Run proprio's roles against a NATS server.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub nats: NatsArgs,
-    /// Roles to run, comma-separated.
-    // `std::vec::Vec`: one value (a comma-separated list) parsed whole,
-    // not clap's repeated-flag Vec.
-    #[arg(long, default_value = "harvester,scorer,trainer,silence", value_parser = parse_roles)]
-    pub roles: std::vec::Vec<Role>,
-    /// Publish a training tick this often (e.g. 6h); without it, any scheduler may publish `proprio.tick.train`.
-    #[arg(long, value_parser = parse_duration)]
-    pub train_every: Option<Duration>,
-    /// Telemetry subject root.
-    #[arg(long, default_value = "os", env = "PROPRIO_ROOT")]
-    pub root: String,
-    /// Score at or above which an alert is published.
-    #[arg(long, default_value_t = 3.0)]
-    pub threshold: f32,
-    /// Per source and kind, at most one alert per this much event time.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    pub cooldown: Duration,
-    /// Back-pressure: events older than this when the scorer takes them are
-    /// acknowledged unscored and counted (proprio_scorer_shed_total); 0 = never.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    pub max_lag: Duration,
-    /// The service registry (axiomatic and topology curricula; part of the fingerprint).
-    #[arg(long, default_value = "deploy/services.yaml")]
-    pub registry: PathBuf,
-    /// Steps of a cold-start training cycle.
-    #[arg(long, default_value_t = 500)]
-    pub cold_steps: usize,
-    /// Steps of an incremental training cycle.
-    #[arg(long, default_value_t = 200)]
-    pub incremental_steps: usize,
-    /// A silent source is alerted once quiet for this many times its usual interval.
-    #[arg(long, default_value_t = 3.0)]
-    pub silence_multiple: f64,
-    /// Threads for the model.
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
-    /// Largest telemetry payload accepted (bytes, or e.g. 64KiB); larger
-    /// ones are dead-lettered as too_large.
-    #[arg(long, default_value = "64KiB", value_parser = crate::config::parse_size)]
-    pub max_payload: usize,
-    /// Least time between two digests republished because alerts arrived.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub digest_debounce: Duration,
-    /// Model shape, training settings, rendering, key files: from the
-    /// configuration file or the environment only.
-    #[arg(skip)]
-    pub learning: crate::config::Learning,
-}
 
 /// Handles to the roles started by [`start`], for the demo and tests.
 pub struct Running {
@@ -174,22 +83,15 @@ fn stopped(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> 
     }
 }
 
-/// Connects, ensures the streams and buckets, and starts the roles. The
-/// URL and root are `args`'s; `bus` gives the rest of the connection
-/// settings (timeout, replicas, credentials, TLS).
-pub async fn start(args: &RunArgs, bus: &BusConfig) -> Result<Running> {
-    crate::model::score::set_threads(args.threads.max(1));
-    let bus = Bus::connect(&BusConfig {
-        url: args.nats.nats.clone(),
-        root: args.root.clone(),
-        ..bus.clone()
-    })
-    .await?;
+/// Connects, ensures the streams and buckets, and starts the roles.
+pub async fn start(args: &RunSettings) -> Result<Running> {
+    crate::model::score::set_threads(args.run.threads.max(1));
+    let bus = Bus::connect(&args.bus).await?;
     bus.guarded(bus.ensure()).await?;
-    let gates = args.learning.gates(&args.registry);
+    let gates = args.learning.gates(&args.run.registry);
     // Harvester and scorer must refuse the same payloads.
     let limits = crate::event::Limits {
-        max_payload: args.max_payload,
+        max_payload: args.run.max_payload,
         ..Default::default()
     };
     let (stop, rx) = watch::channel(false);
@@ -202,7 +104,7 @@ pub async fn start(args: &RunArgs, bus: &BusConfig) -> Result<Running> {
         stop,
         tasks: Vec::new(),
     };
-    for role in &args.roles {
+    for role in &args.run.roles {
         let bus = bus.clone();
         let shutdown = stopped(&rx);
         let task = match role {
@@ -224,9 +126,9 @@ pub async fn start(args: &RunArgs, bus: &BusConfig) -> Result<Running> {
                     bus,
                     ScorerConfig {
                         limits: limits.clone(),
-                        threshold: args.threshold,
-                        cooldown_ms: args.cooldown.as_millis() as i64,
-                        max_lag: (!args.max_lag.is_zero()).then_some(args.max_lag),
+                        threshold: args.scorer.threshold,
+                        cooldown_ms: args.scorer.cooldown.as_millis() as i64,
+                        max_lag: args.scorer.max_lag,
                         ..Default::default()
                     },
                 )
@@ -239,22 +141,22 @@ pub async fn start(args: &RunArgs, bus: &BusConfig) -> Result<Running> {
                 let t = Trainer::new(
                     bus.clone(),
                     TrainerConfig {
-                        registry: args.registry.clone(),
+                        registry: args.run.registry.clone(),
                         gates: gates.clone(),
-                        cold_steps: args.cold_steps,
-                        incremental_steps: args.incremental_steps,
+                        cold_steps: args.trainer.cold_steps,
+                        incremental_steps: args.trainer.incremental_steps,
                         batch: args.learning.batch_size,
                         lr: args.learning.lr,
                         weight_decay: args.learning.weight_decay,
                         shape: args.learning.shape,
                         render: args.learning.render.clone(),
-                        threshold: args.threshold,
-                        digest_debounce: args.digest_debounce,
+                        threshold: args.scorer.threshold,
+                        digest_debounce: args.trainer.digest_debounce,
                         ..Default::default()
                     },
                 );
                 r.trainer = Some(t.stats());
-                if let Some(every) = args.train_every {
+                if let Some(every) = args.trainer.every {
                     let client = bus.client().clone();
                     let stop = stopped(&rx);
                     tokio::spawn(async move {
@@ -279,7 +181,7 @@ pub async fn start(args: &RunArgs, bus: &BusConfig) -> Result<Running> {
                 let w = SilenceWatch::new(
                     bus,
                     SilenceConfig {
-                        multiple: args.silence_multiple,
+                        multiple: args.silence.multiple,
                         ..Default::default()
                     },
                     Arc::new(crate::freshness::SystemClock),
@@ -302,7 +204,7 @@ pub async fn start(args: &RunArgs, bus: &BusConfig) -> Result<Running> {
         stopped(&rx),
     ));
     crate::metrics::health().set_ready(r.bus.client().clone());
-    tracing::info!(roles = ?args.roles, "proprio running");
+    tracing::info!(roles = ?args.run.roles, "proprio running");
     Ok(r)
 }
 
@@ -319,20 +221,19 @@ async fn bus_guard<T>(bus: &Bus, r: Result<T>) -> Result<T> {
 /// `metrics_addr` when given. The endpoint is up before NATS is reached, so
 /// /healthz answers (and /readyz says why not) while proprio starts.
 pub async fn run_with_metrics(
-    args: RunArgs,
-    bus: BusConfig,
+    args: RunSettings,
     metrics_addr: Option<std::net::SocketAddr>,
 ) -> Result<()> {
     let _server = match metrics_addr {
         Some(a) => Some(crate::metrics::serve(a).await?),
         None => None,
     };
-    run(args, bus).await
+    run(args).await
 }
 
 /// `proprio run` until Ctrl-C or SIGTERM.
-pub async fn run(args: RunArgs, bus: BusConfig) -> Result<()> {
-    let running = start(&args, &bus).await?;
+pub async fn run(args: RunSettings) -> Result<()> {
+    let running = start(&args).await?;
     running
         .wait(async {
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -4,9 +4,8 @@
 
 use crate::support;
 
-use clap::{CommandFactory, FromArgMatches};
-use proprio::config::{Config, Origin};
-use proprio::run::RunArgs;
+use clap::CommandFactory;
+use proprio::config::{Config, Flags, Origin, Role, RunArgs};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -35,15 +34,13 @@ enum Sub {
     Run(RunArgs),
 }
 
-/// `proprio run <flags>` parsed as the binary does, applied on `cfg`.
-fn with_run_flags(mut cfg: Config, flags: &[&str]) -> Config {
+/// `proprio run <flags>` parsed as the binary does, over `file` and `env`.
+fn with_run_flags(file: &Path, env: Vec<(String, String)>, flags: &[&str]) -> Config {
     let argv = ["proprio", "run"].iter().chain(flags).copied();
-    let m = Cli::command().try_get_matches_from(argv).unwrap();
-    let Sub::Run(a) = Cli::from_arg_matches(&m).unwrap().c;
-    cfg.merge_run_flags(&a, m.subcommand_matches("run"))
-        .unwrap();
-    cfg.validate().unwrap();
-    cfg
+    let cmd = Cli::command();
+    let m = cmd.clone().try_get_matches_from(argv).unwrap();
+    let flags = Flags::from_command_line(&cmd, &m).unwrap();
+    Config::load_with(Some(file), env, &flags).unwrap()
 }
 
 const FILE: &str = r#"
@@ -91,7 +88,7 @@ fn file_then_environment_then_flags() {
     let c = Config::load(Some(&f), e.clone()).unwrap();
     assert_eq!(c.scorer.threshold, 5.0);
     assert_eq!(c.nats.url, "nats://env:4222");
-    assert_eq!(c.run.roles, vec![proprio::run::Role::Harvester]);
+    assert_eq!(c.run.roles, vec![Role::Harvester]);
     assert_eq!(
         c.origin("scorer.threshold"),
         Origin::Env("PROPRIO_SCORER_THRESHOLD".into())
@@ -105,29 +102,26 @@ fn file_then_environment_then_flags() {
     // Flags over the environment; flags not given leave it alone (their
     // clap defaults must not win over the file or the environment).
     let c = with_run_flags(
-        Config::load(Some(&f), e.clone()).unwrap(),
+        &f,
+        e.clone(),
         &["--threshold", "6", "--nats", "nats://flag:4222"],
     );
     assert_eq!(c.scorer.threshold, 6.0);
     assert_eq!(c.nats.url, "nats://flag:4222");
     assert_eq!(c.scorer.cooldown, Duration::from_secs(120), "from the file");
-    assert_eq!(
-        c.run.roles,
-        vec![proprio::run::Role::Harvester],
-        "from the environment"
-    );
+    assert_eq!(c.run.roles, vec![Role::Harvester], "from the environment");
     assert_eq!(
         c.origin("scorer.threshold"),
         Origin::Flag("--threshold".into())
     );
 
     // What `run` finally gets.
-    let a = c.run_args();
+    let a = c.run_settings();
     assert_eq!(
-        (a.threshold, a.root.as_str(), a.threads),
+        (a.scorer.threshold, a.bus.root.as_str(), a.run.threads),
         (6.0, "fileroot", 2)
     );
-    assert_eq!(a.nats.nats, "nats://flag:4222");
+    assert_eq!(a.bus.url, "nats://flag:4222");
     let b = c.bus_config();
     assert_eq!(
         (b.url.as_str(), b.root.as_str()),
@@ -320,7 +314,7 @@ fn the_documented_example_is_the_defaults() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/proprio.toml");
     let c = Config::load(Some(&example), env(&[])).unwrap();
     let d = Config::default();
-    assert_eq!(format!("{:?}", c.run_args()), format!("{:?}", d.run_args()));
+    assert_eq!(c.run_settings(), d.run_settings());
     assert_eq!(c.bus_config(), d.bus_config());
     assert_eq!(
         (c.metrics.addr, c.log.json, c.log.level.as_str()),
@@ -328,7 +322,7 @@ fn the_documented_example_is_the_defaults() {
     );
     // Every key is documented in it (set or commented out).
     let text = std::fs::read_to_string(&example).unwrap();
-    for k in proprio::config::KEYS {
+    for k in proprio::config::KEYS.iter() {
         let name = k.path.split_once('.').unwrap().1;
         assert!(
             text.contains(&format!("\n{name} = ")) || text.contains(&format!("# {name} = ")),
@@ -373,7 +367,7 @@ fn learning_settings_are_configurable() {
         proprio::curriculum::MetricFormat::Digits
     );
     assert_eq!(l.render.masks.len(), 1);
-    assert_eq!(c.run_args().learning, l);
+    assert_eq!(c.run_settings().learning, l);
     // The fingerprint covers the registry, the key files and the rendering.
     let reg = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/services.yaml");
     let g = l.gates(&reg);

@@ -6,38 +6,41 @@ use crate::support::proc::now_ms;
 
 use futures::StreamExt;
 use proprio::bus::{Bus, BusConfig};
-use proprio::cli_ops::NatsArgs;
+use proprio::config::{Role, RunSection, RunSettings, ScorerSection, TrainerSection};
 use proprio::contract::alert::Alert;
 use proprio::contract::{KEY_DIGEST, KEY_DIGEST_JSON, STREAM_ALERTS, SUBJECT_RAISE_ALL};
 use proprio::model_store;
-use proprio::run::{Role, RunArgs, Running};
+use proprio::run::Running;
 use proprio::trainer::cycle::{Trainer, TrainerConfig};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use support::NatsServer;
 
-fn args(url: &str, roles: &[Role]) -> RunArgs {
-    RunArgs {
-        nats: NatsArgs {
-            nats: url.to_string(),
+fn args(url: &str, roles: &[Role]) -> RunSettings {
+    let d = RunSettings::default();
+    RunSettings {
+        bus: BusConfig::with_url(url),
+        run: RunSection {
+            roles: roles.to_vec(),
+            registry: std::path::PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/services.yaml"
+            )),
+            threads: 1,
+            max_payload: 64 * 1024,
+            ..d.run
         },
-        roles: roles.to_vec(),
-        train_every: None,
-        root: "os".into(),
-        threshold: 3.0,
-        cooldown: Duration::from_secs(0),
-        max_lag: Duration::from_secs(300),
-        registry: std::path::PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/deploy/services.yaml"
-        )),
-        cold_steps: 150,
-        incremental_steps: 50,
-        silence_multiple: 3.0,
-        threads: 1,
-        max_payload: 64 * 1024,
-        digest_debounce: Duration::from_millis(500),
-        learning: Default::default(),
+        scorer: ScorerSection {
+            cooldown: Duration::from_secs(0),
+            ..d.scorer
+        },
+        trainer: TrainerSection {
+            cold_steps: 150,
+            incremental_steps: 50,
+            digest_debounce: Duration::from_millis(500),
+            ..d.trainer
+        },
+        ..d
     }
 }
 
@@ -100,9 +103,7 @@ async fn alerts_stored(bus: &Bus) -> Vec<Alert> {
 
 /// Starts the roles and trains the first model on normal telemetry.
 async fn trained(nats: &NatsServer, roles: &[Role]) -> (Running, Bus, async_nats::Client) {
-    let running = proprio::run::start(&args(&nats.url, roles), &BusConfig::default())
-        .await
-        .unwrap();
+    let running = proprio::run::start(&args(&nats.url, roles)).await.unwrap();
     let (bus, client) = first_model(nats, &running, &running).await;
     (running, bus, client)
 }
@@ -217,16 +218,16 @@ async fn two_trainers_one_cycle() {
         .unwrap();
     bus.ensure().await.unwrap();
     // Curriculum for the trainers: harvested by a harvester.
-    let running = proprio::run::start(&args(&nats.url, &[Role::Harvester]), &BusConfig::default())
+    let running = proprio::run::start(&args(&nats.url, &[Role::Harvester]))
         .await
         .unwrap();
     publish_normal(bus.client(), 3, 20, now_ms() - 30_000).await;
     let h = running.harvester.clone().unwrap();
     wait_until("harvest", 30, || handled(&h) >= 3 * 20 * 3).await;
     let cfg = |id: &str| TrainerConfig {
-        registry: args(&nats.url, &[]).registry,
+        registry: args(&nats.url, &[]).run.registry,
         gates: proprio::freshness::Gates {
-            key_files: vec![args(&nats.url, &[]).registry],
+            key_files: vec![args(&nats.url, &[]).run.registry],
             ..Default::default()
         },
         cold_steps: 60,
@@ -293,7 +294,7 @@ async fn redelivery_does_not_alert_twice_and_mutes_hold_then_expire() {
         .delete_consumer("proprio-scorer")
         .await
         .unwrap();
-    let again = proprio::run::start(&args(&nats.url, &[Role::Scorer]), &BusConfig::default())
+    let again = proprio::run::start(&args(&nats.url, &[Role::Scorer]))
         .await
         .unwrap();
     let s2 = again.scorer.clone().unwrap();
@@ -341,17 +342,15 @@ async fn configured_learning_reaches_every_role() {
     };
     let mut a = args(&nats.url, &[Role::Harvester, Role::Trainer]);
     a.learning = learning.clone();
-    let running = proprio::run::start(&a, &BusConfig::default())
-        .await
-        .unwrap();
+    let running = proprio::run::start(&a).await.unwrap();
     // The scorer runs with the built-in settings: it must follow its model.
-    let scoring = proprio::run::start(&args(&nats.url, &[Role::Scorer]), &BusConfig::default())
+    let scoring = proprio::run::start(&args(&nats.url, &[Role::Scorer]))
         .await
         .unwrap();
     let (bus, client) = first_model(&nats, &running, &scoring).await;
 
     let n = model_store::current(&bus).await.unwrap().unwrap();
-    let registry = a.registry.clone();
+    let registry = a.run.registry.clone();
     let configured_fp = learning.gates(&registry).fingerprint().unwrap();
     let builtin_fp = proprio::config::Learning::default()
         .gates(&registry)
