@@ -5,6 +5,7 @@ mod support;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use proprio::bus::{self, Bus, BusConfig};
+use proprio::context::{Context, Role, Shared};
 use proprio::curriculum::{Curriculum, Document};
 use proprio::event::Reason;
 use proprio::freshness::Gates;
@@ -51,10 +52,16 @@ async fn start(server: &NatsServer, budget: u32) -> Running {
         ..Gates::default()
     };
     let fingerprint = gates.fingerprint().unwrap();
-    let h = Harvester::new(
+    let ctx = Context::new(
         bus.clone(),
-        HarvesterConfig {
+        Shared {
             gates,
+            ..Shared::default()
+        },
+    );
+    let h = Harvester::new(
+        &ctx,
+        HarvesterConfig {
             budget_per_minute: budget,
             ..HarvesterConfig::default()
         },

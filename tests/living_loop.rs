@@ -7,6 +7,7 @@ use futures::StreamExt;
 use proprio::alert::Alert;
 use proprio::bus::{Bus, BusConfig, KEY_DIGEST, KEY_DIGEST_JSON, STREAM_ALERTS, SUBJECT_RAISE_ALL};
 use proprio::cli_ops::NatsArgs;
+use proprio::context::{Context, Shared};
 use proprio::run::{Role, RunArgs, Running};
 use proprio::trainer::cycle::{ModelNotice, Trainer, TrainerConfig};
 use std::sync::atomic::Ordering;
@@ -227,16 +228,23 @@ async fn two_trainers_one_cycle() {
     wait_until("harvest", 30, || handled(&h) >= 3 * 20 * 3).await;
     let cfg = |id: &str| TrainerConfig {
         registry: args(&nats.url, &[]).registry,
-        gates: proprio::freshness::Gates {
-            key_files: vec![args(&nats.url, &[]).registry],
-            ..Default::default()
-        },
         cold_steps: 60,
         id: id.into(),
         ..Default::default()
     };
-    let a = Trainer::new(bus.clone(), cfg("a"));
-    let b = Trainer::new(bus.clone(), cfg("b"));
+    let gates = proprio::freshness::Gates {
+        key_files: vec![args(&nats.url, &[]).registry],
+        ..Default::default()
+    };
+    let ctx = Context::new(
+        bus.clone(),
+        Shared {
+            gates,
+            ..Shared::default()
+        },
+    );
+    let a = Trainer::new(&ctx, cfg("a"));
+    let b = Trainer::new(&ctx, cfg("b"));
     let (ra, rb) = tokio::join!(a.cycle(), b.cycle());
     let ran = [ra.unwrap().is_some(), rb.unwrap().is_some()];
     assert_eq!(ran.iter().filter(|r| **r).count(), 1, "{ran:?}");
@@ -387,12 +395,15 @@ async fn configured_learning_reaches_every_role() {
     assert!(alert.rendered.contains("cpu=4.2k"), "{}", alert.rendered);
 
     // Another shape configured: the model in service is not continued.
+    let shared = Shared {
+        gates: learning.gates(&registry),
+        render: learning.render.clone(),
+        ..Shared::default()
+    };
     let other = Trainer::new(
-        bus.clone(),
+        &Context::new(bus.clone(), shared),
         TrainerConfig {
             registry: registry.clone(),
-            gates: learning.gates(&registry),
-            render: learning.render.clone(),
             cold_steps: 20,
             incremental_steps: 10,
             id: "other-shape".into(),

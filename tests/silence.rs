@@ -5,6 +5,7 @@ mod support;
 
 use proprio::alert::{Alert, AlertReason};
 use proprio::bus::{self, Bus, BusConfig};
+use proprio::context::{Context, Role, Shared};
 use proprio::freshness::SystemClock;
 use proprio::silence::{SilenceConfig, SilenceStats, SilenceWatch};
 use std::sync::atomic::Ordering;
@@ -32,7 +33,7 @@ struct Watch {
 }
 
 fn watch(bus: &Bus) -> Watch {
-    let w = SilenceWatch::new(bus.clone(), cfg(), Arc::new(SystemClock));
+    let w = SilenceWatch::new(&Context::new(bus.clone(), Shared::default()), cfg());
     let stats = w.stats();
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(w.run(async move {

@@ -753,7 +753,7 @@ pub fn event_scores(
     batch: usize,
     excess: bool,
 ) -> Result<Vec<ModelScore>> {
-    use crate::scorer::{finish, EventScorer};
+    use crate::scorer::{score_against, EventScorer};
     let mut scorer = EventScorer::new(
         Renderer::new(&ck.meta.render)?,
         ck.meta.config.block_size,
@@ -773,7 +773,7 @@ pub fn event_scores(
             Vec::new()
         };
         for (n, (p, l)) in prepared.iter().zip(&losses).enumerate() {
-            let s = finish(p, l, &ck.meta.baselines);
+            let s = score_against(p, l, &ck.meta.baselines);
             let pos = content_positions(&p.tokens);
             let content: Vec<f32> = pos
                 .iter()
