@@ -312,7 +312,8 @@ async fn bus_guard<T>(bus: &Bus, r: Result<T>) -> Result<T> {
 
 /// `proprio run` with the HTTP endpoint (/metrics, /healthz, /readyz) on
 /// `metrics_addr` when given. The endpoint is up before NATS is reached, so
-/// /healthz answers (and /readyz says why not) while proprio starts.
+/// /healthz answers (and /readyz says why not) while proprio starts. Runs
+/// until Ctrl-C or SIGTERM.
 pub async fn run_with_metrics(
     args: RunArgs,
     metrics_addr: Option<std::net::SocketAddr>,

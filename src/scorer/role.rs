@@ -314,6 +314,8 @@ impl Scorer {
         }
     }
 
+    /// One batch: the stale shed, the invalid terminated, the rest scored
+    /// in one forward pass, their alerts decided, published and settled.
     async fn process(
         &self,
         scorer: &mut EventScorer,
@@ -326,9 +328,8 @@ impl Scorer {
         if valid.is_empty() {
             return;
         }
-        // Effect: the forward pass.
-        let items = valid.iter().map(|v| v.prepared.item.clone()).collect();
         let t = std::time::Instant::now();
+        let items = valid.iter().map(|v| v.prepared.item.clone()).collect();
         let Some((losses, info)) = self.worker.score(items).await else {
             self.stats
                 .warming
@@ -345,32 +346,50 @@ impl Scorer {
         self.stats
             .scored
             .fetch_add(valid.len() as u64, Ordering::Relaxed);
-        // Decide: which events would alert.
-        let mut alerts: Vec<Option<Alert>> = Vec::with_capacity(valid.len());
-        for (v, loss) in valid.iter().zip(&losses) {
-            let s = score_against(&v.prepared, loss, &info.baselines);
-            observe(metrics, &v.ev, &s);
-            alerts.push(crosses(s.score, self.ctx.shared.threshold).then(|| {
-                let seq = v.msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-                surprise_alert(&v.ev, &s, &self.cfg.diagnoser, Some(&info.version), seq)
-            }));
+        let alerts: Vec<Option<Alert>> = valid
+            .iter()
+            .zip(&losses)
+            .map(|(v, loss)| {
+                let s = score_against(&v.prepared, loss, &info.baselines);
+                observe(metrics, &v.ev, &s);
+                crosses(s.score, self.ctx.shared.threshold).then(|| {
+                    let seq = v.msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+                    surprise_alert(&v.ev, &s, &self.cfg.diagnoser, Some(&info.version), seq)
+                })
+            })
+            .collect();
+        let fates = self.fates(&valid, &alerts, cooldown, now).await;
+        let published = self.publish(&valid, &alerts, &fates).await;
+        for ((v, fate), published) in valid.iter().zip(fates).zip(&published) {
+            settle(&v.msg, settlement(fate, published.as_ref())).await;
         }
-        let candidates: Vec<usize> = (0..valid.len()).filter(|&i| alerts[i].is_some()).collect();
-        // Effect: the mute look-ups. Alerts of a batch go out together: their
-        // mute checks and publish acknowledgements are round trips to the
-        // server, and one after the other they were most of a batch's time
-        // under load.
-        let muted = join_all(candidates.iter().map(|&i| {
-            let ev = &valid[i].ev;
-            self.ctx.bus.is_muted(&ev.source, now)
-        }))
+    }
+
+    /// The fate of each event: the candidates' mutes looked up together
+    /// (one after the other, these round trips were most of a batch's time
+    /// under load), then judged.
+    async fn fates(
+        &self,
+        valid: &[Valid],
+        alerts: &[Option<Alert>],
+        cooldown: &mut Cooldown,
+        now: i64,
+    ) -> Vec<Fate> {
+        let candidates: Vec<&Event> = valid
+            .iter()
+            .zip(alerts)
+            .filter(|(_, a)| a.is_some())
+            .map(|(v, _)| &v.ev)
+            .collect();
+        let muted = join_all(
+            candidates
+                .iter()
+                .map(|ev| self.ctx.bus.is_muted(&ev.source, now)),
+        )
         .await;
-        // Decide: each candidate's fate.
-        let mut fates = vec![Fate::Quiet; valid.len()];
-        for (&i, muted) in candidates.iter().zip(&muted) {
-            let ev = &valid[i].ev;
-            fates[i] = judge(muted, cooldown, &ev.source, ev.kind(), ev.ts);
-            match (fates[i], muted) {
+        let mut judged = candidates.iter().zip(&muted).map(|(ev, muted)| {
+            let fate = judge(muted, cooldown, &ev.source, ev.kind(), ev.ts);
+            match (fate, muted) {
                 (Fate::Muted, _) => self.stats.muted.fetch_add(1, Ordering::Relaxed),
                 (Fate::CooledDown, _) => self.stats.cooled_down.fetch_add(1, Ordering::Relaxed),
                 (Fate::Retry, Err(e)) => {
@@ -379,33 +398,50 @@ impl Scorer {
                 }
                 _ => 0,
             };
-        }
-        // Effect: the publishes.
-        let outgoing: Vec<usize> = (0..valid.len())
-            .filter(|&i| fates[i] == Fate::Publish)
+            fate
+        });
+        let fates = alerts
+            .iter()
+            .map(|a| match a {
+                Some(_) => judged.next().unwrap_or(Fate::Retry),
+                None => Fate::Quiet,
+            })
             .collect();
-        let published = join_all(outgoing.iter().map(|&i| {
-            let a = alerts[i].as_ref().expect("an outgoing alert");
-            self.ctx.bus.publish_alert(a)
+        fates
+    }
+
+    /// Publishes the alerts whose fate is [`Fate::Publish`], together; per
+    /// event, how its publish went (None: nothing to publish).
+    async fn publish(
+        &self,
+        valid: &[Valid],
+        alerts: &[Option<Alert>],
+        fates: &[Fate],
+    ) -> Vec<Option<Result<bool>>> {
+        let outgoing = alerts
+            .iter()
+            .zip(fates)
+            .map(|(a, f)| a.as_ref().filter(|_| *f == Fate::Publish));
+        let published = join_all(outgoing.map(|a| async move {
+            match a {
+                Some(a) => Some(self.ctx.bus.publish_alert(a).await),
+                None => None,
+            }
         }))
         .await;
-        let mut results: Vec<Option<&Result<bool>>> = vec![None; valid.len()];
-        for (&i, r) in outgoing.iter().zip(&published) {
+        for (v, r) in valid.iter().zip(&published) {
             match r {
-                Ok(true) => self.stats.alerts.fetch_add(1, Ordering::Relaxed),
-                Ok(false) => self.stats.duplicate_alerts.fetch_add(1, Ordering::Relaxed),
-                Err(e) => {
-                    let source = &valid[i].ev.source;
+                Some(Ok(true)) => self.stats.alerts.fetch_add(1, Ordering::Relaxed),
+                Some(Ok(false)) => self.stats.duplicate_alerts.fetch_add(1, Ordering::Relaxed),
+                Some(Err(e)) => {
+                    let source = &v.ev.source;
                     tracing::warn!("alert for {source} not published, will retry: {e:#}");
                     0
                 }
+                None => 0,
             };
-            results[i] = Some(r);
         }
-        // Settle.
-        for ((v, fate), published) in valid.iter().zip(fates).zip(results) {
-            settle(&v.msg, settlement(fate, published)).await;
-        }
+        published
     }
 
     /// Decodes and prepares a batch's events; one that fails validation is
