@@ -9,12 +9,17 @@
 //! `proprio.curriculum.<curriculum>`. The telemetry message is acknowledged
 //! only once that publish is acknowledged: a crash or an outage in between
 //! means a redelivery, never a silent loss.
+//!
+//! Each message goes through [`Harvester::decide`] (what to do with it),
+//! [`carry_out`] (the publish) and [`settle`] (the ack).
 
-use crate::bus::{self, Bus, Feed};
+use crate::bus::{self, Feed};
+use crate::context::{settle, Context, Role};
 use crate::contract;
-use crate::curriculum::{Document, RenderConfig, Renderer};
-use crate::event::{Event, Kind, Limits, Reason};
-use crate::freshness::{Clock, Gates, SystemClock};
+use crate::curriculum::{Document, Renderer};
+use crate::event::{Event, Kind, Reason};
+use crate::freshness::Gates;
+use crate::metrics::{self, Family, ReadAtScrape, Report};
 use anyhow::{Context as _, Result};
 use async_nats::jetstream::{self, AckKind};
 use futures::stream::FuturesUnordered;
@@ -26,13 +31,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Harvester settings.
+/// Harvester settings (with [`crate::context::Shared`]'s limits, gates and
+/// rendering).
 #[derive(Debug, Clone)]
 pub struct HarvesterConfig {
-    pub limits: Limits,
-    pub render: RenderConfig,
-    /// Its key files define the fingerprint epoch stamped on every document.
-    pub gates: Gates,
     /// Most documents one source may contribute per minute of event time;
     /// past it the source's events are dropped until the next minute.
     pub budget_per_minute: u32,
@@ -50,9 +52,6 @@ pub struct HarvesterConfig {
 impl Default for HarvesterConfig {
     fn default() -> Self {
         HarvesterConfig {
-            limits: Limits::default(),
-            render: RenderConfig::default(),
-            gates: Gates::default(),
             budget_per_minute: 120,
             fingerprint_every: Duration::from_secs(60),
             max_tracked: 50_000,
@@ -105,6 +104,44 @@ impl HarvestStats {
         if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
             self.rejected[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+static REJECTED: Family = Family::counter(
+    "proprio_events_rejected_total",
+    "Telemetry refused by validation and dead-lettered, by reason",
+    &["reason"],
+);
+static DROPPED: Family = Family::counter(
+    "proprio_events_dropped_total",
+    "Valid telemetry the harvester left out of the curriculum on purpose, by reason",
+    &["reason"],
+);
+static HARVESTED: Family = Family::counter(
+    "proprio_events_harvested_total",
+    "Documents published on the curriculum stream",
+    &[],
+);
+static FAILED: Family = Family::counter(
+    "proprio_harvest_failures_total",
+    "Curriculum or dead-letter publishes that failed (the message is redelivered)",
+    &[],
+);
+
+impl ReadAtScrape for HarvestStats {
+    fn report(&self, out: &mut Report) {
+        out.add(
+            &metrics::EVENTS_RECEIVED,
+            &["harvester"],
+            load(&self.received),
+        );
+        for r in Reason::ALL {
+            out.add(&REJECTED, &[r.as_str()], self.rejected(r));
+        }
+        out.add(&DROPPED, &["sampled_out"], load(&self.sampled_out));
+        out.add(&DROPPED, &["collapsed"], load(&self.collapsed));
+        out.add(&HARVESTED, &[], load(&self.harvested));
+        out.add(&FAILED, &[], load(&self.failed));
     }
 }
 
@@ -240,44 +277,39 @@ enum Action {
 
 /// The harvester role.
 pub struct Harvester {
-    bus: Bus,
+    ctx: Context,
     cfg: HarvesterConfig,
-    clock: Arc<dyn Clock>,
     stats: Arc<HarvestStats>,
 }
 
 impl Harvester {
-    pub fn new(bus: Bus, cfg: HarvesterConfig) -> Harvester {
+    pub fn new(ctx: &Context, cfg: HarvesterConfig) -> Harvester {
         Harvester {
-            bus,
+            ctx: ctx.clone(),
             cfg,
-            clock: Arc::new(SystemClock),
-            stats: Arc::new(HarvestStats::default()),
+            stats: ctx.metrics.counters(),
         }
-    }
-
-    /// "Now" for the timestamp skew check.
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Harvester {
-        self.clock = clock;
-        self
     }
 
     pub fn stats(&self) -> Arc<HarvestStats> {
         self.stats.clone()
     }
+}
 
+impl Role for Harvester {
     /// Harvests until `shutdown` resolves, then lets the publishes in flight
     /// finish (and their messages be acked) for up to a few seconds.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let renderer = Renderer::new(&self.cfg.render).context("harvester renderer")?;
-        let mut epoch = Epoch::new(self.cfg.gates.clone(), self.cfg.fingerprint_every)?;
+    async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let shared = &self.ctx.shared;
+        let renderer = Renderer::new(&shared.render).context("harvester renderer")?;
+        let mut epoch = Epoch::new(shared.gates.clone(), self.cfg.fingerprint_every)?;
         let mut sampler = Sampler::new(self.cfg.budget_per_minute, self.cfg.max_tracked);
-        let mut feed: Feed = self
-            .bus
+        let bus = &self.ctx.bus;
+        let mut feed: Feed = bus
             .feed(
                 contract::STREAM_TELEMETRY,
                 contract::CONSUMER_HARVESTER,
-                &self.bus.telemetry_filter(),
+                &bus.telemetry_filter(),
             )
             .await?;
         let cap = self.cfg.in_flight.max(1);
@@ -291,8 +323,8 @@ impl Harvester {
                 Some(()) = inflight.next(), if !inflight.is_empty() => {}
                 msg = feed.next(), if inflight.len() < cap => {
                     self.stats.received.fetch_add(1, Ordering::Relaxed);
-                    let action = self.look_at(&msg, &renderer, &mut epoch, &mut sampler);
-                    inflight.push(finish(self.bus.clone(), self.stats.clone(), msg, action));
+                    let action = self.decide(&msg, &renderer, &mut epoch, &mut sampler);
+                    inflight.push(handle(self.ctx.clone(), self.stats.clone(), msg, action));
                 }
             }
         }
@@ -308,19 +340,23 @@ impl Harvester {
         tracing::info!("harvester: stopped ({})", self.stats);
         Ok(())
     }
+}
 
-    fn look_at(
+impl Harvester {
+    /// What to do with one message: decoded and validated, rendered,
+    /// sampled. No I/O (the epoch re-reads key files now and then).
+    fn decide(
         &self,
         msg: &jetstream::Message,
         renderer: &Renderer,
         epoch: &mut Epoch,
         sampler: &mut Sampler,
     ) -> Action {
-        let now = self.clock.now_ms();
+        let now = self.ctx.clock.now_ms();
         let ev = match Event::decode(
             &msg.payload,
-            Some((self.bus.root(), msg.subject.as_str())),
-            &self.cfg.limits,
+            Some((self.ctx.bus.root(), msg.subject.as_str())),
+            &self.ctx.shared.limits,
             Some(now),
         ) {
             Ok(ev) => ev,
@@ -355,18 +391,36 @@ impl Harvester {
     }
 }
 
-/// Carries out an action and only then settles the telemetry message: acked
-/// once its document (or dead letter) is stored, terminated when rejected,
-/// handed back with a growing delay when the publish failed.
-async fn finish(bus: Bus, stats: Arc<HarvestStats>, msg: jetstream::Message, action: Action) {
-    let (delivered, id) = match msg.info() {
-        Ok(i) => (
-            i.delivered,
-            Some(format!("{}:{}", i.stream, i.stream_sequence)),
-        ),
-        Err(_) => (1, None),
+/// Carries out an action, then settles the telemetry message by its outcome.
+async fn handle(ctx: Context, stats: Arc<HarvestStats>, msg: jetstream::Message, action: Action) {
+    let (outcome, done) = carry_out(&ctx, &stats, &msg, action).await;
+    let kind = match outcome {
+        Ok(()) => done,
+        Err(e) => {
+            let delivered = msg.info().map_or(1, |i| i.delivered);
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(subject = %msg.subject, delivered, "harvest failed, will retry: {e:#}");
+            AckKind::Nak(Some(bus::nak_delay(delivered)))
+        }
     };
-    let (result, done) = match action {
+    settle(&msg, kind).await;
+}
+
+/// The effects of an action: the document (or dead letter) published, with
+/// how to settle the message once it is stored: acked, or terminated when
+/// rejected (a failed publish is handed back with a growing delay).
+async fn carry_out(
+    ctx: &Context,
+    stats: &HarvestStats,
+    msg: &jetstream::Message,
+    action: Action,
+) -> (Result<()>, AckKind) {
+    let bus = &ctx.bus;
+    let id = msg
+        .info()
+        .ok()
+        .map(|i| format!("{}:{}", i.stream, i.stream_sequence));
+    match action {
         Action::Drop => (Ok(()), AckKind::Ack),
         Action::Publish { subject, payload } => {
             let curriculum = subject
@@ -382,7 +436,7 @@ async fn finish(bus: Bus, stats: Arc<HarvestStats>, msg: jetstream::Message, act
             if r.is_ok() {
                 stats.harvested.fetch_add(1, Ordering::Relaxed);
                 if let Some(c) = &curriculum {
-                    crate::metrics::global()
+                    ctx.metrics
                         .curriculum_documents
                         .with_label_values(&[c.as_str()])
                         .inc();
@@ -406,21 +460,5 @@ async fn finish(bus: Bus, stats: Arc<HarvestStats>, msg: jetstream::Message, act
             }
             (r, AckKind::Term)
         }
-    };
-    let kind = match result {
-        Ok(()) => done,
-        Err(e) => {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(subject = %msg.subject, delivered, "harvest failed, will retry: {e:#}");
-            AckKind::Nak(Some(bus::nak_delay(delivered)))
-        }
-    };
-    if let Err(e) = msg.ack_with(kind).await {
-        tracing::warn!(subject = %msg.subject, "ack failed (the message will be redelivered): {e}");
     }
-}
-
-/// Runs the harvester role until `shutdown` resolves.
-pub async fn run(bus: Bus, cfg: HarvesterConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
-    Harvester::new(bus, cfg).run(shutdown).await
 }

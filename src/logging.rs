@@ -10,6 +10,7 @@
 //! counts them).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tracing::{Event, Level, Subscriber};
@@ -59,6 +60,20 @@ struct Window {
     message: &'static str,
 }
 
+/// Lines suppressed since start, [error, warn]: the limit is process-wide,
+/// as the subscriber is.
+static SUPPRESSED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Lines suppressed so far per level ("error", "warn"), the levels with any.
+pub fn suppressed() -> Vec<(&'static str, u64)> {
+    ["error", "warn"]
+        .into_iter()
+        .zip(&SUPPRESSED)
+        .map(|(l, n)| (l, n.load(Ordering::Relaxed)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
 fn windows() -> &'static Mutex<HashMap<tracing::callsite::Identifier, Window>> {
     static W: OnceLock<Mutex<HashMap<tracing::callsite::Identifier, Window>>> = OnceLock::new();
     W.get_or_init(Default::default)
@@ -100,10 +115,8 @@ fn admit(meta: &'static tracing::Metadata<'static>) -> bool {
         return true;
     }
     e.suppressed += 1;
-    crate::metrics::global()
-        .log_suppressed
-        .with_label_values(&[&e.level.to_string().to_lowercase()])
-        .inc();
+    let i = usize::from(e.level != Level::ERROR);
+    SUPPRESSED[i].fetch_add(1, Ordering::Relaxed);
     reporter();
     false
 }
@@ -162,7 +175,7 @@ fn due(now: Instant) -> Vec<((Level, &'static str, u32, &'static str), u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
 
     struct Count(Arc<AtomicUsize>);

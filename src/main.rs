@@ -45,7 +45,7 @@ enum Command {
     /// Validate a configuration file and print the effective configuration (secrets redacted).
     Config(config::ConfigArgs),
     /// Ask a running proprio's /readyz (exit 0 when ready): for container health checks.
-    Health(proprio::metrics::HealthArgs),
+    Health(proprio::endpoint::HealthArgs),
     /// Evaluate detection: train, score labelled events, report P/R/F1, AUROC, AUPRC, time to detect, vs baselines.
     Eval(proprio::eval::EvalArgs),
     /// Turn a plain log file (bgl, hdfs, or a line pattern) into an event file.
@@ -91,7 +91,7 @@ fn main() -> anyhow::Result<()> {
         Command::Mute(a) => rt()?.block_on(cli_ops::mute(a, &cfg.bus_config())),
         Command::Bench(a) => proprio::model::bench::bench(a),
         Command::Config(_) => Ok(()),
-        Command::Health(a) => proprio::metrics::health_command(&a),
+        Command::Health(a) => proprio::endpoint::health_command(&a),
         Command::Eval(a) => proprio::eval::run(a, cfg.learning()?),
         Command::Import(a) => proprio::import::run(a),
     }

@@ -3,8 +3,11 @@
 
 use crate::bus::Bus;
 use crate::config::{Role, RunSettings};
+use crate::context::{Context, Role as _, Shared};
 use crate::contract::SUBJECT_TICK_TRAIN;
+use crate::endpoint::Readiness;
 use crate::harvester::{Harvester, HarvesterConfig};
+use crate::metrics::Metrics;
 use crate::scorer::role::{Scorer, ScorerConfig};
 use crate::silence::{SilenceConfig, SilenceWatch};
 use crate::trainer::cycle::{Trainer, TrainerConfig};
@@ -20,6 +23,7 @@ pub struct Running {
     pub trainer: Option<Arc<crate::trainer::cycle::TrainerStats>>,
     pub silence: Option<Arc<crate::silence::SilenceStats>>,
     bus: Bus,
+    readiness: Arc<Readiness>,
     stop: watch::Sender<bool>,
     tasks: Vec<(Role, tokio::task::JoinHandle<Result<()>>)>,
 }
@@ -32,7 +36,7 @@ impl Running {
 
     /// Stops every role and waits for them.
     pub async fn stop(self) -> Result<()> {
-        crate::metrics::health().set_not_ready();
+        self.readiness.set_not_ready();
         let _ = self.stop.send(true);
         for (role, t) in self.tasks {
             match t.await {
@@ -55,12 +59,12 @@ impl Running {
             (r, i, rest) = futures::future::select_all(handles) => Some((r, roles[i], rest)),
             // A refused permission is a misconfiguration no retry will fix.
             m = bus.denied() => {
-                crate::metrics::health().set_not_ready();
+                self.readiness.set_not_ready();
                 let _ = self.stop.send(true);
                 return Err(crate::bus::permission_error(&m));
             }
         };
-        crate::metrics::health().set_not_ready();
+        self.readiness.set_not_ready();
         let _ = self.stop.send(true);
         if let Some((r, role, rest)) = first {
             for t in rest {
@@ -85,15 +89,30 @@ fn stopped(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> 
 
 /// Connects, ensures the streams and buckets, and starts the roles.
 pub async fn start(args: &RunSettings) -> Result<Running> {
+    start_served(args, Arc::default(), Arc::default()).await
+}
+
+/// [`start`], recording into `metrics` and answering `readiness` for an
+/// endpoint that serves them.
+async fn start_served(
+    args: &RunSettings,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+) -> Result<Running> {
     crate::model::score::set_threads(args.run.threads.max(1));
     let bus = Bus::connect(&args.bus).await?;
     bus.guarded(bus.ensure()).await?;
-    let gates = args.learning.gates(&args.run.registry);
-    // Harvester and scorer must refuse the same payloads.
-    let limits = crate::event::Limits {
-        max_payload: args.run.max_payload,
-        ..Default::default()
+    let shared = Shared {
+        // Harvester and scorer must refuse the same payloads.
+        limits: crate::event::Limits {
+            max_payload: args.run.max_payload,
+            ..Default::default()
+        },
+        gates: args.learning.gates(&args.run.registry),
+        render: args.learning.render.clone(),
+        threshold: args.scorer.threshold,
     };
+    let ctx = Context::new(bus.clone(), shared).served_by(metrics.clone(), readiness.clone());
     let (stop, rx) = watch::channel(false);
     let mut r = Running {
         scorer: None,
@@ -101,111 +120,91 @@ pub async fn start(args: &RunSettings) -> Result<Running> {
         trainer: None,
         silence: None,
         bus: bus.clone(),
+        readiness,
         stop,
         tasks: Vec::new(),
     };
     for role in &args.run.roles {
-        let bus = bus.clone();
         let shutdown = stopped(&rx);
         let task = match role {
             Role::Harvester => {
-                let h = Harvester::new(
-                    bus,
-                    HarvesterConfig {
-                        gates: gates.clone(),
-                        limits: limits.clone(),
-                        render: args.learning.render.clone(),
-                        ..Default::default()
-                    },
-                );
+                let h = Harvester::new(&ctx, HarvesterConfig::default());
                 r.harvester = Some(h.stats());
                 tokio::spawn(h.run(shutdown))
             }
             Role::Scorer => {
-                let s = Scorer::new(
-                    bus,
-                    ScorerConfig {
-                        limits: limits.clone(),
-                        threshold: args.scorer.threshold,
-                        cooldown_ms: args.scorer.cooldown.as_millis() as i64,
-                        max_lag: args.scorer.max_lag,
-                        ..Default::default()
-                    },
-                )
-                .await;
-                let s = bus_guard(&r.bus, s).await?;
+                let cfg = ScorerConfig {
+                    cooldown_ms: args.scorer.cooldown.as_millis() as i64,
+                    max_lag: args.scorer.max_lag,
+                    ..Default::default()
+                };
+                let s = bus_guard(&r.bus, Scorer::new(&ctx, cfg).await).await?;
                 r.scorer = Some(s.stats());
                 tokio::spawn(s.run(shutdown))
             }
             Role::Trainer => {
                 let t = Trainer::new(
-                    bus.clone(),
+                    &ctx,
                     TrainerConfig {
                         registry: args.run.registry.clone(),
-                        gates: gates.clone(),
                         cold_steps: args.trainer.cold_steps,
                         incremental_steps: args.trainer.incremental_steps,
                         batch: args.learning.batch_size,
                         lr: args.learning.lr,
                         weight_decay: args.learning.weight_decay,
                         shape: args.learning.shape,
-                        render: args.learning.render.clone(),
-                        threshold: args.scorer.threshold,
                         digest_debounce: args.trainer.digest_debounce,
                         ..Default::default()
                     },
                 );
                 r.trainer = Some(t.stats());
                 if let Some(every) = args.trainer.every {
-                    let client = bus.client().clone();
-                    let stop = stopped(&rx);
-                    tokio::spawn(async move {
-                        tokio::pin!(stop);
-                        let mut iv = tokio::time::interval(every);
-                        iv.tick().await;
-                        loop {
-                            tokio::select! {
-                                _ = iv.tick() => {
-                                    if let Err(e) = client.publish(SUBJECT_TICK_TRAIN, "{}".into()).await {
-                                        tracing::warn!("training tick not published: {e}");
-                                    }
-                                }
-                                _ = &mut stop => break,
-                            }
-                        }
-                    });
+                    tokio::spawn(tick_train(bus.client().clone(), every, stopped(&rx)));
                 }
                 tokio::spawn(t.run(shutdown))
             }
             Role::Silence => {
-                let w = SilenceWatch::new(
-                    bus,
-                    SilenceConfig {
-                        multiple: args.silence.multiple,
-                        ..Default::default()
-                    },
-                    Arc::new(crate::freshness::SystemClock),
-                );
+                let cfg = SilenceConfig {
+                    multiple: args.silence.multiple,
+                    ..Default::default()
+                };
+                let w = SilenceWatch::new(&ctx, cfg);
                 r.silence = Some(w.stats());
                 tokio::spawn(w.run(shutdown))
             }
         };
         r.tasks.push((*role, task));
     }
-    crate::metrics::global().watch(crate::metrics::StatsSources {
-        scorer: r.scorer.clone(),
-        harvester: r.harvester.clone(),
-        trainer: r.trainer.clone(),
-        silence: r.silence.clone(),
-    });
     tokio::spawn(crate::metrics::poll_consumers(
         r.bus.clone(),
+        metrics,
         Duration::from_secs(5),
         stopped(&rx),
     ));
-    crate::metrics::health().set_ready(r.bus.client().clone());
+    r.readiness.set_ready(r.bus.client().clone());
     tracing::info!(roles = ?args.run.roles, "proprio running");
     Ok(r)
+}
+
+/// Publishes a training tick every `every` until `stop`.
+async fn tick_train(
+    client: async_nats::Client,
+    every: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut iv = tokio::time::interval(every);
+    iv.tick().await;
+    loop {
+        tokio::select! {
+            _ = iv.tick() => {
+                if let Err(e) = client.publish(SUBJECT_TICK_TRAIN, "{}".into()).await {
+                    tracing::warn!("training tick not published: {e}");
+                }
+            }
+            _ = &mut stop => break,
+        }
+    }
 }
 
 /// A start-up result, replaced by the server's permission violation when
@@ -219,21 +218,18 @@ async fn bus_guard<T>(bus: &Bus, r: Result<T>) -> Result<T> {
 
 /// `proprio run` with the HTTP endpoint (/metrics, /healthz, /readyz) on
 /// `metrics_addr` when given. The endpoint is up before NATS is reached, so
-/// /healthz answers (and /readyz says why not) while proprio starts.
+/// /healthz answers (and /readyz says why not) while proprio starts. Runs
+/// until Ctrl-C or SIGTERM.
 pub async fn run_with_metrics(
     args: RunSettings,
     metrics_addr: Option<std::net::SocketAddr>,
 ) -> Result<()> {
+    let (metrics, readiness) = (Arc::<Metrics>::default(), Arc::<Readiness>::default());
     let _server = match metrics_addr {
-        Some(a) => Some(crate::metrics::serve(a).await?),
+        Some(a) => Some(crate::endpoint::serve(a, metrics.clone(), readiness.clone()).await?),
         None => None,
     };
-    run(args).await
-}
-
-/// `proprio run` until Ctrl-C or SIGTERM.
-pub async fn run(args: RunSettings) -> Result<()> {
-    let running = start(&args).await?;
+    let running = start_served(&args, metrics, readiness).await?;
     running
         .wait(async {
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

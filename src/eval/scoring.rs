@@ -1,7 +1,7 @@
 //! The model as a detector: trained here (the offline training's
 //! [`Plan`]) or loaded, then scoring the calibration and test events the way
 //! the live scorer does (each in the context of its key's previous events,
-//! through [`crate::scorer::finish`]), in every reading [`ModelScore`] knows.
+//! through [`crate::scorer::score_against`]), in every reading [`ModelScore`] knows.
 
 use super::data::Data;
 use super::report::Report;
@@ -292,7 +292,7 @@ fn event_scores(
     batch: usize,
     excess: bool,
 ) -> Result<Vec<ModelScore>> {
-    use crate::scorer::{finish, EventScorer};
+    use crate::scorer::{score_against, EventScorer};
     let mut scorer = EventScorer::new(
         Renderer::new(&ck.meta.render)?,
         ck.meta.config.block_size,
@@ -312,7 +312,7 @@ fn event_scores(
             Vec::new()
         };
         for (n, (p, l)) in prepared.iter().zip(&losses).enumerate() {
-            let s = finish(p, l, &ck.meta.baselines);
+            let s = score_against(p, l, &ck.meta.baselines);
             let pos = content_positions(&p.tokens);
             let content: Vec<f32> = pos
                 .iter()

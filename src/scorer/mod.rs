@@ -178,7 +178,7 @@ impl EventScorer {
 }
 
 /// Turns one event's loss into a score against `baselines`.
-pub fn finish(p: &Prepared, loss: &EventLoss, baselines: &Baselines) -> Scored {
+pub fn score_against(p: &Prepared, loss: &EventLoss, baselines: &Baselines) -> Scored {
     let kind = p.kind.unwrap_or(Kind::Graph);
     let (stat, of) = baselines.stat(&p.key, kind);
     let (score, _) = baselines.score(&p.key, kind, loss.loss);

@@ -1,6 +1,6 @@
 //! `proprio score`: every event of a file scored in the context of its key.
 
-use super::{finish, EventScorer, Scored};
+use super::{score_against, EventScorer, Scored};
 use crate::curriculum::Renderer;
 use crate::event::{read_jsonl, Event, Kind};
 use crate::model::checkpoint::Checkpoint;
@@ -69,7 +69,7 @@ pub fn score_events_with(
         let items: Vec<_> = prepared.iter().map(|p| p.item.clone()).collect();
         let losses = crate::model::score::score(&ck.gpt, &items, batch);
         for ((ev, p), l) in chunk.iter().zip(&prepared).zip(&losses) {
-            sink(ev, finish(p, l, &ck.meta.baselines))?;
+            sink(ev, score_against(p, l, &ck.meta.baselines))?;
         }
     }
     Ok(())

@@ -4,31 +4,37 @@
 //! score passes the threshold. A telemetry message is acknowledged only after
 //! its alert, if any, is stored; the alert's `Nats-Msg-Id` is the telemetry
 //! message's stream sequence, so a redelivered event never alerts twice.
+//!
+//! A batch goes through the role's three steps: the pure decisions
+//! ([`crosses`] on each score, then [`judge`] once a candidate's mute is
+//! known, and [`settlement`]), the effects (the forward pass, mute look-ups
+//! and publishes, each batched), and settling every message.
 
 use super::decide::{crosses, Cooldown};
 use super::worker::ModelWorker;
-use super::{finish, EventScorer, Prepared, Scored};
+use super::{score_against, EventScorer, Prepared, Scored};
 use crate::alert::{mute, Diagnoser};
 use crate::bus::Bus;
+use crate::context::{settle, Context, Role};
 use crate::contract::alert::{Alert, AlertBaseline, AlertReason};
 use crate::contract::{ModelNotice, CONSUMER_SCORER, STREAM_TELEMETRY, SUBJECT_MODEL_PUBLISHED};
 use crate::curriculum::{RenderConfig, Renderer};
-use crate::event::{Event, Limits};
-use crate::freshness::{Clock, SystemClock};
+use crate::event::{Event, Kind};
+use crate::metrics::{self, Family, Metrics, ReadAtScrape, Report};
 use crate::model::checkpoint::Checkpoint;
 use crate::model_store;
 use anyhow::Result;
 use async_nats::jetstream::{self, AckKind};
+use futures::future::join_all;
 use futures::StreamExt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Scorer settings (with [`crate::context::Shared`]'s limits and threshold).
 #[derive(Debug, Clone)]
 pub struct ScorerConfig {
-    /// Score at or above which an alert is published.
-    pub threshold: f32,
     /// Most events in one forward pass.
     pub batch: usize,
     /// Longest wait for a batch to fill once its first event has arrived.
@@ -43,7 +49,6 @@ pub struct ScorerConfig {
     /// alerting ever later (the harvester still trains on every event, and
     /// the backlog waits in the stream, not in memory). None: never shed.
     pub max_lag: Option<Duration>,
-    pub limits: Limits,
     /// Rendering before the first model; after, the model's own.
     pub render: RenderConfig,
     pub diagnoser: Diagnoser,
@@ -52,13 +57,11 @@ pub struct ScorerConfig {
 impl Default for ScorerConfig {
     fn default() -> Self {
         ScorerConfig {
-            threshold: 3.0,
             batch: 256,
             max_wait: Duration::from_millis(20),
             cooldown_ms: 60_000,
             max_keys: super::Contexts::DEFAULT_MAX_KEYS,
             max_lag: Some(Duration::from_secs(300)),
-            limits: Limits::default(),
             render: RenderConfig::default(),
             diagnoser: Diagnoser::default(),
         }
@@ -89,27 +92,124 @@ impl ScorerStats {
     }
 }
 
+static SCORED: Family = Family::counter(
+    "proprio_events_scored_total",
+    "Events scored by the model",
+    &[],
+);
+static UNSCORED: Family = Family::counter(
+    "proprio_events_unscored_total",
+    "Events the scorer did not score, by reason (warming: no model yet; invalid; shed: older than scorer.max_lag)",
+    &["reason"],
+);
+static BATCHES: Family = Family::counter(
+    "proprio_scoring_batches_total",
+    "Scoring batches (forward passes)",
+    &[],
+);
+static SWAPS: Family = Family::counter(
+    "proprio_model_swaps_total",
+    "Models the scorer switched to",
+    &[],
+);
+
+impl ReadAtScrape for ScorerStats {
+    fn report(&self, out: &mut Report) {
+        let g = ScorerStats::get;
+        let received = g(&self.scored) + g(&self.warming) + g(&self.invalid) + g(&self.shed);
+        out.add(&metrics::EVENTS_RECEIVED, &["scorer"], received);
+        out.add(&SCORED, &[], g(&self.scored));
+        out.add(&UNSCORED, &["warming"], g(&self.warming));
+        out.add(&UNSCORED, &["invalid"], g(&self.invalid));
+        out.add(&UNSCORED, &["shed"], g(&self.shed));
+        out.add(&BATCHES, &[], g(&self.batches));
+        out.add(&metrics::ALERTS_PUBLISHED, &["surprise"], g(&self.alerts));
+        out.add(
+            &metrics::ALERTS_SUPPRESSED,
+            &["cooldown"],
+            g(&self.cooled_down),
+        );
+        out.add(
+            &metrics::ALERTS_SUPPRESSED,
+            &["duplicate"],
+            g(&self.duplicate_alerts),
+        );
+        out.add(&SWAPS, &[], g(&self.swaps));
+        out.add(&metrics::ALERTS_SUPPRESSED, &["muted"], g(&self.muted));
+    }
+}
+
+/// What becomes of a scored event's message, decided before it is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Below the threshold.
+    Quiet,
+    /// Its source is muted.
+    Muted,
+    /// Its source and kind alerted less than a cooldown ago.
+    CooledDown,
+    /// Its alert goes out; settled by how the publish went.
+    Publish,
+    /// Its mute could not be read: handed back to decide again.
+    Retry,
+}
+
+/// The fate of an event whose score crossed the threshold, once its mute
+/// look-up answered. Only an alert that goes out counts against the
+/// cooldown.
+pub fn judge(
+    muted: &Result<bool>,
+    cooldown: &mut Cooldown,
+    source: &str,
+    kind: Kind,
+    ts: i64,
+) -> Fate {
+    match muted {
+        Ok(true) => Fate::Muted,
+        Ok(false) if !cooldown.admit(source, kind, ts) => Fate::CooledDown,
+        Ok(false) => Fate::Publish,
+        Err(_) => Fate::Retry,
+    }
+}
+
+/// How a message is settled: acknowledged once its alert, if any, is stored
+/// (or was already: `Ok(false)`), else handed back to be decided again.
+pub fn settlement(fate: Fate, published: Option<&Result<bool>>) -> AckKind {
+    match (fate, published) {
+        (Fate::Retry, _) | (Fate::Publish, Some(Err(_))) => AckKind::Nak(Some(RETRY_AFTER)),
+        _ => AckKind::Ack,
+    }
+}
+
+/// How long a message whose alert could not be decided or stored waits.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A decoded, prepared message of a batch.
+struct Valid {
+    msg: jetstream::Message,
+    ev: Event,
+    prepared: Prepared,
+}
+
 pub struct Scorer {
-    bus: Bus,
+    ctx: Context,
     cfg: ScorerConfig,
     worker: ModelWorker,
     stats: Arc<ScorerStats>,
-    clock: Arc<dyn Clock>,
 }
 
 impl Scorer {
     /// A scorer with the model currently published on the bus, if any.
-    pub async fn new(bus: Bus, cfg: ScorerConfig) -> Result<Scorer> {
+    pub async fn new(ctx: &Context, cfg: ScorerConfig) -> Result<Scorer> {
         let worker = ModelWorker::spawn(None, cfg.batch);
         let s = Scorer {
-            bus,
+            ctx: ctx.clone(),
             cfg,
             worker,
-            stats: Arc::new(ScorerStats::default()),
-            clock: Arc::new(SystemClock),
+            stats: ctx.metrics.counters(),
         };
-        if let Some(notice) = model_store::current(&s.bus).await? {
-            if let Err(e) = load_and_swap(&s.bus, &s.worker, &notice, &s.stats).await {
+        if let Some(notice) = model_store::current(&s.ctx.bus).await? {
+            if let Err(e) = load_and_swap(&s.ctx, &s.worker, &notice, &s.stats).await {
                 tracing::warn!(
                     "the published model {} could not be loaded: {e:#}",
                     notice.version
@@ -126,16 +226,19 @@ impl Scorer {
     pub fn worker(&self) -> ModelWorker {
         self.worker.clone()
     }
+}
 
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+impl Role for Scorer {
+    async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let bus = &self.ctx.bus;
         // Model notices: swap between batches, never inside one.
-        let mut notices = self.bus.client().subscribe(SUBJECT_MODEL_PUBLISHED).await?;
-        let (bus2, worker2, stats2) = (self.bus.clone(), self.worker.clone(), self.stats.clone());
+        let mut notices = bus.client().subscribe(SUBJECT_MODEL_PUBLISHED).await?;
+        let (ctx2, worker2, stats2) = (self.ctx.clone(), self.worker.clone(), self.stats.clone());
         let watcher = tokio::spawn(async move {
             while let Some(m) = notices.next().await {
                 match serde_json::from_slice::<ModelNotice>(&m.payload) {
                     Ok(n) => {
-                        if let Err(e) = load_and_swap(&bus2, &worker2, &n, &stats2).await {
+                        if let Err(e) = load_and_swap(&ctx2, &worker2, &n, &stats2).await {
                             tracing::warn!("model {} not swapped in: {e:#}", n.version);
                         }
                     }
@@ -143,13 +246,8 @@ impl Scorer {
                 }
             }
         });
-        let mut feed = self
-            .bus
-            .feed(
-                STREAM_TELEMETRY,
-                CONSUMER_SCORER,
-                &self.bus.telemetry_filter(),
-            )
+        let mut feed = bus
+            .feed(STREAM_TELEMETRY, CONSUMER_SCORER, &bus.telemetry_filter())
             .await?;
         let mut reads = Reads {
             render: self.cfg.render.clone(),
@@ -177,14 +275,14 @@ impl Scorer {
                 }
             }
             self.follow_model(&mut scorer, &mut reads).await;
-            if let Err(e) = self.process(&mut scorer, &mut cooldown, batch).await {
-                tracing::warn!("scoring a batch: {e:#}");
-            }
+            self.process(&mut scorer, &mut cooldown, batch).await;
         }
         watcher.abort();
         Ok(())
     }
+}
 
+impl Scorer {
     /// Renders and cuts contexts the way the model in service reads: a model
     /// trained under other render settings or another block size starts the
     /// contexts afresh, since the old ones are in the old form. The model
@@ -218,150 +316,177 @@ impl Scorer {
         }
     }
 
+    /// One batch: the stale shed, the invalid terminated, the rest scored
+    /// in one forward pass, their alerts decided, published and settled.
     async fn process(
         &self,
         scorer: &mut EventScorer,
         cooldown: &mut Cooldown,
         batch: Vec<jetstream::Message>,
-    ) -> Result<()> {
-        let now = self.clock.now_ms();
-        let root = self.bus.root().to_string();
-        let batch = self.shed_stale(batch).await;
-        let mut valid: Vec<(jetstream::Message, Event, Prepared)> = Vec::with_capacity(batch.len());
-        for m in batch {
-            match Event::decode(
-                &m.payload,
-                Some((&root, m.subject.as_str())),
-                &self.cfg.limits,
-                Some(now),
-            ) {
-                Ok(ev) => {
-                    let p = scorer.prepare_event(&ev);
-                    valid.push((m, ev, p));
-                }
-                Err(_) => {
-                    // The harvester dead-letters it; here it is just not scored.
-                    self.stats.invalid.fetch_add(1, Ordering::Relaxed);
-                    let _ = m.ack_with(AckKind::Term).await;
-                }
-            }
-        }
+    ) {
+        let now = self.ctx.clock.now_ms();
+        let batch = self.shed_stale(batch, now).await;
+        let valid = self.validate(scorer, batch, now).await;
         if valid.is_empty() {
-            return Ok(());
+            return;
         }
-        let items = valid.iter().map(|(_, _, p)| p.item.clone()).collect();
         let t = std::time::Instant::now();
-        let scored = self.worker.score(items).await;
-        let metrics = crate::metrics::global();
-        let Some((losses, info)) = scored else {
+        let items = valid.iter().map(|v| v.prepared.item.clone()).collect();
+        let Some((losses, info)) = self.worker.score(items).await else {
             self.stats
                 .warming
                 .fetch_add(valid.len() as u64, Ordering::Relaxed);
-            for (m, _, _) in valid {
-                let _ = m.ack().await;
+            for v in &valid {
+                settle(&v.msg, AckKind::Ack).await;
             }
-            return Ok(());
+            return;
         };
+        let metrics = &self.ctx.metrics;
         metrics.scoring_seconds.observe(t.elapsed().as_secs_f64());
         metrics.batch_size.observe(valid.len() as f64);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats
             .scored
             .fetch_add(valid.len() as u64, Ordering::Relaxed);
-        let mut done: Vec<(jetstream::Message, Option<Alert>)> = Vec::with_capacity(valid.len());
-        let mut candidates: Vec<(usize, Event)> = Vec::new();
-        for ((m, ev, p), loss) in valid.into_iter().zip(&losses) {
-            let s = finish(&p, loss, &info.baselines);
-            let kind = [ev.kind().as_str()];
-            metrics
-                .event_loss
-                .with_label_values(&kind)
-                .observe(s.loss as f64);
-            metrics
-                .event_score
-                .with_label_values(&kind)
-                .observe(s.score as f64);
-            let alert = crosses(s.score, self.cfg.threshold).then(|| {
-                let seq = m.info().map(|i| i.stream_sequence).unwrap_or(0);
-                surprise_alert(&ev, &s, &self.cfg.diagnoser, Some(&info.version), seq)
-            });
-            if alert.is_some() {
-                candidates.push((done.len(), ev));
-            }
-            done.push((m, alert));
+        let alerts: Vec<Option<Alert>> = valid
+            .iter()
+            .zip(&losses)
+            .map(|(v, loss)| {
+                let s = score_against(&v.prepared, loss, &info.baselines);
+                observe(metrics, &v.ev, &s);
+                crosses(s.score, self.ctx.shared.threshold).then(|| {
+                    let seq = v.msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+                    surprise_alert(&v.ev, &s, &self.cfg.diagnoser, Some(&info.version), seq)
+                })
+            })
+            .collect();
+        let fates = self.fates(&valid, &alerts, cooldown, now).await;
+        let published = self.publish(&valid, &alerts, &fates).await;
+        for ((v, fate), published) in valid.iter().zip(fates).zip(&published) {
+            settle(&v.msg, settlement(fate, published.as_ref())).await;
         }
-        // Alerts of a batch go out together: their mute checks and publish
-        // acknowledgements are round trips to the server, and one after the
-        // other they were most of a batch's time under load.
-        let muted = futures::future::join_all(
+    }
+
+    /// The fate of each event: the candidates' mutes looked up together
+    /// (one after the other, these round trips were most of a batch's time
+    /// under load), then judged.
+    async fn fates(
+        &self,
+        valid: &[Valid],
+        alerts: &[Option<Alert>],
+        cooldown: &mut Cooldown,
+        now: i64,
+    ) -> Vec<Fate> {
+        let candidates: Vec<&Event> = valid
+            .iter()
+            .zip(alerts)
+            .filter(|(_, a)| a.is_some())
+            .map(|(v, _)| &v.ev)
+            .collect();
+        let muted = join_all(
             candidates
                 .iter()
-                .map(|(_, ev)| mute::is_muted(&self.bus, &ev.source, now)),
+                .map(|ev| mute::is_muted(&self.ctx.bus, &ev.source, now)),
         )
         .await;
-        let mut failed = vec![false; done.len()];
-        let mut outgoing: Vec<usize> = Vec::new();
-        for ((i, ev), muted) in candidates.iter().zip(muted) {
-            match muted {
-                Ok(true) => {
-                    self.stats.muted.fetch_add(1, Ordering::Relaxed);
-                    done[*i].1 = None;
-                }
-                Ok(false) if !cooldown.admit(&ev.source, ev.kind(), ev.ts) => {
-                    self.stats.cooled_down.fetch_add(1, Ordering::Relaxed);
-                    done[*i].1 = None;
-                }
-                Ok(false) => outgoing.push(*i),
-                Err(e) => {
+        let mut judged = candidates.iter().zip(&muted).map(|(ev, muted)| {
+            let fate = judge(muted, cooldown, &ev.source, ev.kind(), ev.ts);
+            match (fate, muted) {
+                (Fate::Muted, _) => self.stats.muted.fetch_add(1, Ordering::Relaxed),
+                (Fate::CooledDown, _) => self.stats.cooled_down.fetch_add(1, Ordering::Relaxed),
+                (Fate::Retry, Err(e)) => {
                     tracing::warn!("reading the mute of {}, will retry: {e:#}", ev.source);
-                    failed[*i] = true;
+                    0
                 }
+                _ => 0,
+            };
+            fate
+        });
+        let fates = alerts
+            .iter()
+            .map(|a| match a {
+                Some(_) => judged.next().unwrap_or(Fate::Retry),
+                None => Fate::Quiet,
+            })
+            .collect();
+        fates
+    }
+
+    /// Publishes the alerts whose fate is [`Fate::Publish`], together; per
+    /// event, how its publish went (None: nothing to publish).
+    async fn publish(
+        &self,
+        valid: &[Valid],
+        alerts: &[Option<Alert>],
+        fates: &[Fate],
+    ) -> Vec<Option<Result<bool>>> {
+        let outgoing = alerts
+            .iter()
+            .zip(fates)
+            .map(|(a, f)| a.as_ref().filter(|_| *f == Fate::Publish));
+        let published = join_all(outgoing.map(|a| async move {
+            match a {
+                Some(a) => Some(self.ctx.bus.publish_alert(a).await),
+                None => None,
             }
-        }
-        let published = futures::future::join_all(outgoing.iter().map(|&i| {
-            let a = done[i].1.as_ref().expect("an outgoing alert");
-            self.bus.publish_alert(a)
         }))
         .await;
-        for (&i, r) in outgoing.iter().zip(published) {
+        for (v, r) in valid.iter().zip(&published) {
             match r {
-                Ok(true) => {
-                    self.stats.alerts.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(false) => {
-                    self.stats.duplicate_alerts.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    let source = done[i].1.as_ref().map_or("", |a| a.source.as_str());
+                Some(Ok(true)) => self.stats.alerts.fetch_add(1, Ordering::Relaxed),
+                Some(Ok(false)) => self.stats.duplicate_alerts.fetch_add(1, Ordering::Relaxed),
+                Some(Err(e)) => {
+                    let source = &v.ev.source;
                     tracing::warn!("alert for {source} not published, will retry: {e:#}");
-                    failed[i] = true;
+                    0
+                }
+                None => 0,
+            };
+        }
+        published
+    }
+
+    /// Decodes and prepares a batch's events; one that fails validation is
+    /// terminated (the harvester dead-letters it; here it is just not scored).
+    async fn validate(
+        &self,
+        scorer: &mut EventScorer,
+        batch: Vec<jetstream::Message>,
+        now: i64,
+    ) -> Vec<Valid> {
+        let root = self.ctx.bus.root();
+        let mut valid = Vec::with_capacity(batch.len());
+        for msg in batch {
+            let subject = Some((root, msg.subject.as_str()));
+            match Event::decode(&msg.payload, subject, &self.ctx.shared.limits, Some(now)) {
+                Ok(ev) => {
+                    let prepared = scorer.prepare_event(&ev);
+                    valid.push(Valid { msg, ev, prepared });
+                }
+                Err(_) => {
+                    self.stats.invalid.fetch_add(1, Ordering::Relaxed);
+                    settle(&msg, AckKind::Term).await;
                 }
             }
         }
-        // Acknowledged only once its alert, if any, is stored.
-        for ((m, _), failed) in done.into_iter().zip(failed) {
-            if failed {
-                let _ = m.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-            } else {
-                let _ = m.ack().await;
-            }
-        }
-        Ok(())
+        valid
     }
 
     /// Records how far behind the scorer is and acknowledges, unscored, the
     /// events older than `max_lag` (see [`ScorerConfig::max_lag`]).
-    async fn shed_stale(&self, batch: Vec<jetstream::Message>) -> Vec<jetstream::Message> {
-        let now_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
+    async fn shed_stale(
+        &self,
+        batch: Vec<jetstream::Message>,
+        now_ms: i64,
+    ) -> Vec<jetstream::Message> {
+        let now_ns = now_ms as i128 * 1_000_000;
         let lag = |m: &jetstream::Message| {
             m.info()
                 .map(|i| ((now_ns - i.published.unix_timestamp_nanos()) as f64 / 1e9).max(0.0))
                 .unwrap_or(0.0)
         };
         if let Some(last) = batch.last() {
-            crate::metrics::global().scorer_lag_seconds.set(lag(last));
+            self.ctx.metrics.scorer_lag_seconds.set(lag(last));
         }
         let Some(max) = self.cfg.max_lag else {
             return batch;
@@ -375,7 +500,7 @@ impl Scorer {
             if l > max {
                 shed += 1;
                 oldest = oldest.max(l);
-                let _ = m.ack().await;
+                settle(&m, AckKind::Ack).await;
             } else {
                 keep.push(m);
             }
@@ -390,6 +515,19 @@ impl Scorer {
         }
         keep
     }
+}
+
+/// An event's loss and score, by kind.
+fn observe(metrics: &Metrics, ev: &Event, s: &Scored) {
+    let kind = [ev.kind().as_str()];
+    metrics
+        .event_loss
+        .with_label_values(&kind)
+        .observe(s.loss as f64);
+    metrics
+        .event_score
+        .with_label_values(&kind)
+        .observe(s.score as f64);
 }
 
 /// The alert for a surprising event.
@@ -427,11 +565,12 @@ pub fn surprise_alert(
 }
 
 async fn load_and_swap(
-    bus: &Bus,
+    ctx: &Context,
     worker: &ModelWorker,
     n: &ModelNotice,
     stats: &ScorerStats,
 ) -> Result<()> {
+    let bus: &Bus = &ctx.bus;
     if worker.info().await.map(|i| i.version) == Some(n.version.clone()) {
         return Ok(());
     }
@@ -441,7 +580,7 @@ async fn load_and_swap(
     let ck = tokio::task::spawn_blocking(move || Checkpoint::from_bytes(&bytes)).await??;
     let info = worker.swap(ck).await?;
     stats.swaps.fetch_add(1, Ordering::Relaxed);
-    crate::metrics::global().set_model(&info.version, info.created_at_ms);
+    ctx.metrics.set_model(&info.version, info.created_at_ms);
     tracing::info!(version = %info.version, "scorer switched model");
     Ok(())
 }
@@ -452,4 +591,44 @@ struct Reads {
     render: RenderConfig,
     block_size: usize,
     swaps_seen: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acked(k: AckKind) -> bool {
+        matches!(k, AckKind::Ack)
+    }
+
+    #[test]
+    fn a_candidate_is_muted_cooled_down_published_or_retried() {
+        let mut c = Cooldown::new(60_000);
+        let unknown = Err(anyhow::anyhow!("kv away"));
+        assert_eq!(judge(&Ok(true), &mut c, "a", Kind::Log, 0), Fate::Muted);
+        assert_eq!(judge(&unknown, &mut c, "a", Kind::Log, 0), Fate::Retry);
+        // Neither a muted nor an undecided alert started the cooldown.
+        assert_eq!(judge(&Ok(false), &mut c, "a", Kind::Log, 0), Fate::Publish);
+        assert_eq!(
+            judge(&Ok(false), &mut c, "a", Kind::Log, 1_000),
+            Fate::CooledDown
+        );
+        assert_eq!(
+            judge(&Ok(false), &mut c, "a", Kind::Flux, 1_000),
+            Fate::Publish
+        );
+    }
+
+    #[test]
+    fn a_message_is_acked_once_its_alert_is_stored() {
+        let failed = Err(anyhow::anyhow!("no ack"));
+        for fate in [Fate::Quiet, Fate::Muted, Fate::CooledDown] {
+            assert!(acked(settlement(fate, None)));
+        }
+        assert!(acked(settlement(Fate::Publish, Some(&Ok(true)))));
+        // Already stored: a redelivery or another replica.
+        assert!(acked(settlement(Fate::Publish, Some(&Ok(false)))));
+        assert!(!acked(settlement(Fate::Publish, Some(&failed))));
+        assert!(!acked(settlement(Fate::Retry, None)));
+    }
 }

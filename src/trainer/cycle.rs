@@ -2,24 +2,29 @@
 //! one function per step, with only one trainer running a cycle at a time
 //! (a lease in KV). A failed cycle publishes nothing, so the previous model
 //! stays in service.
+//!
+//! Its first step, GATHER, reads the curriculum the harvester role wrote; in
+//! logs and on the `step` metric label it keeps its old name, `harvest`.
 
+use super::digest::build_digest;
 use super::{checkpoint, evaluate, train, validate, Validated};
-use crate::bus::Bus;
-use crate::contract::alert::Alert;
-use crate::contract::digest::{Digest, DigestState, Problem};
+use crate::context::{Context, Role};
+use crate::contract::digest::Digest;
 use crate::contract::{
-    ModelNotice, KEY_DIGEST, KEY_DIGEST_JSON, KEY_MODEL, KEY_TRAINER_LOCK, STREAM_ALERTS,
-    STREAM_CURRICULUM, SUBJECT_ALERTS_ALL, SUBJECT_CURRICULUM_ALL, SUBJECT_DIGEST,
-    SUBJECT_MODEL_PUBLISHED, SUBJECT_RAISE_ALL, SUBJECT_TICK_TRAIN,
+    ModelNotice, KEY_DIGEST, KEY_DIGEST_JSON, KEY_MODEL, KEY_TRAINER_LOCK, STREAM_CURRICULUM,
+    SUBJECT_ALERTS_ALL, SUBJECT_CURRICULUM_ALL, SUBJECT_DIGEST, SUBJECT_MODEL_PUBLISHED,
+    SUBJECT_TICK_TRAIN,
 };
 use crate::curriculum::{Document, Renderer};
-use crate::freshness::{Clock, Gates, SystemClock, HOUR_MS};
+use crate::metrics::{Family, Metrics, ReadAtScrape, Report};
 use crate::model::checkpoint::Checkpoint;
 use crate::model::train::TrainConfig;
 use crate::model::GptConfig;
 use crate::model_store;
 use crate::registry::Registry;
-use anyhow::{Context, Result};
+use crate::scorer::decide::crosses;
+use crate::scorer::score_against;
+use anyhow::{Context as _, Result};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -32,7 +37,6 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct TrainerConfig {
     pub registry: PathBuf,
-    pub gates: Gates,
     /// Steps for a cold start and for an incremental cycle.
     pub cold_steps: usize,
     pub incremental_steps: usize,
@@ -43,15 +47,10 @@ pub struct TrainerConfig {
     /// Shape of a cold-started model; a model in service of another shape
     /// is not continued.
     pub shape: GptConfig,
-    /// How the harvesters render (the same settings, or their documents
-    /// carry another fingerprint); recorded in the checkpoint for scorers.
-    pub render: crate::curriculum::RenderConfig,
     /// How long the lock outlives its holder's last renewal. It is renewed
     /// every third of this while a cycle runs, so it can be short: a trainer
     /// killed mid-cycle wedges training for at most this long.
     pub lease_ms: i64,
-    /// Score at which an evaluated flux event counts as anomalous.
-    pub threshold: f32,
     /// Least time between two digests published because alerts arrived.
     pub digest_debounce: Duration,
     pub seed: u64,
@@ -61,25 +60,18 @@ pub struct TrainerConfig {
 
 impl Default for TrainerConfig {
     fn default() -> Self {
-        let registry = PathBuf::from("deploy/services.yaml");
         TrainerConfig {
-            gates: Gates {
-                key_files: vec![registry.clone()],
-                ..Gates::default()
-            },
-            registry,
+            registry: PathBuf::from("deploy/services.yaml"),
             cold_steps: 500,
             incremental_steps: 200,
             batch: TrainConfig::default().batch_size,
             lr: TrainConfig::default().lr,
             weight_decay: TrainConfig::default().weight_decay,
             shape: GptConfig::default(),
-            render: Default::default(),
             // Was 30 min with no renewal: a killed trainer blocked every
             // tick for half an hour, and a cycle longer than that could be
             // taken over while still running.
             lease_ms: 30 * 1000,
-            threshold: 3.0,
             digest_debounce: Duration::from_secs(10),
             seed: 1337,
             id: format!("{}-{}", hostname(), std::process::id()),
@@ -101,6 +93,24 @@ pub struct TrainerStats {
     /// Ticks skipped because another trainer held the lock.
     pub skipped: AtomicU64,
     pub digests: AtomicU64,
+}
+
+static CYCLES: Family = Family::counter(
+    "proprio_growth_cycles_total",
+    "Growth-loop cycles, by outcome (ok, failed, skipped: another trainer held the lock)",
+    &["outcome"],
+);
+static DIGESTS: Family =
+    Family::counter("proprio_digests_published_total", "Digests published", &[]);
+
+impl ReadAtScrape for TrainerStats {
+    fn report(&self, out: &mut Report) {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        out.add(&CYCLES, &["ok"], g(&self.cycles));
+        out.add(&CYCLES, &["failed"], g(&self.failed));
+        out.add(&CYCLES, &["skipped"], g(&self.skipped));
+        out.add(&DIGESTS, &[], g(&self.digests));
+    }
 }
 
 /// What a cycle did.
@@ -126,48 +136,43 @@ struct Lease {
 }
 
 pub struct Trainer {
-    bus: Bus,
+    ctx: Context,
     cfg: TrainerConfig,
-    clock: Arc<dyn Clock>,
     stats: Arc<TrainerStats>,
 }
 
-/// HARVEST's result.
-pub struct Harvest {
-    pub docs: Vec<Document>,
-    pub fingerprint: String,
-    pub now_ms: i64,
+/// GATHER's result: what the cycle learns from.
+struct Gathered {
+    docs: Vec<Document>,
+    fingerprint: String,
+    now_ms: i64,
 }
 
 impl Trainer {
-    pub fn new(bus: Bus, cfg: TrainerConfig) -> Trainer {
+    pub fn new(ctx: &Context, cfg: TrainerConfig) -> Trainer {
         Trainer {
-            bus,
+            ctx: ctx.clone(),
             cfg,
-            clock: Arc::new(SystemClock),
-            stats: Arc::new(TrainerStats::default()),
+            stats: ctx.metrics.counters(),
         }
-    }
-
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Trainer {
-        self.clock = clock;
-        self
     }
 
     pub fn stats(&self) -> Arc<TrainerStats> {
         self.stats.clone()
     }
+}
 
+impl Role for Trainer {
     /// Runs a cycle per tick, and republishes the digest (debounced) when alerts arrive.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let client = self.bus.client().clone();
+    async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let client = self.ctx.bus.client().clone();
         // A queue group: with several trainers, each tick reaches one of them
         // (the lease covers ticks that still overlap).
         let mut ticks = client
             .queue_subscribe(SUBJECT_TICK_TRAIN, "proprio-trainer".into())
             .await?;
         let mut alerts = client.subscribe(SUBJECT_ALERTS_ALL).await?;
-        if self.bus.get(KEY_DIGEST).await?.is_none() {
+        if self.ctx.bus.get(KEY_DIGEST).await?.is_none() {
             self.publish_digest(None).await?;
         }
         let mut last_digest = Instant::now() - self.cfg.digest_debounce;
@@ -199,7 +204,7 @@ impl Trainer {
                 _ = async { tokio::time::sleep_until(due.unwrap()).await }, if due.is_some() => {
                     digest_due = None;
                     last_digest = Instant::now();
-                    let model = model_store::current(&self.bus).await.ok().flatten();
+                    let model = model_store::current(&self.ctx.bus).await.ok().flatten();
                     if let Err(e) = self.publish_digest(model.as_ref()).await {
                         tracing::warn!("digest not published: {e:#}");
                     }
@@ -208,7 +213,9 @@ impl Trainer {
         }
         Ok(())
     }
+}
 
+impl Trainer {
     /// One growth cycle under the lock; `None` when another trainer holds it.
     pub async fn cycle(&self) -> Result<Option<CycleReport>> {
         let Some(rev) = self.lock().await? else {
@@ -229,13 +236,15 @@ impl Trainer {
     }
 
     async fn cycle_locked(&self) -> Result<CycleReport> {
-        let h = step("harvest", self.harvest()).await?;
-        let prev = step("load previous", self.previous()).await;
+        let metrics = &self.ctx.metrics;
+        let h = step(metrics, "harvest", self.gather()).await?;
+        let prev = step(metrics, "load previous", self.previous()).await;
         let (v, prev) = {
             let t = Instant::now();
             let _span = tracing::info_span!("growth_step", step = "validate").entered();
-            let v = validate(h.docs.clone(), &self.cfg.gates, &h.fingerprint, h.now_ms);
-            crate::metrics::global().growth_step("validate", t.elapsed(), true);
+            let gates = &self.ctx.shared.gates;
+            let v = validate(h.docs.clone(), gates, &h.fingerprint, h.now_ms);
+            metrics.growth_step("validate", t.elapsed(), true);
             tracing::info!(
                 step = "validate",
                 kept = v.kept,
@@ -246,16 +255,19 @@ impl Trainer {
             );
             (v, prev.unwrap_or(None))
         };
-        let (ck, report) = step("train+evaluate", self.train_and_evaluate(v, prev, &h)).await?;
-        step("publish", self.publish(ck, report)).await
+        let trained = self.train_and_evaluate(v, prev, &h);
+        let (ck, report) = step(metrics, "train+evaluate", trained).await?;
+        step(metrics, "publish", self.publish(ck, report)).await
     }
 
-    /// HARVEST: the curriculum window (TTL) from the stream, and the registry.
-    pub async fn harvest(&self) -> Result<Harvest> {
-        let now = self.clock.now_ms();
-        let fingerprint = self.cfg.gates.fingerprint()?;
-        let since = now - self.cfg.gates.ttl_ms;
+    /// GATHER: the curriculum window (TTL) from the stream, and the registry.
+    async fn gather(&self) -> Result<Gathered> {
+        let now = self.ctx.clock.now_ms();
+        let gates = &self.ctx.shared.gates;
+        let fingerprint = gates.fingerprint()?;
+        let since = now - gates.ttl_ms;
         let raw = self
+            .ctx
             .bus
             .read_since(STREAM_CURRICULUM, SUBJECT_CURRICULUM_ALL, since)
             .await?;
@@ -273,13 +285,13 @@ impl Trainer {
         if self.cfg.registry.exists() {
             let reg = Registry::load(&self.cfg.registry)?;
             docs.extend(Document::of_registry(
-                &Renderer::new(&self.cfg.render)?,
+                &Renderer::new(&self.ctx.shared.render)?,
                 &reg,
                 &fingerprint,
                 now,
             ));
         }
-        Ok(Harvest {
+        Ok(Gathered {
             docs,
             fingerprint,
             now_ms: now,
@@ -289,10 +301,10 @@ impl Trainer {
     /// The model in service, if it can be read; a corrupt one is refused by
     /// its hash and the cycle cold-starts.
     async fn previous(&self) -> Result<Option<Checkpoint>> {
-        let Some(n) = model_store::current(&self.bus).await? else {
+        let Some(n) = model_store::current(&self.ctx.bus).await? else {
             return Ok(None);
         };
-        let Some(bytes) = model_store::get(&self.bus, &n.object).await? else {
+        let Some(bytes) = model_store::get(&self.ctx.bus, &n.object).await? else {
             tracing::warn!(object = %n.object, "previous model missing; cold start");
             return Ok(None);
         };
@@ -310,9 +322,11 @@ impl Trainer {
         &self,
         v: Validated,
         prev: Option<Checkpoint>,
-        h: &Harvest,
+        h: &Gathered,
     ) -> Result<(Checkpoint, CycleReport)> {
         let cfg = self.cfg.clone();
+        let shared = self.ctx.shared.clone();
+        let metrics = self.ctx.metrics.clone();
         let fp = h.fingerprint.clone();
         let now = h.now_ms;
         let docs = h.docs.len();
@@ -337,7 +351,7 @@ impl Trainer {
             let t = Instant::now();
             let span = tracing::info_span!("growth_step", step = "train").entered();
             let trained = train(prev, &fp, cfg.shape, &v, &tc);
-            crate::metrics::global().growth_step("train", t.elapsed(), trained.is_ok());
+            metrics.growth_step("train", t.elapsed(), trained.is_ok());
             let (gpt, report, cold, step_n) = trained?;
             tracing::info!(
                 step = "train",
@@ -351,8 +365,8 @@ impl Trainer {
             let t = Instant::now();
             let _span = tracing::info_span!("growth_step", step = "evaluate").entered();
             let (baselines, heldout) = evaluate(&gpt, &v, 64);
-            let (flux_scored, flux_anomalies) = last_flux(&gpt, &v, &baselines, cfg.threshold);
-            crate::metrics::global().growth_step("evaluate", t.elapsed(), true);
+            let (flux_scored, flux_anomalies) = last_flux(&gpt, &v, &baselines, shared.threshold);
+            metrics.growth_step("evaluate", t.elapsed(), true);
             tracing::info!(
                 step = "evaluate",
                 heldout_loss = heldout,
@@ -361,7 +375,7 @@ impl Trainer {
                 ms = t.elapsed().as_millis() as u64,
                 "ok"
             );
-            let ck = checkpoint(gpt, &fp, step_n, &report, baselines, now, &cfg.render);
+            let ck = checkpoint(gpt, &fp, step_n, &report, baselines, now, &shared.render);
             let r = CycleReport {
                 version: String::new(),
                 documents: docs,
@@ -382,12 +396,12 @@ impl Trainer {
 
     /// PUBLISH: checkpoint to the object store, metadata to KV, the notice
     /// scorers act on, and the digest.
-    pub async fn publish(&self, ck: Checkpoint, mut r: CycleReport) -> Result<CycleReport> {
+    async fn publish(&self, ck: Checkpoint, mut r: CycleReport) -> Result<CycleReport> {
         let (bytes, ck) =
             tokio::task::spawn_blocking(move || ck.to_bytes().map(|b| (b, ck))).await??;
         let meta = Checkpoint::read_meta(&bytes)?;
         let object = format!("model-{}", meta.version);
-        model_store::put(&self.bus, &object, &bytes).await?;
+        model_store::put(&self.ctx.bus, &object, &bytes).await?;
         let notice = ModelNotice {
             version: meta.version.clone(),
             object,
@@ -396,12 +410,12 @@ impl Trainer {
             step: meta.step,
             train_loss: meta.train_loss,
             val_loss: ck.meta.val_loss,
-            created_at_ms: self.clock.now_ms(),
+            created_at_ms: self.ctx.clock.now_ms(),
             cold_start: r.cold_start,
         };
         let json = serde_json::to_vec(&notice)?;
-        self.bus.put(KEY_MODEL, json.clone()).await?;
-        let m = crate::metrics::global();
+        self.ctx.bus.put(KEY_MODEL, json.clone()).await?;
+        let m = &self.ctx.metrics;
         m.set_model(&notice.version, notice.created_at_ms);
         m.training_loss
             .with_label_values(&["train"])
@@ -412,11 +426,12 @@ impl Trainer {
         m.training_loss
             .with_label_values(&["heldout"])
             .set(r.heldout_loss as f64);
-        self.bus
+        self.ctx
+            .bus
             .client()
             .publish(SUBJECT_MODEL_PUBLISHED, json.into())
             .await?;
-        self.bus.client().flush().await?;
+        self.ctx.bus.client().flush().await?;
         self.publish_digest(Some(&notice)).await?;
         r.version = notice.version;
         Ok(r)
@@ -424,24 +439,26 @@ impl Trainer {
 
     /// Builds the digest from the alerts of the last 24 h and publishes it on
     /// `proprio.digest` and in KV.
-    pub async fn publish_digest(&self, model: Option<&ModelNotice>) -> Result<Digest> {
-        let d = build_digest(&self.bus, model, self.clock.now_ms()).await?;
+    async fn publish_digest(&self, model: Option<&ModelNotice>) -> Result<Digest> {
+        let model = model.map(|m| (m.version.as_str(), m.val_loss));
+        let d = build_digest(&self.ctx.bus, model, self.ctx.clock.now_ms()).await?;
         let text = d.text();
-        self.bus.put(KEY_DIGEST, text.clone()).await?;
-        self.bus.put(KEY_DIGEST_JSON, d.to_json()).await?;
-        self.bus
+        self.ctx.bus.put(KEY_DIGEST, text.clone()).await?;
+        self.ctx.bus.put(KEY_DIGEST_JSON, d.to_json()).await?;
+        self.ctx
+            .bus
             .client()
             .publish(SUBJECT_DIGEST, text.into())
             .await?;
-        self.bus.client().flush().await?;
+        self.ctx.bus.client().flush().await?;
         self.stats.digests.fetch_add(1, Ordering::Relaxed);
         Ok(d)
     }
 
     /// Takes the lease: created if absent, taken over only when expired.
     async fn lock(&self) -> Result<Option<u64>> {
-        let kv = self.bus.kv().await?;
-        let now = self.clock.now_ms();
+        let kv = self.ctx.bus.kv().await?;
+        let now = self.ctx.clock.now_ms();
         let lease = serde_json::to_vec(&Lease {
             holder: self.cfg.id.clone(),
             until_ms: now + self.cfg.lease_ms,
@@ -480,10 +497,10 @@ impl Trainer {
             tokio::time::sleep(every).await;
             let lease = serde_json::to_vec(&Lease {
                 holder: self.cfg.id.clone(),
-                until_ms: self.clock.now_ms() + self.cfg.lease_ms,
+                until_ms: self.ctx.clock.now_ms() + self.cfg.lease_ms,
             })
             .unwrap_or_default();
-            let renewed = match self.bus.kv().await {
+            let renewed = match self.ctx.bus.kv().await {
                 Ok(kv) => kv
                     .update(KEY_TRAINER_LOCK, lease.into(), rev.load(Ordering::Relaxed))
                     .await
@@ -498,7 +515,9 @@ impl Trainer {
     }
 
     async fn unlock(&self, rev: u64) {
-        let Ok(kv) = self.bus.kv().await else { return };
+        let Ok(kv) = self.ctx.bus.kv().await else {
+            return;
+        };
         // Released by writing an expired lease at our revision: if another
         // trainer took over meanwhile, its lease is left alone.
         let free = serde_json::to_vec(&Lease {
@@ -511,14 +530,14 @@ impl Trainer {
 }
 
 /// Runs one step, logging its duration and outcome.
-async fn step<T>(name: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
+async fn step<T>(metrics: &Metrics, name: &str, f: impl Future<Output = Result<T>>) -> Result<T> {
     let t = Instant::now();
     let span = tracing::info_span!("growth_step", step = name);
     let out = tracing::Instrument::instrument(f, span.clone()).await;
     let ms = t.elapsed().as_millis() as u64;
     // "train+evaluate" is recorded as its two parts.
     if !name.contains('+') {
-        crate::metrics::global().growth_step(&name.replace(' ', "_"), t.elapsed(), out.is_ok());
+        metrics.growth_step(&name.replace(' ', "_"), t.elapsed(), out.is_ok());
     }
     span.in_scope(|| match &out {
         Ok(_) => tracing::info!(step = name, ms, "ok"),
@@ -565,91 +584,7 @@ fn last_flux(
     let anomalies = prepared
         .iter()
         .zip(&losses)
-        .filter(|(p, l)| crate::scorer::finish(p, l, b).score >= threshold)
+        .filter(|(p, l)| crosses(score_against(p, l, b).score, threshold))
         .count();
     (prepared.len(), anomalies)
-}
-
-/// The digest: model state from the notice, counts and the highest-scoring
-/// distinct problems from the alerts of the last 24 h.
-pub async fn build_digest(bus: &Bus, model: Option<&ModelNotice>, now_ms: i64) -> Result<Digest> {
-    let since = now_ms - 24 * HOUR_MS;
-    // Streamed, not collected: a day of alerts can be millions (an alert
-    // storm), and the digest only needs a count and the best few problems.
-    let mut count = 0u64;
-    let mut best: std::collections::HashMap<(String, String), f32> = Default::default();
-    bus.scan_since(STREAM_ALERTS, SUBJECT_RAISE_ALL, since, |m, _| {
-        let Ok(a) = Alert::decode(&m.payload) else {
-            return;
-        };
-        count += 1;
-        let what = problem_words(&a);
-        let e = best.entry((a.source.clone(), what)).or_insert(f32::MIN);
-        *e = e.max(a.score);
-        if best.len() > 20_000 {
-            // Bounded: keep the highest-scoring half.
-            let mut scores: Vec<f32> = best.values().copied().collect();
-            let mid = scores.len() / 2;
-            let (_, cut, _) = scores.select_nth_unstable_by(mid, |x, y| y.total_cmp(x));
-            let cut = *cut;
-            best.retain(|_, v| *v >= cut);
-        }
-    })
-    .await?;
-    let mut recent: Vec<Problem> = best
-        .into_iter()
-        .map(|((source, what), score)| Problem {
-            source,
-            what,
-            score,
-        })
-        .collect();
-    recent.sort_by(|a, b| b.score.total_cmp(&a.score));
-    recent.truncate(3);
-    Ok(Digest {
-        state: if model.is_some() {
-            DigestState::Trained
-        } else {
-            DigestState::Warming
-        },
-        loss: model.map(|m| m.val_loss).filter(|l| l.is_finite()),
-        anomalies_24h: count,
-        recent,
-        model: model.map(|m| m.version.clone()),
-        ts: now_ms,
-    })
-}
-
-/// An alert in words: its diagnosis, or what surprised the model.
-fn problem_words(a: &Alert) -> String {
-    if let Some(d) = &a.diagnosis {
-        return d.clone();
-    }
-    let span: String = strip_specials(&a.span.text);
-    let span = span.trim();
-    if span.is_empty() {
-        format!("unusual {}", a.kind)
-    } else {
-        format!("unusual {} '{}'", a.kind, span)
-    }
-}
-
-fn strip_specials(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("<|") {
-        out.push_str(&rest[..i]);
-        match rest[i..].find("|>") {
-            Some(j) => {
-                out.push(' ');
-                rest = &rest[i + j + 2..];
-            }
-            None => {
-                rest = &rest[i..];
-                break;
-            }
-        }
-    }
-    out.push_str(rest);
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }

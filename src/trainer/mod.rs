@@ -1,10 +1,12 @@
-//! The growth loop: HARVEST → VALIDATE → TRAIN → EVALUATE → PUBLISH.
+//! The growth loop: GATHER → VALIDATE → TRAIN → EVALUATE → PUBLISH (GATHER
+//! reads what the harvester role wrote; it is logged as step `harvest`).
 //!
 //! The steps that do not touch the bus live here, so the offline commands
 //! (`proprio train`, `proprio eval`) and the bus trainer run the same code;
-//! [`cycle`] adds HARVEST and PUBLISH on NATS.
+//! [`cycle`] adds GATHER and PUBLISH on NATS.
 
 pub mod cycle;
+mod digest;
 pub mod offline;
 
 use crate::baseline::Baselines;

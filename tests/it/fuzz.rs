@@ -18,7 +18,7 @@ use proprio::event::{Event, Limits};
 use proprio::model::gpt::Gpt;
 use proprio::model::score::Scorer as NativeScorer;
 use proprio::model::GptConfig;
-use proprio::scorer::{finish, EventScorer};
+use proprio::scorer::{score_against, EventScorer};
 use proprio::tokenizer::{tokenizer, VOCAB_SIZE};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -127,7 +127,7 @@ impl Pipeline {
         let l = &losses[0];
         prop_assert!(l.loss.is_finite() && l.loss >= 0.0, "loss {}", l.loss);
         prop_assert_eq!(l.token_losses.len(), p.item.event.len().saturating_sub(1));
-        let s = finish(&p, l, &self.baselines);
+        let s = score_against(&p, l, &self.baselines);
         prop_assert!(!s.score.is_nan(), "score is NaN for {:?}", p.rendered);
         self.tally.scored += 1;
         Ok(())

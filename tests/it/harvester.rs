@@ -6,6 +6,7 @@ use crate::support::proc::now_ms;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use proprio::bus::{Bus, BusConfig};
+use proprio::context::{Context, Role, Shared};
 use proprio::contract;
 use proprio::curriculum::{Curriculum, Document};
 use proprio::event::Reason;
@@ -46,10 +47,16 @@ async fn start(server: &NatsServer, budget: u32) -> Running {
         ..Gates::default()
     };
     let fingerprint = gates.fingerprint().unwrap();
-    let h = Harvester::new(
+    let ctx = Context::new(
         bus.clone(),
-        HarvesterConfig {
+        Shared {
             gates,
+            ..Shared::default()
+        },
+    );
+    let h = Harvester::new(
+        &ctx,
+        HarvesterConfig {
             budget_per_minute: budget,
             ..HarvesterConfig::default()
         },

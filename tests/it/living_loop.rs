@@ -7,6 +7,7 @@ use crate::support::proc::now_ms;
 use futures::StreamExt;
 use proprio::bus::{Bus, BusConfig};
 use proprio::config::{Role, RunSection, RunSettings, ScorerSection, TrainerSection};
+use proprio::context::{Context, Shared};
 use proprio::contract::alert::Alert;
 use proprio::contract::{KEY_DIGEST, KEY_DIGEST_JSON, STREAM_ALERTS, SUBJECT_RAISE_ALL};
 use proprio::model_store;
@@ -226,16 +227,23 @@ async fn two_trainers_one_cycle() {
     wait_until("harvest", 30, || handled(&h) >= 3 * 20 * 3).await;
     let cfg = |id: &str| TrainerConfig {
         registry: args(&nats.url, &[]).run.registry,
-        gates: proprio::freshness::Gates {
-            key_files: vec![args(&nats.url, &[]).run.registry],
-            ..Default::default()
-        },
         cold_steps: 60,
         id: id.into(),
         ..Default::default()
     };
-    let a = Trainer::new(bus.clone(), cfg("a"));
-    let b = Trainer::new(bus.clone(), cfg("b"));
+    let gates = proprio::freshness::Gates {
+        key_files: vec![args(&nats.url, &[]).run.registry],
+        ..Default::default()
+    };
+    let ctx = Context::new(
+        bus.clone(),
+        Shared {
+            gates,
+            ..Shared::default()
+        },
+    );
+    let a = Trainer::new(&ctx, cfg("a"));
+    let b = Trainer::new(&ctx, cfg("b"));
     let (ra, rb) = tokio::join!(a.cycle(), b.cycle());
     let ran = [ra.unwrap().is_some(), rb.unwrap().is_some()];
     assert_eq!(ran.iter().filter(|r| **r).count(), 1, "{ran:?}");
@@ -386,12 +394,15 @@ async fn configured_learning_reaches_every_role() {
     assert!(alert.rendered.contains("cpu=4.2k"), "{}", alert.rendered);
 
     // Another shape configured: the model in service is not continued.
+    let shared = Shared {
+        gates: learning.gates(&registry),
+        render: learning.render.clone(),
+        ..Shared::default()
+    };
     let other = Trainer::new(
-        bus.clone(),
+        &Context::new(bus.clone(), shared),
         TrainerConfig {
             registry: registry.clone(),
-            gates: learning.gates(&registry),
-            render: learning.render.clone(),
             cold_steps: 20,
             incremental_steps: 10,
             id: "other-shape".into(),

@@ -361,7 +361,7 @@ async fn least_privilege_holds_and_is_enough() {
     }
     let child = Kill(&mut child);
     let deadline = Instant::now() + Duration::from_secs(15);
-    while proprio::metrics::probe(&metrics, "/readyz", Duration::from_secs(1)).is_err() {
+    while proprio::endpoint::probe(&metrics, "/readyz", Duration::from_secs(1)).is_err() {
         assert!(
             child.0.try_wait().unwrap().is_none(),
             "proprio exited under deploy/nats.conf"
@@ -386,7 +386,7 @@ async fn least_privilege_holds_and_is_enough() {
     publisher.flush().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let body = proprio::metrics::probe(&metrics, "/metrics", Duration::from_secs(2)).unwrap();
+        let body = proprio::endpoint::probe(&metrics, "/metrics", Duration::from_secs(2)).unwrap();
         let received = body
             .lines()
             .find(|l| l.starts_with(r#"proprio_events_received_total{role="harvester"}"#))

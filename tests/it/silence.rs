@@ -4,6 +4,7 @@
 use crate::support;
 
 use proprio::bus::{Bus, BusConfig};
+use proprio::context::{Context, Role, Shared};
 use proprio::contract;
 use proprio::contract::alert::{Alert, AlertReason};
 use proprio::freshness::SystemClock;
@@ -33,7 +34,7 @@ struct Watch {
 }
 
 fn watch(bus: &Bus) -> Watch {
-    let w = SilenceWatch::new(bus.clone(), cfg(), Arc::new(SystemClock));
+    let w = SilenceWatch::new(&Context::new(bus.clone(), Shared::default()), cfg());
     let stats = w.stats();
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(w.run(async move {
