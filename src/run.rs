@@ -175,7 +175,7 @@ fn stopped(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> 
 
 /// Connects, ensures the streams and buckets, and starts the roles.
 pub async fn start(args: &RunArgs) -> Result<Running> {
-    crate::model::score::set_threads(args.threads.max(1));
+    crate::model::set_libtorch_threads(args.threads);
     let bus = Bus::connect(&BusConfig {
         root: args.root.clone(),
         ..BusConfig::with_url(args.nats.nats.clone())
@@ -223,6 +223,7 @@ pub async fn start(args: &RunArgs) -> Result<Running> {
                         threshold: args.threshold,
                         cooldown_ms: args.cooldown.as_millis() as i64,
                         max_lag: (!args.max_lag.is_zero()).then_some(args.max_lag),
+                        threads: args.threads.max(1),
                         ..Default::default()
                     },
                 )
@@ -246,6 +247,7 @@ pub async fn start(args: &RunArgs) -> Result<Running> {
                         render: args.learning.render.clone(),
                         threshold: args.threshold,
                         digest_debounce: args.digest_debounce,
+                        threads: args.threads.max(1),
                         ..Default::default()
                     },
                 );

@@ -485,7 +485,8 @@ fn parse_detectors(s: &str) -> Result<Vec<String>> {
 /// The model's scores on the calibration and test events; each event is
 /// scored in the context of the previous events of its key, as live.
 fn model_scores(args: &EvalArgs, data: &Data, report: &mut Report) -> Result<Vec<Scores>> {
-    crate::model::score::set_threads(args.threads.max(1) as usize);
+    let threads = args.threads.max(1) as usize;
+    crate::model::set_libtorch_threads(threads);
     let hows: Vec<&str> = args
         .model_score
         .split(',')
@@ -572,7 +573,7 @@ fn model_scores(args: &EvalArgs, data: &Data, report: &mut Report) -> Result<Vec
         || args.score_cache.is_some()
         || args.calib_cache.is_some();
     let score_idx = |events: &[Event], idx: &[usize]| -> Result<Vec<ModelScore>> {
-        event_scores(&ck, events, idx, args.batch, excess)
+        event_scores(&ck, events, idx, args.batch, threads, excess)
     };
     // Context warm-up: the last few training events of each key before the
     // calibration slice (per event mode; sessions are their own context).
@@ -751,6 +752,7 @@ pub fn event_scores(
     events: &[Event],
     idx: &[usize],
     batch: usize,
+    threads: usize,
     excess: bool,
 ) -> Result<Vec<ModelScore>> {
     use crate::scorer::{finish, EventScorer};
@@ -759,6 +761,7 @@ pub fn event_scores(
         ck.meta.config.block_size,
         crate::scorer::Contexts::DEFAULT_MAX_KEYS,
     );
+    let native = crate::model::NativeScorer::new(&ck.gpt, threads);
     let mut out = Vec::with_capacity(idx.len());
     for chunk in idx.chunks(4096) {
         let prepared: Vec<_> = chunk
@@ -766,7 +769,7 @@ pub fn event_scores(
             .map(|&i| scorer.prepare_event(&events[i]))
             .collect();
         let items: Vec<_> = prepared.iter().map(|p| p.item.clone()).collect();
-        let losses = crate::model::score::score(&ck.gpt, &items, batch);
+        let losses = native.score(&items, batch);
         let ex = if excess {
             surprise::token_surprise(&ck.gpt, &items, batch)
         } else {
@@ -789,7 +792,7 @@ pub fn event_scores(
                 loss: s.loss,
                 span: s.span.loss,
                 content: mean,
-                cspan: crate::model::score::surprising_span(&content, crate::scorer::SPAN_WIDTH).2,
+                cspan: crate::scorer::span::surprising_span(&content, crate::scorer::SPAN_WIDTH).2,
                 ..Default::default()
             };
             if let Some((tl, th)) = ex.get(n) {
@@ -799,7 +802,7 @@ pub fn event_scores(
                     .filter(|v| v.is_finite())
                     .collect();
                 m.xsum = x.iter().sum();
-                m.xspan = crate::model::score::surprising_span(&x, crate::scorer::SPAN_WIDTH).2;
+                m.xspan = crate::scorer::span::surprising_span(&x, crate::scorer::SPAN_WIDTH).2;
                 m.xmax = x.iter().copied().fold(0.0f32, f32::max);
                 m.xall = tl
                     .iter()

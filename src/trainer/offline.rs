@@ -110,7 +110,8 @@ pub fn train_events(
     args: &TrainArgs,
     progress: bool,
 ) -> Result<(Checkpoint, TrainSummary)> {
-    crate::model::score::set_threads(args.threads.max(1) as usize);
+    let threads = args.threads.max(1) as usize;
+    crate::model::set_libtorch_threads(threads);
     let l = &args.learning;
     let gates = gates_for(&args.registry, args.ttl_hours, args.half_life_hours, l);
     let fp = gates.fingerprint()?;
@@ -144,7 +145,8 @@ pub fn train_events(
         ..l.shape
     };
     let (gpt, report, cold, step) = train(prev, &fp, shape, &v, &cfg)?;
-    let (baselines, heldout) = evaluate(&gpt, &v, 64);
+    let native = crate::model::NativeScorer::new(&gpt, threads);
+    let (baselines, heldout) = evaluate(&native, &v, 64);
     let ck = checkpoint(gpt, &fp, step, &report, baselines, now, &l.render);
     let summary = TrainSummary {
         events: events.len(),
