@@ -99,7 +99,7 @@ async fn start_served(
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
 ) -> Result<Running> {
-    crate::model::score::set_threads(args.run.threads.max(1));
+    crate::model::set_libtorch_threads(args.run.threads);
     let bus = Bus::connect(&args.bus).await?;
     bus.guarded(bus.ensure()).await?;
     let shared = Shared {
@@ -136,6 +136,7 @@ async fn start_served(
                 let cfg = ScorerConfig {
                     cooldown_ms: args.scorer.cooldown.as_millis() as i64,
                     max_lag: args.scorer.max_lag,
+                    threads: args.run.threads.max(1),
                     ..Default::default()
                 };
                 let s = bus_guard(&r.bus, Scorer::new(&ctx, cfg).await).await?;
@@ -154,6 +155,7 @@ async fn start_served(
                         weight_decay: args.learning.weight_decay,
                         shape: args.learning.shape,
                         digest_debounce: args.trainer.digest_debounce,
+                        threads: args.run.threads.max(1),
                         ..Default::default()
                     },
                 );

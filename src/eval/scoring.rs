@@ -24,7 +24,8 @@ pub(super) fn model_scores(
     data: &Data,
     report: &mut Report,
 ) -> Result<Vec<Scores>> {
-    crate::model::score::set_threads(args.threads.max(1) as usize);
+    let threads = args.threads.max(1) as usize;
+    crate::model::set_libtorch_threads(threads);
     let hows: Vec<&str> = args
         .model_score
         .split(',')
@@ -111,7 +112,7 @@ pub(super) fn model_scores(
         || args.score_cache.is_some()
         || args.calib_cache.is_some();
     let score_idx = |events: &[Event], idx: &[usize]| -> Result<Vec<ModelScore>> {
-        event_scores(&ck, events, idx, args.batch, excess)
+        event_scores(&ck, events, idx, args.batch, threads, excess)
     };
     // Context warm-up: the last few training events of each key before the
     // calibration slice (per event mode; sessions are their own context).
@@ -290,6 +291,7 @@ fn event_scores(
     events: &[Event],
     idx: &[usize],
     batch: usize,
+    threads: usize,
     excess: bool,
 ) -> Result<Vec<ModelScore>> {
     use crate::scorer::{score_against, EventScorer};
@@ -298,6 +300,7 @@ fn event_scores(
         ck.meta.config.block_size,
         crate::scorer::Contexts::DEFAULT_MAX_KEYS,
     );
+    let native = crate::model::NativeScorer::new(&ck.gpt, threads);
     let mut out = Vec::with_capacity(idx.len());
     for chunk in idx.chunks(4096) {
         let prepared: Vec<_> = chunk
@@ -305,7 +308,7 @@ fn event_scores(
             .map(|&i| scorer.prepare_event(&events[i]))
             .collect();
         let items: Vec<_> = prepared.iter().map(|p| p.item.clone()).collect();
-        let losses = crate::model::score::score(&ck.gpt, &items, batch);
+        let losses = native.score(&items, batch);
         let ex = if excess {
             surprise::token_surprise(&ck.gpt, &items, batch)
         } else {
@@ -328,7 +331,7 @@ fn event_scores(
                 loss: s.loss,
                 span: s.span.loss,
                 content: mean,
-                cspan: crate::model::score::surprising_span(&content, crate::scorer::SPAN_WIDTH).2,
+                cspan: crate::scorer::span::surprising_span(&content, crate::scorer::SPAN_WIDTH).2,
                 ..Default::default()
             };
             if let Some((tl, th)) = ex.get(n) {
@@ -338,7 +341,7 @@ fn event_scores(
                     .filter(|v| v.is_finite())
                     .collect();
                 m.xsum = x.iter().sum();
-                m.xspan = crate::model::score::surprising_span(&x, crate::scorer::SPAN_WIDTH).2;
+                m.xspan = crate::scorer::span::surprising_span(&x, crate::scorer::SPAN_WIDTH).2;
                 m.xmax = x.iter().copied().fold(0.0f32, f32::max);
                 m.xall = tl
                     .iter()

@@ -7,12 +7,12 @@
 //!
 //! This is the training and reference forward. Scoring runs the same
 //! arithmetic through a hand-written kernel over a copy of these weights
-//! ([`super::score`]), because per-op dispatch dominates at this size.
+//! (the model's `score` module, which reads them through `Gpt::parts`),
+//! because per-op dispatch dominates at this size. Nothing here depends on
+//! scoring or training: both build on this.
 
-use super::score::{NativeWeights, Scorer};
 use super::GptConfig;
 use anyhow::{bail, Result};
-use std::sync::{Arc, OnceLock};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
@@ -42,9 +42,9 @@ struct Block {
     mlp_proj: Linear, // 4C -> C
 }
 
-/// The model and its weights. Weights change only through [`super::train`]
-/// (which takes `&mut Gpt`) or by loading a checkpoint, so the scoring copy
-/// cached in `native` is dropped whenever they do.
+/// The model and its weights. Weights change only through training (which
+/// takes `&mut Gpt`) or by loading a checkpoint; a native scorer made
+/// earlier keeps the weights it copied.
 pub struct Gpt {
     cfg: GptConfig,
     vs: nn::VarStore,
@@ -52,7 +52,6 @@ pub struct Gpt {
     wpe: Tensor, // (block_size, C)
     blocks: Vec<Block>,
     ln_f: LayerNorm,
-    native: OnceLock<Arc<NativeWeights>>,
 }
 
 /// Group 0 of the optimizer gets weight decay (matrices and embeddings),
@@ -135,7 +134,6 @@ impl Gpt {
             wpe,
             blocks,
             ln_f,
-            native: OnceLock::new(),
         })
     }
 
@@ -154,7 +152,7 @@ impl Gpt {
 
     /// Logits for every position: idx (B, T) int64 -> (B, T, V). Panics (in
     /// libtorch) on ids outside the vocabulary or T > block_size: callers
-    /// build idx themselves, [`super::score`] and [`super::train`] check both.
+    /// build idx themselves, scoring and training check both.
     pub fn forward(&self, idx: &Tensor) -> Tensor {
         self.head(&self.forward_hidden(idx))
     }
@@ -188,22 +186,7 @@ impl Gpt {
     }
 
     pub(super) fn var_store_mut(&mut self) -> &mut nn::VarStore {
-        self.forget_native();
         &mut self.vs
-    }
-
-    /// The native scorer over the current weights (copied out of the
-    /// store on first use after a change, then shared).
-    pub fn scorer(&self) -> Scorer {
-        Scorer::new(
-            self.native
-                .get_or_init(|| Arc::new(NativeWeights::from_gpt(self)))
-                .clone(),
-        )
-    }
-
-    pub(super) fn forget_native(&mut self) {
-        self.native = OnceLock::new();
     }
 
     /// The named weights in nanoGPT's layout, for copying out of the store.

@@ -1,6 +1,6 @@
 //! The GPT and everything that touches its weights: the network ([`gpt`]),
-//! training ([`train`]), per-event scoring ([`score`]) and checkpoints
-//! ([`checkpoint`]). Token ids come from [`crate::tokenizer`]; nothing here
+//! training ([`train`]), per-event scoring ([`score`]), checkpoints
+//! ([`checkpoint`]) and the engine's benchmark ([`bench`]). Token ids come from [`crate::tokenizer`]; nothing here
 //! knows about events or text.
 
 use serde::{Deserialize, Serialize};
@@ -64,5 +64,18 @@ pub mod train;
 
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
 pub use gpt::Gpt;
-pub use score::{score, score_with, surprising_span, Engine, Scorer};
+pub use score::{score, score_libtorch, NativeScorer};
 pub use train::{train, TrainConfig, TrainReport};
+
+/// Threads of libtorch's intra-op pool, which training and the libtorch
+/// forward run on. The pool is libtorch's own and process-wide, so the
+/// binary sets it once at start-up (the native scorer's threads are a
+/// setting of each [`NativeScorer`]); until then libtorch uses every core.
+///
+/// libtorch's pool (libgomp) spins while it waits: when other processes
+/// keep the cores busy, a training step measured here went from 61 ms to
+/// 930 ms. Starting the process with `OMP_WAIT_POLICY=PASSIVE` avoids that
+/// (libgomp reads it when it loads, so it cannot be set from here).
+pub fn set_libtorch_threads(n: usize) {
+    tch::set_num_threads(n.max(1) as i32);
+}

@@ -274,7 +274,6 @@ pub fn train(gpt: &mut Gpt, streams: &[Stream], cfg: &TrainConfig) -> Result<Tra
         .map(|c| batch(streams, c, pad))
         .collect();
 
-    gpt.forget_native();
     let opt_cfg = nn::AdamW {
         beta1: 0.9,
         beta2: 0.95,
@@ -328,7 +327,7 @@ pub fn train(gpt: &mut Gpt, streams: &[Stream], cfg: &TrainConfig) -> Result<Tra
         opt.step();
         let lv = f32::try_from(&l).unwrap_or(f32::NAN);
         if !lv.is_finite() {
-            bar.finish();
+            bar.end_line();
             bail!("training diverged at step {step}: loss {lv} (lower the learning rate)");
         }
         report.losses.push(lv);
@@ -343,7 +342,7 @@ pub fn train(gpt: &mut Gpt, streams: &[Stream], cfg: &TrainConfig) -> Result<Tra
         }
         bar.tick(done, lv);
     }
-    bar.finish();
+    bar.end_line();
     let tail = &report.losses[report.losses.len().saturating_sub(50)..];
     if !tail.is_empty() {
         report.train_loss = tail.iter().sum::<f32>() / tail.len() as f32;
@@ -353,7 +352,6 @@ pub fn train(gpt: &mut Gpt, streams: &[Stream], cfg: &TrainConfig) -> Result<Tra
         None => evaluate(gpt),
     };
     report.seconds = started.elapsed().as_secs_f64();
-    gpt.forget_native();
     Ok(report)
 }
 
@@ -400,7 +398,8 @@ impl Progress {
         let _ = err.flush();
     }
 
-    fn finish(&mut self) {
+    /// Ends the bar's line, so what is printed next starts on its own.
+    fn end_line(&mut self) {
         if self.on && self.drawn.is_some() {
             eprintln!();
             self.drawn = None;

@@ -10,6 +10,7 @@
 pub mod decide;
 pub mod offline;
 pub mod role;
+pub mod span;
 pub mod worker;
 
 use crate::baseline::{Baselines, Stat};
@@ -183,7 +184,7 @@ pub fn score_against(p: &Prepared, loss: &EventLoss, baselines: &Baselines) -> S
     let (stat, of) = baselines.stat(&p.key, kind);
     let (score, _) = baselines.score(&p.key, kind, loss.loss);
     let (start, end, span_loss) =
-        crate::model::score::surprising_span(&loss.token_losses, SPAN_WIDTH);
+        span::surprising_span(&loss.token_losses, SPAN_WIDTH);
     // token_losses[i] is the loss of event token i + 1.
     let (ts, te) = (
         (start + 1).min(p.tokens.len()),

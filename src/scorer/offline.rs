@@ -4,6 +4,7 @@ use super::{score_against, EventScorer, Scored};
 use crate::curriculum::Renderer;
 use crate::event::{read_jsonl, Event, Kind};
 use crate::model::checkpoint::Checkpoint;
+use crate::model::NativeScorer;
 use anyhow::Result;
 use std::io::Write;
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ pub struct ScoreArgs {
     /// Forward-pass batch size.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    /// Threads for libtorch.
+    /// Threads for libtorch and the native scorer.
     #[arg(long, default_value_t = 2)]
     pub threads: i32,
 }
@@ -40,10 +41,16 @@ pub struct ScoreLine<'a> {
 /// Events scored per call of the forward pass driver, to bound memory on big files.
 const CHUNK: usize = 4096;
 
-/// Scores events in order, each in the context of the previous events of its key.
-pub fn score_events(ck: &Checkpoint, events: &[Event], batch: usize) -> Result<Vec<Scored>> {
+/// Scores events in order, each in the context of the previous events of its
+/// key, a batch split across `threads`.
+pub fn score_events(
+    ck: &Checkpoint,
+    events: &[Event],
+    batch: usize,
+    threads: usize,
+) -> Result<Vec<Scored>> {
     let mut out = Vec::with_capacity(events.len());
-    score_events_with(ck, events, batch, |_, s| {
+    score_events_with(ck, events, batch, threads, |_, s| {
         out.push(s);
         Ok(())
     })?;
@@ -55,6 +62,7 @@ pub fn score_events_with(
     ck: &Checkpoint,
     events: &[Event],
     batch: usize,
+    threads: usize,
     mut sink: impl FnMut(&Event, Scored) -> Result<()>,
 ) -> Result<()> {
     // Rendered the way the model was trained to read.
@@ -64,10 +72,11 @@ pub fn score_events_with(
         ck.meta.config.block_size,
         super::Contexts::DEFAULT_MAX_KEYS,
     );
+    let native = NativeScorer::new(&ck.gpt, threads);
     for chunk in events.chunks(CHUNK) {
         let prepared: Vec<_> = chunk.iter().map(|e| scorer.prepare_event(e)).collect();
         let items: Vec<_> = prepared.iter().map(|p| p.item.clone()).collect();
-        let losses = crate::model::score::score(&ck.gpt, &items, batch);
+        let losses = native.score(&items, batch);
         for ((ev, p), l) in chunk.iter().zip(&prepared).zip(&losses) {
             sink(ev, score_against(p, l, &ck.meta.baselines))?;
         }
@@ -76,12 +85,13 @@ pub fn score_events_with(
 }
 
 pub fn run(args: ScoreArgs) -> Result<()> {
-    crate::model::score::set_threads(args.threads.max(1) as usize);
+    let threads = args.threads.max(1) as usize;
+    crate::model::set_libtorch_threads(threads);
     let ck = Checkpoint::load(&args.model)?;
     let events = read_jsonl(&args.input)?;
     let stdout = std::io::stdout();
     let mut w = std::io::BufWriter::new(stdout.lock());
-    score_events_with(&ck, &events, args.batch, |ev, s| {
+    score_events_with(&ck, &events, args.batch, threads, |ev, s| {
         let line = ScoreLine {
             ts: ev.ts,
             source: &ev.source,

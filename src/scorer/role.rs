@@ -37,6 +37,8 @@ use std::time::Duration;
 pub struct ScorerConfig {
     /// Most events in one forward pass.
     pub batch: usize,
+    /// Threads a batch's forward passes are split across.
+    pub threads: usize,
     /// Longest wait for a batch to fill once its first event has arrived.
     pub max_wait: Duration,
     /// Per source and kind, at most one alert per this much event time.
@@ -58,6 +60,7 @@ impl Default for ScorerConfig {
     fn default() -> Self {
         ScorerConfig {
             batch: 256,
+            threads: crate::model::score::all_cores(),
             max_wait: Duration::from_millis(20),
             cooldown_ms: 60_000,
             max_keys: super::Contexts::DEFAULT_MAX_KEYS,
@@ -201,7 +204,7 @@ pub struct Scorer {
 impl Scorer {
     /// A scorer with the model currently published on the bus, if any.
     pub async fn new(ctx: &Context, cfg: ScorerConfig) -> Result<Scorer> {
-        let worker = ModelWorker::spawn(None, cfg.batch);
+        let worker = ModelWorker::spawn(None, cfg.batch, cfg.threads);
         let s = Scorer {
             ctx: ctx.clone(),
             cfg,

@@ -5,7 +5,7 @@
 
 use crate::baseline::Baselines;
 use crate::model::checkpoint::Checkpoint;
-use crate::model::{EventLoss, ScoreItem};
+use crate::model::{EventLoss, NativeScorer, ScoreItem};
 use std::sync::mpsc;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -44,12 +44,13 @@ pub struct ModelWorker {
 
 impl ModelWorker {
     /// Starts the thread, with `ckpt` in service if given. `batch` bounds the
-    /// forward pass's batch size.
-    pub fn spawn(ckpt: Option<Checkpoint>, batch: usize) -> ModelWorker {
+    /// forward pass's batch size; `threads` is how many threads a batch is
+    /// split across.
+    pub fn spawn(ckpt: Option<Checkpoint>, batch: usize, threads: usize) -> ModelWorker {
         let (tx, rx) = mpsc::channel::<Request>();
         std::thread::Builder::new()
             .name("proprio-model".into())
-            .spawn(move || serve(rx, ckpt, batch.max(1)))
+            .spawn(move || serve(rx, ckpt, batch.max(1), threads))
             .expect("spawning the model thread");
         ModelWorker { tx }
     }
@@ -91,25 +92,25 @@ fn info_of(c: &Checkpoint) -> ModelInfo {
     }
 }
 
-fn serve(rx: mpsc::Receiver<Request>, ckpt: Option<Checkpoint>, batch: usize) {
-    let mut current = ckpt.map(|c| {
-        let i = info_of(&c);
-        (c, i)
-    });
+/// The model in service: its native scorer (the weights copied once, at
+/// the swap) and what it is.
+fn in_service(c: &Checkpoint, threads: usize) -> (NativeScorer, ModelInfo) {
+    (NativeScorer::new(&c.gpt, threads), info_of(c))
+}
+
+fn serve(rx: mpsc::Receiver<Request>, ckpt: Option<Checkpoint>, batch: usize, threads: usize) {
+    let mut current = ckpt.map(|c| in_service(&c, threads));
     while let Ok(req) = rx.recv() {
         match req {
             Request::Score { items, reply } => {
-                let out = current.as_ref().map(|(c, info)| {
-                    (
-                        crate::model::score::score(&c.gpt, &items, batch),
-                        info.clone(),
-                    )
-                });
+                let out = current
+                    .as_ref()
+                    .map(|(native, info)| (native.score(&items, batch), info.clone()));
                 let _ = reply.send(out);
             }
             Request::Swap { ckpt, reply } => {
-                let info = info_of(&ckpt);
-                current = Some((*ckpt, info.clone()));
+                let (native, info) = in_service(&ckpt, threads);
+                current = Some((native, info.clone()));
                 let _ = reply.send(info);
             }
             Request::Info { reply } => {

@@ -19,7 +19,7 @@ use crate::curriculum::{Document, Renderer};
 use crate::metrics::{Family, Metrics, ReadAtScrape, Report};
 use crate::model::checkpoint::Checkpoint;
 use crate::model::train::TrainConfig;
-use crate::model::GptConfig;
+use crate::model::{GptConfig, NativeScorer};
 use crate::model_store;
 use crate::registry::Registry;
 use crate::scorer::decide::crosses;
@@ -41,6 +41,9 @@ pub struct TrainerConfig {
     pub cold_steps: usize,
     pub incremental_steps: usize,
     pub batch: usize,
+    /// Threads the native scorer splits EVALUATE's batches across (training
+    /// runs on libtorch's process-wide pool).
+    pub threads: usize,
     /// Peak learning rate and AdamW weight decay (TrainConfig's by default).
     pub lr: f64,
     pub weight_decay: f64,
@@ -65,6 +68,7 @@ impl Default for TrainerConfig {
             cold_steps: 500,
             incremental_steps: 200,
             batch: TrainConfig::default().batch_size,
+            threads: crate::model::score::all_cores(),
             lr: TrainConfig::default().lr,
             weight_decay: TrainConfig::default().weight_decay,
             shape: GptConfig::default(),
@@ -364,8 +368,10 @@ impl Trainer {
             drop(span);
             let t = Instant::now();
             let _span = tracing::info_span!("growth_step", step = "evaluate").entered();
-            let (baselines, heldout) = evaluate(&gpt, &v, 64);
-            let (flux_scored, flux_anomalies) = last_flux(&gpt, &v, &baselines, shared.threshold);
+            let native = NativeScorer::new(&gpt, cfg.threads);
+            let (baselines, heldout) = evaluate(&native, &v, 64);
+            let (flux_scored, flux_anomalies) =
+                last_flux(&native, &v, &baselines, shared.threshold);
             metrics.growth_step("evaluate", t.elapsed(), true);
             tracing::info!(
                 step = "evaluate",
@@ -549,7 +555,7 @@ async fn step<T>(metrics: &Metrics, name: &str, f: impl Future<Output = Result<T
 /// EVALUATE's last part: the last 50 flux events, scored in context against
 /// the new baselines; how many pass the threshold.
 fn last_flux(
-    gpt: &crate::model::Gpt,
+    native: &NativeScorer,
     v: &Validated,
     b: &crate::baseline::Baselines,
     threshold: f32,
@@ -567,7 +573,7 @@ fn last_flux(
     }
     // Context: the documents of the same key before each one.
     let mut scorer =
-        crate::scorer::EventScorer::new(Renderer::default(), gpt.config().block_size, 1 << 16);
+        crate::scorer::EventScorer::new(Renderer::default(), native.config().block_size, 1 << 16);
     let keys: std::collections::HashSet<&str> = last.iter().map(|d| d.key.as_str()).collect();
     let cutoff = last.first().map(|d| d.ts).unwrap_or(0);
     let mut prepared = Vec::new();
@@ -580,7 +586,7 @@ fn last_flux(
         }
     }
     let items: Vec<_> = prepared.iter().map(|p| p.item.clone()).collect();
-    let losses = crate::model::score::score(gpt, &items, 64);
+    let losses = native.score(&items, 64);
     let anomalies = prepared
         .iter()
         .zip(&losses)

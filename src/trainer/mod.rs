@@ -15,7 +15,7 @@ use crate::freshness::{Gates, Verdict};
 use crate::model::checkpoint::Checkpoint;
 use crate::model::gpt::Gpt;
 use crate::model::train::{TrainConfig, TrainReport};
-use crate::model::{GptConfig, Stream};
+use crate::model::{GptConfig, NativeScorer, Stream};
 use crate::scorer::EventScorer;
 use crate::tokenizer::tokenizer;
 use std::collections::HashMap;
@@ -101,11 +101,11 @@ pub fn train(
 
 /// EVALUATE: scores each key's held-out documents in context and fits the
 /// baselines a loss is scored against. Returns them with the held-out mean loss.
-pub fn evaluate(gpt: &Gpt, v: &Validated, batch: usize) -> (Baselines, f32) {
+pub fn evaluate(native: &NativeScorer, v: &Validated, batch: usize) -> (Baselines, f32) {
     let cap_per_key = (MAX_BASELINE_DOCS / v.by_key.len().max(1)).max(20);
     let mut scorer = EventScorer::new(
         crate::curriculum::Renderer::default(),
-        gpt.config().block_size,
+        native.config().block_size,
         v.by_key.len() + 1,
     );
     let mut prepared = Vec::new();
@@ -119,7 +119,7 @@ pub fn evaluate(gpt: &Gpt, v: &Validated, batch: usize) -> (Baselines, f32) {
         }
     }
     let items: Vec<_> = prepared.iter().map(|p| p.item.clone()).collect();
-    let losses = crate::model::score::score(gpt, &items, batch);
+    let losses = native.score(&items, batch);
     let mean = if losses.is_empty() {
         f32::NAN
     } else {

@@ -148,7 +148,8 @@ pub fn train_events(
     plan: &Plan,
     progress: bool,
 ) -> Result<(Checkpoint, TrainSummary)> {
-    crate::model::score::set_threads(plan.threads.max(1) as usize);
+    let threads = plan.threads.max(1) as usize;
+    crate::model::set_libtorch_threads(threads);
     let l = &plan.learning;
     let gates = plan.gates();
     let fp = gates.fingerprint()?;
@@ -179,7 +180,8 @@ pub fn train_events(
     };
     let shape = l.shape;
     let (gpt, report, cold, step) = train(prev, &fp, shape, &v, &cfg)?;
-    let (baselines, heldout) = evaluate(&gpt, &v, 64);
+    let native = crate::model::NativeScorer::new(&gpt, threads);
+    let (baselines, heldout) = evaluate(&native, &v, 64);
     let ck = checkpoint(gpt, &fp, step, &report, baselines, now, &l.render);
     let summary = TrainSummary {
         events: events.len(),

@@ -61,7 +61,7 @@ fn faults_score_higher_than_normal_events_on_held_out_data() {
         "training loss fell: {}",
         summary.train_loss
     );
-    let scored = score_events(&ck, &test, 64).unwrap();
+    let scored = score_events(&ck, &test, 64, proprio::model::score::all_cores()).unwrap();
     let (mut pos, mut neg) = (Vec::new(), Vec::new());
     for (e, s) in test.iter().zip(&scored) {
         if e.label.is_some() {

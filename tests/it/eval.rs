@@ -408,7 +408,7 @@ fn excess_surprise_agrees_with_the_native_scorer() {
             event: tok.encode("<|BOE|><|FLUX|><|SVC|>b<|EVENT|>up<|EOE|>"),
         },
     ];
-    let native = proprio::model::score(&gpt, &items, 4);
+    let native = proprio::model::score(&gpt, &items, 4, proprio::model::score::all_cores());
     let ours = proprio::eval::surprise::token_surprise(&gpt, &items, 4);
     let ln_v = (cfg.vocab_size as f32).ln();
     for (n, (l, h)) in native.iter().zip(&ours) {

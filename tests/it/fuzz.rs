@@ -16,8 +16,7 @@ use proprio::baseline::Baselines;
 use proprio::curriculum::{Document, Renderer};
 use proprio::event::{Event, Limits};
 use proprio::model::gpt::Gpt;
-use proprio::model::score::Scorer as NativeScorer;
-use proprio::model::GptConfig;
+use proprio::model::{GptConfig, NativeScorer};
 use proprio::scorer::{score_against, EventScorer};
 use proprio::tokenizer::{tokenizer, VOCAB_SIZE};
 use proptest::prelude::*;
@@ -69,7 +68,7 @@ struct Pipeline {
 
 impl Pipeline {
     fn new() -> Pipeline {
-        proprio::model::score::set_threads(1);
+        proprio::model::set_libtorch_threads(1);
         let gpt = Gpt::new(GptConfig::default(), 7).unwrap();
         let block_size = gpt.config().block_size;
         // A tight key cap, so eviction runs too.
@@ -77,7 +76,7 @@ impl Pipeline {
             limits: Limits::default(),
             renderer: Renderer::default(),
             events: EventScorer::new(Renderer::default(), block_size, 64),
-            native: gpt.scorer(),
+            native: NativeScorer::new(&gpt, 1),
             block_size,
             baselines: Baselines::default(),
             tally: Tally::default(),

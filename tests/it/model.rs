@@ -6,8 +6,7 @@ use proprio::model::checkpoint::{Checkpoint, CheckpointError};
 use proprio::model::score::Simd;
 use proprio::model::train::{sample_windows, training_windows};
 use proprio::model::{
-    score, score_with, surprising_span, train, Engine, Gpt, GptConfig, ScoreItem, Stream,
-    TrainConfig,
+    score, score_libtorch, train, Gpt, GptConfig, NativeScorer, ScoreItem, Stream, TrainConfig,
 };
 use proprio::tokenizer::tokenizer;
 use rand::rngs::SmallRng;
@@ -57,10 +56,14 @@ fn synthetic(n_services: usize, n_events: usize, seed: u64) -> Vec<Stream> {
 }
 
 /// Tests run two at a time on two cores: one libtorch thread each keeps
-/// them from spinning against each other (see model::score::set_threads).
+/// them from spinning against each other (see model::set_libtorch_threads);
+/// the native scorer gets one thread too.
 fn setup() {
-    proprio::model::score::set_threads(1);
+    proprio::model::set_libtorch_threads(1);
 }
+
+/// Threads of every native scorer here.
+const THREADS: usize = 1;
 
 fn small() -> GptConfig {
     GptConfig {
@@ -246,6 +249,7 @@ fn deterministic_for_a_seed() {
                 &gpt,
                 &items_from(&service_events(0, 6, &mut SmallRng::seed_from_u64(3)), 2),
                 4,
+                THREADS,
             ),
         )
     };
@@ -283,14 +287,14 @@ fn native_forward_matches_libtorch() {
         context: vec![],
         event: vec![7],
     });
-    let native = score_with(&gpt, &items, 8, Engine::Native);
-    let torch = score_with(&gpt, &items, 8, Engine::Libtorch);
+    let native = score(&gpt, &items, 8, THREADS);
+    let torch = score_libtorch(&gpt, &items, 8);
     assert_close(&native, &torch, 1e-4);
     // Every instruction set the native forward has (those this CPU lacks
     // fall back to one it has).
     for simd in [Simd::Scalar, Simd::Avx2, Simd::Avx512] {
         assert_close(
-            &score_with(&gpt, &items, 8, Engine::NativeAt(simd)),
+            &NativeScorer::new(&gpt, THREADS).on(simd).score(&items, 8),
             &torch,
             1e-4,
         );
@@ -307,12 +311,15 @@ fn batch_one_equals_batched() {
     setup();
     let gpt = trained(small(), 20);
     let items = items_from(&service_events(2, 40, &mut SmallRng::seed_from_u64(8)), 2);
-    for engine in [Engine::Native, Engine::Libtorch] {
-        let one = score_with(&gpt, &items, 1, engine);
+    let agree = |score: &dyn Fn(usize) -> Vec<proprio::model::EventLoss>| {
+        let one = score(1);
         for b in [7, 64] {
-            assert_close(&one, &score_with(&gpt, &items, b, engine), 1e-4);
+            assert_close(&one, &score(b), 1e-4);
         }
-    }
+    };
+    let native = NativeScorer::new(&gpt, THREADS);
+    agree(&|b| native.score(&items, b));
+    agree(&|b| score_libtorch(&gpt, &items, b));
 }
 
 #[test]
@@ -323,19 +330,9 @@ fn out_of_vocabulary_ids_do_not_panic() {
         context: vec![u32::MAX],
         event: vec![65, 1_000_000, 66],
     }];
-    let out = score(&gpt, &items, 1);
+    let out = score(&gpt, &items, 1, THREADS);
     assert_eq!(out[0].token_losses.len(), 2);
     assert!(out[0].loss.is_finite());
-}
-
-#[test]
-fn surprising_span_finds_the_peak() {
-    let l = [0.1, 0.2, 0.1, 3.0, 4.0, 3.5, 0.2, 0.1];
-    assert_eq!(surprising_span(&l, 3), (3, 6, 3.5));
-    assert_eq!(surprising_span(&l, 1).0, 4);
-    assert_eq!(surprising_span(&l, 100).1, 8);
-    assert_eq!(surprising_span(&[], 5), (0, 0, 0.0));
-    assert_eq!(surprising_span(&[2.0], 0), (0, 1, 2.0));
 }
 
 #[test]
@@ -343,7 +340,7 @@ fn checkpoint_round_trips_through_a_file_and_memory() {
     setup();
     let gpt = trained(GptConfig::default(), 10);
     let items = items_from(&service_events(0, 12, &mut SmallRng::seed_from_u64(6)), 2);
-    let before = score(&gpt, &items, 4);
+    let before = score(&gpt, &items, 4, THREADS);
     let mut ck = Checkpoint::new(gpt, "fp-1");
     ck.meta.step = 10;
     ck.meta.train_loss = 1.5;
@@ -364,7 +361,7 @@ fn checkpoint_round_trips_through_a_file_and_memory() {
     let path = dir.path().join("model.ckpt");
     ck.save(&path).unwrap();
     let loaded = Checkpoint::load(&path).unwrap();
-    assert_eq!(score(&loaded.gpt, &items, 4), before);
+    assert_eq!(score(&loaded.gpt, &items, 4, THREADS), before);
     assert_eq!(loaded.meta.fingerprint, "fp-1");
     assert_eq!(loaded.meta.step, 10);
     assert_eq!(loaded.meta.train_loss, 1.5);
@@ -378,7 +375,7 @@ fn checkpoint_round_trips_through_a_file_and_memory() {
     let bytes = ck.to_bytes().unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
     let mem = Checkpoint::from_bytes(&bytes).unwrap();
-    assert_eq!(score(&mem.gpt, &items, 1), before);
+    assert_eq!(score(&mem.gpt, &items, 1, THREADS), before);
     assert_eq!(Checkpoint::read_meta(&bytes).unwrap(), loaded.meta);
     // Only the checkpoint is left in the directory: no temporary files.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
@@ -552,11 +549,11 @@ fn bench() {
 fn a_scorer_is_shared_across_threads() {
     setup();
     fn send_sync<T: Send + Sync + Clone>() {}
-    send_sync::<proprio::model::Scorer>();
+    send_sync::<NativeScorer>();
     let gpt = trained(small(), 10);
     let items = items_from(&service_events(0, 20, &mut SmallRng::seed_from_u64(2)), 2);
-    let want = score(&gpt, &items, 4);
-    let scorer = gpt.scorer();
+    let want = score(&gpt, &items, 4, THREADS);
+    let scorer = NativeScorer::new(&gpt, THREADS);
     std::thread::scope(|s| {
         let hs: Vec<_> = (0..3)
             .map(|_| s.spawn(|| scorer.score(&items, 4)))
@@ -586,10 +583,10 @@ fn native_forward_matches_libtorch_on_other_shapes() {
             context: vec![],
             event: (0..100).map(|i| 40 + i % 50).collect(),
         });
-        let torch = score_with(&gpt, &items, 5, Engine::Libtorch);
+        let torch = score_libtorch(&gpt, &items, 5);
         for simd in [Simd::Scalar, Simd::Avx2, Simd::Avx512] {
             assert_close(
-                &score_with(&gpt, &items, 5, Engine::NativeAt(simd)),
+                &NativeScorer::new(&gpt, THREADS).on(simd).score(&items, 5),
                 &torch,
                 1e-4,
             );

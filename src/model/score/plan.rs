@@ -1,0 +1,95 @@
+//! How events become forwards, shared by both engines: each item cut into
+//! windows of at most `block_size` tokens, the windows run `batch` at a time,
+//! longest first, and each item's token losses gathered back in order.
+
+use crate::model::{EventLoss, GptConfig, ScoreItem};
+
+/// Plans the forwards, runs them `batch` at a time, longest first (so a
+/// batch holds sequences of similar length), and gathers each item's losses.
+pub(super) fn run(
+    items: &[ScoreItem],
+    batch: usize,
+    cfg: &GptConfig,
+    mut forward: impl FnMut(&[Job], &[usize], &mut [Vec<f32>]),
+) -> Vec<EventLoss> {
+    let jobs = plan(items, cfg);
+    let mut losses: Vec<Vec<f32>> = vec![Vec::new(); jobs.len()];
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by_key(|&j| std::cmp::Reverse(jobs[j].seq.len()));
+    for chunk in order.chunks(batch.max(1)) {
+        forward(&jobs, chunk, &mut losses);
+    }
+    let mut out: Vec<EventLoss> = vec![EventLoss::default(); items.len()];
+    for (job, l) in jobs.iter().zip(losses) {
+        out[job.item].token_losses.extend(l);
+    }
+    for e in &mut out {
+        if !e.token_losses.is_empty() {
+            e.loss = e.token_losses.iter().sum::<f32>() / e.token_losses.len() as f32;
+        }
+    }
+    out
+}
+
+/// One forward: the window `seq[..n]` is the input, `seq[p + 1]` the target
+/// of position p, and positions `first..n` are the ones scored.
+pub(super) struct Job {
+    pub item: usize,
+    pub seq: Vec<u32>,
+    pub first: usize,
+}
+
+/// Cuts each item into forwards of at most `block_size` tokens. An event
+/// that fits (with its context) is one forward. A longer one is scored in
+/// windows: each scores the next `block_size / 2` positions with the
+/// `block_size` tokens that end there as input, so every token is predicted
+/// from at least half a block of preceding text.
+fn plan(items: &[ScoreItem], cfg: &GptConfig) -> Vec<Job> {
+    let pad = pad_id(cfg);
+    let bs = cfg.block_size;
+    let stride = (bs / 2).max(1);
+    let mut jobs = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        if it.event.len() < 2 {
+            continue;
+        }
+        let s: Vec<u32> = it
+            .context
+            .iter()
+            .chain(&it.event)
+            .map(|&t| {
+                if (t as usize) < cfg.vocab_size {
+                    t
+                } else {
+                    pad
+                }
+            })
+            .collect();
+        let (c, n) = (it.context.len(), s.len() - 1); // positions c..n are scored
+        let mut q = c;
+        while q < n {
+            let e = if q == c {
+                n.min((q + stride).max(bs))
+            } else {
+                n.min(q + stride)
+            };
+            let a = e.saturating_sub(bs);
+            jobs.push(Job {
+                item: i,
+                seq: s[a..=e].to_vec(),
+                first: q - a,
+            });
+            q = e;
+        }
+    }
+    jobs
+}
+
+pub(super) fn pad_id(cfg: &GptConfig) -> u32 {
+    let pad = crate::tokenizer::tokenizer().special("<|PAD|>");
+    if (pad as usize) < cfg.vocab_size {
+        pad
+    } else {
+        0
+    }
+}
