@@ -1,17 +1,47 @@
 //! proprio: proprioception for a microservice system.
 //!
 //! A tiny GPT is trained continuously on the system's own telemetry; the loss
-//! it assigns to each new event is that event's anomaly score. The map, in the
-//! order data flows (see DESIGN.md):
+//! it assigns to each new event is that event's anomaly score. The map, from
+//! the entry points down (docs/ARCHITECTURE.md has the pictures); a module
+//! uses only the ones below it.
 //!
+//! Entry points:
+//! - [`startup`]: configuration and logging before a command runs.
+//! - [`run`]: `proprio run`, the roles in one process around one [`context`].
+//! - [`demo`], [`cli_ops`], [`import`], [`eval`]: `proprio demo`, the
+//!   operator commands (`digest`, `alerts`, `tick`, `mute`), `import`, `eval`.
+//!
+//! Roles (each: decide, effects, settle):
+//! - [`harvester`]: telemetry into curriculum documents; bad input dead-lettered.
+//! - [`scorer`]: per-key contexts, loss to score, the alert decision, the role.
+//! - [`silence`]: the silence watch, a source that stopped publishing.
+//! - [`trainer`]: the growth loop (HARVEST, VALIDATE, TRAIN, EVALUATE, PUBLISH) and the digest.
+//!
+//! Runtime:
+//! - [`context`]: what every role is handed: bus, clock, metrics, shared settings.
+//! - [`metrics`]: the Prometheus registry the roles report into.
+//! - [`endpoint`]: `/metrics`, `/healthz`, `/readyz` and `proprio health`.
+//! - [`logging`]: log set-up; repeated lines rate-limited.
+//! - [`config`]: the layered configuration (default < file < environment < flags).
+//! - [`units`]: durations and sizes as people write them.
+//!
+//! Plumbing:
+//! - [`bus`]: NATS: connect, streams/KV/object store, publish patterns, the feed.
+//! - [`model_store`]: checkpoints in the object store, the current model's notice.
+//! - [`alert`]: the diagnoser of known failure patterns, and mutes.
+//! - [`contract`]: the wire contract: names, subjects, `Alert`, `Digest`, `ModelNotice`.
+//!
+//! Learning:
+//! - [`model`]: the GPT, its training, native scoring and checkpoints (libtorch via tch).
+//! - [`freshness`]: the three gates: fingerprint, TTL, decay.
+//! - [`baseline`]: per-key robust baselines that turn a loss into a score.
+//! - [`curriculum`]: every event rendered as one line of text with special tokens.
+//! - [`tokenizer`]: bytes plus the special tokens of proto/tokens.txt.
+//!
+//! Ground:
 //! - [`event`]: the wire event (proto/README.md), decoding and validation.
 //! - [`registry`]: the service registry, what the OS *is*.
 //! - [`sim`]: a simulated OS producing labelled telemetry of all five curricula.
-//! - [`curriculum`]: every event rendered as one line of text with special tokens.
-//! - [`tokenizer`]: bytes plus the special tokens of proto/tokens.txt.
-//! - [`model`]: the GPT, its training, scoring and checkpoints (libtorch via tch).
-//! - [`freshness`]: the three gates: fingerprint, TTL, decay.
-//! - [`baseline`]: per-key robust baselines that turn a loss into a score.
 
 pub mod alert;
 pub mod baseline;

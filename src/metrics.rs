@@ -73,7 +73,10 @@ impl Metrics {
             &["version", "tokens"],
         )?;
         build
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), &tokens_hash()])
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                &crate::tokenizer::token_list_hash(),
+            ])
             .set(1);
         registry.register(Box::new(build))?;
         let m = Metrics {
@@ -219,14 +222,6 @@ impl Metrics {
             .with_label_values(&[step, if ok { "ok" } else { "failed" }])
             .inc();
     }
-}
-
-/// Hash of the special-token list, so a dashboard can tell builds whose
-/// checkpoints are incompatible.
-fn tokens_hash() -> String {
-    use sha2::{Digest, Sha256};
-    let list = include_str!("../proto/tokens.txt");
-    hex::encode(&Sha256::digest(list.as_bytes())[..6])
 }
 
 /// A family of values a role keeps itself (atomics) and reports at scrape

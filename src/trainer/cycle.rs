@@ -335,10 +335,7 @@ impl Trainer {
         let now = h.now_ms;
         let docs = h.docs.len();
         tokio::task::spawn_blocking(move || -> Result<(Checkpoint, CycleReport)> {
-            let cold = crate::freshness::must_cold_start(
-                prev.as_ref().map(|c| c.meta.fingerprint.as_str()),
-                &fp,
-            ) || prev.as_ref().is_some_and(|c| *c.gpt.config() != cfg.shape);
+            let cold = super::cold_start(prev.as_ref(), &fp, &cfg.shape);
             let tc = TrainConfig {
                 steps: if cold {
                     cfg.cold_steps

@@ -71,6 +71,19 @@ pub fn validate(docs: Vec<Document>, gates: &Gates, current_fp: &str, now_ms: i6
     v
 }
 
+/// The cold-start decision, one for the bus trainer and `proprio train`:
+/// no previous model, one trained under another fingerprint, or one of
+/// another shape than configured starts from scratch.
+pub fn cold_start(prev: Option<&Checkpoint>, current_fp: &str, shape: &GptConfig) -> bool {
+    match prev {
+        Some(c) => {
+            crate::freshness::must_cold_start(Some(&c.meta.fingerprint), current_fp)
+                || c.gpt.config() != shape
+        }
+        None => true,
+    }
+}
+
 /// TRAIN: incremental from `prev` when it was trained under `current_fp`
 /// and has the configured shape, otherwise a cold start. Returns the model, its report and whether it was cold.
 pub fn train(
@@ -81,10 +94,7 @@ pub fn train(
     cfg: &TrainConfig,
 ) -> anyhow::Result<(Gpt, TrainReport, bool, u64)> {
     let (mut gpt, cold, step0) = match prev {
-        Some(c)
-            if !crate::freshness::must_cold_start(Some(&c.meta.fingerprint), current_fp)
-                && *c.gpt.config() == config =>
-        {
+        Some(c) if !cold_start(Some(&c), current_fp, &config) => {
             let step = c.meta.step;
             (c.gpt, false, step)
         }
