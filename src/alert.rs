@@ -230,13 +230,20 @@ pub fn event_text(ev: &Event) -> String {
             }
             s.push_str(message);
         }
+        // Both are four words: who did what to whom with which outcome, or an edge.
         Body::Chronicle {
-            actor,
-            action,
-            target,
-            outcome,
+            actor: a,
+            action: b,
+            target: c,
+            outcome: d,
+        }
+        | Body::Graph {
+            graph: a,
+            src: b,
+            rel: c,
+            dst: d,
         } => {
-            let _ = write!(s, "{actor} {action} {target} {outcome}");
+            let _ = write!(s, "{a} {b} {c} {d}");
         }
         Body::Trace {
             phase,
@@ -248,14 +255,6 @@ pub fn event_text(ev: &Event) -> String {
             if let Some(d) = duration_ms {
                 let _ = write!(s, " duration_ms={d}");
             }
-        }
-        Body::Graph {
-            graph,
-            src,
-            rel,
-            dst,
-        } => {
-            let _ = write!(s, "{graph} {src} {rel} {dst}");
         }
     }
     s

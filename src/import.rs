@@ -128,6 +128,18 @@ fn civil_ms(y: i64, mo: u32, d: u32, h: u32, mi: u32, s: u32, ms: i64) -> Option
     )
 }
 
+/// The civil time in capture groups 1-6 (year, month, day, hour, minute,
+/// second), the year counted from `year0`; a group that does not parse is 0.
+fn captured_ms(c: &regex::Captures, year0: i64, ms: i64) -> Option<i64> {
+    let num = |i: usize| {
+        c.get(i)
+            .and_then(|m| m.as_str().parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    let [mo, d, h, mi, s] = [2, 3, 4, 5, 6].map(|i| num(i) as u32);
+    civil_ms(year0 + num(1), mo, d, h, mi, s, ms)
+}
+
 /// Milliseconds of a decimal fraction's digits (`675872` → 675).
 fn frac_ms(f: &str) -> i64 {
     let mut ms = 0i64;
@@ -160,22 +172,9 @@ pub fn parse_ts(s: &str) -> Option<i64> {
         Regex::new(r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d+))?\s*(Z|[+-]\d{2}:?\d{2})?$")
             .expect("valid regex")
     });
-    let num = |c: &regex::Captures, i: usize| {
-        c.get(i)
-            .and_then(|m| m.as_str().parse::<i64>().ok())
-            .unwrap_or(0)
-    };
     if let Some(c) = iso.captures(s) {
         let ms = c.get(7).map_or(0, |m| frac_ms(m.as_str()));
-        let mut t = civil_ms(
-            num(&c, 1),
-            num(&c, 2) as u32,
-            num(&c, 3) as u32,
-            num(&c, 4) as u32,
-            num(&c, 5) as u32,
-            num(&c, 6) as u32,
-            ms,
-        )?;
+        let mut t = captured_ms(&c, 0, ms)?;
         if let Some(z) = c.get(8).map(|m| m.as_str()).filter(|z| *z != "Z") {
             let sign = if z.starts_with('-') { -1 } else { 1 };
             let digits: String = z[1..].chars().filter(|c| c.is_ascii_digit()).collect();
@@ -190,29 +189,13 @@ pub fn parse_ts(s: &str) -> Option<i64> {
     });
     if let Some(c) = bgl.captures(s) {
         let ms = c.get(7).map_or(0, |m| frac_ms(m.as_str()));
-        return civil_ms(
-            num(&c, 1),
-            num(&c, 2) as u32,
-            num(&c, 3) as u32,
-            num(&c, 4) as u32,
-            num(&c, 5) as u32,
-            num(&c, 6) as u32,
-            ms,
-        );
+        return captured_ms(&c, 0, ms);
     }
     let hdfs = HDFS.get_or_init(|| {
         Regex::new(r"^(\d{2})(\d{2})(\d{2}) (\d{2})(\d{2})(\d{2})$").expect("valid regex")
     });
     if let Some(c) = hdfs.captures(s) {
-        return civil_ms(
-            2000 + num(&c, 1),
-            num(&c, 2) as u32,
-            num(&c, 3) as u32,
-            num(&c, 4) as u32,
-            num(&c, 5) as u32,
-            num(&c, 6) as u32,
-            0,
-        );
+        return captured_ms(&c, 2000, 0);
     }
     None
 }

@@ -132,23 +132,22 @@ fn reporter() {
             .spawn(|| loop {
                 std::thread::sleep(Duration::from_secs(1));
                 for (w, n) in due(Instant::now()) {
+                    // A tracing level is fixed per call site, hence one per level.
+                    macro_rules! summary {
+                        ($log:ident) => {
+                            tracing::$log!(
+                                target: SUMMARY_TARGET,
+                                suppressed = n,
+                                callsite = %format!("{}:{}", w.1, w.2),
+                                "{n} more like this suppressed in the last {}s ({})",
+                                WINDOW.as_secs(),
+                                w.3
+                            )
+                        };
+                    }
                     match w.0 {
-                        Level::ERROR => tracing::error!(
-                            target: SUMMARY_TARGET,
-                            suppressed = n,
-                            callsite = %format!("{}:{}", w.1, w.2),
-                            "{n} more like this suppressed in the last {}s ({})",
-                            WINDOW.as_secs(),
-                            w.3
-                        ),
-                        _ => tracing::warn!(
-                            target: SUMMARY_TARGET,
-                            suppressed = n,
-                            callsite = %format!("{}:{}", w.1, w.2),
-                            "{n} more like this suppressed in the last {}s ({})",
-                            WINDOW.as_secs(),
-                            w.3
-                        ),
+                        Level::ERROR => summary!(error),
+                        _ => summary!(warn),
                     }
                 }
             });

@@ -12,6 +12,15 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// Visitor methods that take the scalar as its text.
+macro_rules! scalars_as_text {
+    ($($visit:ident: $t:ty),*) => {
+        $(fn $visit<E: de::Error>(self, v: $t) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        })*
+    };
+}
+
 /// Any scalar as text, a list of strings joined with commas; None for an
 /// absent value.
 struct Text;
@@ -22,27 +31,10 @@ impl<'de> Visitor<'de> for Text {
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a value (text, number, boolean or list of strings)")
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
-    }
-    fn visit_f32<E: de::Error>(self, v: f32) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
-    }
-    fn visit_char<E: de::Error>(self, v: char) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
-    }
+    // Every scalar is its own `to_string` (an f32 too: widening it first
+    // would print `0.1` as `0.10000000149011612`).
+    scalars_as_text!(visit_str: &str, visit_bool: bool, visit_i64: i64, visit_u64: u64,
+        visit_f64: f64, visit_f32: f32, visit_char: char);
     fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(None)
     }

@@ -373,13 +373,17 @@ mod render_tests {
         }
     }
 
-    #[test]
-    fn every_kind_renders_one_line_of_known_tokens() {
-        let r = Renderer::new(&RenderConfig {
-            metric_format: MetricFormat::Digits,
+    fn renderer(metric_format: MetricFormat) -> Renderer {
+        Renderer::new(&RenderConfig {
+            metric_format,
             ..Default::default()
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn every_kind_renders_one_line_of_known_tokens() {
+        let r = renderer(MetricFormat::Digits);
         let mut attrs = BTreeMap::new();
         attrs.insert("exit_code".to_string(), Scalar::Int(137));
         attrs.insert("pod".to_string(), Scalar::Str("mind-7f9c2d1e".into()));
@@ -429,11 +433,7 @@ mod render_tests {
 
     #[test]
     fn buckets_are_an_alternative() {
-        let r = Renderer::new(&RenderConfig {
-            metric_format: MetricFormat::Buckets,
-            ..Default::default()
-        })
-        .unwrap();
+        let r = renderer(MetricFormat::Buckets);
         assert_eq!(RenderConfig::default().metric_format, MetricFormat::Buckets);
         let mut metrics = BTreeMap::new();
         metrics.insert("cpu".to_string(), 4.0);

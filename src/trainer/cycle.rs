@@ -25,6 +25,7 @@ use crate::registry::Registry;
 use crate::scorer::decide::crosses;
 use crate::scorer::score_against;
 use anyhow::{Context as _, Result};
+use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -429,15 +430,19 @@ impl Trainer {
         m.training_loss
             .with_label_values(&["heldout"])
             .set(r.heldout_loss as f64);
-        self.ctx
-            .bus
-            .client()
-            .publish(SUBJECT_MODEL_PUBLISHED, json.into())
-            .await?;
-        self.ctx.bus.client().flush().await?;
+        self.announce(SUBJECT_MODEL_PUBLISHED, json).await?;
         self.publish_digest(Some(&notice)).await?;
         r.version = notice.version;
         Ok(r)
+    }
+
+    /// Publishes on core NATS and flushes, so the message is out before the
+    /// cycle goes on.
+    async fn announce(&self, subject: &'static str, payload: impl Into<Bytes>) -> Result<()> {
+        let client = self.ctx.bus.client();
+        client.publish(subject, payload.into()).await?;
+        client.flush().await?;
+        Ok(())
     }
 
     /// Builds the digest from the alerts of the last 24 h and publishes it on
@@ -448,12 +453,7 @@ impl Trainer {
         let text = d.text();
         self.ctx.bus.put(KEY_DIGEST, text.clone()).await?;
         self.ctx.bus.put(KEY_DIGEST_JSON, d.to_json()).await?;
-        self.ctx
-            .bus
-            .client()
-            .publish(SUBJECT_DIGEST, text.into())
-            .await?;
-        self.ctx.bus.client().flush().await?;
+        self.announce(SUBJECT_DIGEST, text).await?;
         self.stats.digests.fetch_add(1, Ordering::Relaxed);
         Ok(d)
     }

@@ -16,6 +16,16 @@ enum Call {
     Down(Option<usize>),
 }
 
+impl Call {
+    /// The fault a call that went wrong shows (a trace event's label).
+    fn fault(&self) -> Option<usize> {
+        match *self {
+            Call::Slow(_, f) | Call::Failing(f) | Call::Down(Some(f)) => Some(f),
+            Call::Ok | Call::Down(None) => None,
+        }
+    }
+}
+
 impl Simulation {
     /// How a call from a reasoning agent to `c` goes right now.
     fn call(&self, r: &mut Rng, c: usize) -> Call {
@@ -103,43 +113,27 @@ impl Simulation {
         // Remember
         let k = r.int(0, 12);
         let mut d = text::dur(&mut r, 45.0);
-        let (summary, label) = match mem.map(|m| self.call(&mut r, m)) {
-            None => (
-                "no memory service configured, skipped recall".to_string(),
-                None,
+        let call = mem.map(|m| self.call(&mut r, m));
+        let label = call.as_ref().and_then(Call::fault);
+        let summary = match call {
+            None => "no memory service configured, skipped recall".to_string(),
+            Some(Call::Ok) => format!(
+                "recalled {k} memories from {mem_n} (episodic={}, semantic={})",
+                k / 2,
+                k - k / 2
             ),
-            Some(Call::Ok) => (
-                format!(
-                    "recalled {k} memories from {mem_n} (episodic={}, semantic={})",
-                    k / 2,
-                    k - k / 2
-                ),
-                None,
-            ),
-            Some(Call::Slow(x, f)) => {
+            Some(Call::Slow(x, _)) => {
                 d += x;
-                (
-                    format!("recalled {k} memories from {mem_n} (slow: {}ms)", ms(x)),
-                    Some(f),
-                )
+                format!("recalled {k} memories from {mem_n} (slow: {}ms)", ms(x))
             }
-            Some(Call::Failing(f)) => (
-                format!("{mem_n} returned 503, recalled 0 memories"),
-                Some(f),
-            ),
-            Some(Call::Down(Some(f))) => {
+            Some(Call::Failing(_)) => format!("{mem_n} returned 503, recalled 0 memories"),
+            Some(Call::Down(Some(_))) => {
                 d += r.range(1000.0, 3000.0);
-                (
-                    format!("{mem_n} unavailable: connection refused, continuing without recall"),
-                    Some(f),
-                )
+                format!("{mem_n} unavailable: connection refused, continuing without recall")
             }
             Some(Call::Down(None)) => {
                 d += r.range(200.0, 900.0);
-                (
-                    format!("{mem_n} restarting, retried: recalled {k} memories"),
-                    None,
-                )
+                format!("{mem_n} restarting, retried: recalled {k} memories")
             }
         };
         out.push((Phase::Remember, summary, d, label));
@@ -150,46 +144,32 @@ impl Simulation {
         let tout = r.int(20, 1200);
         let conf = r.range(0.55, 0.98);
         let model = text::llm(&mut r);
-        let (summary, label) = match mind.map(|m| self.call(&mut r, m)) {
-            None => (
-                format!(
-                    "local model={model} tokens_in={tin} tokens_out={tout} confidence={conf:.2}"
-                ),
-                None,
+        let call = mind.map(|m| self.call(&mut r, m));
+        let label = call.as_ref().and_then(Call::fault);
+        let summary = match call {
+            None => format!(
+                "local model={model} tokens_in={tin} tokens_out={tout} confidence={conf:.2}"
             ),
-            Some(Call::Ok) => (
-                format!(
-                    "{mind_n} model={model} tokens_in={tin} tokens_out={tout} confidence={conf:.2}"
-                ),
-                None,
+            Some(Call::Ok) => format!(
+                "{mind_n} model={model} tokens_in={tin} tokens_out={tout} confidence={conf:.2}"
             ),
-            Some(Call::Slow(x, f)) => {
+            Some(Call::Slow(x, _)) => {
                 d += x * r.range(2.0, 4.0);
-                (
-                    format!(
-                        "{mind_n} model={model} tokens_in={tin} tokens_out={tout} confidence={conf:.2} (waited {}ms)",
-                        ms(d)
-                    ),
-                    Some(f),
+                format!(
+                    "{mind_n} model={model} tokens_in={tin} tokens_out={tout} confidence={conf:.2} (waited {}ms)",
+                    ms(d)
                 )
             }
-            Some(Call::Failing(f)) => (
-                format!("{mind_n} returned 503, retried once, confidence={conf:.2}"),
-                Some(f),
-            ),
-            Some(Call::Down(Some(f))) => {
+            Some(Call::Failing(_)) => {
+                format!("{mind_n} returned 503, retried once, confidence={conf:.2}")
+            }
+            Some(Call::Down(Some(_))) => {
                 d += r.range(2000.0, 5000.0);
-                (
-                    format!("{mind_n} unavailable (connection refused), fell back to local model"),
-                    Some(f),
-                )
+                format!("{mind_n} unavailable (connection refused), fell back to local model")
             }
             Some(Call::Down(None)) => {
                 d += r.range(300.0, 1200.0);
-                (
-                    format!("{mind_n} restarting, retried: tokens_in={tin} tokens_out={tout}"),
-                    None,
-                )
+                format!("{mind_n} restarting, retried: tokens_in={tin} tokens_out={tout}")
             }
         };
         out.push((Phase::Reason, summary, d, label));
@@ -214,36 +194,25 @@ impl Simulation {
         // Act
         let calls = r.int(0, 6);
         let mut d = r.range(150.0, 3500.0);
-        let (summary, label) = match actor.map(|x| self.call(&mut r, x)) {
-            None => ("answered directly, no delegation".to_string(), None),
-            Some(Call::Ok) => (
-                format!("delegated to {actor_n}: ok ({calls} tool calls)"),
-                None,
-            ),
-            Some(Call::Slow(x, f)) => {
+        let call = actor.map(|x| self.call(&mut r, x));
+        let label = call.as_ref().and_then(Call::fault);
+        let summary = match call {
+            None => "answered directly, no delegation".to_string(),
+            Some(Call::Ok) => format!("delegated to {actor_n}: ok ({calls} tool calls)"),
+            Some(Call::Slow(x, _)) => {
                 d += x;
-                (
-                    format!("delegated to {actor_n}: ok after {}ms", ms(d)),
-                    Some(f),
-                )
+                format!("delegated to {actor_n}: ok after {}ms", ms(d))
             }
-            Some(Call::Failing(f)) => (
-                format!("delegated to {actor_n}: error 502 (upstream failure)"),
-                Some(f),
-            ),
-            Some(Call::Down(Some(f))) => {
+            Some(Call::Failing(_)) => {
+                format!("delegated to {actor_n}: error 502 (upstream failure)")
+            }
+            Some(Call::Down(Some(_))) => {
                 d = r.range(20.0, 200.0);
-                (
-                    format!("delegation to {actor_n} failed: connection refused"),
-                    Some(f),
-                )
+                format!("delegation to {actor_n} failed: connection refused")
             }
             Some(Call::Down(None)) => {
                 d += r.range(300.0, 1500.0);
-                (
-                    format!("delegated to {actor_n}: ok after retry ({calls} tool calls)"),
-                    None,
-                )
+                format!("delegated to {actor_n}: ok after retry ({calls} tool calls)")
             }
         };
         out.push((Phase::Act, summary, d, label));
