@@ -116,9 +116,7 @@ async fn first_model(
     learner: &Running,
     scoring: &Running,
 ) -> (Bus, async_nats::Client) {
-    let bus = Bus::connect(&BusConfig::with_url(nats.url.clone()))
-        .await
-        .unwrap();
+    let bus = nats.connect().await;
     let client = bus.client().clone();
     publish_normal(&client, 6, 40, now_ms() - 60_000).await;
     let h = learner.harvester.clone().unwrap();
@@ -214,10 +212,7 @@ async fn publish_to_alert_digest_and_model_switch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_trainers_one_cycle() {
     let nats = NatsServer::start();
-    let bus = Bus::connect(&BusConfig::with_url(nats.url.clone()))
-        .await
-        .unwrap();
-    bus.ensure().await.unwrap();
+    let bus = nats.bus().await;
     // Curriculum for the trainers: harvested by a harvester.
     let running = proprio::run::start(&args(&nats.url, &[Role::Harvester]))
         .await
