@@ -111,6 +111,13 @@ async fn trained(nats: &NatsServer) -> (Proprio, jetstream::Context) {
     (p, js)
 }
 
+/// Waits until `p` has harvested `more` events than it has now.
+async fn harvest_more(p: &Proprio, more: usize, secs: u64) {
+    let now = p.metric("proprio_events_harvested_total");
+    p.wait_metric("proprio_events_harvested_total", now + more as f64, secs)
+        .await;
+}
+
 /// A burst of `n` events being published in the background.
 struct Publishing {
     n: usize,
@@ -200,13 +207,7 @@ async fn kill_9_mid_burst_loses_nothing_and_alerts_once() {
     // Kill once a tenth of the burst is harvested, while it is still being
     // published: work is in flight on both consumers (fetched, unacked;
     // curriculum written, not yet acked).
-    let harvested_before = p.metric("proprio_events_harvested_total");
-    p.wait_metric(
-        "proprio_events_harvested_total",
-        harvested_before + (n / 10) as f64,
-        150,
-    )
-    .await;
+    harvest_more(&p, n / 10, 150).await;
     let m = p.metrics();
     let at_kill = |k: &str| m.get(k).copied().unwrap_or(0.0);
     let (h_kill, s_kill) = (
@@ -281,26 +282,14 @@ async fn nats_restart_under_load_reconnects_and_catches_up() {
     let (publishing, ids) = publish_burst(&js, n);
     let t0 = publishing.t0;
 
-    let before = p.metric("proprio_events_harvested_total");
-    p.wait_metric(
-        "proprio_events_harvested_total",
-        before + (n / 4) as f64,
-        150,
-    )
-    .await;
+    harvest_more(&p, n / 4, 150).await;
     let stop_at = t0.elapsed();
     let (store, port) = nats.terminate();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let nats = NatsServer::start_in(store, Some(port), &[]);
     let restarted_at = t0.elapsed();
     // The same process catches up by itself.
-    let harvested_at_restart = p.metric("proprio_events_harvested_total");
-    p.wait_metric(
-        "proprio_events_harvested_total",
-        harvested_at_restart + 1.0,
-        60,
-    )
-    .await;
+    harvest_more(&p, 1, 60).await;
     let resumed_after = t0.elapsed() - restarted_at;
 
     publishing.settled(&js).await;

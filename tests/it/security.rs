@@ -51,14 +51,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not start on\n{conf}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        support::wait_listening(port, &format!("nats-server did not start on\n{conf}"));
         Server {
             port,
             child,
