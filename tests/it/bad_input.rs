@@ -236,14 +236,7 @@ async fn bad_input_is_dead_lettered_once_counted_and_nothing_stalls() {
     let nats = NatsServer::start();
     let mut p = Proprio::start(
         &nats.url,
-        &[
-            "--roles",
-            "harvester,scorer,trainer",
-            "--registry",
-            registry(),
-            "--cold-steps",
-            "60",
-        ],
+        &proc::roles_args("harvester,scorer,trainer", &[]),
     );
     let client = async_nats::connect(&nats.url).await.unwrap();
     let js = jetstream::new(client.clone());

@@ -14,20 +14,10 @@ use proprio::model_store;
 use std::time::{Duration, Instant};
 use support::NatsServer;
 
-async fn bus(server: &NatsServer) -> Bus {
-    let b = Bus::connect(&BusConfig::with_url(&server.url))
-        .await
-        .unwrap();
-    b.ensure().await.unwrap();
-    b
-}
-
 #[tokio::test]
 async fn ensure_creates_everything_and_is_idempotent() {
     let server = NatsServer::start();
-    let b = Bus::connect(&BusConfig::with_url(&server.url))
-        .await
-        .unwrap();
+    let b = server.connect().await;
     // Two roles starting at once, then a third later.
     let (r1, r2) = tokio::join!(b.ensure(), b.ensure());
     r1.unwrap();
@@ -71,9 +61,7 @@ async fn ensure_creates_everything_and_is_idempotent() {
 #[tokio::test]
 async fn ensure_leaves_existing_resources_alone() {
     let server = NatsServer::start();
-    let b = Bus::connect(&BusConfig::with_url(&server.url))
-        .await
-        .unwrap();
+    let b = server.connect().await;
     // An operator made the alerts stream first, with their own retention.
     b.js()
         .create_stream(stream::Config {
@@ -89,13 +77,10 @@ async fn ensure_leaves_existing_resources_alone() {
     assert_eq!(a.cached_info().config.max_age, Duration::from_secs(3600));
 }
 
-#[tokio::test]
-async fn connecting_to_a_dead_port_fails_fast_and_clearly() {
-    let port = support::free_port();
+/// Connects to `url`, which must fail within seconds and say so; the error.
+async fn refused_fast(url: &str) -> String {
     let t0 = Instant::now();
-    let err = Bus::connect(&BusConfig::with_url(format!("nats://127.0.0.1:{port}")))
-        .await
-        .unwrap_err();
+    let err = Bus::connect(&BusConfig::with_url(url)).await.unwrap_err();
     assert!(
         t0.elapsed() < Duration::from_secs(5),
         "took {:?}",
@@ -103,6 +88,13 @@ async fn connecting_to_a_dead_port_fails_fast_and_clearly() {
     );
     let msg = format!("{err:#}");
     assert!(msg.contains("cannot connect to NATS"), "{msg}");
+    msg
+}
+
+#[tokio::test]
+async fn connecting_to_a_dead_port_fails_fast_and_clearly() {
+    let port = support::free_port();
+    let msg = refused_fast(&format!("nats://127.0.0.1:{port}")).await;
     assert!(msg.contains(&port.to_string()), "{msg}");
 }
 
@@ -119,7 +111,7 @@ async fn a_root_overlapping_proprio_is_refused() {
 #[tokio::test]
 async fn dlq_carries_reason_detail_subject_and_original_bytes() {
     let server = NatsServer::start();
-    let b = bus(&server).await;
+    let b = server.bus().await;
     b.publish_dlq(
         Reason::Decode,
         "not a map\nsecond line",
@@ -152,7 +144,7 @@ async fn dlq_carries_reason_detail_subject_and_original_bytes() {
 #[tokio::test]
 async fn read_since_returns_the_window_and_stops() {
     let server = NatsServer::start();
-    let b = bus(&server).await;
+    let b = server.bus().await;
     for i in 0..3 {
         b.publish_acked("proprio.curriculum.temporal", format!("old{i}"), None)
             .await
@@ -213,7 +205,7 @@ async fn read_since_returns_the_window_and_stops() {
 #[tokio::test]
 async fn publish_once_dedups_by_id() {
     let server = NatsServer::start();
-    let b = bus(&server).await;
+    let b = server.bus().await;
     assert!(b
         .publish_once("proprio.raise.a", "x", None, "id-1")
         .await
@@ -226,11 +218,15 @@ async fn publish_once_dedups_by_id() {
         .publish_once("proprio.raise.a", "y", None, "id-2")
         .await
         .unwrap());
-    let got = b
-        .read_since(contract::STREAM_ALERTS, contract::SUBJECT_RAISE_ALL, 0)
+    assert_eq!(raised(&b).await, 2);
+}
+
+/// How many raises the alerts stream holds.
+async fn raised(b: &Bus) -> usize {
+    b.read_since(contract::STREAM_ALERTS, contract::SUBJECT_RAISE_ALL, 0)
         .await
-        .unwrap();
-    assert_eq!(got.len(), 2);
+        .unwrap()
+        .len()
 }
 
 /// A subscriber to `proprio.alert.>` sees an alert once, however often it is
@@ -239,7 +235,7 @@ async fn publish_once_dedups_by_id() {
 #[tokio::test]
 async fn a_raised_alert_reaches_subscribers_once() {
     let server = NatsServer::start();
-    let b = bus(&server).await;
+    let b = server.bus().await;
     let mut sub = b.client().subscribe("proprio.alert.>").await.unwrap();
     b.client().flush().await.unwrap();
     let a = |id: &str, source: &str| alert::Alert {
@@ -281,17 +277,13 @@ async fn a_raised_alert_reaches_subscribers_once() {
             ("proprio.alert.svc-b".to_string(), "T:2".to_string())
         ]
     );
-    let stored = b
-        .read_since(contract::STREAM_ALERTS, contract::SUBJECT_RAISE_ALL, 0)
-        .await
-        .unwrap();
-    assert_eq!(stored.len(), 2);
+    assert_eq!(raised(&b).await, 2);
 }
 
 #[tokio::test]
 async fn publish_acked_fails_when_no_stream_captures_the_subject() {
     let server = NatsServer::start();
-    let b = bus(&server).await;
+    let b = server.bus().await;
     let t0 = Instant::now();
     assert!(b.publish_acked("nobody.listens", "x", None).await.is_err());
     assert!(t0.elapsed() < Duration::from_secs(6));
@@ -300,7 +292,7 @@ async fn publish_acked_fails_when_no_stream_captures_the_subject() {
 #[tokio::test]
 async fn kv_mutes_and_models() {
     let server = NatsServer::start();
-    let b = bus(&server).await;
+    let b = server.bus().await;
     assert_eq!(b.get("nope").await.unwrap(), None);
     b.put(contract::KEY_MODEL, "v1").await.unwrap();
     assert_eq!(
@@ -351,9 +343,7 @@ async fn kv_mutes_and_models() {
 #[tokio::test]
 async fn digest_command_prints_warming_then_the_stored_digest() {
     let server = NatsServer::start();
-    let b = Bus::connect(&BusConfig::with_url(&server.url))
-        .await
-        .unwrap();
+    let b = server.connect().await;
     // Before proprio ever ran here.
     let t = cli_ops::digest_text(&b, false, now_ms()).await.unwrap();
     assert!(t.starts_with("[OS BASELINE]\nbaseline: warming"), "{t}");
@@ -376,7 +366,7 @@ async fn digest_command_prints_warming_then_the_stored_digest() {
 #[tokio::test]
 async fn alerts_command_lists_stored_alerts_one_line_each() {
     let server = NatsServer::start();
-    let b = bus(&server).await;
+    let b = server.bus().await;
     // An alert as any publisher would write it, in JSON.
     let alert = serde_json::json!({
         "id": "PROPRIO_TELEMETRY:7", "ts": 1_714_533_127_000i64, "source": "AitherMind",
@@ -406,9 +396,7 @@ async fn alerts_command_lists_stored_alerts_one_line_each() {
 #[tokio::test]
 async fn tick_reaches_a_subscriber() {
     let server = NatsServer::start();
-    let b = Bus::connect(&BusConfig::with_url(&server.url))
-        .await
-        .unwrap();
+    let b = server.connect().await;
     let mut sub = b
         .client()
         .subscribe(contract::SUBJECT_TICK_TRAIN)
@@ -427,23 +415,13 @@ async fn tick_reaches_a_subscriber() {
 #[tokio::test]
 async fn a_server_refusing_us_fails_fast_and_clearly() {
     let server = NatsServer::start_with_args(&["--user", "ops", "--pass", "secret"]);
-    let t0 = Instant::now();
-    let err = Bus::connect(&BusConfig::with_url(&server.url))
-        .await
-        .unwrap_err();
-    assert!(
-        t0.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        t0.elapsed()
-    );
-    let msg = format!("{err:#}");
-    assert!(msg.contains("cannot connect to NATS"), "{msg}");
+    refused_fast(&server.url).await;
 }
 
 #[tokio::test]
 async fn an_oversized_dead_letter_is_cut_not_lost() {
     let server = NatsServer::start();
-    let b = bus(&server).await;
+    let b = server.bus().await;
     let big = vec![b'x'; 900 * 1024];
     b.publish_dlq(Reason::TooLarge, "too big", "os.log.svc", big, None)
         .await

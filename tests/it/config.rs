@@ -273,15 +273,10 @@ fn secrets_are_redacted() {
         "s.toml",
         "[nats]\nurl = \"nats://u:url-secret@h:4222\"\nuser = \"proprio\"\npassword = \"file-secret\"\n",
     );
-    let out = Command::new(support::proprio_bin())
-        .args(["config", "check"])
-        .arg(&f)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = support::run_ok(
+        Command::new(support::proprio_bin())
+            .args(["config", "check"])
+            .arg(&f),
     );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -390,6 +385,11 @@ fn learning_settings_are_configurable() {
 #[test]
 fn bad_learning_settings_are_errors_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
+    // A configuration whose render.masks is a file holding `masks`.
+    let masks_at = |name: &str, masks: &str| {
+        let f = write(dir.path(), name, masks);
+        format!("[render]\nmasks = {:?}\n", f.display().to_string())
+    };
     let cases: Vec<(String, &str, &str)> = vec![
         (
             "[model]\nn_head = 5\n".into(),
@@ -413,29 +413,17 @@ fn bad_learning_settings_are_errors_naming_the_key() {
             "/nonexistent/masks.toml",
         ),
         (
-            format!(
-                "[render]\nmasks = {:?}\n",
-                write(
-                    dir.path(),
-                    "badre.toml",
-                    "[[mask]]\npattern = '(['\ntoken = \"<|NUM|>\"\n"
-                )
-                .display()
-                .to_string()
+            masks_at(
+                "badre.toml",
+                "[[mask]]\npattern = '(['\ntoken = \"<|NUM|>\"\n",
             ),
             "`render.masks`",
             "pattern",
         ),
         (
-            format!(
-                "[render]\nmasks = {:?}\n",
-                write(
-                    dir.path(),
-                    "badtok.toml",
-                    "[[mask]]\npattern = 'x'\ntoken = \"<|NOPE|>\"\n"
-                )
-                .display()
-                .to_string()
+            masks_at(
+                "badtok.toml",
+                "[[mask]]\npattern = 'x'\ntoken = \"<|NOPE|>\"\n",
             ),
             "`render.masks`",
             "not a special token",
@@ -478,19 +466,14 @@ fn train_follows_the_configuration_and_score_follows_the_checkpoint() {
         "[model]\nn_embd = 16\nn_head = 2\nblock_size = 64\n[trainer]\nbatch_size = 8\n[render]\nmetric_format = \"digits\"\n",
     );
     let model = dir.path().join("m.ck");
-    let out = Command::new(support::proprio_bin())
-        .arg("--config")
-        .arg(&cfg)
-        .args(["train", "--steps", "5", "--threads", "1", "--input"])
-        .arg(&events)
-        .arg("--out")
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    support::run_ok(
+        Command::new(support::proprio_bin())
+            .arg("--config")
+            .arg(&cfg)
+            .args(["train", "--steps", "5", "--threads", "1", "--input"])
+            .arg(&events)
+            .arg("--out")
+            .arg(&model),
     );
     let ck = proprio::model::checkpoint::Checkpoint::load(&model).unwrap();
     assert_eq!((ck.meta.config.n_embd, ck.meta.config.block_size), (16, 64));
@@ -498,18 +481,13 @@ fn train_follows_the_configuration_and_score_follows_the_checkpoint() {
         ck.meta.render.metric_format,
         proprio::curriculum::MetricFormat::Digits
     );
-    let out = Command::new(support::proprio_bin())
-        .args(["score", "--threads", "1", "--model"])
-        .arg(&model)
-        .arg("--input")
-        .arg(&events)
-        .env_remove("PROPRIO_CONFIG")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = support::run_ok(
+        Command::new(support::proprio_bin())
+            .args(["score", "--threads", "1", "--model"])
+            .arg(&model)
+            .arg("--input")
+            .arg(&events)
+            .env_remove("PROPRIO_CONFIG"),
     );
     let first = String::from_utf8_lossy(&out.stdout)
         .lines()

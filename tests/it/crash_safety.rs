@@ -48,16 +48,7 @@ async fn lock(bus: &Bus) -> Option<(String, i64)> {
 }
 
 fn trainer_args(incremental_steps: &str) -> Vec<&str> {
-    vec![
-        "--roles",
-        "trainer",
-        "--registry",
-        registry(),
-        "--cold-steps",
-        "60",
-        "--incremental-steps",
-        incremental_steps,
-    ]
+    proc::roles_args("trainer", &["--incremental-steps", incremental_steps])
 }
 
 fn model_version(p: &Proprio) -> Option<String> {
@@ -174,16 +165,7 @@ async fn corrupt_or_truncated_checkpoints_are_refused_and_the_trainer_cold_start
     let (bus, js, client) = connect(&nats.url).await;
     let p = Proprio::start(
         &nats.url,
-        &[
-            "--roles",
-            "harvester,scorer,trainer",
-            "--registry",
-            registry(),
-            "--cold-steps",
-            "60",
-            "--incremental-steps",
-            "30",
-        ],
+        &proc::roles_args("harvester,scorer,trainer", &["--incremental-steps", "30"]),
     );
     publish_all(&js, normal(6, 30, now_ms() - 120_000), 512).await;
     wait_settled(&js, &[CONSUMER_HARVESTER], 60).await;
@@ -258,17 +240,7 @@ async fn a_scorer_replica_killed_under_load_leaves_its_share_to_the_other() {
         .unwrap_or(30_000);
     let nats = NatsServer::start();
     let (_bus, js, client) = connect(&nats.url).await;
-    let base = Proprio::start(
-        &nats.url,
-        &[
-            "--roles",
-            "harvester,trainer",
-            "--registry",
-            registry(),
-            "--cold-steps",
-            "60",
-        ],
-    );
+    let base = Proprio::start(&nats.url, &proc::roles_args("harvester,trainer", &[]));
     let mut a = Proprio::start(&nats.url, &["--roles", "scorer", "--cooldown", "0"]);
     let b = Proprio::start(&nats.url, &["--roles", "scorer", "--cooldown", "0"]);
     publish_all(&js, normal(6, 30, now_ms() - 120_000), 512).await;

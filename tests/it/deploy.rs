@@ -321,19 +321,14 @@ fn dockerfile_follows_the_setup_recipe() {
 
 #[test]
 fn the_example_configuration_and_python_examples_are_valid() {
-    let out = Command::new(support::proprio_bin())
-        .args([
-            "config",
-            "check",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/proprio.toml"),
-        ])
-        .env_remove("NATS_URL")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    support::run_ok(
+        Command::new(support::proprio_bin())
+            .args([
+                "config",
+                "check",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/proprio.toml"),
+            ])
+            .env_remove("NATS_URL"),
     );
     // The examples at least compile as Python (they run in scripts/examples.sh).
     let py = if support::tools_dir().join("venv/bin/python").exists() {

@@ -12,6 +12,7 @@
 //! `cargo test --release --test it fuzz:: -- --nocapture`; PROPRIO_FUZZ_CASES
 //! (per family) makes a longer run.
 
+use crate::support;
 use proprio::baseline::Baselines;
 use proprio::curriculum::{Document, Renderer};
 use proprio::event::{Event, Limits};
@@ -154,32 +155,6 @@ fn any_json() -> impl Strategy<Value = Value> {
     })
 }
 
-const FIELDS: &[&str] = &[
-    "ts",
-    "source",
-    "kind",
-    "key",
-    "event",
-    "state",
-    "attrs",
-    "metrics",
-    "message",
-    "level",
-    "actor",
-    "action",
-    "target",
-    "outcome",
-    "phase",
-    "request",
-    "summary",
-    "duration_ms",
-    "graph",
-    "src",
-    "rel",
-    "dst",
-    "label",
-];
-
 /// Values that are plausible for some field of the contract.
 fn field_value() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -217,8 +192,12 @@ fn field_value() -> impl Strategy<Value = Value> {
 }
 
 fn event_shaped() -> impl Strategy<Value = Value> {
-    prop::collection::btree_map(prop::sample::select(FIELDS.to_vec()), field_value(), 0..12)
-        .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
+    prop::collection::btree_map(
+        prop::sample::select(support::EVENT_FIELDS.to_vec()),
+        field_value(),
+        0..12,
+    )
+    .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
 }
 
 /// A JSON value as JSON bytes or MessagePack bytes. MessagePack keeps the

@@ -5,7 +5,7 @@ use crate::support;
 use crate::support::proc::now_ms;
 
 use async_nats::jetstream::consumer::PullConsumer;
-use proprio::bus::{Bus, BusConfig};
+use proprio::bus::Bus;
 use proprio::context::{Context, Role, Shared};
 use proprio::contract;
 use proprio::curriculum::{Curriculum, Document};
@@ -35,10 +35,7 @@ impl Running {
 }
 
 async fn start(server: &NatsServer, budget: u32) -> Running {
-    let bus = Bus::connect(&BusConfig::with_url(&server.url))
-        .await
-        .unwrap();
-    bus.ensure().await.unwrap();
+    let bus = server.bus().await;
     let keys = tempfile::tempdir().unwrap();
     let reg = keys.path().join("services.yaml");
     std::fs::write(&reg, "services: {}\n").unwrap();

@@ -116,28 +116,37 @@ async fn first_model(
     learner: &Running,
     scoring: &Running,
 ) -> (Bus, async_nats::Client) {
-    let bus = Bus::connect(&BusConfig::with_url(nats.url.clone()))
-        .await
-        .unwrap();
+    let bus = nats.connect().await;
     let client = bus.client().clone();
     publish_normal(&client, 6, 40, now_ms() - 60_000).await;
     let h = learner.harvester.clone().unwrap();
     wait_until("harvest", 30, || handled(&h) >= 6 * 40 * 3).await;
+    tick_until_swap(&client, learner, scoring, 1).await;
+    (bus, client)
+}
+
+/// Ticks `learner`'s trainer, then waits for its `n`th growth cycle and
+/// `scoring`'s `n`th model swap.
+async fn tick_until_swap(
+    client: &async_nats::Client,
+    learner: &Running,
+    scoring: &Running,
+    n: u64,
+) {
     client
         .publish("proprio.tick.train", "{}".into())
         .await
         .unwrap();
     let t = learner.trainer.clone().unwrap();
-    wait_until("a growth cycle", 120, || {
-        t.cycles.load(Ordering::Relaxed) >= 1
+    wait_until(&format!("growth cycle {n}"), 120, || {
+        t.cycles.load(Ordering::Relaxed) >= n
     })
     .await;
     let s = scoring.scorer.clone().unwrap();
-    wait_until("the scorer's swap", 30, || {
-        s.swaps.load(Ordering::Relaxed) >= 1
+    wait_until(&format!("the scorer's swap {n}"), 30, || {
+        s.swaps.load(Ordering::Relaxed) >= n
     })
     .await;
-    (bus, client)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,20 +200,7 @@ async fn publish_to_alert_digest_and_model_switch() {
     assert!(d.contains("svc3"), "{d}");
 
     // A second tick trains incrementally and every scorer switches to it.
-    client
-        .publish("proprio.tick.train", "{}".into())
-        .await
-        .unwrap();
-    let t = running.trainer.clone().unwrap();
-    wait_until("a second cycle", 120, || {
-        t.cycles.load(Ordering::Relaxed) >= 2
-    })
-    .await;
-    let s = running.scorer.clone().unwrap();
-    wait_until("the second swap", 30, || {
-        s.swaps.load(Ordering::Relaxed) >= 2
-    })
-    .await;
+    tick_until_swap(&client, &running, &running, 2).await;
     let second = model_store::current(&bus).await.unwrap().unwrap();
     assert_ne!(second.version, first.version);
     assert!(!second.cold_start, "same fingerprint: incremental");
@@ -214,10 +210,7 @@ async fn publish_to_alert_digest_and_model_switch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_trainers_one_cycle() {
     let nats = NatsServer::start();
-    let bus = Bus::connect(&BusConfig::with_url(nats.url.clone()))
-        .await
-        .unwrap();
-    bus.ensure().await.unwrap();
+    let bus = nats.bus().await;
     // Curriculum for the trainers: harvested by a harvester.
     let running = proprio::run::start(&args(&nats.url, &[Role::Harvester]))
         .await

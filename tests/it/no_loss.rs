@@ -10,7 +10,7 @@
 use crate::support::{self, proc};
 
 use async_nats::jetstream;
-use proc::{now_ms, publish_all, registry, scan, wait_settled, Proprio};
+use proc::{now_ms, publish_all, scan, wait_settled, Proprio};
 use proprio::contract::alert::Alert;
 use proprio::contract::{self, CONSUMER_HARVESTER, CONSUMER_SCORER};
 use proprio::curriculum::Document;
@@ -99,11 +99,60 @@ async fn harvested(
     (total, seen)
 }
 
-/// A first model trained on the burst's normal shape (earlier event
-/// times), so the burst's surprising lines are what alerts.
-async fn trained(p: &Proprio, js: &jetstream::Context, client: &async_nats::Client) {
+/// A proprio running every role, with a first model trained on the burst's
+/// normal shape (earlier event times), so the burst's surprising lines are
+/// what alerts.
+async fn trained(nats: &NatsServer) -> (Proprio, jetstream::Context) {
+    let p = Proprio::start(&nats.url, &roles());
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let js = jetstream::new(client.clone());
     let (msgs, _) = burst(12_000, now_ms() - 900_000, "train", false);
-    proc::train_first_model(p, js, client, msgs).await;
+    proc::train_first_model(&p, &js, &client, msgs).await;
+    (p, js)
+}
+
+/// Waits until `p` has harvested `more` events than it has now.
+async fn harvest_more(p: &Proprio, more: usize, secs: u64) {
+    let now = p.metric("proprio_events_harvested_total");
+    p.wait_metric("proprio_events_harvested_total", now + more as f64, secs)
+        .await;
+}
+
+/// A burst of `n` events being published in the background.
+struct Publishing {
+    n: usize,
+    t0: Instant,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+/// Starts publishing a burst of `n` (JetStream acks, 1000 in flight); the
+/// events' identities, to find them in the curriculum.
+fn publish_burst(js: &jetstream::Context, n: usize) -> (Publishing, HashSet<(String, i64)>) {
+    let (msgs, ids) = burst(n, now_ms() - 200_000, "burst", true);
+    let t0 = Instant::now();
+    let js = js.clone();
+    let task = tokio::spawn(async move { publish_all(&js, msgs, 1000).await });
+    (Publishing { n, t0, task }, ids)
+}
+
+impl Publishing {
+    /// Waits until every event is published and settled by the harvester
+    /// and the scorer; prints how long that took. Returns the publish retries.
+    async fn settled(self, js: &jetstream::Context) -> u64 {
+        let retries = tokio::time::timeout(Duration::from_secs(170), self.task)
+            .await
+            .expect("publishing the burst took too long")
+            .unwrap();
+        let published_in = self.t0.elapsed();
+        let settle = wait_settled(js, &[CONSUMER_HARVESTER, CONSUMER_SCORER], 170).await;
+        println!(
+            "burst: published {} (publish retries {retries}) in {:.1}s, all settled {:.1}s later",
+            self.n,
+            published_in.as_secs_f64(),
+            settle.as_secs_f64()
+        );
+        retries
+    }
 }
 
 /// Alerts stored: (total, distinct ids, max copies of one telemetry message).
@@ -142,43 +191,23 @@ fn wire_alerts(client: async_nats::Client) -> tokio::task::JoinHandle<HashMap<St
 }
 
 fn roles() -> Vec<&'static str> {
-    vec![
-        "--roles",
-        "harvester,scorer,trainer",
-        "--registry",
-        registry(),
-        "--cold-steps",
-        "60",
-        "--cooldown",
-        "0",
-    ]
+    proc::roles_args("harvester,scorer,trainer", &["--cooldown", "0"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_burst_loses_nothing_and_alerts_once() {
     let n = burst_size(100_000);
     let nats = NatsServer::start();
-    let mut p = Proprio::start(&nats.url, &roles());
-    let client = async_nats::connect(&nats.url).await.unwrap();
-    let js = jetstream::new(client.clone());
-    trained(&p, &js, &client).await;
+    let (mut p, js) = trained(&nats).await;
     let wire = wire_alerts(async_nats::connect(&nats.url).await.unwrap());
 
-    let (msgs, ids) = burst(n, now_ms() - 200_000, "burst", true);
-    let t0 = Instant::now();
-    let js2 = js.clone();
-    let publisher = tokio::spawn(async move { publish_all(&js2, msgs, 1000).await });
+    let (publishing, ids) = publish_burst(&js, n);
+    let t0 = publishing.t0;
 
     // Kill once a tenth of the burst is harvested, while it is still being
     // published: work is in flight on both consumers (fetched, unacked;
     // curriculum written, not yet acked).
-    let harvested_before = p.metric("proprio_events_harvested_total");
-    p.wait_metric(
-        "proprio_events_harvested_total",
-        harvested_before + (n / 10) as f64,
-        150,
-    )
-    .await;
+    harvest_more(&p, n / 10, 150).await;
     let m = p.metrics();
     let at_kill = |k: &str| m.get(k).copied().unwrap_or(0.0);
     let (h_kill, s_kill) = (
@@ -202,12 +231,7 @@ async fn kill_9_mid_burst_loses_nothing_and_alerts_once() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     p.restart();
 
-    let retries = tokio::time::timeout(Duration::from_secs(170), publisher)
-        .await
-        .expect("publishing the burst took too long")
-        .unwrap();
-    let published_in = t0.elapsed();
-    let settle = wait_settled(&js, &[CONSUMER_HARVESTER, CONSUMER_SCORER], 170).await;
+    publishing.settled(&js).await;
     let h_after = proc::consumer_state(&js, CONSUMER_HARVESTER).await.unwrap();
     let s_after = proc::consumer_state(&js, CONSUMER_SCORER).await.unwrap();
     let m = p.metrics();
@@ -218,11 +242,6 @@ async fn kill_9_mid_burst_loses_nothing_and_alerts_once() {
     let (stored, distinct, max_copies) = alerts(&js).await;
     let wire = wire.await.unwrap();
     let wire_total: usize = wire.values().sum();
-    println!(
-        "burst: published {n} (publish retries {retries}) in {:.1}s, all settled {:.1}s later",
-        published_in.as_secs_f64(),
-        settle.as_secs_f64()
-    );
     println!(
         "harvested: {docs} documents, {} distinct events, duplicates {}, lost {lost}; \
          redelivered after the kill: harvester {} scorer {}",
@@ -258,44 +277,22 @@ async fn kill_9_mid_burst_loses_nothing_and_alerts_once() {
 async fn nats_restart_under_load_reconnects_and_catches_up() {
     let n = burst_size(100_000) / 2;
     let nats = NatsServer::start();
-    let p = Proprio::start(&nats.url, &roles());
-    let client = async_nats::connect(&nats.url).await.unwrap();
-    let js = jetstream::new(client.clone());
-    trained(&p, &js, &client).await;
+    let (p, js) = trained(&nats).await;
 
-    let (msgs, ids) = burst(n, now_ms() - 200_000, "burst", true);
-    let t0 = Instant::now();
-    let js2 = js.clone();
-    let publisher = tokio::spawn(async move { publish_all(&js2, msgs, 1000).await });
+    let (publishing, ids) = publish_burst(&js, n);
+    let t0 = publishing.t0;
 
-    let before = p.metric("proprio_events_harvested_total");
-    p.wait_metric(
-        "proprio_events_harvested_total",
-        before + (n / 4) as f64,
-        150,
-    )
-    .await;
+    harvest_more(&p, n / 4, 150).await;
     let stop_at = t0.elapsed();
     let (store, port) = nats.terminate();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let nats = NatsServer::start_in(store, Some(port), &[]);
     let restarted_at = t0.elapsed();
     // The same process catches up by itself.
-    let harvested_at_restart = p.metric("proprio_events_harvested_total");
-    p.wait_metric(
-        "proprio_events_harvested_total",
-        harvested_at_restart + 1.0,
-        60,
-    )
-    .await;
+    harvest_more(&p, 1, 60).await;
     let resumed_after = t0.elapsed() - restarted_at;
 
-    let retries = tokio::time::timeout(Duration::from_secs(170), publisher)
-        .await
-        .expect("publishing the burst took too long")
-        .unwrap();
-    let published_in = t0.elapsed();
-    let settle = wait_settled(&js, &[CONSUMER_HARVESTER, CONSUMER_SCORER], 170).await;
+    publishing.settled(&js).await;
     let m = p.metrics();
     let after = |k: &str| m.get(k).copied().unwrap_or(0.0);
     let (docs, seen) = harvested(&js, &ids).await;
@@ -305,11 +302,6 @@ async fn nats_restart_under_load_reconnects_and_catches_up() {
         "nats-server stopped at {:.1}s for 2s (port {port}, same store), harvesting resumed {:.1}s after the restart",
         stop_at.as_secs_f64(),
         resumed_after.as_secs_f64()
-    );
-    println!(
-        "burst: published {n} (publish retries {retries}) in {:.1}s, all settled {:.1}s later",
-        published_in.as_secs_f64(),
-        settle.as_secs_f64()
     );
     println!(
         "harvested: {docs} documents, {} distinct events, duplicates {}, lost {lost}; \

@@ -51,14 +51,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not start on\n{conf}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        support::wait_listening(port, &format!("nats-server did not start on\n{conf}"));
         Server {
             port,
             child,
@@ -95,6 +88,18 @@ struct Outcome {
     ok: bool,
     stderr: String,
     took: Duration,
+}
+
+impl Outcome {
+    /// Failed, and fast: the opposite of a hang or a silent retry.
+    fn failed_within(&self, limit: Duration) {
+        assert!(
+            !self.ok && self.took < limit,
+            "{:?}\n{}",
+            self.took,
+            self.stderr
+        );
+    }
 }
 
 /// Runs proprio with `args` and `envs`; fails the test if it is still
@@ -194,7 +199,7 @@ fn wrong_or_missing_credentials_are_clear_and_fast() {
         ],
         LIMIT,
     );
-    assert!(!o.ok && o.took < Duration::from_secs(5), "{:?}", o.took);
+    o.failed_within(Duration::from_secs(5));
     assert!(
         o.stderr.contains("refused proprio's credentials"),
         "{}",
@@ -247,12 +252,7 @@ fn a_missing_permission_is_clear_and_fast() {
         &[],
         LIMIT,
     );
-    assert!(
-        !o.ok && o.took < Duration::from_secs(5),
-        "{:?}\n{}",
-        o.took,
-        o.stderr
-    );
+    o.failed_within(Duration::from_secs(5));
     assert!(o.stderr.contains("Permissions Violation"), "{}", o.stderr);
     assert!(o.stderr.contains("deploy/nats.conf"), "{}", o.stderr);
     drop(s);
@@ -262,12 +262,7 @@ fn a_missing_permission_is_clear_and_fast() {
     let url = s.url();
     let (args, envs) = run_as_proprio(&url, PROPRIO_PW);
     let o = proprio(&with_registry(args, reg), &envs, LIMIT);
-    assert!(
-        !o.ok && o.took < Duration::from_secs(5),
-        "{:?}\n{}",
-        o.took,
-        o.stderr
-    );
+    o.failed_within(Duration::from_secs(5));
     assert!(
         o.stderr.contains("Permissions Violation for Publish to"),
         "{}",
@@ -287,12 +282,7 @@ fn a_missing_permission_is_clear_and_fast() {
     let url = s.url();
     let (args, envs) = run_as_proprio(&url, PROPRIO_PW);
     let o = proprio(&with_registry(args, reg), &envs, LIMIT);
-    assert!(
-        !o.ok && o.took < Duration::from_secs(5),
-        "{:?}\n{}",
-        o.took,
-        o.stderr
-    );
+    o.failed_within(Duration::from_secs(5));
     assert!(
         o.stderr
             .contains("Permissions Violation for Subscription to"),
@@ -498,31 +488,18 @@ fn token_and_nkey_authentication() {
         kp.public_key()
     ));
     let url = s.url();
-    let o = proprio(
-        &[
-            "--nats-nkey",
-            seed.to_str().unwrap(),
-            "digest",
-            "--nats",
-            &url,
-        ],
-        &[],
-        LIMIT,
-    );
+    let with_seed = [
+        "--nats-nkey",
+        seed.to_str().unwrap(),
+        "digest",
+        "--nats",
+        &url,
+    ];
+    let o = proprio(&with_seed, &[], LIMIT);
     assert!(o.ok, "{}", o.stderr);
     let other = nkeys::KeyPair::new_user();
     std::fs::write(&seed, other.seed().unwrap()).unwrap();
-    let o = proprio(
-        &[
-            "--nats-nkey",
-            seed.to_str().unwrap(),
-            "digest",
-            "--nats",
-            &url,
-        ],
-        &[],
-        LIMIT,
-    );
+    let o = proprio(&with_seed, &[], LIMIT);
     assert!(
         !o.ok && o.stderr.contains("check nats.nkey"),
         "{}",
@@ -541,64 +518,52 @@ fn openssl(dir: &Path, args: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
+/// `openssl req` with a new RSA key `<name>-key.pem`, writing `out` (a
+/// request, or with `-x509` a self-signed certificate).
+fn new_key(dir: &Path, name: &str, extra: &[&str], out: &str, subj: &str) -> bool {
+    let key = format!("{name}-key.pem");
+    let mut args = vec!["req"];
+    args.extend_from_slice(extra);
+    args.extend([
+        "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", out, "-subj", subj,
+    ]);
+    openssl(dir, &args)
+}
+
 #[test]
 fn tls_with_a_private_ca_and_a_client_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let ext = d.join("san.ext");
     std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
-    let made = openssl(
+    let made = new_key(
         d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca-key.pem",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=proprio test CA",
-        ],
+        "ca",
+        &["-x509", "-days", "2"],
+        "ca.pem",
+        "/CN=proprio test CA",
     ) && ["server", "client"].iter().all(|n| {
-        openssl(
-            d,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                &format!("{n}-key.pem"),
-                "-out",
-                &format!("{n}.csr"),
-                "-subj",
-                &format!("/CN={n}"),
-            ],
-        ) && openssl(
-            d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{n}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca-key.pem",
-                "-CAcreateserial",
-                "-out",
-                &format!("{n}.pem"),
-                "-days",
-                "2",
-                "-extfile",
-                "san.ext",
-            ],
-        )
+        new_key(d, n, &[], &format!("{n}.csr"), &format!("/CN={n}"))
+            && openssl(
+                d,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{n}.csr"),
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca-key.pem",
+                    "-CAcreateserial",
+                    "-out",
+                    &format!("{n}.pem"),
+                    "-days",
+                    "2",
+                    "-extfile",
+                    "san.ext",
+                ],
+            )
     });
     if !made {
         eprintln!("openssl is not available: TLS test skipped");
@@ -613,18 +578,10 @@ fn tls_with_a_private_ca_and_a_client_certificate() {
     ));
     let url = s.url();
     let (ca, cert, key) = (p("ca.pem"), p("client.pem"), p("client-key.pem"));
+    let digest = ["digest", "--nats", &url];
+    let client_cert = ["--nats-tls-cert", &cert, "--nats-tls-key", &key];
     let o = proprio(
-        &[
-            "--nats-tls-ca",
-            &ca,
-            "--nats-tls-cert",
-            &cert,
-            "--nats-tls-key",
-            &key,
-            "digest",
-            "--nats",
-            &url,
-        ],
+        &[&["--nats-tls-ca", &ca][..], &client_cert, &digest].concat(),
         &[],
         LIMIT,
     );
@@ -657,19 +614,7 @@ fn tls_with_a_private_ca_and_a_client_certificate() {
         o.stderr.lines().last().unwrap_or("")
     );
     // Without the CA, the server's certificate is not trusted.
-    let o = proprio(
-        &[
-            "--nats-tls-cert",
-            &cert,
-            "--nats-tls-key",
-            &key,
-            "digest",
-            "--nats",
-            &url,
-        ],
-        &[],
-        LIMIT,
-    );
+    let o = proprio(&[&client_cert[..], &digest].concat(), &[], LIMIT);
     assert!(
         !o.ok && o.stderr.contains("TLS failed") && o.stderr.contains("nats.tls_ca"),
         "{}",

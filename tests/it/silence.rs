@@ -3,7 +3,7 @@
 
 use crate::support;
 
-use proprio::bus::{Bus, BusConfig};
+use proprio::bus::Bus;
 use proprio::context::{Context, Role, Shared};
 use proprio::contract;
 use proprio::contract::alert::{Alert, AlertReason};
@@ -50,14 +50,6 @@ impl Watch {
     }
 }
 
-async fn connect(server: &NatsServer) -> Bus {
-    let b = Bus::connect(&BusConfig::with_url(&server.url))
-        .await
-        .unwrap();
-    b.ensure().await.unwrap();
-    b
-}
-
 /// `n` heartbeats from `source`, 100 ms apart.
 async fn beat(bus: &Bus, source: &str, n: usize) {
     for _ in 0..n {
@@ -100,7 +92,7 @@ async fn wait_alerts(bus: &Bus, n: usize) -> Vec<Alert> {
 #[tokio::test]
 async fn a_silent_source_is_alerted_once_and_rearmed() {
     let server = NatsServer::start();
-    let bus = connect(&server).await;
+    let bus = server.bus().await;
     let w = watch(&bus);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -144,7 +136,7 @@ async fn a_silent_source_is_alerted_once_and_rearmed() {
 #[tokio::test]
 async fn two_watchers_make_one_alert() {
     let server = NatsServer::start();
-    let bus = connect(&server).await;
+    let bus = server.bus().await;
     let (w1, w2) = (watch(&bus), watch(&bus));
     tokio::time::sleep(Duration::from_millis(200)).await;
     beat(&bus, "worker", 6).await;
@@ -162,7 +154,7 @@ async fn two_watchers_make_one_alert() {
 #[tokio::test]
 async fn a_watcher_started_late_relearns_from_the_stream() {
     let server = NatsServer::start();
-    let bus = connect(&server).await;
+    let bus = server.bus().await;
     // The source beat and died before any watcher ran.
     beat(&bus, "worker", 6).await;
     let w = watch(&bus);
@@ -174,7 +166,7 @@ async fn a_watcher_started_late_relearns_from_the_stream() {
 #[tokio::test]
 async fn a_muted_source_is_not_alerted() {
     let server = NatsServer::start();
-    let bus = connect(&server).await;
+    let bus = server.bus().await;
     let now = proprio::freshness::Clock::now_ms(&SystemClock);
     proprio::alert::mute::set(&bus, "worker", now + 60_000)
         .await
@@ -200,7 +192,7 @@ async fn a_muted_source_is_not_alerted() {
 #[tokio::test]
 async fn everything_silent_at_once_is_one_alert() {
     let server = NatsServer::start();
-    let bus = connect(&server).await;
+    let bus = server.bus().await;
     let w = watch(&bus);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let beats: Vec<_> = (0..6)

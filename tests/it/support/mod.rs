@@ -3,6 +3,7 @@
 
 pub mod proc;
 
+use proprio::bus::{Bus, BusConfig};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -35,6 +36,26 @@ pub fn proprio_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_proprio"))
 }
 
+/// Runs `cmd` to its end; it must succeed (its stderr shown if not).
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Waits up to 10 s for something to listen on `port`; fails with `what`.
+pub fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -42,6 +63,34 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Every field name of the event contract (proto/README.md), for tests
+/// that put a value of the wrong type, or any value, in each.
+pub const EVENT_FIELDS: &[&str] = &[
+    "ts",
+    "source",
+    "kind",
+    "key",
+    "event",
+    "state",
+    "attrs",
+    "metrics",
+    "message",
+    "level",
+    "actor",
+    "action",
+    "target",
+    "outcome",
+    "phase",
+    "request",
+    "summary",
+    "duration_ms",
+    "graph",
+    "src",
+    "rel",
+    "dst",
+    "label",
+];
 
 impl NatsServer {
     pub fn start() -> NatsServer {
@@ -67,14 +116,7 @@ impl NatsServer {
             .spawn()
             .expect("starting nats-server");
         let url = format!("nats://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(port, &format!("nats-server did not listen on {port}"));
         NatsServer {
             port,
             url,
@@ -103,6 +145,20 @@ impl NatsServer {
         let port = self.port;
         let store = std::mem::replace(&mut self.store, tempfile::tempdir().unwrap());
         (store, port)
+    }
+}
+
+impl NatsServer {
+    /// A bus on this server, its streams and buckets not made yet.
+    pub async fn connect(&self) -> Bus {
+        Bus::connect(&BusConfig::with_url(&self.url)).await.unwrap()
+    }
+
+    /// A bus on this server with its streams and buckets made, as a role has.
+    pub async fn bus(&self) -> Bus {
+        let b = self.connect().await;
+        b.ensure().await.unwrap();
+        b
     }
 }
 

@@ -21,6 +21,21 @@ pub fn registry() -> &'static str {
     concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/services.yaml")
 }
 
+/// `proprio run` arguments: `roles` on deploy/services.yaml, a 60-step cold
+/// start (a first model within seconds), then `extra`.
+pub fn roles_args<'a>(roles: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "--roles",
+        roles,
+        "--registry",
+        registry(),
+        "--cold-steps",
+        "60",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
 /// One `proprio run` process. Its log goes to a file, printed if a test
 /// asks (`log_tail`).
 pub struct Proprio {
