@@ -15,7 +15,7 @@
 //! - [`harvester`]: telemetry into curriculum documents; bad input dead-lettered.
 //! - [`scorer`]: per-key contexts, loss to score, the alert decision, the role.
 //! - [`silence`]: the silence watch, a source that stopped publishing.
-//! - [`trainer`]: the growth loop (HARVEST, VALIDATE, TRAIN, EVALUATE, PUBLISH) and the digest.
+//! - [`trainer`]: the growth loop (GATHER, VALIDATE, TRAIN, EVALUATE, PUBLISH) and the digest.
 //!
 //! Runtime:
 //! - [`context`]: what every role is handed: bus, clock, metrics, shared settings.
