@@ -183,8 +183,7 @@ pub fn score_against(p: &Prepared, loss: &EventLoss, baselines: &Baselines) -> S
     let kind = p.kind.unwrap_or(Kind::Graph);
     let (stat, of) = baselines.stat(&p.key, kind);
     let (score, _) = baselines.score(&p.key, kind, loss.loss);
-    let (start, end, span_loss) =
-        span::surprising_span(&loss.token_losses, SPAN_WIDTH);
+    let (start, end, span_loss) = span::surprising_span(&loss.token_losses, SPAN_WIDTH);
     // token_losses[i] is the loss of event token i + 1.
     let (ts, te) = (
         (start + 1).min(p.tokens.len()),

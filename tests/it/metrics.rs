@@ -2,8 +2,8 @@
 //! /healthz, /readyz, and /metrics moving as telemetry flows, a model is
 //! trained and an alert is raised; names follow Prometheus conventions.
 
-use crate::support::{self, proc};
 use crate::support::proc::now_ms;
+use crate::support::{self, proc};
 
 use proc::{http_get as get, samples};
 use std::collections::BTreeMap;
