@@ -7,7 +7,6 @@ use super::data::Data;
 use super::report::Report;
 use super::{surprise, EvalArgs, Scores};
 use crate::config::Learning;
-use crate::curriculum::Renderer;
 use crate::event::Event;
 use crate::model::checkpoint::Checkpoint;
 use crate::trainer::offline::{train_events, Plan};
@@ -294,27 +293,17 @@ fn event_scores(
     threads: usize,
     excess: bool,
 ) -> Result<Vec<ModelScore>> {
-    use crate::scorer::{score_against, EventScorer};
-    let mut scorer = EventScorer::new(
-        Renderer::new(&ck.meta.render)?,
-        ck.meta.config.block_size,
-        crate::scorer::Contexts::DEFAULT_MAX_KEYS,
-    );
-    let native = crate::model::NativeScorer::new(&ck.gpt, threads);
+    use crate::scorer::offline::{score_chunks, Chunk};
+    use crate::scorer::score_against;
     let mut out = Vec::with_capacity(idx.len());
-    for chunk in idx.chunks(4096) {
-        let prepared: Vec<_> = chunk
-            .iter()
-            .map(|&i| scorer.prepare_event(&events[i]))
-            .collect();
-        let items: Vec<_> = prepared.iter().map(|p| p.item.clone()).collect();
-        let losses = native.score(&items, batch);
+    let picked = idx.iter().map(|&i| &events[i]);
+    score_chunks(ck, picked, batch, threads, |c: Chunk<'_>| {
         let ex = if excess {
-            surprise::token_surprise(&ck.gpt, &items, batch)
+            surprise::token_surprise(&ck.gpt, c.items, batch)
         } else {
             Vec::new()
         };
-        for (n, (p, l)) in prepared.iter().zip(&losses).enumerate() {
+        for (n, (p, l)) in c.prepared.iter().zip(c.losses).enumerate() {
             let s = score_against(p, l, &ck.meta.baselines);
             let pos = content_positions(&p.tokens);
             let content: Vec<f32> = pos
@@ -352,7 +341,8 @@ fn event_scores(
             }
             out.push(m);
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 

@@ -1,10 +1,10 @@
 //! `proprio score`: every event of a file scored in the context of its key.
 
-use super::{score_against, EventScorer, Scored};
+use super::{score_against, EventScorer, Prepared, Scored};
 use crate::curriculum::Renderer;
 use crate::event::{read_jsonl, Event, Kind};
 use crate::model::checkpoint::Checkpoint;
-use crate::model::NativeScorer;
+use crate::model::{EventLoss, NativeScorer, ScoreItem};
 use anyhow::Result;
 use std::io::Write;
 use std::path::PathBuf;
@@ -65,21 +65,53 @@ pub fn score_events_with(
     threads: usize,
     mut sink: impl FnMut(&Event, Scored) -> Result<()>,
 ) -> Result<()> {
-    // Rendered the way the model was trained to read.
-    let renderer = Renderer::new(&ck.meta.render)?;
+    score_chunks(ck, events.iter(), batch, threads, |chunk| {
+        let scored = chunk.prepared.iter().zip(chunk.losses);
+        for (ev, (p, l)) in chunk.events.iter().zip(scored) {
+            sink(ev, score_against(p, l, &ck.meta.baselines))?;
+        }
+        Ok(())
+    })
+}
+
+/// One chunk of [`score_chunks`]: its events, as prepared (tokens in
+/// context) and as the model's items, and their losses.
+pub struct Chunk<'a> {
+    pub events: &'a [&'a Event],
+    pub prepared: &'a [Prepared],
+    pub items: &'a [ScoreItem],
+    pub losses: &'a [EventLoss],
+}
+
+/// Scores `events` in order, each in the context of the previous ones of
+/// its key, rendered the way the model was trained to read; `per_chunk`
+/// sees each chunk's events, their preparation and their losses. Shared by
+/// `proprio score` and `proprio eval`, so both score as the live scorer.
+pub fn score_chunks<'e>(
+    ck: &Checkpoint,
+    events: impl Iterator<Item = &'e Event>,
+    batch: usize,
+    threads: usize,
+    mut per_chunk: impl FnMut(Chunk<'_>) -> Result<()>,
+) -> Result<()> {
     let mut scorer = EventScorer::new(
-        renderer,
+        Renderer::new(&ck.meta.render)?,
         ck.meta.config.block_size,
         super::Contexts::DEFAULT_MAX_KEYS,
     );
     let native = NativeScorer::new(&ck.gpt, threads);
-    for chunk in events.chunks(CHUNK) {
-        let prepared: Vec<_> = chunk.iter().map(|e| scorer.prepare_event(e)).collect();
-        let items: Vec<_> = prepared.iter().map(|p| p.item.clone()).collect();
+    let mut events = events.peekable();
+    while events.peek().is_some() {
+        let chunk: Vec<&Event> = events.by_ref().take(CHUNK).collect();
+        let prepared: Vec<Prepared> = chunk.iter().map(|e| scorer.prepare_event(e)).collect();
+        let items: Vec<ScoreItem> = prepared.iter().map(|p| p.item.clone()).collect();
         let losses = native.score(&items, batch);
-        for ((ev, p), l) in chunk.iter().zip(&prepared).zip(&losses) {
-            sink(ev, score_against(p, l, &ck.meta.baselines))?;
-        }
+        per_chunk(Chunk {
+            events: &chunk,
+            prepared: &prepared,
+            items: &items,
+            losses: &losses,
+        })?;
     }
     Ok(())
 }
