@@ -19,6 +19,10 @@ pub struct FaultTruth {
     pub end_ms: i64,
     #[serde(default)]
     pub sources: Vec<String>,
+    /// The service the fault hit first (the simulator's `Fault::root`);
+    /// `None` when the faults come from labels or an older faults file.
+    #[serde(default)]
+    pub root: Option<String>,
     /// Sources count as evidence (true for a faults file; labels only otherwise).
     #[serde(skip, default = "yes")]
     pub by_source: bool,
@@ -222,6 +226,7 @@ pub(super) fn faults_for(
                 start_ms: e.ts,
                 end_ms: e.ts,
                 sources: Vec::new(),
+                root: None,
                 by_source: false,
             });
             f.start_ms = f.start_ms.min(e.ts);

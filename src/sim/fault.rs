@@ -131,8 +131,25 @@ pub struct Fault {
     pub kind: FaultKind,
     pub start_ms: i64,
     pub end_ms: i64,
-    /// Every source that publishes labelled events for this fault.
+    /// Every source that publishes labelled events for this fault, sorted:
+    /// it cannot tell where the fault began, `root` does.
     pub sources: Vec<String>,
+    /// The service the fault hit first, the one a human would name as its
+    /// root cause, so root-cause ranking can be scored: the OOM-killed
+    /// service (oom_death), the first to die (oom_cascade), the slow one
+    /// (latency_spike), the GPU worker (vram_pressure), the service whose
+    /// deploy fails (port_conflict, crash_loop), the one pointed at localhost
+    /// (localhost_trap), the one started before its dependency
+    /// (startup_order), the one calling a new upstream (new_dependency), the
+    /// one split in two (arch_change). It is one of `sources`, and it
+    /// publishes the fault's earliest labelled event, except where a recorder
+    /// announces the change that causes the fault first: the deploy
+    /// recorder's `deploy` (port_conflict, crash_loop) or
+    /// `architecture.change` (arch_change), the config recorder's
+    /// `config.update` (localhost_trap); those chronicles name the root in
+    /// their target. `None` only in faults files written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
     /// arch_change only: the file (relative to the faults file's directory)
     /// holding the registry as it is after the change, so a test can hash it
     /// against the one before.

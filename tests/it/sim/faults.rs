@@ -32,6 +32,62 @@ fn message(e: &Event) -> Option<&str> {
     }
 }
 
+/// Every fault names a root among its sources, and the root publishes the
+/// fault's earliest labelled event, or a recorder does, announcing the change
+/// that causes it: the exceptions `Fault::root` documents.
+fn assert_roots(events: &[Event], faults: &[Fault]) {
+    let mut first: BTreeMap<&str, Vec<&Event>> = BTreeMap::new();
+    for e in events {
+        let Some(l) = &e.label else { continue };
+        let at = first.entry(l.as_str()).or_default();
+        match at.first().map(|x| x.ts) {
+            Some(ts) if ts < e.ts => {}
+            Some(ts) if ts == e.ts => at.push(e),
+            _ => *at = vec![e],
+        }
+    }
+    for f in faults {
+        let root = f
+            .root
+            .as_deref()
+            .unwrap_or_else(|| panic!("{} has no root", f.id));
+        assert!(
+            f.sources.iter().any(|s| s == root),
+            "{} root {root} not in {:?}",
+            f.id,
+            f.sources
+        );
+        let earliest = first
+            .get(f.id.as_str())
+            .unwrap_or_else(|| panic!("{} has no labelled events", f.id));
+        let announced = |e: &Event| {
+            let action = match f.kind {
+                FaultKind::PortConflict | FaultKind::CrashLoop => "deploy",
+                FaultKind::ArchChange => "architecture.change",
+                FaultKind::LocalhostTrap => "config.update",
+                _ => return false,
+            };
+            matches!(&e.body, Body::Chronicle { action: a, target, .. }
+                if a == action && target.split(['@', '.', ' ', '+']).any(|w| w == root))
+        };
+        assert!(
+            earliest.iter().any(|e| e.source == root || announced(e)),
+            "{} root {root}, but its first labelled events are {earliest:?}",
+            f.id
+        );
+    }
+}
+
+#[test]
+fn every_fault_names_its_root() {
+    let kinds: Vec<FaultKind> = FaultKind::ALL.into_iter().flat_map(|k| [k, k]).collect();
+    for seed in [1, 2] {
+        let (events, faults, s) = run(2.0, seed, FaultSpec::List(kinds.clone()), Some(100));
+        assert_eq!(faults.len(), kinds.len(), "{:?}", s.warnings());
+        assert_roots(&events, &faults);
+    }
+}
+
 #[test]
 fn every_fault_is_placed_and_labelled_precisely() {
     let hours = 3.0;
@@ -72,6 +128,7 @@ fn every_fault_is_placed_and_labelled_precisely() {
             labelled.entry(l).or_default().push(e);
         }
     }
+    assert_roots(&events, &faults);
     let unlabelled = events.iter().filter(|e| e.label.is_none()).count();
     let total_labelled: usize = labelled.values().map(Vec::len).sum();
     assert!(
@@ -375,6 +432,7 @@ fn small_subsets_are_dependency_closed_and_still_fault_everything() {
     reg.check().unwrap();
     let kinds: BTreeSet<FaultKind> = faults.iter().map(|f| f.kind).collect();
     assert_eq!(kinds.len(), FaultKind::ALL.len(), "{:?}", s.warnings());
+    assert_roots(&events, &faults);
     let names: BTreeSet<&str> = reg.services.iter().map(|s| s.name.as_str()).collect();
     let kinds_seen: BTreeSet<Kind> = events.iter().map(|e| e.kind()).collect();
     assert_eq!(kinds_seen.len(), 6);

@@ -15,9 +15,10 @@ mod resources;
 mod rollouts;
 mod topology;
 
-/// A placed fault's end (its last symptom) and the sources it labels; `None`
-/// when no service of the registry can host it.
-type Placed = Option<(i64, BTreeSet<String>)>;
+/// A placed fault's end (its last symptom), its root (the service it hit
+/// first, see `Fault::root`) and the sources it labels; `None` when no
+/// service of the registry can host it.
+type Placed = Option<(i64, usize, BTreeSet<String>)>;
 
 /// Where fault `f` is to happen: from `t0` for `d` ms, `sc` times its
 /// nominal length (the scripts shrink their delays by it).
@@ -82,6 +83,7 @@ impl Simulation {
                 start_ms: t0,
                 end_ms: t0 + d,
                 sources: Vec::new(),
+                root: None,
                 registry_after: None,
             });
         }
@@ -115,7 +117,7 @@ impl Simulation {
                 FaultKind::ArchChange => self.arch_change(&mut r, w),
             };
             match planned {
-                Some((end, sources)) => {
+                Some((end, root, sources)) => {
                     // Traces started inside the window end up to ~30 s later.
                     let traced = self
                         .trace_agents
@@ -123,9 +125,11 @@ impl Simulation {
                         .any(|&a| sources.contains(&self.svcs[a].name));
                     let end = if traced { end + MIN } else { end };
                     let names: Vec<String> = sources.into_iter().collect();
+                    let root = self.svcs[root].name.clone();
                     let fault = &mut self.plan[f];
                     fault.end_ms = end.min(self.end).max(fault.start_ms);
                     fault.sources = names;
+                    fault.root = Some(root);
                     placed[f] = true;
                 }
                 None => self.warnings.push(format!(

@@ -51,7 +51,7 @@ impl Simulation {
         }
         let srcs = self.involve(&[t], deps.iter().copied());
         self.reserve(deps);
-        Some((rec, srcs))
+        Some((rec, t, srcs))
     }
     pub(super) fn oom_death(&mut self, r: &mut Rng, w: Window) -> Placed {
         let Window { f, t0, d, .. } = w;
@@ -69,7 +69,7 @@ impl Simulation {
         self.oom_kill(r, kill, t, f, "");
         let end = self.watchdog_restart(r, t0 + d, t, f);
         let srcs = self.involve(&[t], self.rec.watchdog);
-        Some((end, srcs))
+        Some((end, t, srcs))
     }
 
     pub(super) fn oom_cascade(&mut self, r: &mut Rng, w: Window) -> Placed {
@@ -160,7 +160,7 @@ impl Simulation {
         }
         let all: Vec<usize> = seen.iter().copied().collect();
         let srcs = self.involve(&all, self.rec.watchdog);
-        Some((end, srcs))
+        Some((end, root, srcs))
     }
     pub(super) fn vram_pressure(&mut self, r: &mut Rng, w: Window) -> Placed {
         let Window { f, t0, d, sc } = w;
@@ -187,6 +187,6 @@ impl Simulation {
         let rec = t1 + (r.range(5.0, 20.0) * sc * SEC as f64) as i64;
         self.recovered(rec, g, deg, f);
         let srcs = self.involve(&[g], None);
-        Some((rec, srcs))
+        Some((rec, g, srcs))
     }
 }

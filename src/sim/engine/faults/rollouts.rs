@@ -58,7 +58,7 @@ impl Simulation {
         let end = self.start_after(r, t, at, gap, Some(w.f));
         let witnesses = self.rec.deploy.into_iter().chain(self.rec.watchdog);
         let srcs = self.involve(&[t], witnesses);
-        Some((end, srcs))
+        Some((end, t, srcs))
     }
 
     pub(super) fn port_conflict(&mut self, r: &mut Rng, w: Window) -> Placed {
@@ -172,7 +172,7 @@ impl Simulation {
         let rec = reload2 + r.int(3 * SEC, 10 * SEC);
         self.recovered(rec, t, deg, f);
         let srcs = self.involve(&[t], self.rec.config);
-        Some((rec, srcs))
+        Some((rec, t, srcs))
     }
 
     pub(super) fn crash_loop(&mut self, r: &mut Rng, w: Window) -> Placed {
@@ -264,6 +264,6 @@ impl Simulation {
         self.recovered(rec, sv, hs, f);
         let srcs = self.involve(&[sv], None);
         self.reserve([d]);
-        Some((rec, srcs))
+        Some((rec, sv, srcs))
     }
 }

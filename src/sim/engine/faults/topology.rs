@@ -61,7 +61,7 @@ impl Simulation {
         srcs.insert(GRAPHS[0].to_string());
         srcs.extend(self.graph_sources(f, |sim| sim.svcs[sv].deps.push((x, Some(f)))));
         self.reserve([sv]);
-        Some((t0 + d, srcs))
+        Some((t0 + d, sv, srcs))
     }
 
     pub(super) fn arch_change(&mut self, r: &mut Rng, w: Window) -> Placed {
@@ -148,6 +148,6 @@ impl Simulation {
         let mut r2 = Rng::stream(r.next_u64(), "arch-change-recurring");
         self.schedule_recurring(&mut r2, ni, hn);
         self.reserve([ni]);
-        Some((self.end, srcs))
+        Some((self.end, t, srcs))
     }
 }
