@@ -29,9 +29,9 @@ pub struct Shared {
     /// How the harvester renders documents; recorded in the trainer's
     /// checkpoints for the scorers.
     pub render: RenderConfig,
-    /// Score at or above which the scorer alerts and the trainer counts an
-    /// evaluated flux event as anomalous.
-    pub threshold: f32,
+    /// When the scorer alerts; its level is also what the trainer counts an
+    /// evaluated flux event as anomalous at.
+    pub policy: crate::scorer::decide::Policy,
 }
 
 impl Default for Shared {
@@ -40,7 +40,7 @@ impl Default for Shared {
             limits: Limits::default(),
             gates: Gates::default(),
             render: RenderConfig::default(),
-            threshold: 3.0,
+            policy: Default::default(),
         }
     }
 }

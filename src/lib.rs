@@ -67,6 +67,7 @@ pub mod run;
 pub mod scorer;
 pub mod silence;
 pub mod sim;
+pub mod tail;
 pub mod startup;
 pub mod tokenizer;
 pub mod trainer;

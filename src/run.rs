@@ -110,7 +110,7 @@ async fn start_served(
         },
         gates: args.learning.gates(&args.run.registry),
         render: args.learning.render.clone(),
-        threshold: args.scorer.threshold,
+        policy: args.scorer.policy(),
     };
     let ctx = Context::new(bus.clone(), shared).served_by(metrics.clone(), readiness.clone());
     let (stop, rx) = watch::channel(false);

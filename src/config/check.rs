@@ -52,10 +52,19 @@ impl Config {
                 format!("= {} must be at least 1024 bytes", self.run.max_payload),
             ));
         }
-        if !(self.scorer.threshold.is_finite() && self.scorer.threshold > 0.0) {
+        if !(self.scorer.risk > 0.0 && self.scorer.risk < 1.0) {
             return Err(bad(
-                "scorer.threshold",
-                format!("= {} must be a positive number", self.scorer.threshold),
+                "scorer.risk",
+                format!(
+                    "= {} must be a share between 0 and 1 (e.g. 1e-5)",
+                    self.scorer.risk
+                ),
+            ));
+        }
+        if self.scorer.evidence_count == 0 || self.scorer.evidence_window.is_zero() {
+            return Err(bad(
+                "scorer.evidence_count",
+                "evidence needs at least one event over a window longer than 0".into(),
             ));
         }
         if !(self.silence.multiple.is_finite() && self.silence.multiple >= 1.0) {

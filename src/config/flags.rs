@@ -1,7 +1,7 @@
 //! Flags: the command line's layer of the configuration.
 //!
 //! A flag that sets a key has that key as its clap id
-//! (`#[arg(long = "threshold", id = "scorer.threshold")]`). The layer is
+//! (`#[arg(long = "risk", id = "scorer.risk")]`). The layer is
 //! read from the parsed command line by id ([`Flags::from_command_line`]),
 //! never from the structs' fields, so a flag reaches a command only through
 //! the configuration, above the file and the environment, and only when it
@@ -89,9 +89,9 @@ pub struct RunArgs {
     /// Telemetry subject root.
     #[arg(long = "root", id = "nats.root", value_name = "ROOT")]
     pub root: Option<String>,
-    /// Score at or above which an alert is published.
-    #[arg(long = "threshold", id = "scorer.threshold", value_name = "SCORE")]
-    pub threshold: Option<f32>,
+    /// Share of normal events whose score alone would alert (e.g. 1e-5).
+    #[arg(long = "risk", id = "scorer.risk", value_name = "SHARE")]
+    pub risk: Option<f64>,
     /// Per source and kind, at most one alert per this much event time.
     #[arg(long = "cooldown", id = "scorer.cooldown", value_name = "DURATION", value_parser = parse_duration)]
     pub cooldown: Option<Duration>,
@@ -134,7 +134,7 @@ fn is_key(id: &str) -> bool {
     DOCS.iter().any(|(p, _)| *p == id)
 }
 
-/// The flag of a key (`--threshold` for `scorer.threshold`), if it has one.
+/// The flag of a key (`--risk` for `scorer.risk`), if it has one.
 /// `proprio run` takes every flag there is, but `--log-json`.
 pub fn flag_of(path: &str) -> Option<String> {
     let run = RunArgs::augment_args(Command::new("run"));
@@ -268,8 +268,8 @@ mod tests {
             "--nats-creds",
             "c",
             "run",
-            "--threshold",
-            "4",
+            "--risk",
+            "1e-4",
             "--roles",
             "scorer,trainer",
         ])
@@ -280,7 +280,7 @@ mod tests {
             vec![
                 s("nats.creds", "--nats-creds", "c"),
                 s("run.roles", "--roles", "scorer,trainer"),
-                s("scorer.threshold", "--threshold", "4"),
+                s("scorer.risk", "--risk", "1e-4"),
             ]
         );
         assert!(flags(&["p", "--log-json", "import"]).is_ok());

@@ -5,7 +5,7 @@
 //!
 //! Keys are `section.name`, the fields of [`Config`]; the environment
 //! variable of a key is `PROPRIO_<SECTION>_<NAME>` upper-cased
-//! (`scorer.threshold` → `PROPRIO_SCORER_THRESHOLD`). Two older names are
+//! (`scorer.risk` → `PROPRIO_SCORER_RISK`). Two older names are
 //! still read, below their `PROPRIO_` form: `NATS_URL` (nats.url) and
 //! `PROPRIO_ROOT` (nats.root). A flag is a clap argument whose id is its
 //! key (see [`flags`]).
@@ -29,6 +29,7 @@ use crate::bus::{BusConfig, NatsSecurity};
 use crate::curriculum::{MetricFormat, RenderConfig};
 use crate::model::train::TrainConfig;
 use crate::model::GptConfig;
+use crate::scorer::decide::Policy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -190,8 +191,15 @@ impl Default for RunSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScorerSection {
+    /// Share of normal events whose score alone reaches the alert level.
     #[serde(deserialize_with = "text::number")]
-    pub threshold: f32,
+    pub risk: f64,
+    /// Evidence: the mean of the `evidence_count` highest scores of a key
+    /// in this window.
+    #[serde(with = "text::duration")]
+    pub evidence_window: Duration,
+    #[serde(deserialize_with = "text::number")]
+    pub evidence_count: usize,
     #[serde(with = "text::duration")]
     pub cooldown: Duration,
     /// None: never shed.
@@ -199,10 +207,23 @@ pub struct ScorerSection {
     pub max_lag: Option<Duration>,
 }
 
+impl ScorerSection {
+    /// The alert policy these settings make.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            risk: self.risk,
+            evidence_window_ms: self.evidence_window.as_millis() as i64,
+            evidence_k: self.evidence_count,
+        }
+    }
+}
+
 impl Default for ScorerSection {
     fn default() -> Self {
         ScorerSection {
-            threshold: 3.0,
+            risk: Policy::DEFAULT_RISK,
+            evidence_window: Duration::from_millis(Policy::DEFAULT_EVIDENCE_WINDOW_MS as u64),
+            evidence_count: Policy::DEFAULT_EVIDENCE_K,
             cooldown: Duration::from_secs(60),
             max_lag: Some(Duration::from_secs(300)),
         }
@@ -427,7 +448,7 @@ pub struct Key {
     pub path: &'static str,
     /// Its environment variable.
     pub env: String,
-    /// Its flag, if it has one (e.g. `--threshold`).
+    /// Its flag, if it has one (e.g. `--risk`).
     pub flag: Option<String>,
     pub secret: bool,
     pub doc: &'static str,
@@ -454,7 +475,9 @@ const DOCS: &[(&str, &str)] = &[
     ("run.threads", "threads for the model"),
     ("run.max_payload", "largest telemetry payload accepted (bytes, or 64KiB, 1MiB); larger is dead-lettered as too_large"),
     ("run.key_files", "files whose change is an architecture change (besides the registry): fingerprint, cold start"),
-    ("scorer.threshold", "score that raises an alert"),
+    ("scorer.risk", "share of normal events whose score alone would alert (1e-5: one in 100,000)"),
+    ("scorer.evidence_window", "an alert weighs the key's events in this window"),
+    ("scorer.evidence_count", "evidence = mean of this many highest scores in the window"),
     ("scorer.cooldown", "per source and kind, one alert per this"),
     ("scorer.max_lag", "events older than this when scored are shed unscored (\"\" = never)"),
     ("trainer.every", "built-in training tick period (\"\" = none)"),
@@ -492,7 +515,7 @@ pub static KEYS: LazyLock<Vec<Key>> = LazyLock::new(|| {
         .collect()
 });
 
-/// `scorer.threshold` → `PROPRIO_SCORER_THRESHOLD`.
+/// `scorer.risk` → `PROPRIO_SCORER_RISK`.
 pub fn env_name(path: &str) -> String {
     format!("PROPRIO_{}", path.replace('.', "_").to_ascii_uppercase())
 }

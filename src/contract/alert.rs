@@ -35,11 +35,15 @@ pub enum BaselineOf {
     None,
 }
 
-/// The baseline the loss was scored against.
+/// What the event's excess surprise was standardised against before its
+/// rarity was read off its kind's tail ([`crate::baseline::Surprise`]).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct AlertBaseline {
+    /// Median excess surprise of the key's (or kind's) normal events, in nats.
     pub median: f32,
+    /// Their scaled MAD, in nats.
     pub scale: f32,
+    /// Whose: the event's key, or its kind while the key has too few.
     pub of: BaselineOf,
 }
 
@@ -69,7 +73,9 @@ pub struct Alert {
     pub source: String,
     pub key: String,
     pub kind: Kind,
-    /// Robust z-score of `loss` against `baseline`.
+    /// Calibrated surprise: `-log10` of the share of normal events of its
+    /// kind that surprise the model as much (5 = one in 100,000), from the
+    /// tail in `baseline`. A silence alert: how many usual intervals passed.
     pub score: f32,
     /// Mean loss per token of the event, in nats.
     pub loss: f32,
@@ -124,4 +130,42 @@ impl Alert {
     pub fn id_for_silence(source: &str, last_seen_ms: i64) -> String {
         format!("silence:{source}:{last_seen_ms}")
     }
+
+    /// The alert in words: its diagnosis, or what surprised the model (the
+    /// span without special tokens); what a person reads in a digest or an
+    /// incident.
+    pub fn in_words(&self) -> String {
+            let a = self;
+        if let Some(d) = &a.diagnosis {
+            return d.clone();
+        }
+        let span: String = strip_specials(&a.span.text);
+        let span = span.trim();
+        if span.is_empty() {
+            format!("unusual {}", a.kind)
+        } else {
+            format!("unusual {} '{}'", a.kind, span)
+        }
+    }
+}
+
+/// Text without the tokenizer's special tokens (`<|NAME|>`), spaces collapsed.
+pub fn strip_specials(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("<|") {
+        out.push_str(&rest[..i]);
+        match rest[i..].find("|>") {
+            Some(j) => {
+                out.push(' ');
+                rest = &rest[i + j + 2..];
+            }
+            None => {
+                rest = &rest[i..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }

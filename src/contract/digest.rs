@@ -59,9 +59,11 @@ pub struct Digest {
     pub state: DigestState,
     /// Validation loss of the model in service, in nats per token.
     pub loss: Option<f32>,
-    /// Alerts in the last 24 hours.
+    /// Anomalies in the last 24 hours: incidents (alerts grouped by time
+    /// and topology), not raw alerts.
     pub anomalies_24h: u64,
-    /// The highest-scoring distinct recent problems.
+    /// The most important recent incidents (open ones first), each as its
+    /// root cause, what it said and its blast radius.
     pub recent: Vec<Problem>,
     /// Version of the model in service.
     pub model: Option<String>,

@@ -21,18 +21,23 @@
 //! 4. **Detectors**, each fitted on the training part minus the slice:
 //!    `model` (the GPT, trained for `--steps`; an event is scored in the
 //!    context of its key's previous events, and its score is, by
-//!    `--model-score`, the robust z of its loss as the live scorer computes
-//!    it (default), or another reading of its token losses, `scoring::ModelScore`;
+//!    `--model-score`, the live score (default: its excess surprise
+//!    calibrated against the tails fitted on the calibration slice, as the
+//!    growth loop's EVALUATE step fits them on recent events), or another
+//!    reading of its token losses, `scoring::ModelScore`;
 //!    several at once give one row each), `template` (rare template),
 //!    `zscore` (per-metric robust z) and `combined` (an alert when either
 //!    baseline alerts: max of template/θ_template and zscore/θ_zscore); see
-//!    [`baselines`]. With `--evidence S:K` every detector's event scores
-//!    become the mean of the K highest of its key's last S seconds (a burst
-//!    outweighs a lone spike). With `--group-by key --session-end` each
+//!    [`baselines`]. Every detector's event scores then go through the live
+//!    decision's evidence ([`crate::scorer::decide::Decider`], production
+//!    policy unless `--evidence S:K`): the mean of the K highest of its
+//!    key's last S seconds (a burst outweighs a lone spike). With `--group-by key --session-end` each
 //!    session is closed by a marker event, so a session that stops early is
 //!    itself surprising. The zscore and combined rows are left out when the
 //!    data hold no metric.
-//! 5. **Threshold rule**, the same for every detector: θ = the smallest
+//! 5. **Threshold rule.** The live score alerts where the live scorer does:
+//!    at the policy's level, -log10(`--risk`); no calibration quantile, no
+//!    label. Every other detector: θ = the smallest
 //!    value above the `--threshold-quantile` quantile (nearest rank; 1 = the
 //!    maximum) of the detector's scores on the calibration slice's units, so
 //!    that the live rule (a score at or above θ alerts) flags only what is
@@ -82,6 +87,7 @@ pub use data::with_session_ends;
 use crate::config::Learning;
 use crate::curriculum::Renderer;
 use crate::event::Event;
+use crate::scorer::decide::Policy;
 use anyhow::{bail, Context, Result};
 use baselines::{MetricZ, TemplateFreq};
 use data::{unit_scores, units, Data, Units};
@@ -146,8 +152,8 @@ pub struct EvalArgs {
     /// reports one row per score from one scoring pass.
     #[arg(
         long,
-        default_value = "z",
-        value_name = "z|loss|span|content|cspan|xsum|xspan|xmax|xall"
+        default_value = "live",
+        value_name = "live|z|loss|span|content|cspan|xsum|xspan|xmax|xall"
     )]
     pub model_score: String,
     /// Registry for the axiomatic/topology curricula [default: TRAIN.registry.yaml if present, else none].
@@ -184,13 +190,16 @@ pub struct EvalArgs {
     /// Context window of the model in tokens [default: the model's, 128].
     #[arg(long, value_name = "TOKENS")]
     pub block_size: Option<usize>,
-    /// Per event mode: `S:K` turns every detector's event score into the
-    /// evidence of the last S seconds of its key: the mean of the K highest
-    /// scores (negative ones as 0, missing ones as 0) among the key's events
-    /// in the window ending at this event. One surprising event of a noisy
-    /// key is divided by K; a fault's burst of them is not. Off by default.
+    /// The live policy's evidence, `S:K` [default: the production policy's,
+    /// 60:2]: every detector's event score becomes the evidence of the last
+    /// S seconds of its key, the mean of the K highest scores (negative ones
+    /// as 0, missing ones as 0), as the live decision weighs it. One
+    /// surprising event of a noisy key is divided by K; a burst is not.
     #[arg(long, value_name = "S:K")]
     pub evidence: Option<String>,
+    /// The live policy's risk: the `live` score's alert level is -log10(RISK).
+    #[arg(long, default_value_t = Policy::DEFAULT_RISK, value_name = "RISK")]
+    pub risk: f64,
     /// Cache of the model's scores (calibration and test events): read when
     /// the file exists and matches the event counts, else written after
     /// scoring. For trying thresholds and --evidence without scoring again;
@@ -211,6 +220,26 @@ pub struct EvalArgs {
 }
 
 impl EvalArgs {
+    /// The alert policy eval replays: production defaults unless `--risk` or
+    /// `--evidence` say otherwise.
+    pub fn policy(&self) -> Result<Policy> {
+        let mut p = Policy {
+            risk: self.risk,
+            ..Policy::default()
+        };
+        anyhow::ensure!(
+            p.risk > 0.0 && p.risk < 1.0,
+            "--risk {}: expected a share between 0 and 1",
+            p.risk
+        );
+        if let Some(ev) = &self.evidence {
+            let (w, k) = replay::parse_evidence(ev)?;
+            p.evidence_window_ms = w;
+            p.evidence_k = k;
+        }
+        Ok(p)
+    }
+
     /// Defaults, as the command line gives them, for `train`.
     pub fn new(train: impl Into<PathBuf>) -> EvalArgs {
         EvalArgs {
@@ -226,7 +255,8 @@ impl EvalArgs {
             steps: 500,
             model: None,
             save_model: None,
-            model_score: "z".into(),
+            model_score: "live".into(),
+            risk: Policy::DEFAULT_RISK,
             registry: None,
             cooldown_s: 60.0,
             grace_s: 0.0,
@@ -252,6 +282,8 @@ struct Scores {
     calib: Vec<f32>,
     test: Vec<f32>,
     note: Option<String>,
+    /// The live score: its threshold is the policy's level, not a quantile.
+    live: bool,
 }
 
 fn parse_detectors(s: &str) -> Result<Vec<String>> {
@@ -318,18 +350,18 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
     };
     let grace_ms = (args.grace_s * 1000.0) as i64;
 
-    if let Some(ev) = &args.evidence {
-        let (w, k) = replay::parse_evidence(ev)?;
-        anyhow::ensure!(!grouped, "--evidence is for per event mode");
-        for s in all.iter_mut() {
-            s.calib = replay::evidence_scores(&data.train_src, &data.calib, &s.calib, w, k);
-            s.test = replay::evidence_scores(test_events, &data.test, &s.test, w, k);
-        }
-        report.notes.push(format!(
-            "event scores are evidence over {}s windows per key: mean of the top {k}",
-            w as f64 / 1000.0
-        ));
+    let policy = args.policy()?;
+    for s in all.iter_mut() {
+        s.calib = replay::decided(&data.train_src, &data.calib, &s.calib, &policy);
+        s.test = replay::decided(test_events, &data.test, &s.test, &policy);
     }
+    report.notes.push(format!(
+        "event scores are the live decision's evidence: per key, the mean of the top {} over {}s; the live score alerts at -log10(risk {:e}) = {}",
+        policy.evidence_k,
+        policy.evidence_window_ms as f64 / 1000.0,
+        policy.risk,
+        policy.level()
+    ));
     // Unit scores and thresholds first (combined needs its parts').
     let mut dets: Vec<Det> = all
         .iter()
@@ -337,7 +369,11 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
             let calib = unit_scores(&cu, &s.calib, args.aggregate);
             Det {
                 name: s.name.clone(),
-                thr: threshold(&calib, args),
+                thr: if s.live {
+                    policy.level()
+                } else {
+                    threshold(&calib, args)
+                },
                 calib,
                 test: unit_scores(&tu, &s.test, args.aggregate),
                 note: s.note.clone(),
@@ -481,6 +517,7 @@ fn baseline_scores(
             calib: t.score(renderer, &calib),
             test: t.score(renderer, &test),
             note: Some(format!("{} templates in training", t.templates())),
+            live: false,
         });
     }
     let mut has_metrics = false;
@@ -492,6 +529,7 @@ fn baseline_scores(
             calib: z.score(&calib),
             test: z.score(&test),
             note: Some(format!("{} metric series in training", z.series())),
+            live: false,
         });
     }
     (all, has_metrics)

@@ -8,7 +8,7 @@ use super::data::{FaultTruth, Units};
 use super::report::FaultResult;
 use super::EvalArgs;
 use crate::event::{Event, Kind};
-use crate::scorer::decide::{crosses, Cooldown};
+use crate::scorer::decide::{crosses, Cooldown, Decider, Policy};
 use anyhow::Result;
 
 /// `S:K` → (window in ms, k).
@@ -24,21 +24,14 @@ pub(super) fn parse_evidence(s: &str) -> Result<(i64, usize)> {
     Ok(((w * 1000.0) as i64, k))
 }
 
-/// The evidence of each event (see `--evidence`): over the events of its key
-/// in the `window_ms` ending at it (itself included), the mean of the `k`
-/// highest scores, negative scores and missing events counting 0.
-pub(super) fn evidence_scores(
-    events: &[Event],
-    idx: &[usize],
-    scores: &[f32],
-    window_ms: i64,
-    k: usize,
-) -> Vec<f32> {
-    let mut ev =
-        crate::scorer::Evidence::new(window_ms, k, crate::scorer::Contexts::DEFAULT_MAX_KEYS);
+/// The evidence of each event as the live [`Decider`] weighs it: over the
+/// events of its key in the policy's window ending at it (itself
+/// included), the mean of the `k` highest scores.
+pub(super) fn decided(events: &[Event], idx: &[usize], scores: &[f32], policy: &Policy) -> Vec<f32> {
+    let mut d = Decider::new(*policy, crate::scorer::Contexts::DEFAULT_MAX_KEYS);
     idx.iter()
         .zip(scores)
-        .map(|(&i, &s)| ev.push(&events[i].key, events[i].ts, s))
+        .map(|(&i, &s)| d.decide(&events[i].key, events[i].ts, s).evidence)
         .collect()
 }
 

@@ -6,6 +6,7 @@
 use super::data::Data;
 use super::report::Report;
 use super::{surprise, EvalArgs, Scores};
+use crate::baseline::Surprise;
 use crate::config::Learning;
 use crate::event::Event;
 use crate::model::checkpoint::Checkpoint;
@@ -53,6 +54,8 @@ pub(super) fn model_scores(
             data.test.len()
         );
         eprintln!("eval: model scores from {}", p.display());
+        // The tails are refitted, so a cache serves any tail rule.
+        let (calib, test) = calibrate(data, calib, test);
         return Ok(model_rows(&hows, &calib, &test, "cached".into()));
     }
     let t0 = Instant::now();
@@ -184,6 +187,7 @@ pub(super) fn model_scores(
         (c, t)
     };
     let scored_s = t1.elapsed().as_secs_f64();
+    let (calib, test) = calibrate(data, calib, test);
     if let Some(p) = &args.score_cache {
         std::fs::write(p, serde_json::to_string(&(&calib, &test))?)
             .with_context(|| format!("writing {}", p.display()))?;
@@ -212,19 +216,28 @@ fn model_rows(
             calib: calib.iter().map(|m| m.get(how)).collect(),
             test: test.iter().map(|m| m.get(how)).collect(),
             note: Some(format!("{how} score; {how_long}")),
+            live: *how == "live",
         })
         .collect()
 }
 
 /// The model scores `--model-score` accepts.
-const MODEL_SCORES: [&str; 9] = [
-    "z", "loss", "span", "content", "cspan", "xsum", "xspan", "xmax", "xall",
+const MODEL_SCORES: [&str; 10] = [
+    "live", "z", "loss", "span", "content", "cspan", "xsum", "xspan", "xmax", "xall",
 ];
 
 /// Every way the model can score one event.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, Deserialize)]
 pub struct ModelScore {
-    /// Robust z of `loss` against the checkpoint's baseline for the key (the live score).
+    /// The live score: `excess` calibrated against the surprise tails fitted
+    /// on the calibration slice, as EVALUATE fits them on recent events
+    /// ([`crate::scorer::score_against`], [`calibrate`]).
+    #[serde(default)]
+    pub live: f32,
+    /// The live statistic, [`crate::scorer::excess_surprise`].
+    #[serde(default)]
+    pub excess: f32,
+    /// Robust z of `loss` against the checkpoint's baseline for the key.
     pub z: f32,
     /// Mean loss per token of the event.
     pub loss: f32,
@@ -256,7 +269,8 @@ impl ModelScore {
             "xspan" => self.xspan,
             "xmax" => self.xmax,
             "xall" => self.xall,
-            _ => self.z,
+            "z" => self.z,
+            _ => self.live,
         }
     }
 }
@@ -315,8 +329,10 @@ fn event_scores(
             } else {
                 content.iter().sum::<f32>() / content.len() as f32
             };
+            let kind = p.kind.unwrap_or(crate::event::Kind::Graph);
             let mut m = ModelScore {
-                z: s.score,
+                excess: s.excess,
+                z: ck.meta.baselines.score(&p.key, kind, l.loss).0,
                 loss: s.loss,
                 span: s.span.loss,
                 content: mean,
@@ -344,6 +360,27 @@ fn event_scores(
         Ok(())
     })?;
     Ok(out)
+}
+
+/// The live score of every event: the surprise tails refitted on the
+/// calibration slice's excess surprise (unlabelled, anomalies and all: the
+/// slice stands for the recent events the growth loop's EVALUATE step fits
+/// them on), then each event calibrated against its kind's tail.
+fn calibrate(data: &Data, mut calib: Vec<ModelScore>, mut test: Vec<ModelScore>) -> (Vec<ModelScore>, Vec<ModelScore>) {
+    let (cal, tst) = (&data.train_src, data.test_events());
+    let s = Surprise::fit(
+        data.calib
+            .iter()
+            .zip(&calib)
+            .map(|(&i, m)| (cal[i].key.as_str(), cal[i].kind(), m.excess)),
+    );
+    for (&i, m) in data.calib.iter().zip(calib.iter_mut()) {
+        m.live = s.calibrate(&cal[i].key, cal[i].kind(), m.excess).score;
+    }
+    for (&i, m) in data.test.iter().zip(test.iter_mut()) {
+        m.live = s.calibrate(&tst[i].key, tst[i].kind(), m.excess).score;
+    }
+    (calib, test)
 }
 
 /// Up to 8 of each key's last fit events before the calibration slice, so the

@@ -1,10 +1,92 @@
 //! The alert decision, one implementation for the live scorer and for
 //! `proprio eval`'s replay, so eval measures the detector that runs.
+//!
+//! From an event's calibrated score ([`crate::tail`]: `-log10` of the share
+//! of normal events of its kind that surprise the model as much) to an
+//! alert: the key's [`Evidence`] over its recent events must reach the
+//! level the operator's risk stands for ([`Policy`]), and then the
+//! per (source, kind) [`Cooldown`] and the mute have their say.
 
 use crate::event::Kind;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
-/// An event alerts when its score reaches the threshold (at or above).
+/// What the operator decides: how rare a normal event's evidence must be to
+/// alert, and how much recent history the evidence weighs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    /// Share of normal events whose score alone would reach the alert
+    /// level: the level is `-log10 risk` (1e-5: 5.0).
+    pub risk: f64,
+    /// Evidence window, event time.
+    pub evidence_window_ms: i64,
+    /// Evidence is the mean of this many highest scores in the window.
+    pub evidence_k: usize,
+}
+
+impl Policy {
+    pub const DEFAULT_RISK: f64 = 1e-5;
+    pub const DEFAULT_EVIDENCE_WINDOW_MS: i64 = 60_000;
+    pub const DEFAULT_EVIDENCE_K: usize = 2;
+
+    /// The score level an alert needs.
+    pub fn level(&self) -> f32 {
+        crate::tail::level_of_risk(self.risk)
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            risk: Self::DEFAULT_RISK,
+            evidence_window_ms: Self::DEFAULT_EVIDENCE_WINDOW_MS,
+            evidence_k: Self::DEFAULT_EVIDENCE_K,
+        }
+    }
+}
+
+/// One event's decision.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    /// The event's own calibrated score.
+    pub score: f32,
+    /// Its key's evidence, this event included.
+    pub evidence: f32,
+    /// The evidence reached the policy's level.
+    pub alert: bool,
+}
+
+/// The decision over a stream of scored events, in event order per key.
+pub struct Decider {
+    policy: Policy,
+    level: f32,
+    evidence: Evidence,
+}
+
+impl Decider {
+    pub fn new(policy: Policy, max_keys: usize) -> Decider {
+        Decider {
+            level: policy.level(),
+            evidence: Evidence::new(policy.evidence_window_ms, policy.evidence_k, max_keys),
+            policy,
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Weighs an event of `key` at `ts` whose calibrated score is `score`.
+    pub fn decide(&mut self, key: &str, ts: i64, score: f32) -> Decision {
+        let evidence = self.evidence.push(key, ts, score);
+        Decision {
+            score,
+            evidence,
+            alert: crosses(evidence, self.level),
+        }
+    }
+}
+
+/// A value alerts when it reaches the level (at or above).
 pub fn crosses<T: PartialOrd>(score: T, threshold: T) -> bool {
     score >= threshold
 }
@@ -42,9 +124,96 @@ impl Cooldown {
     }
 }
 
+/// Evidence over time: per key, the mean of the `k` highest scores (negative
+/// ones as 0, missing ones as 0) among the key's events in the `window_ms`
+/// ending at the newest. A fault makes a key say several surprising things
+/// in a short time; a noisy key's lone surprising event is divided by `k`.
+/// Measured with `proprio eval --evidence S:K` (src/eval): on the simulated
+/// OS it turns bursts the per-event threshold misses into detections
+/// without adding false alerts. Bounded in keys like [`super::Contexts`].
+pub struct Evidence {
+    window_ms: i64,
+    k: usize,
+    max_keys: usize,
+    recent: HashMap<String, VecDeque<(i64, f32)>>,
+}
+
+impl Evidence {
+    pub fn new(window_ms: i64, k: usize, max_keys: usize) -> Evidence {
+        Evidence {
+            window_ms,
+            k: k.max(1),
+            max_keys: max_keys.max(1),
+            recent: HashMap::new(),
+        }
+    }
+
+    /// Adds `score` of an event of `key` at `ts_ms`; returns the key's evidence.
+    pub fn push(&mut self, key: &str, ts_ms: i64, score: f32) -> f32 {
+        if !self.recent.contains_key(key) && self.recent.len() >= self.max_keys {
+            // Forget the keys whose newest event is oldest (half of them).
+            let mut newest: Vec<i64> = self
+                .recent
+                .values()
+                .filter_map(|q| q.back().map(|e| e.0))
+                .collect();
+            let mid = newest.len() / 2;
+            let cut = *newest.select_nth_unstable(mid).1;
+            self.recent
+                .retain(|_, q| q.back().is_some_and(|e| e.0 > cut));
+        }
+        let q = self.recent.entry(key.to_string()).or_default();
+        q.push_back((
+            ts_ms,
+            if score.is_finite() {
+                score.max(0.0)
+            } else {
+                0.0
+            },
+        ));
+        while q.front().is_some_and(|&(t, _)| t <= ts_ms - self.window_ms) {
+            q.pop_front();
+        }
+        let mut top: Vec<f32> = q.iter().map(|&(_, v)| v).collect();
+        top.sort_by(|a, b| b.total_cmp(a));
+        top.iter().take(self.k).sum::<f32>() / self.k as f32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evidence_divides_a_lone_spike_and_keeps_a_burst() {
+        let mut e = Evidence::new(30_000, 2, 10);
+        assert_eq!(e.push("a", 0, 6.0), 3.0);
+        // 40 s later the spike has left the window.
+        assert_eq!(e.push("a", 40_000, 1.0), 0.5);
+        assert_eq!(e.push("a", 41_000, 4.0), 2.5);
+        assert_eq!(e.push("a", 42_000, -3.0), 2.5);
+        assert_eq!(e.push("b", 42_000, 4.0), 2.0);
+    }
+
+    #[test]
+    fn a_lone_spike_waits_for_company_unless_it_is_extreme() {
+        let p = Policy {
+            risk: 1e-5,
+            evidence_window_ms: 60_000,
+            evidence_k: 2,
+        };
+        let mut d = Decider::new(p, 100);
+        // One event at 6 (1 in a million) is evidence 3: no alert.
+        assert!(!d.decide("a", 0, 6.0).alert);
+        // A second one within the minute makes a burst.
+        let x = d.decide("a", 10_000, 5.0);
+        assert_eq!(x.evidence, 5.5);
+        assert!(x.alert);
+        // Another key is on its own; 10+ alone is enough.
+        assert!(!d.decide("b", 10_000, 9.0).alert);
+        assert!(d.decide("c", 10_000, 10.0).alert);
+        assert_eq!(Policy::default().level(), 5.0);
+    }
 
     #[test]
     fn at_the_threshold_alerts() {

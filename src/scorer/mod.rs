@@ -123,10 +123,15 @@ pub struct Prepared {
 /// What the scorer says about one event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scored {
+    /// Mean loss per token, in nats.
     pub loss: f32,
-    /// Robust z-score of the loss against the baseline.
+    /// Excess surprise ([`excess_surprise`]), in nats: the statistic.
+    pub excess: f32,
+    /// Calibrated: `-log10` of the share of normal events of its kind that
+    /// are as surprising ([`crate::baseline::Surprise::calibrate`]).
     pub score: f32,
-    pub baseline: Option<Stat>,
+    /// The key's (or kind's) median and scale `excess` was standardised with.
+    pub stat: Option<Stat>,
     pub baseline_of: BaselineOf,
     pub rendered: String,
     pub span: Span,
@@ -181,8 +186,8 @@ impl EventScorer {
 /// Turns one event's loss into a score against `baselines`.
 pub fn score_against(p: &Prepared, loss: &EventLoss, baselines: &Baselines) -> Scored {
     let kind = p.kind.unwrap_or(Kind::Graph);
-    let (stat, of) = baselines.stat(&p.key, kind);
-    let (score, _) = baselines.score(&p.key, kind, loss.loss);
+    let excess = excess_surprise(&p.tokens, loss);
+    let c = baselines.surprise.calibrate(&p.key, kind, excess);
     let (start, end, span_loss) = span::surprising_span(&loss.token_losses, SPAN_WIDTH);
     // token_losses[i] is the loss of event token i + 1.
     let (ts, te) = (
@@ -191,9 +196,10 @@ pub fn score_against(p: &Prepared, loss: &EventLoss, baselines: &Baselines) -> S
     );
     Scored {
         loss: loss.loss,
-        score,
-        baseline: stat,
-        baseline_of: of,
+        excess,
+        score: c.score,
+        stat: c.stat,
+        baseline_of: c.of,
         rendered: p.rendered.clone(),
         span: Span {
             text: tokenizer().decode(&p.tokens[ts..te]),
@@ -204,76 +210,14 @@ pub fn score_against(p: &Prepared, loss: &EventLoss, baselines: &Baselines) -> S
     }
 }
 
-/// Evidence over time: per key, the mean of the `k` highest scores (negative
-/// ones as 0, missing ones as 0) among the key's events in the `window_ms`
-/// ending at the newest. A fault makes a key say several surprising things
-/// in a short time; a noisy key's lone surprising event is divided by `k`.
-/// Measured with `proprio eval --evidence S:K` (src/eval): on the simulated
-/// OS it turns bursts the per-event threshold misses into detections
-/// without adding false alerts. Bounded in keys like [`Contexts`].
-pub struct Evidence {
-    window_ms: i64,
-    k: usize,
-    max_keys: usize,
-    recent: HashMap<String, VecDeque<(i64, f32)>>,
-}
-
-impl Evidence {
-    pub fn new(window_ms: i64, k: usize, max_keys: usize) -> Evidence {
-        Evidence {
-            window_ms,
-            k: k.max(1),
-            max_keys: max_keys.max(1),
-            recent: HashMap::new(),
-        }
-    }
-
-    /// Adds `score` of an event of `key` at `ts_ms`; returns the key's evidence.
-    pub fn push(&mut self, key: &str, ts_ms: i64, score: f32) -> f32 {
-        if !self.recent.contains_key(key) && self.recent.len() >= self.max_keys {
-            // Forget the keys whose newest event is oldest (half of them).
-            let mut newest: Vec<i64> = self
-                .recent
-                .values()
-                .filter_map(|q| q.back().map(|e| e.0))
-                .collect();
-            let mid = newest.len() / 2;
-            let cut = *newest.select_nth_unstable(mid).1;
-            self.recent
-                .retain(|_, q| q.back().is_some_and(|e| e.0 > cut));
-        }
-        let q = self.recent.entry(key.to_string()).or_default();
-        q.push_back((
-            ts_ms,
-            if score.is_finite() {
-                score.max(0.0)
-            } else {
-                0.0
-            },
-        ));
-        while q.front().is_some_and(|&(t, _)| t <= ts_ms - self.window_ms) {
-            q.pop_front();
-        }
-        let mut top: Vec<f32> = q.iter().map(|&(_, v)| v).collect();
-        top.sort_by(|a, b| b.total_cmp(a));
-        top.iter().take(self.k).sum::<f32>() / self.k as f32
-    }
+/// TEMPORARY until the native entropies land: the sum of token losses.
+pub fn excess_surprise(_tokens: &[u32], loss: &EventLoss) -> f32 {
+    loss.token_losses.iter().filter(|v| v.is_finite()).sum()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn evidence_divides_a_lone_spike_and_keeps_a_burst() {
-        let mut e = Evidence::new(30_000, 2, 10);
-        assert_eq!(e.push("a", 0, 6.0), 3.0);
-        // 40 s later the spike has left the window.
-        assert_eq!(e.push("a", 40_000, 1.0), 0.5);
-        assert_eq!(e.push("a", 41_000, 4.0), 2.5);
-        assert_eq!(e.push("a", 42_000, -3.0), 2.5);
-        assert_eq!(e.push("b", 42_000, 4.0), 2.0);
-    }
 
     #[test]
     fn context_holds_whole_previous_events_that_fit() {

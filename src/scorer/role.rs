@@ -1,16 +1,16 @@
 //! The scorer role on the bus: every replica binds the one durable pull
 //! consumer `proprio-scorer` (scale out = start another replica), scores
-//! micro-batches in the model thread and publishes an alert when an event's
-//! score passes the threshold. A telemetry message is acknowledged only after
+//! micro-batches in the model thread and publishes an alert when a key's
+//! evidence reaches the alert policy's level ([`Decider`]). A telemetry message is acknowledged only after
 //! its alert, if any, is stored; the alert's `Nats-Msg-Id` is the telemetry
 //! message's stream sequence, so a redelivered event never alerts twice.
 //!
 //! A batch goes through the role's three steps: the pure decisions
-//! ([`crosses`] on each score, then [`judge`] once a candidate's mute is
+//! ([`Decider::decide`] on each score, then [`judge`] once a candidate's mute is
 //! known, and [`settlement`]), the effects (the forward pass, mute look-ups
 //! and publishes, each batched), and settling every message.
 
-use super::decide::{crosses, Cooldown};
+use super::decide::{Cooldown, Decider};
 use super::worker::ModelWorker;
 use super::{score_against, EventScorer, Prepared, Scored};
 use crate::alert::{mute, Diagnoser};
@@ -263,6 +263,7 @@ impl Role for Scorer {
             self.cfg.max_keys,
         );
         let mut cooldown = Cooldown::new(self.cfg.cooldown_ms);
+        let mut decider = Decider::new(self.ctx.shared.policy, self.cfg.max_keys);
         tokio::pin!(shutdown);
         loop {
             let first = tokio::select! {
@@ -278,7 +279,7 @@ impl Role for Scorer {
                 }
             }
             self.follow_model(&mut scorer, &mut reads).await;
-            self.process(&mut scorer, &mut cooldown, batch).await;
+            self.process(&mut scorer, &mut decider, &mut cooldown, batch).await;
         }
         watcher.abort();
         Ok(())
@@ -324,6 +325,7 @@ impl Scorer {
     async fn process(
         &self,
         scorer: &mut EventScorer,
+        decider: &mut Decider,
         cooldown: &mut Cooldown,
         batch: Vec<jetstream::Message>,
     ) {
@@ -357,7 +359,8 @@ impl Scorer {
             .map(|(v, loss)| {
                 let s = score_against(&v.prepared, loss, &info.baselines);
                 observe(metrics, &v.ev, &s);
-                crosses(s.score, self.ctx.shared.threshold).then(|| {
+                let d = decider.decide(&v.ev.key, v.ev.ts, s.score);
+                d.alert.then(|| {
                     let seq = v.msg.info().map(|i| i.stream_sequence).unwrap_or(0);
                     surprise_alert(&v.ev, &s, &self.cfg.diagnoser, Some(&info.version), seq)
                 })
@@ -541,11 +544,7 @@ pub fn surprise_alert(
     model: Option<&str>,
     stream_seq: u64,
 ) -> Alert {
-    let b = s.baseline.unwrap_or(crate::baseline::Stat {
-        median: 0.0,
-        scale: 0.0,
-        n: 0,
-    });
+    let (median, scale) = s.stat.map_or((0.0, 0.0), |t| (t.median, t.scale));
     Alert {
         id: Alert::id_for_message(STREAM_TELEMETRY, stream_seq),
         ts: ev.ts,
@@ -555,8 +554,8 @@ pub fn surprise_alert(
         score: s.score,
         loss: s.loss,
         baseline: AlertBaseline {
-            median: b.median,
-            scale: b.scale,
+            median,
+            scale,
             of: s.baseline_of,
         },
         rendered: s.rendered.clone(),

@@ -12,7 +12,7 @@ use crate::context::{Context, Role};
 use crate::contract::digest::Digest;
 use crate::contract::{
     ModelNotice, KEY_DIGEST, KEY_DIGEST_JSON, KEY_MODEL, KEY_TRAINER_LOCK, STREAM_CURRICULUM,
-    SUBJECT_ALERTS_ALL, SUBJECT_CURRICULUM_ALL, SUBJECT_DIGEST, SUBJECT_MODEL_PUBLISHED,
+    SUBJECT_INCIDENTS_ALL, SUBJECT_CURRICULUM_ALL, SUBJECT_DIGEST, SUBJECT_MODEL_PUBLISHED,
     SUBJECT_TICK_TRAIN,
 };
 use crate::curriculum::{Document, Renderer};
@@ -168,7 +168,8 @@ impl Trainer {
 }
 
 impl Role for Trainer {
-    /// Runs a cycle per tick, and republishes the digest (debounced) when alerts arrive.
+    /// Runs a cycle per tick, and republishes the digest (debounced) when an
+    /// incident opens, grows or resolves.
     async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
         let client = self.ctx.bus.client().clone();
         // A queue group: with several trainers, each tick reaches one of them
@@ -176,7 +177,7 @@ impl Role for Trainer {
         let mut ticks = client
             .queue_subscribe(SUBJECT_TICK_TRAIN, "proprio-trainer".into())
             .await?;
-        let mut alerts = client.subscribe(SUBJECT_ALERTS_ALL).await?;
+        let mut incidents = client.subscribe(SUBJECT_INCIDENTS_ALL).await?;
         if self.ctx.bus.get(KEY_DIGEST).await?.is_none() {
             self.publish_digest(None).await?;
         }
@@ -199,7 +200,7 @@ impl Role for Trainer {
                     }
                     last_digest = Instant::now();
                 }
-                a = alerts.next() => {
+                a = incidents.next() => {
                     if a.is_none() { break; }
                     if digest_due.is_none() {
                         let at = last_digest + self.cfg.digest_debounce;
@@ -369,7 +370,7 @@ impl Trainer {
             let native = NativeScorer::new(&gpt, cfg.threads);
             let (baselines, heldout) = evaluate(&native, &v, 64);
             let (flux_scored, flux_anomalies) =
-                last_flux(&native, &v, &baselines, shared.threshold);
+                last_flux(&native, &v, &baselines, shared.policy.level());
             metrics.growth_step("evaluate", t.elapsed(), true);
             tracing::info!(
                 step = "evaluate",
@@ -445,7 +446,7 @@ impl Trainer {
         Ok(())
     }
 
-    /// Builds the digest from the alerts of the last 24 h and publishes it on
+    /// Builds the digest from the incidents of the last 24 h and publishes it on
     /// `proprio.digest` and in KV.
     async fn publish_digest(&self, model: Option<&ModelNotice>) -> Result<Digest> {
         let model = model.map(|m| (m.version.as_str(), m.val_loss));
@@ -550,7 +551,7 @@ async fn step<T>(metrics: &Metrics, name: &str, f: impl Future<Output = Result<T
 }
 
 /// EVALUATE's last part: the last 50 flux events, scored in context against
-/// the new baselines; how many pass the threshold.
+/// the new baselines; how many reach the alert level on their own.
 fn last_flux(
     native: &NativeScorer,
     v: &Validated,

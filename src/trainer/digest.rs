@@ -1,53 +1,56 @@
-//! The digest the trainer publishes: the model in service, and the alerts
-//! of the last 24 h in a few words.
+//! The digest the trainer publishes: the model in service, and the
+//! incidents of the last 24 h in a few words: their root causes, what
+//! happened and how far it spread. Raw alerts never reach it: a lone noisy
+//! alert is not an incident, so it cannot crowd out a real one.
 
 use crate::bus::Bus;
-use crate::contract::alert::Alert;
+use crate::contract::alert::strip_specials;
 use crate::contract::digest::{Digest, DigestState, Problem};
-use crate::contract::{STREAM_ALERTS, SUBJECT_RAISE_ALL};
+use crate::contract::incident::{Incident, IncidentState};
+use crate::contract::{STREAM_INCIDENTS, SUBJECT_INCIDENTS_ALL};
 use crate::freshness::HOUR_MS;
 use anyhow::Result;
+use std::collections::HashMap;
 
-/// The digest: the model in service (version, validation loss), counts and the highest-scoring
-/// distinct problems from the alerts of the last 24 h.
+/// Most incidents the digest keeps in mind while reading a day of them.
+const MAX_INCIDENTS: usize = 10_000;
+
+/// The digest: the model in service (version, validation loss), the count
+/// of incidents of the last 24 h and the most important of them: open ones
+/// first, then by score.
 pub(super) async fn build_digest(
     bus: &Bus,
     model: Option<(&str, f32)>,
     now_ms: i64,
 ) -> Result<Digest> {
     let since = now_ms - 24 * HOUR_MS;
-    // Streamed, not collected: a day of alerts can be millions (an alert
-    // storm), and the digest only needs a count and the best few problems.
-    let mut count = 0u64;
-    let mut best: std::collections::HashMap<(String, String), f32> = Default::default();
-    bus.scan_since(STREAM_ALERTS, SUBJECT_RAISE_ALL, since, |m, _| {
-        let Ok(a) = Alert::decode(&m.payload) else {
+    // Each incident is published as it opens, grows and resolves; its last
+    // message is its state. Streamed, bounded in incidents.
+    let mut latest: HashMap<String, Incident> = HashMap::new();
+    bus.scan_since(STREAM_INCIDENTS, SUBJECT_INCIDENTS_ALL, since, |m, _| {
+        let Ok(i) = Incident::decode(&m.payload) else {
             return;
         };
-        count += 1;
-        let what = problem_words(&a);
-        let e = best.entry((a.source.clone(), what)).or_insert(f32::MIN);
-        *e = e.max(a.score);
-        if best.len() > 20_000 {
-            // Bounded: keep the highest-scoring half.
-            let mut scores: Vec<f32> = best.values().copied().collect();
+        if latest.len() >= MAX_INCIDENTS && !latest.contains_key(&i.id) {
+            // Forget the resolved, lowest-scoring half.
+            let mut scores: Vec<f32> = latest.values().map(|i| i.score).collect();
             let mid = scores.len() / 2;
-            let (_, cut, _) = scores.select_nth_unstable_by(mid, |x, y| y.total_cmp(x));
-            let cut = *cut;
-            best.retain(|_, v| *v >= cut);
+            let cut = *scores.select_nth_unstable_by(mid, |x, y| x.total_cmp(y)).1;
+            latest.retain(|_, i| i.state == IncidentState::Open || i.score > cut);
         }
+        latest.insert(i.id.clone(), i);
     })
     .await?;
-    let mut recent: Vec<Problem> = best
-        .into_iter()
-        .map(|((source, what), score)| Problem {
-            source,
-            what,
-            score,
-        })
-        .collect();
-    recent.sort_by(|a, b| b.score.total_cmp(&a.score));
-    recent.truncate(3);
+    let mut incidents: Vec<Incident> = latest.into_values().collect();
+    let count = incidents.len() as u64;
+    incidents.sort_by(|a, b| {
+        let open = |i: &Incident| i.state == IncidentState::Open;
+        open(b)
+            .cmp(&open(a))
+            .then(b.score.total_cmp(&a.score))
+            .then(a.id.cmp(&b.id))
+    });
+    let recent = incidents.iter().take(3).filter_map(problem_of).collect();
     Ok(Digest {
         state: if model.is_some() {
             DigestState::Trained
@@ -62,36 +65,20 @@ pub(super) async fn build_digest(
     })
 }
 
-/// An alert in words: its diagnosis, or what surprised the model.
-fn problem_words(a: &Alert) -> String {
-    if let Some(d) = &a.diagnosis {
-        return d.clone();
-    }
-    let span: String = strip_specials(&a.span.text);
-    let span = span.trim();
-    if span.is_empty() {
-        format!("unusual {}", a.kind)
-    } else {
-        format!("unusual {} '{}'", a.kind, span)
-    }
-}
-
-fn strip_specials(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find("<|") {
-        out.push_str(&rest[..i]);
-        match rest[i..].find("|>") {
-            Some(j) => {
-                out.push(' ');
-                rest = &rest[i + j + 2..];
-            }
-            None => {
-                rest = &rest[i..];
-                break;
-            }
-        }
-    }
-    out.push_str(rest);
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
+/// An incident in words: its root cause, what it said, and its blast radius
+/// when it spread.
+fn problem_of(i: &Incident) -> Option<Problem> {
+    let root = i.root()?;
+    let what = strip_specials(&root.what);
+    let spread = i.sources.len().max(1) - 1;
+    let what = match spread {
+        0 => what,
+        1 => format!("{what}, +1 service"),
+        n => format!("{what}, +{n} services"),
+    };
+    Some(Problem {
+        source: root.source.clone(),
+        what,
+        score: i.score,
+    })
 }

@@ -9,7 +9,7 @@ pub mod cycle;
 mod digest;
 pub mod offline;
 
-use crate::baseline::Baselines;
+use crate::baseline::{Baselines, Surprise};
 use crate::curriculum::Document;
 use crate::freshness::{Gates, Verdict};
 use crate::model::checkpoint::Checkpoint;
@@ -110,7 +110,9 @@ pub fn train(
 }
 
 /// EVALUATE: scores each key's held-out documents in context and fits the
-/// baselines a loss is scored against. Returns them with the held-out mean loss.
+/// baselines a loss is scored against, and the surprise tails that
+/// calibrate the alert decision (shipped in the checkpoint, so every scorer
+/// decides against the same calibration). Returns them with the held-out mean loss.
 pub fn evaluate(native: &NativeScorer, v: &Validated, batch: usize) -> (Baselines, f32) {
     let cap_per_key = (MAX_BASELINE_DOCS / v.by_key.len().max(1)).max(20);
     let mut scorer = EventScorer::new(
@@ -135,11 +137,18 @@ pub fn evaluate(native: &NativeScorer, v: &Validated, batch: usize) -> (Baseline
     } else {
         losses.iter().map(|l| l.loss).sum::<f32>() / losses.len() as f32
     };
-    let b = Baselines::fit(prepared.iter().zip(&losses).map(|(p, l)| {
+    let mut b = Baselines::fit(prepared.iter().zip(&losses).map(|(p, l)| {
         (
             p.key.as_str(),
             p.kind.expect("only event documents are scored"),
             l.loss,
+        )
+    }));
+    b.surprise = Surprise::fit(prepared.iter().zip(&losses).map(|(p, l)| {
+        (
+            p.key.as_str(),
+            p.kind.expect("only event documents are scored"),
+            crate::scorer::excess_surprise(&p.tokens, l),
         )
     }));
     (b, mean)

@@ -49,7 +49,7 @@ url = "nats://file:4222"
 root = "fileroot"
 
 [scorer]
-threshold = 4.0
+risk = 0.0001
 cooldown = "2m"
 
 [run]
@@ -67,7 +67,7 @@ fn file_then_environment_then_flags() {
 
     // The file over the defaults.
     let c = Config::load(Some(&f), env(&[])).unwrap();
-    assert_eq!(c.scorer.threshold, 4.0);
+    assert_eq!(c.scorer.risk, 0.0001);
     assert_eq!(c.scorer.cooldown, Duration::from_secs(120));
     assert_eq!(c.nats.url, "nats://file:4222");
     assert_eq!(c.run.threads, 2);
@@ -75,23 +75,23 @@ fn file_then_environment_then_flags() {
         c.silence.multiple, 3.0,
         "a key the file leaves out keeps its default"
     );
-    assert_eq!(c.origin("scorer.threshold"), Origin::File(f.clone()));
+    assert_eq!(c.origin("scorer.risk"), Origin::File(f.clone()));
     assert_eq!(c.origin("silence.multiple"), Origin::Default);
 
     // The environment over the file (and the older NATS_URL below PROPRIO_NATS_URL).
     let e = env(&[
-        ("PROPRIO_SCORER_THRESHOLD", "5"),
+        ("PROPRIO_SCORER_RISK", "0.00001"),
         ("NATS_URL", "nats://legacy:4222"),
         ("PROPRIO_NATS_URL", "nats://env:4222"),
         ("PROPRIO_RUN_ROLES", "harvester"),
     ]);
     let c = Config::load(Some(&f), e.clone()).unwrap();
-    assert_eq!(c.scorer.threshold, 5.0);
+    assert_eq!(c.scorer.risk, 0.00001);
     assert_eq!(c.nats.url, "nats://env:4222");
     assert_eq!(c.run.roles, vec![Role::Harvester]);
     assert_eq!(
-        c.origin("scorer.threshold"),
-        Origin::Env("PROPRIO_SCORER_THRESHOLD".into())
+        c.origin("scorer.risk"),
+        Origin::Env("PROPRIO_SCORER_RISK".into())
     );
     let legacy = Config::load(Some(&f), env(&[("NATS_URL", "nats://legacy:4222")])).unwrap();
     assert_eq!(
@@ -104,22 +104,22 @@ fn file_then_environment_then_flags() {
     let c = with_run_flags(
         &f,
         e.clone(),
-        &["--threshold", "6", "--nats", "nats://flag:4222"],
+        &["--risk", "0.000001", "--nats", "nats://flag:4222"],
     );
-    assert_eq!(c.scorer.threshold, 6.0);
+    assert_eq!(c.scorer.risk, 0.000001);
     assert_eq!(c.nats.url, "nats://flag:4222");
     assert_eq!(c.scorer.cooldown, Duration::from_secs(120), "from the file");
     assert_eq!(c.run.roles, vec![Role::Harvester], "from the environment");
     assert_eq!(
-        c.origin("scorer.threshold"),
-        Origin::Flag("--threshold".into())
+        c.origin("scorer.risk"),
+        Origin::Flag("--risk".into())
     );
 
     // What `run` finally gets.
     let a = c.run_settings();
     assert_eq!(
-        (a.scorer.threshold, a.bus.root.as_str(), a.run.threads),
-        (6.0, "fileroot", 2)
+        (a.scorer.risk, a.bus.root.as_str(), a.run.threads),
+        (0.000001, "fileroot", 2)
     );
     assert_eq!(a.bus.url, "nats://flag:4222");
     let b = c.bus_config();
@@ -175,7 +175,7 @@ fn the_binary_applies_the_same_precedence() {
     let again = write(dir.path(), "effective.toml", &out);
     let c = Config::load(Some(&again), env(&[])).unwrap();
     assert_eq!(c.metrics.addr.unwrap().port(), 9300);
-    assert_eq!(c.scorer.threshold, 4.0);
+    assert_eq!(c.scorer.risk, 0.0001);
 }
 
 #[test]
@@ -192,14 +192,14 @@ fn an_unknown_key_is_an_error_naming_it() {
         "{e}"
     );
 
-    let f = write(dir.path(), "bad2.toml", "[scorer]\nthreshold = \"high\"\n");
+    let f = write(dir.path(), "bad2.toml", "[scorer]\nrisk = \"high\"\n");
     let e = format!("{:#}", Config::load(Some(&f), env(&[])).unwrap_err());
     assert!(
-        e.contains("scorer.threshold") && e.contains("high") && e.contains("bad2.toml"),
+        e.contains("scorer.risk") && e.contains("high") && e.contains("bad2.toml"),
         "{e}"
     );
 
-    let f = write(dir.path(), "bad3.toml", "[scorrer]\nthreshold = 3.0\n");
+    let f = write(dir.path(), "bad3.toml", "[scorrer]\nrisk = 0.001\n");
     let e = format!("{:#}", Config::load(Some(&f), env(&[])).unwrap_err());
     assert!(e.contains("[scorrer]") && e.contains("scorer"), "{e}");
 
@@ -222,9 +222,9 @@ fn an_unknown_key_is_an_error_naming_it() {
     );
 
     // An unknown PROPRIO_ variable is reported, not fatal.
-    let c = Config::load(None, env(&[("PROPRIO_SCORER_THRESHOLT", "9")])).unwrap();
+    let c = Config::load(None, env(&[("PROPRIO_SCORER_RISC", "9")])).unwrap();
     assert!(
-        c.warnings[0].contains("PROPRIO_SCORER_THRESHOLD"),
+        c.warnings[0].contains("PROPRIO_SCORER_RISK"),
         "{:?}",
         c.warnings
     );
@@ -253,14 +253,14 @@ fn a_bad_key_stops_proprio_at_start_up() {
 
     let out = Command::new(support::proprio_bin())
         .args(["run", "--nats", "nats://127.0.0.1:1"])
-        .env("PROPRIO_SCORER_THRESHOLD", "-1")
+        .env("PROPRIO_SCORER_RISK", "-1")
         .env("RUST_BACKTRACE", "0")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("scorer.threshold") && err.contains("PROPRIO_SCORER_THRESHOLD"),
+        err.contains("scorer.risk") && err.contains("PROPRIO_SCORER_RISK"),
         "{err}"
     );
 }
