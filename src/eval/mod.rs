@@ -80,7 +80,6 @@ pub mod metrics;
 mod replay;
 pub mod report;
 mod scoring;
-pub mod surprise;
 
 pub use data::with_session_ends;
 
@@ -148,7 +147,8 @@ pub struct EvalArgs {
     /// (mean loss of the event's most surprising 8-token stretch); `content`
     /// and `cspan` are `loss` and `span` without the source name's tokens;
     /// `xsum`, `xspan`, `xmax`: excess surprise, loss minus the model's
-    /// expected loss (entropy), see [`surprise`]. A comma-separated list
+    /// expected loss (entropy), see [`crate::scorer::excess_surprise`]
+    /// (`xall` is `xsum` with the source name's tokens). A comma-separated list
     /// reports one row per score from one scoring pass.
     #[arg(
         long,

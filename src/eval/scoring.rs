@@ -5,7 +5,7 @@
 
 use super::data::Data;
 use super::report::Report;
-use super::{surprise, EvalArgs, Scores};
+use super::{EvalArgs, Scores};
 use crate::baseline::Surprise;
 use crate::config::Learning;
 use crate::event::Event;
@@ -109,12 +109,8 @@ pub(super) fn model_scores(
     };
     let train_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    // A cache is written complete, so any score can be read from it later.
-    let excess = hows.iter().any(|h| h.starts_with('x'))
-        || args.score_cache.is_some()
-        || args.calib_cache.is_some();
     let score_idx = |events: &[Event], idx: &[usize]| -> Result<Vec<ModelScore>> {
-        event_scores(&ck, events, idx, args.batch, threads, excess)
+        event_scores(&ck, events, idx, args.batch, threads)
     };
     // Context warm-up: the last few training events of each key before the
     // calibration slice (per event mode; sessions are their own context).
@@ -248,8 +244,9 @@ pub struct ModelScore {
     pub content: f32,
     /// `span` over the same tokens as `content`.
     pub cspan: f32,
-    /// Excess surprise ([`surprise`]) over the content tokens: the sum of
-    /// loss - entropy, its most surprising 8-token stretch, its largest token.
+    /// Excess surprise over the content tokens
+    /// ([`crate::scorer::excess_surprise`]): the sum of loss - entropy, its
+    /// most surprising 8-token stretch, its largest token.
     pub xsum: f32,
     pub xspan: f32,
     pub xmax: f32,
@@ -275,28 +272,6 @@ impl ModelScore {
     }
 }
 
-/// Token-loss positions (indices into `token_losses`) of an event's content:
-/// every predicted token except the source name's bytes (the tokens between
-/// `<|SVC|>` and the next special token).
-fn content_positions(tokens: &[u32]) -> Vec<usize> {
-    let tok = crate::tokenizer::tokenizer();
-    let svc = tok.special("<|SVC|>");
-    let (a, b) = match tokens.iter().position(|&t| t == svc) {
-        Some(i) => {
-            let end = tokens[i + 1..]
-                .iter()
-                .position(|&t| t >= 256)
-                .map_or(tokens.len(), |j| i + 1 + j);
-            (i + 1, end)
-        }
-        None => (0, 0),
-    };
-    // token_losses[j] is the loss of tokens[j + 1].
-    (0..tokens.len().saturating_sub(1))
-        .filter(|&j| !(a..b).contains(&(j + 1)))
-        .collect()
-}
-
 /// Scores events `idx` of `events` in order, each in the context of the
 /// previous scored events of its key, every way [`ModelScore`] knows.
 fn event_scores(
@@ -305,19 +280,13 @@ fn event_scores(
     idx: &[usize],
     batch: usize,
     threads: usize,
-    excess: bool,
 ) -> Result<Vec<ModelScore>> {
     use crate::scorer::offline::{score_chunks, Chunk};
-    use crate::scorer::score_against;
+    use crate::scorer::{content_positions, excess_surprise, excess_tokens, score_against};
     let mut out = Vec::with_capacity(idx.len());
     let picked = idx.iter().map(|&i| &events[i]);
     score_chunks(ck, picked, batch, threads, |c: Chunk<'_>| {
-        let ex = if excess {
-            surprise::token_surprise(&ck.gpt, c.items, batch)
-        } else {
-            Vec::new()
-        };
-        for (n, (p, l)) in c.prepared.iter().zip(c.losses).enumerate() {
+        for (p, l) in c.prepared.iter().zip(c.losses) {
             let s = score_against(p, l, &ck.meta.baselines);
             let pos = content_positions(&p.tokens);
             let content: Vec<f32> = pos
@@ -330,32 +299,26 @@ fn event_scores(
                 content.iter().sum::<f32>() / content.len() as f32
             };
             let kind = p.kind.unwrap_or(crate::event::Kind::Graph);
-            let mut m = ModelScore {
+            let x = excess_tokens(&p.tokens, l);
+            out.push(ModelScore {
+                live: 0.0,
                 excess: s.excess,
                 z: ck.meta.baselines.score(&p.key, kind, l.loss).0,
                 loss: s.loss,
                 span: s.span.loss,
                 content: mean,
                 cspan: crate::scorer::span::surprising_span(&content, crate::scorer::SPAN_WIDTH).2,
-                ..Default::default()
-            };
-            if let Some((tl, th)) = ex.get(n) {
-                let x: Vec<f32> = pos
+                xsum: excess_surprise(&p.tokens, l),
+                xspan: crate::scorer::span::surprising_span(&x, crate::scorer::SPAN_WIDTH).2,
+                xmax: x.iter().copied().fold(0.0f32, f32::max),
+                xall: l
+                    .token_losses
                     .iter()
-                    .filter_map(|&j| Some(tl.get(j)? - th.get(j)?))
-                    .filter(|v| v.is_finite())
-                    .collect();
-                m.xsum = x.iter().sum();
-                m.xspan = crate::scorer::span::surprising_span(&x, crate::scorer::SPAN_WIDTH).2;
-                m.xmax = x.iter().copied().fold(0.0f32, f32::max);
-                m.xall = tl
-                    .iter()
-                    .zip(th)
+                    .zip(&l.token_entropies)
                     .map(|(l, h)| l - h)
                     .filter(|v| v.is_finite())
-                    .sum();
-            }
-            out.push(m);
+                    .sum(),
+            });
         }
         Ok(())
     })?;

@@ -48,12 +48,18 @@ pub struct ScoreItem {
 
 /// An event's loss: the mean cross-entropy over its own predicted tokens
 /// (every token after the first), and each of those tokens' loss, in order,
-/// so an alert can show the span that surprised the model.
+/// so an alert can show the span that surprised the model; with the entropy
+/// the model expected at each, so surprise can be measured against it
+/// ([`crate::scorer::excess_surprise`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventLoss {
     pub loss: f32,
     /// `token_losses[i]` is the loss of `event[i + 1]`.
     pub token_losses: Vec<f32>,
+    /// `token_entropies[i]` is the entropy, in nats, of the model's predictive
+    /// distribution at the position that predicts `event[i + 1]` (its
+    /// expected loss there); as long as `token_losses`.
+    pub token_entropies: Vec<f32>,
 }
 
 pub mod bench;

@@ -7,6 +7,7 @@
 //! losses into [`Scored`] results; the forward pass itself runs wherever the
 //! model lives (the [`worker`] thread on the bus, inline offline).
 
+mod content;
 pub mod decide;
 pub mod offline;
 pub mod role;
@@ -21,6 +22,8 @@ use crate::model::{EventLoss, ScoreItem};
 use crate::tokenizer::tokenizer;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
+
+pub use content::content_positions;
 
 /// Per-key memory of the last events' tokens.
 pub struct Contexts {
@@ -210,14 +213,68 @@ pub fn score_against(p: &Prepared, loss: &EventLoss, baselines: &Baselines) -> S
     }
 }
 
-/// TEMPORARY until the native entropies land: the sum of token losses.
-pub fn excess_surprise(_tokens: &[u32], loss: &EventLoss) -> f32 {
-    loss.token_losses.iter().filter(|v| v.is_finite()).sum()
+/// Excess surprise: the sum, over the event's content tokens
+/// ([`content_positions`]), of each token's loss minus the entropy the model
+/// expected at that position.
+///
+/// A token's loss mixes two things: how unpredictable that part of the
+/// event is by nature (a pid, a duration, a request id: the model knows it
+/// cannot guess them, its distribution is flat) and how wrong the model was
+/// where it was sure (`killed` where it expected `heartbeat`). Normal events
+/// are full of the first kind, so their mean loss drowns the second. The
+/// excess `loss - H`, with H the entropy of the model's predictive
+/// distribution at that position, is near 0 on average for what the model
+/// describes well, whatever its entropy, and large only where the model was
+/// confident and wrong. Offline (`proprio eval --model-score xsum`,
+/// docs/EVAL.md) it separates faults from normal events better than the
+/// mean loss; the native forward returns the entropies with the losses, so
+/// it costs no second pass.
+///
+/// `tokens` are the event's own tokens (what `loss` scored); positions
+/// whose loss or entropy is missing or not finite are skipped.
+pub fn excess_surprise(tokens: &[u32], loss: &EventLoss) -> f32 {
+    excess_tokens(tokens, loss).iter().sum()
+}
+
+/// The terms of [`excess_surprise`], in token order: loss - entropy at each
+/// content position where both are finite (what eval's `xspan` and `xmax`
+/// read).
+pub fn excess_tokens(tokens: &[u32], loss: &EventLoss) -> Vec<f32> {
+    content_positions(tokens)
+        .into_iter()
+        .filter_map(|j| Some(loss.token_losses.get(j)? - loss.token_entropies.get(j)?))
+        .filter(|x| x.is_finite())
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn excess_surprise_sums_content_tokens_loss_over_entropy() {
+        // Tokens: BOE LOG SVC a MSG h i EOE; position j predicts token j + 1,
+        // so position 2 (predicting "a", the source name) is not content.
+        let t = tokenizer().encode("<|BOE|><|LOG|><|SVC|>a<|MSG|>hi<|EOE|>");
+        assert_eq!(t.len(), 8);
+        let l = EventLoss {
+            loss: 0.0,
+            token_losses: vec![1.0, 2.0, 50.0, 0.5, 4.0, f32::NAN, 3.0],
+            token_entropies: vec![0.5, 2.5, 0.0, 0.5, 1.0, 1.0, f32::INFINITY],
+        };
+        // 0.5 - 0.5 + 0 + 3; the name's 50, the NaN and the inf left out.
+        assert_eq!(excess_tokens(&t, &l), vec![0.5, -0.5, 0.0, 3.0]);
+        assert_eq!(excess_surprise(&t, &l), 3.0);
+        // Entropies missing (shorter than the losses): those positions skipped.
+        let short = EventLoss {
+            token_entropies: vec![0.5, 2.5],
+            ..l.clone()
+        };
+        assert_eq!(excess_surprise(&t, &short), 0.0);
+        assert_eq!(excess_tokens(&t, &short), vec![0.5, -0.5]);
+        // A one-token event predicts nothing.
+        assert_eq!(excess_surprise(&t[..1], &EventLoss::default()), 0.0);
+    }
 
     #[test]
     fn context_holds_whole_previous_events_that_fit() {

@@ -75,11 +75,10 @@ pub fn score_events_with(
 }
 
 /// One chunk of [`score_chunks`]: its events, as prepared (tokens in
-/// context) and as the model's items, and their losses.
+/// context), and their losses and entropies.
 pub struct Chunk<'a> {
     pub events: &'a [&'a Event],
     pub prepared: &'a [Prepared],
-    pub items: &'a [ScoreItem],
     pub losses: &'a [EventLoss],
 }
 
@@ -109,7 +108,6 @@ pub fn score_chunks<'e>(
         per_chunk(Chunk {
             events: &chunk,
             prepared: &prepared,
-            items: &items,
             losses: &losses,
         })?;
     }

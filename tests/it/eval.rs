@@ -293,6 +293,28 @@ fn eval_end_to_end_on_a_small_simulation() {
         "the baselines are deterministic"
     );
     assert!(dets[0]["overall"]["auroc"].is_number());
+
+    // Excess surprise comes from the same scoring pass as z: the entropies
+    // reach eval (without them every xsum would be 0), and z is unchanged.
+    let mut x = args.clone();
+    x.model_score = "z,xsum,xall".into();
+    x.score_cache = Some(d.path().join("scores.json"));
+    x.json = None;
+    let rx = evaluate(&x, &Learning::default()).unwrap();
+    let names: Vec<&str> = rx.detectors.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names[..3], ["model:z", "model:xsum", "model:xall"]);
+    assert_eq!(rx.detectors[0].overall.auroc, r.detectors[0].overall.auroc);
+    let cache: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("scores.json")).unwrap())
+            .unwrap();
+    let test_scores = cache[1].as_array().unwrap();
+    assert_eq!(test_scores.len(), r.test_units as usize);
+    let field = |k: &'static str| test_scores.iter().map(move |m| m[k].as_f64().unwrap());
+    assert!(field("xsum").all(f64::is_finite));
+    assert!(field("xsum").any(|v| v.abs() > 1.0), "xsum all near 0");
+    // xall adds the source name's tokens, which the model predicts from the
+    // context: never identical to xsum on every event.
+    assert!(field("xsum").zip(field("xall")).any(|(a, b)| a != b));
 }
 
 /// AUROC, AUPRC and F1 against their textbook definitions, computed by brute
@@ -385,39 +407,6 @@ fn session_end_markers_close_each_key_with_its_label() {
     assert_eq!(out[3].ts, 3);
     assert_eq!(out[3].label, None);
     assert_eq!(out[5].label.as_deref(), Some("bad-1"));
-}
-
-/// The excess-surprise forward (libtorch, whole distributions) gives the same
-/// token losses as the native scorer, and entropies within [0, ln V].
-#[test]
-fn excess_surprise_agrees_with_the_native_scorer() {
-    use proprio::model::{Gpt, GptConfig, ScoreItem};
-    let cfg = GptConfig {
-        block_size: 32,
-        ..GptConfig::default()
-    };
-    let gpt = Gpt::new(cfg, 7).unwrap();
-    let tok = proprio::tokenizer::tokenizer();
-    let items = vec![
-        ScoreItem {
-            context: tok.encode("<|BOE|><|LOG|>ctx<|EOE|>"),
-            event: tok.encode("<|BOE|><|LOG|><|SVC|>a<|MSG|>hello<|EOE|>"),
-        },
-        ScoreItem {
-            context: Vec::new(),
-            event: tok.encode("<|BOE|><|FLUX|><|SVC|>b<|EVENT|>up<|EOE|>"),
-        },
-    ];
-    let native = proprio::model::score(&gpt, &items, 4, proprio::model::score::all_cores());
-    let ours = proprio::eval::surprise::token_surprise(&gpt, &items, 4);
-    let ln_v = (cfg.vocab_size as f32).ln();
-    for (n, (l, h)) in native.iter().zip(&ours) {
-        assert_eq!(n.token_losses.len(), l.len());
-        for (a, b) in n.token_losses.iter().zip(l) {
-            assert!((a - b).abs() < 1e-3, "native {a} vs libtorch {b}");
-        }
-        assert!(h.iter().all(|&e| (0.0..=ln_v + 1e-4).contains(&e)), "{h:?}");
-    }
 }
 
 /// Per event mode with --evidence: a burst of never-seen lines on one key

@@ -114,6 +114,12 @@ fn assert_close(a: &[proprio::model::EventLoss], b: &[proprio::model::EventLoss]
         for (p, (u, v)) in x.token_losses.iter().zip(&y.token_losses).enumerate() {
             assert!((u - v).abs() <= tol, "item {i} token {p}: {u} vs {v}");
         }
+        assert_eq!(x.token_entropies.len(), x.token_losses.len(), "item {i}");
+        assert_eq!(y.token_entropies.len(), y.token_losses.len(), "item {i}");
+        let ents = x.token_entropies.iter().zip(&y.token_entropies);
+        for (p, (u, v)) in ents.enumerate() {
+            assert!((u - v).abs() <= tol, "item {i} entropy {p}: {u} vs {v}");
+        }
     }
 }
 
@@ -304,6 +310,77 @@ fn native_forward_matches_libtorch() {
     assert!(native[n - 2].token_losses.is_empty() && native[n - 1].token_losses.is_empty());
     assert_eq!(native[n - 4].token_losses.len(), 3 * small().block_size + 6);
     assert!(native.iter().all(|e| e.loss.is_finite()));
+}
+
+/// The native entropies against log_softmax over the full logits of
+/// [`Gpt::forward`], computed here rather than through `score_libtorch`
+/// (which shares the windowing with the native scorer): events in the
+/// context of their key's previous events, the first block of an event
+/// longer than the block, and a one-token event, which predicts nothing.
+#[test]
+fn native_entropies_match_log_softmax() {
+    use tch::{Kind, Tensor};
+    setup();
+    let gpt = trained(small(), 30);
+    let bs = small().block_size;
+    // Each event after the previous whole events that fit the block with
+    // it, as the live scorer's contexts give them.
+    let mut ctx = proprio::scorer::Contexts::new(bs, 10);
+    let mut items: Vec<ScoreItem> = service_events(2, 12, &mut SmallRng::seed_from_u64(7))
+        .iter()
+        .map(|e| {
+            let event = tokenizer().encode(e);
+            let context = ctx.next("k", &event);
+            ScoreItem { context, event }
+        })
+        .collect();
+    assert!(items[1..].iter().all(|it| !it.context.is_empty()));
+    let long: Vec<u32> = (0..bs as u32 + 20).map(|i| 32 + (i * 7) % 90).collect();
+    items.push(ScoreItem {
+        context: vec![],
+        event: long,
+    });
+    items.push(ScoreItem {
+        context: items[3].event.clone(),
+        event: vec![items[3].event[0]],
+    });
+    let n = items.len();
+    for simd in [Simd::Scalar, Simd::Avx2, Simd::Avx512] {
+        let native = NativeScorer::new(&gpt, THREADS).on(simd).score(&items, 4);
+        assert!(native[n - 1].token_losses.is_empty() && native[n - 1].token_entropies.is_empty());
+        assert_eq!(native[n - 2].token_entropies.len(), bs + 19);
+        let (mut lo, mut hi) = (f32::MAX, 0.0f32);
+        for (it, got) in items[..n - 1].iter().zip(&native) {
+            let seq: Vec<i64> = it
+                .context
+                .iter()
+                .chain(&it.event)
+                .map(|&t| t as i64)
+                .collect();
+            // The positions that predict event tokens 1.., within one block.
+            let c = it.context.len();
+            let upto = (seq.len() - 1).min(bs);
+            let x = Tensor::from_slice(&seq[..upto]).view([1, upto as i64]);
+            let logp = tch::no_grad(|| gpt.forward(&x).log_softmax(-1, Kind::Float));
+            let h = -(logp.exp() * &logp).sum_dim_intlist(-1, false, Kind::Float);
+            let h = Vec::<f32>::try_from(h.view(-1)).unwrap();
+            assert_eq!(h.len(), upto);
+            for p in c..upto {
+                let (want, have) = (h[p], got.token_entropies[p - c]);
+                assert!(
+                    (want - have).abs() <= 2e-5,
+                    "{simd:?} position {p}: log_softmax {want} vs native {have}"
+                );
+                let want_loss = -logp.double_value(&[0, p as i64, seq[p + 1]]) as f32;
+                assert!((want_loss - got.token_losses[p - c]).abs() <= 1e-4);
+                lo = lo.min(have);
+                hi = hi.max(have);
+            }
+        }
+        // A trained model is sure of some tokens and unsure of others.
+        let ln_v = (small().vocab_size as f32).ln();
+        assert!(lo >= 0.0 && hi <= ln_v && hi - lo > 1.0, "{lo}..{hi}");
+    }
 }
 
 #[test]

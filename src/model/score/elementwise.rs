@@ -1,5 +1,6 @@
 //! The element-wise steps of the native forward: LayerNorm, the causal
-//! softmax, GELU and the cross-entropy, with the exp and erf they need.
+//! softmax, GELU, the cross-entropy and the predictive entropy, with the exp
+//! and erf they need.
 //! Plain loops over whole 8-lane chunks, which the compiler vectorises
 //! reliably when each sits in a small function of its own compiled for
 //! AVX2+FMA (inside one large function it did not); `dispatch!` picks that
@@ -99,10 +100,17 @@ dispatch! {
 }
 
 dispatch! {
-    /// out[p] = logsumexp(logits[first + p]) - logits[first + p][targets[p]].
+    /// For row `first + p` of the logits, in one pass over it:
+    /// `loss[p]` = logsumexp(row) - row[targets[p]] (the cross-entropy) and
+    /// `entropy[p]` = logsumexp(row) - sum_i softmax(row)_i row_i (the
+    /// entropy of the predictive distribution), both from the same
+    /// exponentials: with e_i = exp(row_i - max) and S their sum,
+    /// H = ln S - sum_i e_i (row_i - max) / S.
     /// `bound[p]` bounds the row's logits in absolute value: below 80, exp
     /// cannot overflow or vanish, so the pass that finds the row's maximum is
-    /// skipped (shifting by 0 instead changes nothing but rounding).
+    /// skipped (shifting by 0 instead changes nothing but rounding). Shifted
+    /// logits are clamped at -87 where `exp` clamps, so the vocabulary's
+    /// padding (-1e30) adds 1e-38 * -87 to the entropy's sum, not 1e-8.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn cross_entropy(
         logits: &[f32],
@@ -110,22 +118,31 @@ dispatch! {
         targets: &[u32],
         first: usize,
         bound: &[f32],
-        out: &mut [f32],
+        loss: &mut [f32],
+        entropy: &mut [f32],
     ) {
-        for (p, (o, &t)) in out.iter_mut().zip(targets).enumerate() {
+        let rows = loss.iter_mut().zip(entropy.iter_mut()).zip(targets);
+        for (p, ((o, h), &t)) in rows.enumerate() {
             let row = &logits[(first + p) * lv..][..lv];
             let max = if bound[first + p] < 80.0 {
                 0.0
             } else {
                 lane_max(row)
             };
-            let mut acc = [0.0f32; 8];
+            let (mut sum, mut dot) = ([0.0f32; 8], [0.0f32; 8]);
             for ch in row.chunks_exact(8) {
                 for l in 0..8 {
-                    acc[l] += exp::<A>(ch[l] - max);
+                    let d = ch[l] - max;
+                    let d = if d > -87.0 { d } else { -87.0 };
+                    let e = exp::<A>(d);
+                    sum[l] += e;
+                    dot[l] = A::fma(e, d, dot[l]);
                 }
             }
-            *o = max + acc.iter().sum::<f32>().ln() - row[t as usize];
+            let s = sum.iter().sum::<f32>();
+            *o = max + s.ln() - row[t as usize];
+            // Rounding can take a near-certain prediction's entropy below 0.
+            *h = (s.ln() - dot.iter().sum::<f32>() / s).max(0.0);
         }
     }
 }

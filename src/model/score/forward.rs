@@ -7,7 +7,7 @@
 
 use super::elementwise::{cross_entropy, gelu, layer_norm, softmax_columns};
 use super::kernels::{att_v, linear, round_up, rows_of, scores, Simd, Strided, MR, NR};
-use super::plan::Job;
+use super::plan::{Job, Window};
 use super::weights::NativeWeights;
 use std::cell::RefCell;
 
@@ -32,15 +32,16 @@ thread_local! {
 }
 
 /// The forward of one window, `seq[..n]` as input: the loss of `seq[p + 1]`
-/// for p in `first..n`, in this thread's buffers.
-pub(super) fn forward(w: &NativeWeights, simd: Simd, job: &Job) -> Vec<f32> {
+/// and the entropy of the prediction for p in `first..n`, in this thread's
+/// buffers.
+pub(super) fn forward(w: &NativeWeights, simd: Simd, job: &Job) -> Window {
     SCRATCH.with(|s| window(w, simd, job, &mut s.borrow_mut()))
 }
 
 /// [`forward`] in given buffers. The last block computes queries, MLP and
 /// head only for the rows from `first` on (earlier rows there only supply
 /// keys and values).
-fn window(w: &NativeWeights, simd: Simd, job: &Job, s: &mut Scratch) -> Vec<f32> {
+fn window(w: &NativeWeights, simd: Simd, job: &Job, s: &mut Scratch) -> Window {
     let (seq, first) = (&job.seq[..], job.first);
     let cfg = &w.cfg;
     let (c, nh) = (cfg.n_embd, cfg.n_head);
@@ -128,7 +129,11 @@ fn window(w: &NativeWeights, simd: Simd, job: &Job, s: &mut Scratch) -> Vec<f32>
     for p in first..n {
         s.inv[p] = s.h[p * lc..][..c].iter().map(|v| v * v).sum::<f32>().sqrt() * w.wte_norm;
     }
-    let mut out = vec![0.0; n - first];
-    cross_entropy(simd, &s.f, lv, &seq[first + 1..], first, &s.inv, &mut out);
+    let mut out = Window {
+        losses: vec![0.0; n - first],
+        entropies: vec![0.0; n - first],
+    };
+    let (l, h) = (&mut out.losses, &mut out.entropies);
+    cross_entropy(simd, &s.f, lv, &seq[first + 1..], first, &s.inv, l, h);
     out
 }

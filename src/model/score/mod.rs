@@ -1,5 +1,5 @@
 //! Per-event scoring: the loss of each event's own tokens, given the events
-//! before it.
+//! before it, and the entropy of the model's prediction of each.
 //!
 //! Two engines compute the same numbers. [`NativeScorer`] (what every caller
 //! uses) is a hand-written forward over a copy of the weights: at this
@@ -16,7 +16,8 @@
 //!
 //! The parts: `plan` cuts events into windows (both engines), `weights`
 //! copies the weights into the kernels' layout, `forward` is the native
-//! forward, `elementwise` its LayerNorm, softmax, GELU and cross-entropy,
+//! forward, `elementwise` its LayerNorm, softmax, GELU, cross-entropy and
+//! entropy,
 //! and `kernels` the SIMD matrix products with every `unsafe` of the model.
 
 mod elementwise;
@@ -29,16 +30,17 @@ pub use kernels::{keep_freed_memory, Simd};
 
 use super::gpt::Gpt;
 use super::{EventLoss, GptConfig, ScoreItem};
-use plan::Job;
+use plan::{Job, Window};
 use std::sync::{Arc, OnceLock};
 use tch::{Kind, Tensor};
 use weights::NativeWeights;
 
 /// Scores each item: the mean cross-entropy of `event[1..]`, each token
-/// conditioned on the context and the event's earlier tokens, with the native
-/// forward, a batch split across `threads`. Items are processed `batch` at a
-/// time, longest first. Empty and one-token events get loss 0 and no token
-/// losses; token ids outside the vocabulary are read as PAD (the tokenizer
+/// conditioned on the context and the event's earlier tokens, and the
+/// entropy of each of those predictions, with the native forward, a batch
+/// split across `threads`. Items are processed `batch` at a time, longest
+/// first. Empty and one-token events get loss 0 and no token losses or
+/// entropies; token ids outside the vocabulary are read as PAD (the tokenizer
 /// never makes them). Copies the weights: a caller scoring more than once
 /// with the same model keeps a [`NativeScorer`] instead.
 pub fn score(gpt: &Gpt, items: &[ScoreItem], batch: usize, threads: usize) -> Vec<EventLoss> {
@@ -104,7 +106,7 @@ impl NativeScorer {
     }
 
     /// One batch's forwards, dealt across the threads.
-    fn run(&self, jobs: &[Job], chunk: &[usize], out: &mut [Vec<f32>]) {
+    fn run(&self, jobs: &[Job], chunk: &[usize], out: &mut [Window]) {
         let threads = self.threads.min(chunk.len());
         let (w, simd) = (&*self.weights, self.simd);
         let one = |j: usize| forward::forward(w, simd, &jobs[j]);
@@ -116,7 +118,7 @@ impl NativeScorer {
         }
         // Deal the (length-sorted) jobs round-robin so each thread gets a
         // similar mix of long and short ones.
-        let results: Vec<Vec<(usize, Vec<f32>)>> = std::thread::scope(|sc| {
+        let results: Vec<Vec<(usize, Window)>> = std::thread::scope(|sc| {
             let handles: Vec<_> = (1..threads)
                 .map(|t| {
                     sc.spawn(move || {
@@ -147,7 +149,7 @@ impl NativeScorer {
 
 // ---------------------------------------------------------------- libtorch
 
-fn run_libtorch(gpt: &Gpt, jobs: &[Job], chunk: &[usize], out: &mut [Vec<f32>]) {
+fn run_libtorch(gpt: &Gpt, jobs: &[Job], chunk: &[usize], out: &mut [Window]) {
     let pad = plan::pad_id(gpt.config()) as i64;
     let t = chunk
         .iter()
@@ -171,19 +173,21 @@ fn run_libtorch(gpt: &Gpt, jobs: &[Job], chunk: &[usize], out: &mut [Vec<f32>]) 
     let idx = Tensor::from_slice(&idx).view([b as i64, t as i64]); // (B, T)
     let h = gpt.forward_hidden(&idx).view([(b * t) as i64, -1]); // (B*T, C)
     let h = h.index_select(0, &Tensor::from_slice(&rows)); // (N, C)
-    let logits = gpt.head(&h); // (N, V)
-    let ce = logits.cross_entropy_loss::<Tensor>(
-        &Tensor::from_slice(&targets),
-        None,
-        tch::Reduction::None,
-        -100,
-        0.0,
-    ); // (N)
-    let ce = Vec::<f32>::try_from(ce.to_kind(Kind::Float)).unwrap_or_default();
+    let logp = gpt.head(&h).log_softmax(-1, Kind::Float); // (N, V)
+    let ce = -logp
+        .gather(-1, &Tensor::from_slice(&targets).unsqueeze(-1), false)
+        .squeeze_dim(-1); // (N)
+    let ent = -(logp.exp() * &logp).sum_dim_intlist(-1, false, Kind::Float); // (N)
+    let ce = Vec::<f32>::try_from(ce).unwrap_or_default();
+    let ent = Vec::<f32>::try_from(ent).unwrap_or_default();
+    let part = |v: &[f32], at: usize, k: usize| v.get(at..at + k).map(<[f32]>::to_vec);
     let mut at = 0;
     for &j in chunk {
         let k = jobs[j].seq.len() - 1 - jobs[j].first;
-        out[j] = ce.get(at..at + k).map(<[f32]>::to_vec).unwrap_or_default();
+        out[j] = Window {
+            losses: part(&ce, at, k).unwrap_or_default(),
+            entropies: part(&ent, at, k).unwrap_or_default(),
+        };
         at += k;
     }
 }

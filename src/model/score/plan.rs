@@ -1,6 +1,7 @@
 //! How events become forwards, shared by both engines: each item cut into
 //! windows of at most `block_size` tokens, the windows run `batch` at a time,
-//! longest first, and each item's token losses gathered back in order.
+//! longest first, and each item's token losses and entropies gathered back
+//! in order.
 
 use crate::model::{EventLoss, GptConfig, ScoreItem};
 
@@ -10,18 +11,20 @@ pub(super) fn run(
     items: &[ScoreItem],
     batch: usize,
     cfg: &GptConfig,
-    mut forward: impl FnMut(&[Job], &[usize], &mut [Vec<f32>]),
+    mut forward: impl FnMut(&[Job], &[usize], &mut [Window]),
 ) -> Vec<EventLoss> {
     let jobs = plan(items, cfg);
-    let mut losses: Vec<Vec<f32>> = vec![Vec::new(); jobs.len()];
+    let mut losses: Vec<Window> = vec![Window::default(); jobs.len()];
     let mut order: Vec<usize> = (0..jobs.len()).collect();
     order.sort_by_key(|&j| std::cmp::Reverse(jobs[j].seq.len()));
     for chunk in order.chunks(batch.max(1)) {
         forward(&jobs, chunk, &mut losses);
     }
     let mut out: Vec<EventLoss> = vec![EventLoss::default(); items.len()];
-    for (job, l) in jobs.iter().zip(losses) {
-        out[job.item].token_losses.extend(l);
+    for (job, w) in jobs.iter().zip(losses) {
+        let e = &mut out[job.item];
+        e.token_losses.extend(w.losses);
+        e.token_entropies.extend(w.entropies);
     }
     for e in &mut out {
         if !e.token_losses.is_empty() {
@@ -29,6 +32,14 @@ pub(super) fn run(
         }
     }
     out
+}
+
+/// What one forward returns for its scored positions, in order: the loss of
+/// each target and the entropy (nats) of the distribution that predicted it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Window {
+    pub losses: Vec<f32>,
+    pub entropies: Vec<f32>,
 }
 
 /// One forward: the window `seq[..n]` is the input, `seq[p + 1]` the target

@@ -1,0 +1,49 @@
+//! Which of an event's tokens say something: its content, as opposed to
+//! the name of the source that speaks it (which source speaks is the key's
+//! identity, not what it says, and the model predicts it from the context).
+
+use crate::tokenizer::tokenizer;
+
+/// Token-loss positions (indices into
+/// [`crate::model::EventLoss::token_losses`]) of an event's content: every
+/// predicted token except the source name's bytes (the tokens between
+/// `<|SVC|>` and the next special token).
+pub fn content_positions(tokens: &[u32]) -> Vec<usize> {
+    let svc = tokenizer().special("<|SVC|>");
+    let (a, b) = match tokens.iter().position(|&t| t == svc) {
+        Some(i) => {
+            let end = tokens[i + 1..]
+                .iter()
+                .position(|&t| t >= 256)
+                .map_or(tokens.len(), |j| i + 1 + j);
+            (i + 1, end)
+        }
+        None => (0, 0),
+    };
+    // token_losses[j] is the loss of tokens[j + 1].
+    (0..tokens.len().saturating_sub(1))
+        .filter(|&j| !(a..b).contains(&(j + 1)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_source_name_is_not_content() {
+        let tok = tokenizer();
+        let t = tok.encode("<|BOE|><|LOG|><|SVC|>ab<|MSG|>hi<|EOE|>");
+        // Tokens: BOE LOG SVC a b MSG h i EOE; positions predict tokens 1..9.
+        assert_eq!(t.len(), 9);
+        // "a" and "b" are tokens 3 and 4, predicted at positions 2 and 3.
+        assert_eq!(content_positions(&t), vec![0, 1, 4, 5, 6, 7]);
+        // Without <|SVC|> every position is content; no tokens, none.
+        let u = tok.encode("<|BOE|><|LOG|>x<|EOE|>");
+        assert_eq!(content_positions(&u), vec![0, 1, 2]);
+        assert!(content_positions(&[]).is_empty());
+        // A name that runs to the end of the event.
+        let v = tok.encode("<|SVC|>ab");
+        assert!(content_positions(&v).is_empty());
+    }
+}
