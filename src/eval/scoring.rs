@@ -318,7 +318,12 @@ fn event_scores(
             let mut m = ModelScore {
                 z: s.score,
                 loss: s.loss,
-                span: s.span.loss,
+                // The stretch statistic, not the readable field the alert shows.
+                span: crate::scorer::span::surprising_span(
+                    &l.token_losses,
+                    crate::scorer::SPAN_WIDTH,
+                )
+                .2,
                 content: mean,
                 cspan: crate::scorer::span::surprising_span(&content, crate::scorer::SPAN_WIDTH).2,
                 ..Default::default()
