@@ -15,12 +15,16 @@ puts it at the top of its prompt, so the model knows what "normal" and
     NATS_URL=nats://reader:secret@127.0.0.1:4222 python examples/consumer.py --until-alert
 
 Exit status with --until-alert: 0 once an alert and a digest have been
-received (and the prompt printed), 1 on timeout.
+received (and the prompt printed), 1 on timeout. With --expect (what
+scripts/examples.sh checks): 0 only if the expected alert came, no other
+alert came before it, and the prompt built after it matches
+--expect-prompt; 2 if any of these failed.
 """
 
 import argparse
 import asyncio
 import os
+import re
 import sys
 import time
 
@@ -70,7 +74,18 @@ async def main() -> int:
                    help="exit once an alert and a digest have arrived")
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--task", default="Deploy version 2.5 of svc3.")
+    p.add_argument("--expect", metavar="SOURCE:TEXT",
+                   help="with --until-alert: wait for an alert on SOURCE whose event contains TEXT; "
+                        "any other alert before it is a false alert and fails the run")
+    p.add_argument("--expect-prompt", metavar="REGEX",
+                   help="with --expect: the prompt built after the alert must match REGEX "
+                        "(case-insensitive, within one line)")
     a = p.parse_args()
+    want_source, _, want_text = (a.expect or "").partition(":")
+
+    def expected(alert: dict) -> bool:
+        return not a.expect or (alert.get("source") == want_source
+                                and want_text in alert.get("rendered", ""))
 
     opts = {"servers": a.nats.split(","), "name": "example-consumer"}
     if a.creds:
@@ -80,12 +95,18 @@ async def main() -> int:
 
     got_alert = asyncio.Event()
     got_digest = asyncio.Event()
+    false_alerts = []
 
     async def on_alert(msg):
         try:
             alert = msgpack.unpackb(msg.data, raw=False)
         except Exception as e:  # a consumer must survive a bad message
             print(f"undecodable alert on {msg.subject}: {e}", flush=True)
+            return
+        if not expected(alert):
+            print(f"ALERT (not the expected one)  {alert_line(alert)}", flush=True)
+            if not got_alert.is_set():
+                false_alerts.append(alert)
             return
         print(f"ALERT  {alert_line(alert)}", flush=True)
         got_alert.set()
@@ -121,10 +142,19 @@ async def main() -> int:
         await nc.drain()
         return 1
 
+    prompt = build_prompt(await read_digest(js), a.task)
     print("PROMPT (digest read from KV, after the alert):", flush=True)
-    print(build_prompt(await read_digest(js), a.task), flush=True)
+    print(prompt, flush=True)
     await nc.drain()
-    return 0
+    failed = []
+    if false_alerts:
+        failed.append(f"{len(false_alerts)} alert(s) before the expected one (tolerance: none), "
+                      f"first: {alert_line(false_alerts[0])}")
+    if a.expect_prompt and not re.search(a.expect_prompt, prompt, re.IGNORECASE):
+        failed.append(f"the prompt does not match {a.expect_prompt!r}")
+    for f in failed:
+        print(f"expectation failed: {f}", file=sys.stderr, flush=True)
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":

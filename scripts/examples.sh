@@ -7,7 +7,11 @@
 #   proprio run            as user `proprio`:   harvest, train (on `proprio tick`), score, alert
 #
 # Installs nats-py and msgpack into .tools/venv first (idempotent). Exits 0
-# when the consumer received an alert and the digest. `make examples` runs it.
+# only when what a user expects happened: the OOM kill on svc3 was alerted,
+# no alert came before it (the normal traffic, from the first model on, is
+# alerted zero times: that is the tolerance), and the prompt the consumer
+# builds from the digest after the alert names svc3 and its OOM kill.
+# `make examples` runs it.
 # Usage: scripts/examples.sh [--setup-only]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -78,23 +82,31 @@ pub="nats://publisher:$PUBLISHER_NATS_PASSWORD@127.0.0.1:$port"
 pids+=($!)
 wait_for "harvested" 60 proprio_events_harvested_total 300
 
+# The consumer listens from before the first model: every alert on the
+# normal traffic counts against the detector.
+reader="nats://reader:$READER_NATS_PASSWORD@127.0.0.1:$port"
+"$py" "$root/examples/consumer.py" --nats "$reader" --until-alert --timeout 600 \
+  --expect svc3:OOMKilled --expect-prompt 'svc3 [^,\n]*(oom|out of memory)' > "$work/consumer.out" 2>&1 &
+consumer=$!
+pids+=($consumer)
+
 RUST_LOG=warn "$proprio" tick
 wait_for "a model trained" 300 'proprio_growth_cycles_total{outcome="ok"}' 1
 wait_for "the scorer swapped it in" 60 proprio_model_swaps_total 1
-
-reader="nats://reader:$READER_NATS_PASSWORD@127.0.0.1:$port"
-"$py" "$root/examples/consumer.py" --nats "$reader" --until-alert --timeout 60 > "$work/consumer.out" 2>&1 &
-consumer=$!
-sleep 1
+# Normal live traffic scored by the model before the fault.
+sleep 10
 # One event unlike anything before, from svc3.
 "$py" "$root/examples/publisher.py" --nats "$pub" --services 0 --live 0 --fault
 status=0
 wait "$consumer" || status=$?
 cat "$work/consumer.out"
 echo "examples: proprio_alerts_published_total{reason=\"surprise\"} = $(metric 'proprio_alerts_published_total{reason="surprise"}')"
-if [ "$status" -ne 0 ]; then
-  echo "examples: the consumer did not receive an alert and a digest" >&2
+if [ "$status" -eq 1 ]; then
+  echo "examples: FAIL: no alert on svc3's OOM kill (or no digest after it)" >&2
   tail -30 "$work/proprio.log" >&2
+  exit 1
+elif [ "$status" -ne 0 ]; then
+  echo "examples: FAIL: see 'expectation failed' above" >&2
   exit 1
 fi
 echo "examples: ok"

@@ -70,6 +70,16 @@ fn main() -> anyhow::Result<()> {
         Command::Train(_) | Command::Eval(_) => Needs::Learning,
         _ => Needs::Logging,
     };
+    if let Command::Demo(a) = &cli.command {
+        // The demo's filter first: the configured one below then finds
+        // logging installed (RUST_LOG still wins over both).
+        let level = if a.verbose {
+            proprio::demo::VERBOSE_LOG
+        } else {
+            proprio::demo::QUIET_LOG
+        };
+        proprio::logging::init_with(cli.global.log_json, Some(level));
+    }
     let cfg = startup(&cli.global, &flags, needs)?;
     let rt = || {
         tokio::runtime::Builder::new_multi_thread()

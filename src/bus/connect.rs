@@ -110,6 +110,10 @@ impl Bus {
                     match ev {
                         async_nats::Event::Connected => tracing::info!("nats: connected"),
                         async_nats::Event::Disconnected => tracing::warn!("nats: disconnected"),
+                        // Our own orderly close (drain, shutdown): nothing is wrong.
+                        async_nats::Event::Draining | async_nats::Event::Closed => {
+                            tracing::info!("nats: {ev}")
+                        }
                         async_nats::Event::ServerError(async_nats::ServerError::Other(m))
                             if m.to_lowercase().contains("permissions violation") =>
                         {

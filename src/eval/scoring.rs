@@ -305,7 +305,12 @@ fn event_scores(
                 excess: s.excess,
                 z: ck.meta.baselines.score(&p.key, kind, l.loss).0,
                 loss: s.loss,
-                span: s.span.loss,
+                // The stretch statistic, not the readable field the alert shows.
+                span: crate::scorer::span::surprising_span(
+                    &l.token_losses,
+                    crate::scorer::SPAN_WIDTH,
+                )
+                .2,
                 content: mean,
                 cspan: crate::scorer::span::surprising_span(&content, crate::scorer::SPAN_WIDTH).2,
                 xsum: excess_surprise(&p.tokens, l),

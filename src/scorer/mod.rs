@@ -140,7 +140,9 @@ pub struct Scored {
     pub span: Span,
 }
 
-/// Width, in tokens, of the surprising span shown with a score.
+/// Width, in tokens, of [`span::surprising_span`] as a score statistic
+/// (eval's `span` model scores); the span shown with a score is
+/// [`span::field_span`].
 pub const SPAN_WIDTH: usize = 8;
 
 /// Renders, tokenizes and contextualises events; turns losses into scores.
@@ -191,12 +193,7 @@ pub fn score_against(p: &Prepared, loss: &EventLoss, baselines: &Baselines) -> S
     let kind = p.kind.unwrap_or(Kind::Graph);
     let excess = excess_surprise(&p.tokens, loss);
     let c = baselines.surprise.calibrate(&p.key, kind, excess);
-    let (start, end, span_loss) = span::surprising_span(&loss.token_losses, SPAN_WIDTH);
-    // token_losses[i] is the loss of event token i + 1.
-    let (ts, te) = (
-        (start + 1).min(p.tokens.len()),
-        (end + 1).min(p.tokens.len()),
-    );
+    let (ts, te, span_loss) = span::field_span(&p.tokens, &loss.token_losses, span::SPAN_MAX_CHARS);
     Scored {
         loss: loss.loss,
         excess,

@@ -156,3 +156,34 @@ pub struct Fault {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_after: Option<String>,
 }
+
+impl Fault {
+    /// Whether an alert on `source` at `ts_ms` belongs to this fault: see [`explains`].
+    pub fn explains(&self, source: &str, ts_ms: i64, grace_ms: i64) -> bool {
+        explains(
+            (self.start_ms, self.end_ms),
+            &self.sources,
+            grace_ms,
+            source,
+            ts_ms,
+        )
+    }
+}
+
+/// The rule that ties an alert to a fault: the alert is on one of the
+/// fault's `sources` and inside its window, `start..=end + grace_ms` (an
+/// effect may be noticed shortly after the fault ends, a silence only once
+/// it has lasted). Anything else is a false alert, even on a source that
+/// some fault touches at another time. The same window as eval's
+/// `--grace-s` judge.
+pub fn explains(
+    (start_ms, end_ms): (i64, i64),
+    sources: &[String],
+    grace_ms: i64,
+    source: &str,
+    ts_ms: i64,
+) -> bool {
+    ts_ms >= start_ms
+        && ts_ms <= end_ms.saturating_add(grace_ms)
+        && sources.iter().any(|s| s == source)
+}

@@ -28,7 +28,7 @@ mod service;
 mod text;
 
 pub use engine::{generate, SimConfig, Simulation, DEFAULT_START_MS};
-pub use fault::{Fault, FaultKind, FaultSpec};
+pub use fault::{explains, Fault, FaultKind, FaultSpec};
 pub use graphs::GRAPHS;
 pub use live::publish;
 pub use registry_gen::{check_acyclic, check_layered, default_registry, layer_name, subset};

@@ -2,21 +2,31 @@
 //! machine. A nats-server (NATS_URL if set, else one started from the
 //! project's tools folder), every role, the simulated OS published live at
 //! high speed: a normal warm-up, the first training cycle, then a run with
-//! every fault injected. Alerts are printed as they happen; the summary says
-//! which faults were caught and how fast, and prints the digest.
+//! every fault injected. Alerts are printed as they happen, one line each;
+//! the summary says which faults were caught and how fast, how many alerts
+//! no fault explains ([`tally`]: same source, inside the fault's window),
+//! and prints the digest. Incidents (`proprio.incident.>`) are printed as
+//! they open and resolve and counted the same way. Library logs stay quiet
+//! unless `-v`.
+
+mod incidents;
+mod tally;
 
 use crate::bus::{Bus, BusConfig};
 use crate::config::{RunSection, RunSettings, TrainerSection};
 use crate::contract::alert::{Alert, AlertReason};
 use crate::contract::{KEY_DIGEST, SUBJECT_ALERTS_ALL, SUBJECT_TICK_TRAIN};
+use crate::scorer::span::readable;
 use crate::sim::{Fault, FaultSpec, SimConfig};
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
+use incidents::IncidentView;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tally::{tally, Sighting, GRACE_MS};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -46,7 +56,17 @@ pub struct DemoArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Show the roles' and libraries' logs (info and up); without it only
+    /// errors, so the demo's own lines stay readable. RUST_LOG still wins.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
+
+/// The demo's log filter without `-v`: its own lines are the output (the
+/// roles' warnings repeat what it prints: silences, for one), errors only.
+pub const QUIET_LOG: &str = "error";
+/// With `-v`: the roles at info, the NATS client only when it complains.
+pub const VERBOSE_LOG: &str = "info,async_nats=warn";
 
 /// A nats-server the demo started, stopped on drop.
 struct OwnServer {
@@ -154,24 +174,55 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 
     // Alerts, printed as they happen.
     let alerts: Arc<Mutex<Vec<(Alert, Instant)>>> = Arc::default();
+    let clock: Arc<Mutex<Option<LiveClock>>> = Arc::default();
     let mut sub = bus.client().subscribe(SUBJECT_ALERTS_ALL).await?;
-    let seen = alerts.clone();
+    let (seen, live_clock) = (alerts.clone(), clock.clone());
     let printer = tokio::spawn(async move {
         while let Some(m) = sub.next().await {
             let Ok(a) = Alert::decode(&m.payload) else {
                 continue;
             };
-            println!(
-                "  ALERT {:<22} {:<9} score {:>7.1}  {}",
-                a.source,
-                a.kind.as_str(),
-                a.score,
-                a.diagnosis
-                    .clone()
-                    .unwrap_or_else(|| shorten(&a.span.text, 50))
-            );
+            let at = Instant::now();
+            let c = live_clock.lock().ok().and_then(|c| *c);
+            println!("{}", alert_line(&a, at, c.as_ref()));
             if let Ok(mut v) = seen.lock() {
-                v.push((a, Instant::now()));
+                v.push((a, at));
+            }
+        }
+    });
+
+    // Incidents, printed as they open and resolve: per id its latest state
+    // and when it was first heard of.
+    let incidents: Arc<Mutex<Vec<(IncidentView, Instant)>>> = Arc::default();
+    let mut isub = bus.client().subscribe(incidents::SUBJECT).await?;
+    let (iseen, iclock) = (incidents.clone(), clock.clone());
+    let iprinter = tokio::spawn(async move {
+        while let Some(m) = isub.next().await {
+            let Some(i) = IncidentView::decode(&m.payload) else {
+                continue;
+            };
+            let at = Instant::now();
+            let Ok(mut v) = iseen.lock() else { continue };
+            let known = v.iter().position(|(k, _)| k.id == i.id);
+            let news = match known {
+                None => true,
+                Some(k) => v[k].0.resolved() != i.resolved(),
+            };
+            if news {
+                let c = iclock.lock().ok().and_then(|c| *c);
+                let when = match c {
+                    Some(c) => format!("+{:.1}m", c.sim_offset_min(at)),
+                    None => "warm-up".into(),
+                };
+                println!(
+                    "  {when:>7} INCIDENT {} {}",
+                    shorten(&i.id, 16),
+                    i.describe()
+                );
+            }
+            match known {
+                Some(k) => v[k].0 = i,
+                None => v.push((i, at)),
             }
         }
     });
@@ -209,7 +260,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         r = crate::sim::publish(filler, &url, "os", args.speed, None) => { r?; }
     }
     if s.swaps.load(Ordering::Relaxed) == 0 {
-        bail!("the first training cycle did not produce a model (see the log)");
+        bail!("the first training cycle did not produce a model (run with -v to see the log)");
     }
     let model = crate::model_store::current(&bus).await?;
     if let Some(m) = &model {
@@ -240,6 +291,14 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         );
     }
     let wall_start = Instant::now();
+    let live = LiveClock {
+        t0_ms: fault_t0,
+        wall: wall_start,
+        speed: args.speed,
+    };
+    if let Ok(mut c) = clock.lock() {
+        *c = Some(live);
+    }
     let scored_before = s.scored.load(Ordering::Relaxed);
     let n_live = crate::sim::publish(faulty, &url, "os", args.speed, None).await?;
     // Once publishing stops every source falls silent: silences after this are the demo's end, not faults.
@@ -257,6 +316,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     printer.abort();
+    iprinter.abort();
 
     // 3. Summary.
     let alerts = alerts.lock().map(|v| v.clone()).unwrap_or_default();
@@ -271,61 +331,163 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             .filter(|(a, _)| a.reason == AlertReason::Silence)
             .count()
     );
-    let mut caught = 0;
-    for f in &faults {
-        // A silence is noticed on the wall clock: the fault's start in wall time.
-        let f_wall = wall_start
-            + Duration::from_secs_f64(
-                ((f.start_ms - fault_t0) as f64 / 1000.0 / args.speed).max(0.0),
-            );
-        let first = alerts.iter().find(|(a, at)| {
-            f.sources.contains(&a.source)
-                && match a.reason {
-                    AlertReason::Surprise => a.ts >= f.start_ms && a.ts <= f.end_ms + 120_000,
-                    AlertReason::Silence => *at >= f_wall && *at <= wall_end,
-                }
-        });
-        match first {
-            Some((a, at)) => {
-                caught += 1;
-                let ttd = match a.reason {
-                    AlertReason::Surprise => (a.ts - f.start_ms) as f64 / 1000.0,
-                    AlertReason::Silence => at.duration_since(f_wall).as_secs_f64() * args.speed,
-                };
-                println!(
-                    "   caught  {:<18} in {:>6.0}s simulated, by {} on {} ({})",
-                    f.id,
-                    ttd.max(0.0),
-                    a.reason.as_str(),
-                    a.source,
-                    a.diagnosis
-                        .clone()
-                        .unwrap_or_else(|| format!("score {:.1}", a.score))
-                );
-            }
-            None => println!("   missed  {}", f.id),
-        }
-    }
-    let live: Vec<&(Alert, Instant)> = alerts
+    // Only the live run counts (alerts before it saw no fault; silences
+    // after publishing stopped are the demo's end, not faults).
+    let live_alerts: Vec<&(Alert, Instant)> = alerts
         .iter()
         .filter(|(a, at)| {
             *at >= wall_start && (a.reason == AlertReason::Surprise || *at <= wall_end)
         })
         .collect();
-    let explained = live
+    let seen: Vec<Sighting> = live_alerts
         .iter()
-        .filter(|(a, _)| faults.iter().any(|f| f.sources.contains(&a.source)))
-        .count();
+        .map(|(a, at)| Sighting {
+            ts: live.sim_ts(a, *at),
+            sources: vec![a.source.clone()],
+        })
+        .collect();
+    let t = tally(&seen, &faults, GRACE_MS);
+    for (f, first) in faults.iter().zip(&t.first) {
+        match first {
+            Some(j) => {
+                let (a, _) = live_alerts[*j];
+                println!(
+                    "   caught  {:<18} in {:>6.0}s simulated, by {} on {} ({})",
+                    f.id,
+                    (seen[*j].ts - f.start_ms).max(0) as f64 / 1000.0,
+                    a.reason.as_str(),
+                    a.source,
+                    what(a)
+                );
+            }
+            None => println!("   missed  {}", f.id),
+        }
+    }
     let sim_hours = args.fault_minutes / 60.0;
     println!(
-        "   faults caught {caught}/{}; alerts on sources of no fault: {} ({:.1} per simulated hour)",
+        "   faults caught {}/{}; live alerts {}, explained by a fault {}, false {} ({:.1} per simulated hour)",
+        t.caught(),
         faults.len(),
-        live.len() - explained,
-        (live.len() - explained) as f64 / sim_hours
+        seen.len(),
+        seen.len() - t.false_count(),
+        t.false_count(),
+        t.false_count() as f64 / sim_hours
     );
+    println!(
+        "   (an alert is explained only on one of a fault's sources, between its start and {}s after its end)",
+        GRACE_MS / 1000
+    );
+    let incidents = incidents.lock().map(|v| v.clone()).unwrap_or_default();
+    summarize_incidents(&incidents, &live_alerts, &live, wall_start, &faults);
     println!("\n{digest}");
     running.stop().await?;
     Ok(())
+}
+
+/// Incidents against the faults, by the alerts' rule; an incident's time is
+/// its first alert's as the demo saw it (a silence: when it was noticed).
+fn summarize_incidents(
+    incidents: &[(IncidentView, Instant)],
+    live_alerts: &[&(Alert, Instant)],
+    live: &LiveClock,
+    wall_start: Instant,
+    faults: &[Fault],
+) {
+    let timed: Vec<(IncidentView, i64)> = incidents
+        .iter()
+        .filter(|(_, at)| *at >= wall_start)
+        .map(|(i, _)| {
+            let first = live_alerts
+                .iter()
+                .find(|(a, _)| a.ts == i.opened_ts && i.sources.contains(&a.source));
+            let ts = first.map_or(i.opened_ts, |(a, at)| live.sim_ts(a, *at));
+            (i.clone(), ts)
+        })
+        .collect();
+    if timed.is_empty() {
+        println!("   incidents: none received on {}", incidents::SUBJECT);
+        return;
+    }
+    let (t, root_hit) = incidents::judge(&timed, faults, GRACE_MS);
+    for ((f, first), hit) in faults.iter().zip(&t.first).zip(&root_hit) {
+        if let (Some(j), Some(hit)) = (first, hit) {
+            let (i, ts) = &timed[*j];
+            println!(
+                "   incident {:<16} for {:<18} in {:>6.0}s simulated, root cause {} ({})",
+                shorten(&i.id, 16),
+                f.id,
+                (ts - f.start_ms).max(0) as f64 / 1000.0,
+                i.root().map_or("none", |r| r.source.as_str()),
+                if *hit { "right" } else { "wrong" }
+            );
+        }
+    }
+    println!(
+        "   incidents {}: faults caught {}/{}, root cause right for {} of them, false incidents {}",
+        timed.len(),
+        t.caught(),
+        faults.len(),
+        root_hit.iter().filter(|h| **h == Some(true)).count(),
+        t.false_count()
+    );
+}
+
+/// The live run's clock: simulated time starts at `t0_ms` when the wall
+/// clock is at `wall` and runs `speed` times faster.
+#[derive(Debug, Clone, Copy)]
+struct LiveClock {
+    t0_ms: i64,
+    wall: Instant,
+    speed: f64,
+}
+
+impl LiveClock {
+    /// Simulated minutes into the live run at wall time `at`.
+    fn sim_offset_min(&self, at: Instant) -> f64 {
+        at.saturating_duration_since(self.wall).as_secs_f64() * self.speed / 60.0
+    }
+
+    /// An alert's time in simulated ms: a surprise carries its event's
+    /// time; a silence is noticed on the wall clock, at `at`.
+    fn sim_ts(&self, a: &Alert, at: Instant) -> i64 {
+        match a.reason {
+            AlertReason::Surprise => a.ts,
+            AlertReason::Silence => {
+                let wall_ms = if at >= self.wall {
+                    at.duration_since(self.wall).as_secs_f64() * 1000.0
+                } else {
+                    -(self.wall.duration_since(at).as_secs_f64() * 1000.0)
+                };
+                self.t0_ms + (wall_ms * self.speed) as i64
+            }
+        }
+    }
+}
+
+/// What an alert says, for a person: its diagnosis, else the field that
+/// surprised the model.
+fn what(a: &Alert) -> String {
+    match (&a.diagnosis, a.reason) {
+        (Some(d), _) => d.clone(),
+        (None, AlertReason::Silence) => "fell silent".into(),
+        (None, AlertReason::Surprise) => shorten(&readable(&a.span.text), 50),
+    }
+}
+
+/// One alert, one line: when (simulated minutes into the live run, or the
+/// warm-up), source, kind, score and what it says.
+fn alert_line(a: &Alert, at: Instant, clock: Option<&LiveClock>) -> String {
+    let when = match clock {
+        Some(c) => format!("+{:.1}m", (c.sim_ts(a, at) - c.t0_ms) as f64 / 60_000.0),
+        None => "warm-up".into(),
+    };
+    format!(
+        "  {when:>7} ALERT {:<22} {:<9} z {:>6.1}  {}",
+        shorten(&a.source, 22),
+        a.kind.as_str(),
+        a.score,
+        what(a)
+    )
 }
 
 async fn wait(limit: Duration, mut f: impl FnMut() -> bool) {
