@@ -8,6 +8,7 @@
 
 pub mod alert;
 pub mod digest;
+pub mod incident;
 
 use crate::event::subject_token;
 use serde::{Deserialize, Serialize};
@@ -19,9 +20,12 @@ pub const STREAM_TELEMETRY: &str = "PROPRIO_TELEMETRY";
 pub const STREAM_CURRICULUM: &str = "PROPRIO_CURRICULUM";
 pub const STREAM_ALERTS: &str = "PROPRIO_ALERTS";
 pub const STREAM_DLQ: &str = "PROPRIO_DLQ";
+pub const STREAM_INCIDENTS: &str = "PROPRIO_INCIDENTS";
 
 pub const BUCKET_STATE: &str = "proprio-state";
 pub const BUCKET_MODELS: &str = "proprio-models";
+/// Incidents by id (their current state), so a restart loses none.
+pub const BUCKET_INCIDENTS: &str = "proprio-incidents";
 
 pub const KEY_DIGEST: &str = "digest";
 pub const KEY_DIGEST_JSON: &str = "digest.json";
@@ -31,6 +35,7 @@ pub const KEY_MUTE_PREFIX: &str = "mute.";
 
 pub const CONSUMER_HARVESTER: &str = "proprio-harvester";
 pub const CONSUMER_SCORER: &str = "proprio-scorer";
+pub const CONSUMER_INCIDENTS: &str = "proprio-incidents";
 
 /// Subscribers read alerts on `proprio.alert.<source>`.
 pub const SUBJECT_ALERT_PREFIX: &str = "proprio.alert";
@@ -41,6 +46,9 @@ pub const SUBJECT_ALERTS_ALL: &str = "proprio.alert.>";
 /// replica raises it again. The stream's messages carry these subjects.
 pub const SUBJECT_RAISE_PREFIX: &str = "proprio.raise";
 pub const SUBJECT_RAISE_ALL: &str = "proprio.raise.>";
+/// Incidents on `proprio.incident.<id>`, each open, update and resolve.
+pub const SUBJECT_INCIDENT_PREFIX: &str = "proprio.incident";
+pub const SUBJECT_INCIDENTS_ALL: &str = "proprio.incident.>";
 /// The digest's text form.
 pub const SUBJECT_DIGEST: &str = "proprio.digest";
 pub const SUBJECT_TICK_TRAIN: &str = "proprio.tick.train";
@@ -67,6 +75,11 @@ pub fn alert_subject(source: &str) -> String {
 /// `proprio.raise.<source>`: where an alert is published to be stored once.
 pub fn raise_subject(source: &str) -> String {
     format!("{SUBJECT_RAISE_PREFIX}.{}", subject_token(source))
+}
+
+/// `proprio.incident.<id>` (ids are already safe subject tokens).
+pub fn incident_subject(id: &str) -> String {
+    format!("{SUBJECT_INCIDENT_PREFIX}.{}", subject_token(id))
 }
 
 pub fn dlq_subject(reason: &str) -> String {
