@@ -72,7 +72,12 @@ impl Query {
 /// One incident as one line: when, state, id, root cause, blast radius.
 pub fn incident_line(i: &Incident) -> String {
     let root = match i.root() {
-        Some(r) => format!("root={} ({}, rank {:.2})", r.source, one_line(&r.what), r.rank),
+        Some(r) => format!(
+            "root={} ({}, rank {:.2})",
+            r.source,
+            one_line(&r.what),
+            r.rank
+        ),
         None => "root=?".into(),
     };
     let when = match i.resolved_ts {
@@ -99,7 +104,10 @@ pub fn incident_detail(i: &Incident) -> String {
     if let Some(r) = i.resolved_ts {
         out.push(format!("resolved {}", format_utc(r)));
     }
-    out.push(format!("alerts   {} (strongest score {:.1})", i.alerts, i.score));
+    out.push(format!(
+        "alerts   {} (strongest score {:.1})",
+        i.alerts, i.score
+    ));
     out.push("suspects (most likely root cause first):".into());
     for s in &i.suspects {
         out.push(format!(
@@ -112,8 +120,16 @@ pub fn incident_detail(i: &Incident) -> String {
             one_line(&s.what)
         ));
     }
-    out.push(format!("blast radius ({}): {}", i.sources.len(), i.sources.join(", ")));
-    out.push(format!("alert ids (latest {}): {}", i.alert_ids.len(), i.alert_ids.join(" ")));
+    out.push(format!(
+        "blast radius ({}): {}",
+        i.sources.len(),
+        i.sources.join(", ")
+    ));
+    out.push(format!(
+        "alert ids (latest {}): {}",
+        i.alert_ids.len(),
+        i.alert_ids.join(" ")
+    ));
     out.join("\n")
 }
 
@@ -144,7 +160,12 @@ pub fn select(mut all: Vec<Incident>, since_ms: i64, open_only: bool) -> Vec<Inc
 }
 
 /// What `proprio incidents` prints for a list or show query.
-pub async fn query_output(bus: &Bus, q: &Query, args: &IncidentsArgs, now_ms: i64) -> Result<String> {
+pub async fn query_output(
+    bus: &Bus,
+    q: &Query,
+    args: &IncidentsArgs,
+    now_ms: i64,
+) -> Result<String> {
     let kv = bus
         .incidents_kv()
         .await
@@ -159,16 +180,31 @@ pub async fn query_output(bus: &Bus, q: &Query, args: &IncidentsArgs, now_ms: i6
             let incs = select(load_all(&kv).await?, since, args.open);
             let lines: Vec<String> = incs
                 .iter()
-                .map(|i| if args.json { i.to_json() } else { incident_line(i) })
+                .map(|i| {
+                    if args.json {
+                        i.to_json()
+                    } else {
+                        incident_line(i)
+                    }
+                })
                 .collect();
             Ok(lines.join("\n"))
         }
         Query::Show(id) => {
-            let Some(v) = kv.get(id).await.with_context(|| format!("reading incident {id}"))? else {
+            let Some(v) = kv
+                .get(id)
+                .await
+                .with_context(|| format!("reading incident {id}"))?
+            else {
                 bail!("no incident {id} (proprio incidents lists them)");
             };
-            let i = Incident::decode(&v).with_context(|| format!("incident {id} is undecodable"))?;
-            Ok(if args.json { i.to_json() } else { incident_detail(&i) })
+            let i =
+                Incident::decode(&v).with_context(|| format!("incident {id} is undecodable"))?;
+            Ok(if args.json {
+                i.to_json()
+            } else {
+                incident_detail(&i)
+            })
         }
     }
 }
@@ -276,10 +312,16 @@ mod tests {
         assert!(d.contains("blast radius (2): C, B"));
         let all = vec![new.clone(), old.clone(), open.clone()];
         let ids = |v: Vec<Incident>| v.into_iter().map(|i| i.id).collect::<Vec<_>>();
-        assert_eq!(ids(select(all.clone(), 2_000_000, false)), ["inc-1-aa", "inc-3-cc"]);
+        assert_eq!(
+            ids(select(all.clone(), 2_000_000, false)),
+            ["inc-1-aa", "inc-3-cc"]
+        );
         assert_eq!(ids(select(all.clone(), i64::MIN, false)).len(), 3);
         assert_eq!(ids(select(all, i64::MIN, true)), ["inc-1-aa"]);
-        assert_eq!(render_incident(b"junk", false).split(':').next(), Some("(undecodable incident"));
+        assert_eq!(
+            render_incident(b"junk", false).split(':').next(),
+            Some("(undecodable incident")
+        );
         assert_eq!(render_incident(&open.to_msgpack(), true), open.to_json());
     }
 }

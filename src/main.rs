@@ -90,10 +90,9 @@ fn main() -> anyhow::Result<()> {
         Command::Score(a) => proprio::scorer::offline::run(a),
         Command::Digest(a) => rt()?.block_on(cli_ops::digest(a, &cfg.bus_config())),
         Command::Alerts(a) => rt()?.block_on(cli_ops::alerts(a, &cfg.bus_config())),
-        Command::Incidents(a) => rt()?.block_on(proprio::cli_incidents::incidents(
-            a,
-            &cfg.bus_config(),
-        )),
+        Command::Incidents(a) => {
+            rt()?.block_on(proprio::cli_incidents::incidents(a, &cfg.bus_config()))
+        }
         Command::Tick(_) => rt()?.block_on(cli_ops::tick(&cfg.bus_config())),
         Command::Mute(a) => rt()?.block_on(cli_ops::mute(a, &cfg.bus_config())),
         Command::Bench(a) => proprio::model::bench::bench(a),

@@ -58,9 +58,17 @@ fn engine(topo: Topology) -> Engine {
 fn a_chain_is_one_incident_rooted_where_it_started() {
     let mut e = engine(chain());
     let v = e.observe(&alert("1", "C", T, 4.0));
-    let Verdict::Opened(id) = v else { panic!("{v:?}") };
-    assert_eq!(e.observe(&alert("2", "B", T + MIN, 5.0)), Verdict::Joined(id.clone()));
-    assert_eq!(e.observe(&alert("3", "A", T + 2 * MIN, 6.0)), Verdict::Joined(id.clone()));
+    let Verdict::Opened(id) = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(
+        e.observe(&alert("2", "B", T + MIN, 5.0)),
+        Verdict::Joined(id.clone())
+    );
+    assert_eq!(
+        e.observe(&alert("3", "A", T + 2 * MIN, 6.0)),
+        Verdict::Joined(id.clone())
+    );
     let incs = e.open_incidents();
     assert_eq!(incs.len(), 1);
     let inc = &incs[0];
@@ -97,29 +105,45 @@ fn unconnected_simultaneous_alerts_are_two_incidents() {
     }
     let mut e = engine(t);
     e.observe(&alert("1", "P", T, 4.0));
-    assert!(matches!(e.observe(&alert("2", "S", T, 4.0)), Verdict::Opened(_)));
-    assert!(matches!(e.observe(&alert("3", "R", T, 4.0)), Verdict::Joined(_)));
+    assert!(matches!(
+        e.observe(&alert("2", "S", T, 4.0)),
+        Verdict::Opened(_)
+    ));
+    assert!(matches!(
+        e.observe(&alert("3", "R", T, 4.0)),
+        Verdict::Joined(_)
+    ));
 }
 
 #[test]
 fn outside_the_join_window_is_a_new_incident() {
     let mut e = engine(chain());
     e.observe(&alert("1", "C", T, 4.0));
-    assert!(matches!(e.observe(&alert("2", "B", T + 6 * MIN, 4.0)), Verdict::Opened(_)));
+    assert!(matches!(
+        e.observe(&alert("2", "B", T + 6 * MIN, 4.0)),
+        Verdict::Opened(_)
+    ));
     assert_eq!(e.open_count(), 2);
 }
 
 #[test]
 fn an_alert_connecting_two_incidents_joins_the_older() {
     let mut e = engine(chain());
-    let Verdict::Opened(older) = e.observe(&alert("1", "A", T, 4.0)) else { panic!() };
+    let Verdict::Opened(older) = e.observe(&alert("1", "A", T, 4.0)) else {
+        panic!()
+    };
     // C is 2 hops from A, and D is made a neighbour of C below.
     e.topology_mut().observe("D", "C");
     // D is 3 hops from A: its own incident.
-    let Verdict::Opened(newer) = e.observe(&alert("2", "D", T + 1000, 4.0)) else { panic!() };
+    let Verdict::Opened(newer) = e.observe(&alert("2", "D", T + 1000, 4.0)) else {
+        panic!()
+    };
     assert_ne!(older, newer);
     // C is near both: it joins the older one; the newer stays as it was.
-    assert_eq!(e.observe(&alert("3", "C", T + 2000, 4.0)), Verdict::Joined(older.clone()));
+    assert_eq!(
+        e.observe(&alert("3", "C", T + 2000, 4.0)),
+        Verdict::Joined(older.clone())
+    );
     let incs = e.open_incidents();
     assert_eq!(incs.len(), 2);
     assert_eq!(incs[0].sources, ["A", "C"]);
@@ -129,7 +153,9 @@ fn an_alert_connecting_two_incidents_joins_the_older() {
 #[test]
 fn resolves_after_the_quiet_period_and_reopens_fresh() {
     let mut e = engine(chain());
-    let Verdict::Opened(id) = e.observe(&alert("1", "C", T, 4.0)) else { panic!() };
+    let Verdict::Opened(id) = e.observe(&alert("1", "C", T, 4.0)) else {
+        panic!()
+    };
     e.observe(&alert("2", "B", T + MIN, 4.0));
     assert_eq!(e.advance(T + MIN + 10 * MIN - 1), 0);
     assert_eq!(e.open_count(), 1);
@@ -142,8 +168,13 @@ fn resolves_after_the_quiet_period_and_reopens_fresh() {
     assert_eq!(changed[0].resolved_ts, Some(T + 11 * MIN));
     // A later alert of the same sources is a new incident, and a resolved
     // incident's alert redelivered is not counted again.
-    assert_eq!(e.observe(&alert("2", "B", T + MIN, 4.0)), Verdict::Duplicate);
-    let Verdict::Opened(id2) = e.observe(&alert("3", "C", T + 20 * MIN, 4.0)) else { panic!() };
+    assert_eq!(
+        e.observe(&alert("2", "B", T + MIN, 4.0)),
+        Verdict::Duplicate
+    );
+    let Verdict::Opened(id2) = e.observe(&alert("3", "C", T + 20 * MIN, 4.0)) else {
+        panic!()
+    };
     assert_ne!(id, id2);
     // Event time resolves too: an alert 10 min after the last one.
     e.observe(&alert("4", "D", T + 31 * MIN, 4.0));
@@ -154,8 +185,13 @@ fn resolves_after_the_quiet_period_and_reopens_fresh() {
 #[test]
 fn silence_alerts_take_part() {
     let mut e = engine(chain());
-    let Verdict::Opened(id) = e.observe(&silence("C", T)) else { panic!() };
-    assert_eq!(e.observe(&alert("2", "B", T + 5000, 4.0)), Verdict::Joined(id));
+    let Verdict::Opened(id) = e.observe(&silence("C", T)) else {
+        panic!()
+    };
+    assert_eq!(
+        e.observe(&alert("2", "B", T + 5000, 4.0)),
+        Verdict::Joined(id)
+    );
     let inc = &e.open_incidents()[0];
     assert_eq!(inc.root().unwrap().source, "C");
     assert_eq!(inc.root().unwrap().what, "silence");
@@ -167,7 +203,10 @@ fn redeliveries_are_not_counted_twice() {
     let mut e = engine(chain());
     e.observe(&alert("1", "C", T, 4.0));
     e.observe(&alert("2", "B", T + 1000, 4.0));
-    assert_eq!(e.observe(&alert("2", "B", T + 1000, 4.0)), Verdict::Duplicate);
+    assert_eq!(
+        e.observe(&alert("2", "B", T + 1000, 4.0)),
+        Verdict::Duplicate
+    );
     assert_eq!(e.open_incidents()[0].alerts, 2);
     assert_eq!(e.counts.duplicates, 1);
 }
@@ -180,7 +219,9 @@ fn bounds_are_enforced() {
         ..Default::default()
     };
     let mut e = Engine::new(cfg, Topology::new(10));
-    let Verdict::Opened(first) = e.observe(&alert("1", "X", T, 4.0)) else { panic!() };
+    let Verdict::Opened(first) = e.observe(&alert("1", "X", T, 4.0)) else {
+        panic!()
+    };
     e.observe(&alert("2", "Y", T + 1000, 4.0));
     e.observe(&alert("3", "Z", T + 2000, 4.0));
     assert_eq!(e.open_count(), 2);
@@ -200,7 +241,12 @@ fn bounds_are_enforced() {
     }
     let mut e = engine(t);
     for i in 0..300 {
-        e.observe(&alert(&format!("a{i}"), &format!("s{}", i % 100), T + i, 4.0));
+        e.observe(&alert(
+            &format!("a{i}"),
+            &format!("s{}", i % 100),
+            T + i,
+            4.0,
+        ));
     }
     let incs = e.open_incidents();
     assert_eq!(incs.len(), 1);

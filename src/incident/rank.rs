@@ -126,7 +126,10 @@ mod tests {
     #[test]
     fn the_formula() {
         // C first and depended on by both: 0.45 * 1 + 0.35 * 1 + 0.2 * 1.
-        let s = rank(&[m("A", 30, 4.0, 1), m("B", 20, 4.0, 1), m("C", 10, 4.0, 1)], &chain());
+        let s = rank(
+            &[m("A", 30, 4.0, 1), m("B", 20, 4.0, 1), m("C", 10, 4.0, 1)],
+            &chain(),
+        );
         let names: Vec<_> = s.iter().map(|s| s.source.as_str()).collect();
         assert_eq!(names, ["C", "B", "A"]);
         assert!((s[0].rank - 1.0).abs() < 1e-6, "{}", s[0].rank);

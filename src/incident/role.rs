@@ -300,7 +300,10 @@ impl Incidents {
         });
         for inc in resolved {
             let (subject, id) = (incident_subject(&inc.id), inc.msg_id());
-            let r = self.ctx.bus.publish_once(subject, inc.to_msgpack(), None, &id);
+            let r = self
+                .ctx
+                .bus
+                .publish_once(subject, inc.to_msgpack(), None, &id);
             if let Err(e) = r.await {
                 tracing::warn!(incident = %inc.id, "incidents: republishing: {e:#}");
             }
@@ -316,8 +319,12 @@ impl Incidents {
             Err(e) => return self.refuse(&msg, &format!("undecodable alert: {e}")).await,
         };
         match engine.observe(&alert) {
-            Verdict::Opened(id) => tracing::info!(incident = %id, source = %alert.source, "incident opened"),
-            Verdict::Joined(id) => tracing::debug!(incident = %id, source = %alert.source, "alert joined"),
+            Verdict::Opened(id) => {
+                tracing::info!(incident = %id, source = %alert.source, "incident opened")
+            }
+            Verdict::Joined(id) => {
+                tracing::debug!(incident = %id, source = %alert.source, "alert joined")
+            }
             Verdict::Duplicate => {
                 tracing::debug!(alert = %alert.id, "alert already counted (redelivered)")
             }
@@ -348,7 +355,9 @@ impl Incidents {
             let r = async {
                 kv.put(&inc.id, payload.clone().into())
                     .await
-                    .with_context(|| format!("writing {}/{}", contract::BUCKET_INCIDENTS, inc.id))?;
+                    .with_context(|| {
+                        format!("writing {}/{}", contract::BUCKET_INCIDENTS, inc.id)
+                    })?;
                 self.ctx
                     .bus
                     .publish_once(incident_subject(&inc.id), payload, None, &inc.msg_id())
@@ -361,7 +370,10 @@ impl Incidents {
             }
             self.stats.stored.fetch_add(1, Ordering::Relaxed);
             if inc.state == IncidentState::Resolved {
-                self.ctx.metrics.incident_alerts.observe(f64::from(inc.alerts));
+                self.ctx
+                    .metrics
+                    .incident_alerts
+                    .observe(f64::from(inc.alerts));
                 tracing::info!(incident = %inc.id, alerts = inc.alerts, sources = inc.sources.len(), "incident resolved");
             }
             engine.persisted(&inc);
@@ -395,12 +407,18 @@ pub async fn load_all(kv: &kv::Store) -> Result<Vec<Incident>> {
         .context("listing incidents")?;
     let mut out = Vec::with_capacity(keys.len());
     for k in keys {
-        let Some(v) = kv.get(&k).await.with_context(|| format!("reading incident {k}"))? else {
+        let Some(v) = kv
+            .get(&k)
+            .await
+            .with_context(|| format!("reading incident {k}"))?
+        else {
             continue;
         };
         match Incident::decode(&v) {
             Ok(i) => out.push(i),
-            Err(e) => tracing::warn!(key = %k, "incidents: stored incident undecodable, skipped: {e}"),
+            Err(e) => {
+                tracing::warn!(key = %k, "incidents: stored incident undecodable, skipped: {e}")
+            }
         }
     }
     Ok(out)

@@ -107,7 +107,10 @@ async fn wait_for(kv: &kv::Store, what: &str, ok: impl Fn(&[Incident]) -> bool) 
         if ok(&s) {
             return s;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "{what}: have {s:#?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{what}: have {s:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -115,9 +118,12 @@ async fn wait_for(kv: &kv::Store, what: &str, ok: impl Fn(&[Incident]) -> bool) 
 /// Every incident message on the stream, as (subject, incident).
 async fn published(bus: &Bus) -> Vec<(String, Incident)> {
     let mut out = Vec::new();
-    bus.scan_since(contract::STREAM_INCIDENTS, contract::SUBJECT_INCIDENTS_ALL, 0, |m, _| {
-        out.push((m.subject.to_string(), Incident::decode(&m.payload).unwrap()))
-    })
+    bus.scan_since(
+        contract::STREAM_INCIDENTS,
+        contract::SUBJECT_INCIDENTS_ALL,
+        0,
+        |m, _| out.push((m.subject.to_string(), Incident::decode(&m.payload).unwrap())),
+    )
     .await
     .unwrap();
     out
@@ -186,8 +192,12 @@ async fn alerts_become_incidents_across_restarts_and_crashes() {
     .await
     .unwrap();
     let t = Instant::now();
-    while role.stats.edges.load(Ordering::Relaxed) < 3 || role.stats.bad.load(Ordering::Relaxed) < 1 {
-        assert!(t.elapsed() < Duration::from_secs(10), "graph edge and junk not seen");
+    while role.stats.edges.load(Ordering::Relaxed) < 3 || role.stats.bad.load(Ordering::Relaxed) < 1
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "graph edge and junk not seen"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     raise(&bus, &alert(5, "E", t0 + 3000, 3.5)).await;
@@ -209,7 +219,10 @@ async fn alerts_become_incidents_across_restarts_and_crashes() {
     .await;
     let t = Instant::now();
     while role.stats.duplicates.load(Ordering::Relaxed) < 2 {
-        assert!(t.elapsed() < Duration::from_secs(10), "redeliveries not seen");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "redeliveries not seen"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(s[1].alerts, 1);
@@ -236,8 +249,17 @@ async fn alerts_become_incidents_across_restarts_and_crashes() {
     use IncidentState::{Open, Resolved};
     assert_eq!(
         mine,
-        [(1, Open), (2, Open), (3, Open), (4, Open), (5, Open), (5, Resolved)]
+        [
+            (1, Open),
+            (2, Open),
+            (3, Open),
+            (4, Open),
+            (5, Open),
+            (5, Resolved)
+        ]
     );
-    assert!(msgs.iter().all(|(subj, i)| *subj == format!("proprio.incident.{}", i.id)));
+    assert!(msgs
+        .iter()
+        .all(|(subj, i)| *subj == format!("proprio.incident.{}", i.id)));
     assert_eq!(msgs.len(), mine.len() + 2);
 }

@@ -204,7 +204,10 @@ async fn metrics_move_during_a_run() {
     let m = wait_metric(&addr, r#"proprio_incidents_total{event="opened"}"#, 1.0, 30).await;
     assert!(value(&m, "proprio_incidents_open") >= 1.0);
     assert!(value(&m, r#"proprio_incident_alerts_total{outcome="opened"}"#) >= 1.0);
-    assert!(value(&m, "proprio_incident_topology_edges") > 100.0, "the registry's edges");
+    assert!(
+        value(&m, "proprio_incident_topology_edges") > 100.0,
+        "the registry's edges"
+    );
     // Consumer lag is polled from the server (every 5 s).
     let lag = r#"proprio_consumer_pending_messages{consumer="proprio-scorer"}"#;
     let deadline = Instant::now() + Duration::from_secs(12);

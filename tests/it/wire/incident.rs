@@ -35,7 +35,10 @@ fn incident_vectors_decode_and_round_trip() {
         radius.sort();
         suspects.sort();
         assert_eq!(radius, suspects, "{name}");
-        assert_eq!(want.resolved_ts.is_some(), want.state == IncidentState::Resolved);
+        assert_eq!(
+            want.resolved_ts.is_some(),
+            want.state == IncidentState::Resolved
+        );
         states.push(want.state);
     }
     assert_eq!(states, [IncidentState::Open, IncidentState::Resolved]);
@@ -59,12 +62,27 @@ fn readme_documents_every_incident_field_and_name() {
     let f = load("incident.json");
     let inc = &f["vectors"][0]["incident"];
     let suspect = &inc["suspects"][0];
-    let fields = inc.as_object().unwrap().keys().chain(suspect.as_object().unwrap().keys());
+    let fields = inc
+        .as_object()
+        .unwrap()
+        .keys()
+        .chain(suspect.as_object().unwrap().keys());
     for k in fields {
-        assert!(readme.contains(&format!("`{k}`")), "proto/README.md lacks field {k}");
+        assert!(
+            readme.contains(&format!("`{k}`")),
+            "proto/README.md lacks field {k}"
+        );
     }
     use proprio::contract::*;
-    for name in [STREAM_INCIDENTS, BUCKET_INCIDENTS, CONSUMER_INCIDENTS, SUBJECT_INCIDENTS_ALL] {
-        assert!(readme.contains(&format!("`{name}`")), "proto/README.md lacks {name}");
+    for name in [
+        STREAM_INCIDENTS,
+        BUCKET_INCIDENTS,
+        CONSUMER_INCIDENTS,
+        SUBJECT_INCIDENTS_ALL,
+    ] {
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "proto/README.md lacks {name}"
+        );
     }
 }
