@@ -7,6 +7,7 @@ use crate::support::NatsServer;
 use async_nats::jetstream::kv;
 use futures::TryStreamExt;
 use proprio::bus::Bus;
+use proprio::cli_incidents::{query_output, IncidentsArgs, Query};
 use proprio::context::{Context, Role, Shared};
 use proprio::contract::alert::{Alert, AlertBaseline, AlertReason, BaselineOf, Span};
 use proprio::contract::incident::{Incident, IncidentState};
@@ -262,4 +263,43 @@ async fn alerts_become_incidents_across_restarts_and_crashes() {
         .iter()
         .all(|(subj, i)| *subj == format!("proprio.incident.{}", i.id)));
     assert_eq!(msgs.len(), mine.len() + 2);
+
+    // `proprio incidents`: the list, one in full, and a clear error for an
+    // unknown id.
+    let args = IncidentsArgs {
+        nats: Default::default(),
+        query: vec![],
+        follow: false,
+        since: Duration::from_secs(3600),
+        open: false,
+        json: false,
+    };
+    let later = t0 + 4000 + 10 * MIN;
+    let list = query_output(&bus, &Query::List, &args, later)
+        .await
+        .unwrap();
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    assert!(
+        lines[0].contains(&format!("resolved {id} root=C (latency spike")),
+        "{list}"
+    );
+    assert!(lines[0].ends_with("sources=4 alerts=5 score=6.0"), "{list}");
+    let open_only = IncidentsArgs {
+        open: true,
+        ..args.clone()
+    };
+    let none = query_output(&bus, &Query::List, &open_only, later)
+        .await
+        .unwrap();
+    assert_eq!(none, "");
+    let show = query_output(&bus, &Query::Show(id.clone()), &args, later)
+        .await
+        .unwrap();
+    assert!(show.contains("blast radius (4): C, B, A, E"), "{show}");
+    let missing = query_output(&bus, &Query::Show("inc-0-00000000".into()), &args, later)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("no incident inc-0-00000000"), "{missing}");
 }
