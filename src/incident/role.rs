@@ -17,7 +17,9 @@
 //! change is stored (KV, then the stream with `Nats-Msg-Id`
 //! `<id>:<alerts>:<state>`) before the alert is acked; if storing fails the
 //! alert is handed back and the change stays pending, retried on the
-//! redelivery or the next tick.
+//! redelivery or the next tick. Alerts already delivered are taken as one
+//! batch, each changed incident stored once for it, so an alert flood does
+//! not double the writes (the intermediate states are not published).
 
 use super::engine::{Engine, EngineConfig, Verdict};
 use super::topology::Topology;
@@ -31,12 +33,16 @@ use crate::metrics::{Family, ReadAtScrape, Report};
 use crate::registry::Registry;
 use anyhow::{Context as _, Result};
 use async_nats::jetstream::{self, kv, AckKind};
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Most alerts taken through the engine before their changes are stored
+/// (the feed's pull batch).
+const MAX_BATCH: usize = 256;
 
 /// Incidents role settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,6 +188,9 @@ impl Role for Incidents {
         let mut topo: Option<TopologyFeed> = None;
         let mut tick = tokio::time::interval(self.cfg.check_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Not the immediate first tick: it would find "no alert since the
+        // last tick" before the backlog's first alert had time to arrive.
+        tick.tick().await;
         // Until a tick passes with no alert, or an alert says none is
         // pending, the backlog may hold alerts older than the clock.
         let (mut backlog, mut since_tick) = (true, false);
@@ -221,8 +230,19 @@ impl Role for Incidents {
                 },
                 msg = feed.next() => {
                     since_tick = true;
-                    backlog = msg.info().map(|i| i.pending > 0).unwrap_or(false);
-                    self.handle(&kv, &mut engine, msg).await;
+                    // What else is already here joins the batch: one store
+                    // per changed incident per batch, not per alert, so an
+                    // alert flood is not doubled in writes.
+                    let mut batch = vec![msg];
+                    while batch.len() < MAX_BATCH {
+                        match feed.next().now_or_never() {
+                            Some(m) => batch.push(m),
+                            None => break,
+                        }
+                    }
+                    let last = batch.last().and_then(|m| m.info().ok().map(|i| i.pending));
+                    backlog = last.unwrap_or(0) > 0;
+                    self.handle(&kv, &mut engine, batch).await;
                 }
             }
         }
@@ -310,34 +330,53 @@ impl Incidents {
         }
     }
 
-    /// One alert through the engine, its changes stored, then settled.
-    async fn handle(&self, kv: &kv::Store, engine: &mut Engine, msg: jetstream::Message) {
-        self.stats.received.fetch_add(1, Ordering::Relaxed);
-        let alert = match Alert::decode(&msg.payload) {
-            Ok(a) if !a.id.is_empty() && !a.source.is_empty() => a,
-            Ok(_) => return self.refuse(&msg, "an alert without id or source").await,
-            Err(e) => return self.refuse(&msg, &format!("undecodable alert: {e}")).await,
-        };
-        match engine.observe(&alert) {
-            Verdict::Opened(id) => {
-                tracing::info!(incident = %id, source = %alert.source, "incident opened")
+    /// A batch of alerts through the engine, their changes stored, then
+    /// each settled: acked once stored, handed back if storing failed.
+    async fn handle(&self, kv: &kv::Store, engine: &mut Engine, batch: Vec<jetstream::Message>) {
+        let mut taken = Vec::with_capacity(batch.len());
+        for msg in batch {
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            let alert = match Alert::decode(&msg.payload) {
+                Ok(a) if !a.id.is_empty() && !a.source.is_empty() => a,
+                Ok(_) => {
+                    self.refuse(&msg, "an alert without id or source").await;
+                    continue;
+                }
+                Err(e) => {
+                    self.refuse(&msg, &format!("undecodable alert: {e}")).await;
+                    continue;
+                }
+            };
+            match engine.observe(&alert) {
+                Verdict::Opened(id) => {
+                    tracing::info!(incident = %id, source = %alert.source, "incident opened")
+                }
+                Verdict::Joined(id) => {
+                    tracing::debug!(incident = %id, source = %alert.source, "alert joined")
+                }
+                Verdict::Duplicate => {
+                    tracing::debug!(alert = %alert.id, "alert already counted (redelivered)")
+                }
             }
-            Verdict::Joined(id) => {
-                tracing::debug!(incident = %id, source = %alert.source, "alert joined")
-            }
-            Verdict::Duplicate => {
-                tracing::debug!(alert = %alert.id, "alert already counted (redelivered)")
-            }
+            taken.push(msg);
         }
-        let kind = match self.store(kv, engine).await {
-            Ok(()) => AckKind::Ack,
-            Err(e) => {
-                let delivered = msg.info().map_or(1, |i| i.delivered);
-                tracing::warn!(alert = %alert.id, "incidents: storing: {e:#}; the alert will be redelivered");
-                AckKind::Nak(Some(bus::nak_delay(delivered)))
-            }
-        };
-        settle(&msg, kind).await;
+        let stored = self.store(kv, engine).await;
+        if let Err(e) = &stored {
+            tracing::warn!(
+                "incidents: storing: {e:#}; {} alerts will be redelivered",
+                taken.len()
+            );
+        }
+        for msg in taken {
+            let kind = match &stored {
+                Ok(()) => AckKind::Ack,
+                Err(_) => {
+                    let delivered = msg.info().map_or(1, |i| i.delivered);
+                    AckKind::Nak(Some(bus::nak_delay(delivered)))
+                }
+            };
+            settle(&msg, kind).await;
+        }
     }
 
     /// Bad input stays bad: terminated (never redelivered), logged, counted.

@@ -247,18 +247,20 @@ async fn alerts_become_incidents_across_restarts_and_crashes() {
         .filter(|(_, i)| i.id == id)
         .map(|(_, i)| (i.alerts, i.state))
         .collect();
+    // (Alerts delivered together are stored as one state, so not every
+    // count need appear; none twice, in order, and the last two states.)
     use IncidentState::{Open, Resolved};
-    assert_eq!(
-        mine,
-        [
-            (1, Open),
-            (2, Open),
-            (3, Open),
-            (4, Open),
-            (5, Open),
-            (5, Resolved)
-        ]
+    assert!(
+        mine.windows(2)
+            .all(|w| w[0].0 < w[1].0 || w[1] == (5, Resolved)),
+        "{mine:?}"
     );
+    assert_eq!(
+        mine[mine.len() - 2..],
+        [(5, Open), (5, Resolved)],
+        "{mine:?}"
+    );
+    assert!(mine.len() >= 4, "stored at least once per stage: {mine:?}");
     assert!(msgs
         .iter()
         .all(|(subj, i)| *subj == format!("proprio.incident.{}", i.id)));
