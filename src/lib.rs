@@ -8,13 +8,15 @@
 //! Entry points:
 //! - [`startup`]: configuration and logging before a command runs.
 //! - [`run`]: `proprio run`, the roles in one process around one [`context`].
-//! - [`demo`], [`cli_ops`], [`import`], [`eval`]: `proprio demo`, the
-//!   operator commands (`digest`, `alerts`, `tick`, `mute`), `import`, `eval`.
+//! - [`demo`], [`cli_ops`], [`cli_incidents`], [`import`], [`eval`]: `proprio demo`, the
+//!   operator commands (`digest`, `alerts`, `tick`, `mute`; `incidents`), `import`, `eval`.
 //!
 //! Roles (each: decide, effects, settle):
 //! - [`harvester`]: telemetry into curriculum documents; bad input dead-lettered.
 //! - [`scorer`]: per-key contexts, loss to score, the alert decision, the role.
 //! - [`silence`]: the silence watch, a source that stopped publishing.
+//! - [`incident`]: alerts grouped into incidents over the topology, root
+//!   cause ranked, blast radius; the pure engine and the `incidents` role.
 //! - [`trainer`]: the growth loop (GATHER, VALIDATE, TRAIN, EVALUATE, PUBLISH) and the digest.
 //!
 //! Runtime:
@@ -29,7 +31,7 @@
 //! - [`bus`]: NATS: connect, streams/KV/object store, publish patterns, the feed.
 //! - [`model_store`]: checkpoints in the object store, the current model's notice.
 //! - [`alert`]: the diagnoser of known failure patterns, and mutes.
-//! - [`contract`]: the wire contract: names, subjects, `Alert`, `Digest`, `ModelNotice`.
+//! - [`contract`]: the wire contract: names, subjects, `Alert`, `Incident`, `Digest`, `ModelNotice`.
 //!
 //! Learning:
 //! - [`model`]: the GPT, its training, native scoring and checkpoints (libtorch via tch).
@@ -46,6 +48,7 @@
 pub mod alert;
 pub mod baseline;
 pub mod bus;
+pub mod cli_incidents;
 pub mod cli_ops;
 pub mod config;
 pub mod context;
@@ -58,6 +61,7 @@ pub mod event;
 pub mod freshness;
 pub mod harvester;
 pub mod import;
+pub mod incident;
 pub mod logging;
 pub mod metrics;
 pub mod model;

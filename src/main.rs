@@ -24,7 +24,7 @@ struct Cli {
 enum Command {
     /// The whole loop on this machine: NATS, every role, the simulated OS with faults; prints alerts and a summary.
     Demo(proprio::demo::DemoArgs),
-    /// Run proprio's roles (harvester, scorer, trainer, silence watch) on NATS.
+    /// Run proprio's roles (harvester, scorer, trainer, silence watch, incidents) on NATS.
     Run(config::RunArgs),
     /// Generate the simulated OS's labelled telemetry, to a file or live onto NATS.
     Simulate(proprio::sim::SimArgs),
@@ -36,6 +36,8 @@ enum Command {
     Digest(cli_ops::DigestArgs),
     /// Print alerts from the alerts stream.
     Alerts(cli_ops::AlertsArgs),
+    /// List incidents (alerts grouped, root cause ranked), show one, or follow them.
+    Incidents(proprio::cli_incidents::IncidentsArgs),
     /// Ask the trainer to run a growth cycle now.
     Tick(cli_ops::TickArgs),
     /// Silence a source's alerts for a while (a maintenance window).
@@ -65,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run(_)
         | Command::Digest(_)
         | Command::Alerts(_)
+        | Command::Incidents(_)
         | Command::Tick(_)
         | Command::Mute(_) => Needs::Nats,
         Command::Train(_) | Command::Eval(_) => Needs::Learning,
@@ -97,6 +100,9 @@ fn main() -> anyhow::Result<()> {
         Command::Score(a) => proprio::scorer::offline::run(a),
         Command::Digest(a) => rt()?.block_on(cli_ops::digest(a, &cfg.bus_config())),
         Command::Alerts(a) => rt()?.block_on(cli_ops::alerts(a, &cfg.bus_config())),
+        Command::Incidents(a) => {
+            rt()?.block_on(proprio::cli_incidents::incidents(a, &cfg.bus_config()))
+        }
         Command::Tick(_) => rt()?.block_on(cli_ops::tick(&cfg.bus_config())),
         Command::Mute(a) => rt()?.block_on(cli_ops::mute(a, &cfg.bus_config())),
         Command::Bench(a) => proprio::model::bench::bench(a),

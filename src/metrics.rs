@@ -15,7 +15,9 @@
 //!   lag) are recorded where they happen, on [`Metrics`]' fields.
 
 use crate::bus::Bus;
-use crate::contract::{CONSUMER_HARVESTER, CONSUMER_SCORER, STREAM_TELEMETRY};
+use crate::contract::{
+    CONSUMER_HARVESTER, CONSUMER_INCIDENTS, CONSUMER_SCORER, STREAM_ALERTS, STREAM_TELEMETRY,
+};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
@@ -52,6 +54,8 @@ pub struct Metrics {
     pub training_loss: GaugeVec,
     pub growth_step_seconds: HistogramVec,
     pub growth_steps: IntCounterVec,
+    /// Alerts per incident, observed when it resolves.
+    pub incident_alerts: Histogram,
     scraped: Arc<Scraped>,
 }
 
@@ -116,7 +120,7 @@ impl Metrics {
             consumer_pending: IntGaugeVec::new(
                 Opts::new(
                     "proprio_consumer_pending_messages",
-                    "Messages of the telemetry stream a durable consumer has not yet been delivered (its lag)",
+                    "Messages of its stream (telemetry; alerts for proprio-incidents) a durable consumer has not yet been delivered (its lag)",
                 ),
                 &["consumer"],
             )?,
@@ -158,6 +162,11 @@ impl Metrics {
                 Opts::new("proprio_growth_steps_total", "Growth-loop steps run, by outcome"),
                 &["step", "outcome"],
             )?,
+            incident_alerts: Histogram::with_opts(hist(
+                "proprio_incident_alerts",
+                "Alerts grouped into each resolved incident",
+                exponential_buckets(1.0, 2.0, 12)?,
+            ))?,
             scraped: Arc::default(),
             registry,
         };
@@ -175,6 +184,7 @@ impl Metrics {
             Box::new(m.training_loss.clone()),
             Box::new(m.growth_step_seconds.clone()),
             Box::new(m.growth_steps.clone()),
+            Box::new(m.incident_alerts.clone()),
             Box::new(ScrapedCollector(m.scraped.clone())),
         ] {
             m.registry.register(c)?;
@@ -371,10 +381,15 @@ pub async fn poll_consumers(
             _ = &mut stop => break,
             _ = iv.tick() => {}
         }
-        let Ok(stream) = bus.js().get_stream(STREAM_TELEMETRY).await else {
-            continue;
-        };
-        for name in [CONSUMER_SCORER, CONSUMER_HARVESTER] {
+        let consumers = [
+            (STREAM_TELEMETRY, CONSUMER_SCORER),
+            (STREAM_TELEMETRY, CONSUMER_HARVESTER),
+            (STREAM_ALERTS, CONSUMER_INCIDENTS),
+        ];
+        for (stream, name) in consumers {
+            let Ok(stream) = bus.js().get_stream(stream).await else {
+                continue;
+            };
             if let Ok(info) = stream.consumer_info(name).await {
                 m.consumer_pending
                     .with_label_values(&[name])

@@ -7,6 +7,7 @@ use crate::context::{Context, Role as _, Shared};
 use crate::contract::SUBJECT_TICK_TRAIN;
 use crate::endpoint::Readiness;
 use crate::harvester::{Harvester, HarvesterConfig};
+use crate::incident::{EngineConfig, Incidents, IncidentsConfig};
 use crate::metrics::Metrics;
 use crate::scorer::role::{Scorer, ScorerConfig};
 use crate::silence::{SilenceConfig, SilenceWatch};
@@ -22,6 +23,7 @@ pub struct Running {
     pub harvester: Option<Arc<crate::harvester::HarvestStats>>,
     pub trainer: Option<Arc<crate::trainer::cycle::TrainerStats>>,
     pub silence: Option<Arc<crate::silence::SilenceStats>>,
+    pub incidents: Option<Arc<crate::incident::IncidentStats>>,
     bus: Bus,
     readiness: Arc<Readiness>,
     stop: watch::Sender<bool>,
@@ -119,6 +121,7 @@ async fn start_served(
         harvester: None,
         trainer: None,
         silence: None,
+        incidents: None,
         bus: bus.clone(),
         readiness,
         stop,
@@ -174,6 +177,16 @@ async fn start_served(
                 r.silence = Some(w.stats());
                 tokio::spawn(w.run(shutdown))
             }
+            Role::Incidents => {
+                let cfg = IncidentsConfig {
+                    engine: engine_config(&args.incidents),
+                    registry: Some(args.run.registry.clone()),
+                    ..Default::default()
+                };
+                let i = Incidents::new(&ctx, cfg);
+                r.incidents = Some(i.stats());
+                tokio::spawn(i.run(shutdown))
+            }
         };
         r.tasks.push((*role, task));
     }
@@ -186,6 +199,18 @@ async fn start_served(
     r.readiness.set_ready(r.bus.client().clone());
     tracing::info!(roles = ?args.run.roles, "proprio running");
     Ok(r)
+}
+
+/// The incident engine's settings from its configuration section (the
+/// topology's edge bound is not configurable).
+fn engine_config(s: &crate::config::IncidentsSection) -> EngineConfig {
+    EngineConfig {
+        join_window_ms: s.join_window.as_millis() as i64,
+        quiet_ms: s.quiet.as_millis() as i64,
+        max_hops: s.max_hops,
+        max_open: s.max_open,
+        ..Default::default()
+    }
 }
 
 /// Publishes a training tick every `every` until `stop`.
@@ -247,4 +272,15 @@ pub async fn run_with_metrics(
             }
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incidents_section_defaults_are_the_engines() {
+        let s = crate::config::IncidentsSection::default();
+        assert_eq!(engine_config(&s), EngineConfig::default());
+    }
 }

@@ -292,6 +292,45 @@ digests = {
     ],
 }
 
+# An incident: field order is proprio's (Incident, then Suspect), floats 32-bit.
+# Ranks are illustrative values, not recomputed from the formula.
+INCIDENT_OPEN = {
+    "id": "inc-1767225600000-8c1d2f3a", "state": "open",
+    "opened_ts": T0, "updated_ts": T0 + 120000, "resolved_ts": None,
+    "score": 6.5, "alerts": 4,
+    "suspects": [
+        {"source": "AitherPostgres", "rank": 0.9375, "onset_ts": T0, "score": 5.5, "alerts": 2,
+         "what": "dependency unreachable"},
+        {"source": "AitherMind", "rank": 0.5, "onset_ts": T0 + 60000, "score": 6.5, "alerts": 1,
+         "what": "latency spike"},
+        {"source": "AitherCanvas", "rank": 0.25, "onset_ts": T0 + 120000, "score": 3.25, "alerts": 1,
+         "what": "silence"},
+    ],
+    "sources": ["AitherPostgres", "AitherMind", "AitherCanvas"],
+    "alert_ids": ["PROPRIO_TELEMETRY:48213", "PROPRIO_TELEMETRY:48240", "PROPRIO_TELEMETRY:48502",
+                  "silence:AitherCanvas:1767225690000"],
+}
+INCIDENT_RESOLVED = {
+    "id": "inc-1767229200000-0b7e44d1", "state": "resolved",
+    "opened_ts": T0 + 3600000, "updated_ts": T0 + 3600000, "resolved_ts": T0 + 4200000,
+    "score": 12.0, "alerts": 1,
+    "suspects": [{"source": "AitherVault", "rank": 1.0, "onset_ts": T0 + 3600000, "score": 12.0,
+                  "alerts": 1, "what": "silence"}],
+    "sources": ["AitherVault"],
+    "alert_ids": ["silence:AitherVault:1767229170000"],
+}
+incidents = {
+    "version": 1,
+    "note": "incident floats are 32-bit; proprio's encoder emits exactly msgpack_hex; "
+            "msg_id is the Nats-Msg-Id of the state on stream PROPRIO_INCIDENTS",
+    "vectors": [
+        {"name": name, "subject": "proprio.incident." + inc["id"], "kv_key": inc["id"],
+         "msg_id": "%s:%d:%s" % (inc["id"], inc["alerts"], inc["state"]),
+         "incident": inc, "json": js(inc), "msgpack_hex": mp(inc, single_float=True)}
+        for name, inc in [("open", INCIDENT_OPEN), ("resolved", INCIDENT_RESOLVED)]
+    ],
+}
+
 
 def write(name, obj):
     with open(os.path.join(HERE, name), "w", encoding="utf-8") as f:
@@ -305,4 +344,5 @@ write("events.json", {**head, "vectors": valid})
 write("invalid.json", {**head, "vectors": invalid})
 write("alert.json", alerts)
 write("digest.json", digests)
-print("events: %d valid, %d invalid; 2 alerts, 2 digests" % (len(valid), len(invalid)))
+write("incident.json", incidents)
+print("events: %d valid, %d invalid; 2 alerts, 2 digests, 2 incidents" % (len(valid), len(invalid)))

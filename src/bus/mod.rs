@@ -20,7 +20,7 @@ pub use connect::{connect_client, permission_error, BusConfig, DEFAULT_URL};
 pub use consume::{datetime_ms, nak_delay, ordered_since, Feed};
 pub use security::{redact_url, NatsSecurity};
 
-use crate::contract::BUCKET_STATE;
+use crate::contract::{BUCKET_INCIDENTS, BUCKET_STATE};
 use anyhow::{Context as _, Result};
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
@@ -66,6 +66,14 @@ impl Bus {
             .get_key_value(BUCKET_STATE)
             .await
             .with_context(|| format!("opening KV bucket {BUCKET_STATE} (run ensure first)"))
+    }
+
+    /// The `proprio-incidents` bucket (incidents by id).
+    pub async fn incidents_kv(&self) -> Result<kv::Store> {
+        self.js
+            .get_key_value(BUCKET_INCIDENTS)
+            .await
+            .with_context(|| format!("opening KV bucket {BUCKET_INCIDENTS} (run ensure first)"))
     }
 
     pub async fn put(&self, key: &str, value: impl Into<Bytes>) -> Result<()> {

@@ -1,11 +1,12 @@
 //! Creating what the roles need on the server when it is missing: the
-//! streams, the state bucket and the model object store. Existing ones are
+//! streams, the state and incidents buckets and the model object store. Existing ones are
 //! left as an operator tuned them.
 
 use super::Bus;
 use crate::contract::{
-    BUCKET_MODELS, BUCKET_STATE, STREAM_ALERTS, STREAM_CURRICULUM, STREAM_DLQ, STREAM_TELEMETRY,
-    SUBJECT_ALERTS_ALL, SUBJECT_CURRICULUM_ALL, SUBJECT_DLQ_ALL, SUBJECT_RAISE_ALL,
+    BUCKET_INCIDENTS, BUCKET_MODELS, BUCKET_STATE, STREAM_ALERTS, STREAM_CURRICULUM, STREAM_DLQ,
+    STREAM_INCIDENTS, STREAM_TELEMETRY, SUBJECT_ALERTS_ALL, SUBJECT_CURRICULUM_ALL,
+    SUBJECT_DLQ_ALL, SUBJECT_INCIDENTS_ALL, SUBJECT_RAISE_ALL,
 };
 use anyhow::{anyhow, Context as _, Result};
 use async_nats::jetstream::{
@@ -58,6 +59,18 @@ impl Bus {
                     "proprio: alerts (surprise and silence)",
                 )
             },
+            stream::Config {
+                // Each message is one state of an incident, named by
+                // `<id>:<alerts>:<state>`: a role restarted between storing
+                // and acking re-publishes the same name, stored once.
+                duplicate_window: HOUR,
+                ..mk(
+                    STREAM_INCIDENTS,
+                    SUBJECT_INCIDENTS_ALL.into(),
+                    7 * DAY,
+                    "proprio: incidents (alerts grouped, root cause ranked), each open, update, resolve",
+                )
+            },
             mk(
                 STREAM_DLQ,
                 SUBJECT_DLQ_ALL.into(),
@@ -85,6 +98,20 @@ impl Bus {
         };
         self.ensure_stream_via(&format!("KV_{BUCKET_STATE}"), || {
             self.js.create_key_value(state.clone())
+        })
+        .await?;
+        let incidents = kv::Config {
+            bucket: BUCKET_INCIDENTS.to_string(),
+            description: "proprio: incidents by id, their current state".into(),
+            history: 1,
+            // A resolved incident is kept a week, like the alerts it groups.
+            max_age: 7 * DAY,
+            storage: StorageType::File,
+            num_replicas: self.replicas,
+            ..Default::default()
+        };
+        self.ensure_stream_via(&format!("KV_{BUCKET_INCIDENTS}"), || {
+            self.js.create_key_value(incidents.clone())
         })
         .await?;
         let models = object_store::Config {

@@ -73,6 +73,23 @@ impl Config {
                 format!("= {} must be at least 1", self.silence.multiple),
             ));
         }
+        for (key, d) in [
+            ("incidents.join_window", self.incidents.join_window),
+            ("incidents.quiet", self.incidents.quiet),
+        ] {
+            if d < Duration::from_secs(1) {
+                return Err(bad(key, "must be at least 1s".into()));
+            }
+        }
+        if self.incidents.max_hops > 6 {
+            return Err(bad(
+                "incidents.max_hops",
+                format!("= {} must be 0 to 6", self.incidents.max_hops),
+            ));
+        }
+        if self.incidents.max_open == 0 {
+            return Err(bad("incidents.max_open", "must be at least 1".into()));
+        }
         if self.trainer.cold_steps == 0 {
             return Err(bad("trainer.cold_steps", "must be at least 1".into()));
         }

@@ -44,10 +44,17 @@ pub enum Role {
     Scorer,
     Trainer,
     Silence,
+    Incidents,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Harvester, Role::Scorer, Role::Trainer, Role::Silence];
+    pub const ALL: [Role; 5] = [
+        Role::Harvester,
+        Role::Scorer,
+        Role::Trainer,
+        Role::Silence,
+        Role::Incidents,
+    ];
 
     pub fn name(self) -> String {
         use clap::ValueEnum;
@@ -71,7 +78,7 @@ impl Role {
             }
         }
         if out.is_empty() {
-            return Err("no role given (harvester, scorer, trainer, silence)".into());
+            return Err("no role given (harvester, scorer, trainer, silence, incidents)".into());
         }
         Ok(out)
     }
@@ -335,6 +342,32 @@ impl Default for SilenceSection {
     }
 }
 
+/// How alerts are grouped into incidents (see `incident::engine`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IncidentsSection {
+    #[serde(with = "text::duration")]
+    pub join_window: Duration,
+    #[serde(with = "text::duration")]
+    pub quiet: Duration,
+    #[serde(deserialize_with = "text::number")]
+    pub max_hops: usize,
+    #[serde(deserialize_with = "text::number")]
+    pub max_open: usize,
+}
+
+impl Default for IncidentsSection {
+    /// The incident engine's defaults (`run` holds the two equal).
+    fn default() -> Self {
+        IncidentsSection {
+            join_window: Duration::from_secs(5 * 60),
+            quiet: Duration::from_secs(10 * 60),
+            max_hops: 2,
+            max_open: 256,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSection {
@@ -371,6 +404,7 @@ pub struct Config {
     pub model: ModelSection,
     pub render: RenderSection,
     pub silence: SilenceSection,
+    pub incidents: IncidentsSection,
     pub metrics: MetricsSection,
     pub log: LogSection,
     /// Things worth a warning once logging is up (an unknown `PROPRIO_` variable).
@@ -432,6 +466,7 @@ pub struct RunSettings {
     pub scorer: ScorerSection,
     pub trainer: TrainerSection,
     pub silence: SilenceSection,
+    pub incidents: IncidentsSection,
     pub learning: Learning,
 }
 
@@ -494,6 +529,10 @@ const DOCS: &[(&str, &str)] = &[
     ("render.metric_format", "metric values as buckets or digits"),
     ("render.masks", "TOML file of volatile-text masks replacing the built-in ones (\"\" = built-in)"),
     ("silence.multiple", "silent after this many usual intervals"),
+    ("incidents.join_window", "an alert joins an incident whose latest alert is this recent"),
+    ("incidents.quiet", "an incident resolves this long after its latest alert"),
+    ("incidents.max_hops", "topology distance within which an alert's source joins an incident"),
+    ("incidents.max_open", "most open incidents; one more resolves the quietest"),
     ("metrics.addr", "HTTP address of /metrics /healthz /readyz (\"\" = off)"),
     ("log.json", "JSON log lines"),
     ("log.level", "log filter (RUST_LOG, when set, wins)"),
@@ -549,6 +588,7 @@ impl Config {
             scorer: self.scorer.clone(),
             trainer: self.trainer.clone(),
             silence: self.silence.clone(),
+            incidents: self.incidents.clone(),
             // validate() read the masks file already; only a file changed
             // since then can fail here, and the built-in rendering is then
             // the safe choice (documents get the built-in fingerprint).

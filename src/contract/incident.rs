@@ -33,12 +33,19 @@ pub struct Suspect {
     pub onset_ts: i64,
     /// Its strongest alert's score.
     pub score: f32,
+    /// Its alerts in the incident.
+    pub alerts: u32,
     /// What it said: a diagnosis label, else the surprising span, else the
     /// alert reason (`silence`).
     pub what: String,
 }
 
 /// One incident. `suspects[0]` is the root cause.
+///
+/// Self-contained on purpose: the incidents role rebuilds an open incident
+/// from this alone after a restart (every member's evidence is in
+/// `suspects`, the alerts already counted in `alert_ids`), so the KV value
+/// is the whole state and there is no second, private form to keep in step.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Incident {
     /// Stable for the incident's whole life (derived from its first alert).
@@ -54,16 +61,22 @@ pub struct Incident {
     pub score: f32,
     /// Alerts that joined it.
     pub alerts: u32,
-    /// Ranked root-cause candidates, at most [`Incident::MAX_SUSPECTS`].
+    /// Every member source as a root-cause candidate, ranked (highest
+    /// first; see `incident::rank` for the formula), at most
+    /// [`Incident::MAX_SOURCES`].
     pub suspects: Vec<Suspect>,
     /// Blast radius: every source that alerted in it, in onset order,
     /// at most [`Incident::MAX_SOURCES`] (`alerts` still counts all).
     pub sources: Vec<String>,
+    /// Ids of its most recent alerts, oldest first, at most
+    /// [`Incident::MAX_ALERT_IDS`]: where to find the alerts themselves,
+    /// and how a redelivered alert is recognised and not counted twice.
+    pub alert_ids: Vec<String>,
 }
 
 impl Incident {
-    pub const MAX_SUSPECTS: usize = 5;
     pub const MAX_SOURCES: usize = 64;
+    pub const MAX_ALERT_IDS: usize = 256;
 
     /// The root cause: the first suspect.
     pub fn root(&self) -> Option<&Suspect> {
@@ -73,6 +86,13 @@ impl Incident {
     /// `proprio.incident.<id>`.
     pub fn subject(&self) -> String {
         super::incident_subject(&self.id)
+    }
+
+    /// `Nats-Msg-Id` of this state on the incidents stream,
+    /// `<id>:<alerts>:<state>`: one message per state, however often a
+    /// restarted role stores it again.
+    pub fn msg_id(&self) -> String {
+        format!("{}:{}:{}", self.id, self.alerts, self.state.as_str())
     }
 
     pub fn to_msgpack(&self) -> Vec<u8> {

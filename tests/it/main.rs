@@ -15,6 +15,7 @@ mod eval;
 mod fuzz;
 mod harvester;
 mod import;
+mod incidents;
 mod living_loop;
 mod load;
 mod metrics;

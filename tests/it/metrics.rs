@@ -200,6 +200,14 @@ async fn metrics_move_during_a_run() {
     assert!(value(&m, r#"proprio_event_score_count{kind="log"}"#) >= 1.0);
     assert!(value(&m, "proprio_scoring_duration_seconds_count") >= 1.0);
     assert!(value(&m, "proprio_scoring_batch_size_count") >= 1.0);
+    // The incidents role runs in `proprio run` by default: the alert opened one.
+    let m = wait_metric(&addr, r#"proprio_incidents_total{event="opened"}"#, 1.0, 30).await;
+    assert!(value(&m, "proprio_incidents_open") >= 1.0);
+    assert!(value(&m, r#"proprio_incident_alerts_total{outcome="opened"}"#) >= 1.0);
+    assert!(
+        value(&m, "proprio_incident_topology_edges") > 100.0,
+        "the registry's edges"
+    );
     // Consumer lag is polled from the server (every 5 s).
     let lag = r#"proprio_consumer_pending_messages{consumer="proprio-scorer"}"#;
     let deadline = Instant::now() + Duration::from_secs(12);

@@ -1,0 +1,307 @@
+//! The incidents role against a real nats-server: alerts in, incidents in
+//! KV and on the stream; restarts and crashes lose nothing and count
+//! nothing twice; bad input is terminated; quiet incidents resolve on the
+//! injected clock.
+
+use crate::support::NatsServer;
+use async_nats::jetstream::kv;
+use futures::TryStreamExt;
+use proprio::bus::Bus;
+use proprio::cli_incidents::{query_output, IncidentsArgs, Query};
+use proprio::context::{Context, Role, Shared};
+use proprio::contract::alert::{Alert, AlertBaseline, AlertReason, BaselineOf, Span};
+use proprio::contract::incident::{Incident, IncidentState};
+use proprio::contract::{self, raise_subject};
+use proprio::event::Kind;
+use proprio::freshness::{Clock, ManualClock, SystemClock};
+use proprio::incident::{IncidentStats, Incidents, IncidentsConfig};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+const MIN: i64 = 60_000;
+
+/// A → B → C (A depends on B, B on C); D and E stand alone.
+const REGISTRY: &str = "services:
+- {name: C, layer: 0, port: 1}
+- {name: B, layer: 1, port: 2, depends_on: [C]}
+- {name: A, layer: 2, port: 3, depends_on: [B]}
+- {name: D, layer: 0, port: 4}
+- {name: E, layer: 0, port: 5}
+";
+
+fn alert(seq: u64, source: &str, ts: i64, score: f32) -> Alert {
+    Alert {
+        id: Alert::id_for_message(contract::STREAM_TELEMETRY, seq),
+        ts,
+        source: source.into(),
+        key: source.into(),
+        kind: Kind::Pulse,
+        score,
+        loss: 2.0,
+        baseline: AlertBaseline {
+            median: 1.0,
+            scale: 0.5,
+            of: BaselineOf::Key,
+        },
+        rendered: format!("<|BOE|><|PULSE|><|SVC|>{source}<|EOE|>"),
+        span: Span::default(),
+        diagnosis: Some("latency spike".into()),
+        model: None,
+        reason: AlertReason::Surprise,
+    }
+}
+
+struct Running {
+    stats: Arc<IncidentStats>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+fn start(bus: &Bus, clock: &ManualClock, registry: &std::path::Path) -> Running {
+    let ctx = Context::new(bus.clone(), Shared::default()).with_clock(Arc::new(clock.clone()));
+    let cfg = IncidentsConfig {
+        registry: Some(registry.to_path_buf()),
+        check_every: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let role = Incidents::new(&ctx, cfg);
+    let stats = role.stats();
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(role.run(async move {
+        let _ = rx.await;
+    }));
+    Running { stats, stop, task }
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+
+    /// A crash: the task is dropped wherever it is, nothing flushed.
+    async fn crash(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+async fn stored(kv: &kv::Store) -> Vec<Incident> {
+    let keys: Vec<String> = kv.keys().await.unwrap().try_collect().await.unwrap();
+    let mut out = Vec::new();
+    for k in keys {
+        if let Some(v) = kv.get(&k).await.unwrap() {
+            out.push(Incident::decode(&v).unwrap());
+        }
+    }
+    out.sort_by_key(|i| i.opened_ts);
+    out
+}
+
+/// Waits (10 s at most) until the stored incidents satisfy `ok`.
+async fn wait_for(kv: &kv::Store, what: &str, ok: impl Fn(&[Incident]) -> bool) -> Vec<Incident> {
+    let t0 = Instant::now();
+    loop {
+        let s = stored(kv).await;
+        if ok(&s) {
+            return s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{what}: have {s:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every incident message on the stream, as (subject, incident).
+async fn published(bus: &Bus) -> Vec<(String, Incident)> {
+    let mut out = Vec::new();
+    bus.scan_since(
+        contract::STREAM_INCIDENTS,
+        contract::SUBJECT_INCIDENTS_ALL,
+        0,
+        |m, _| out.push((m.subject.to_string(), Incident::decode(&m.payload).unwrap())),
+    )
+    .await
+    .unwrap();
+    out
+}
+
+async fn raise(bus: &Bus, a: &Alert) {
+    assert!(bus.publish_alert(a).await.unwrap(), "{} stored once", a.id);
+}
+
+/// The same alert stored again under another message id: what a
+/// redelivery looks like to the incidents role.
+async fn redeliver(bus: &Bus, a: &Alert, n: u32) {
+    let msg_id = format!("{}#again{n}", a.id);
+    bus.publish_once(raise_subject(&a.source), a.to_msgpack(), None, &msg_id)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn alerts_become_incidents_across_restarts_and_crashes() {
+    let server = NatsServer::start();
+    let bus = server.bus().await;
+    let kv = bus.incidents_kv().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("services.yaml");
+    std::fs::write(&registry, REGISTRY).unwrap();
+    let t0 = SystemClock.now_ms();
+    let clock = ManualClock::new(t0);
+
+    // C fails first, B after it: one incident, rooted at C.
+    let role = start(&bus, &clock, &registry);
+    raise(&bus, &alert(1, "C", t0, 5.0)).await;
+    raise(&bus, &alert(2, "B", t0 + 1000, 4.0)).await;
+    let s = wait_for(&kv, "C and B in one incident", |s| {
+        s.len() == 1 && s[0].alerts == 2
+    })
+    .await;
+    let id = s[0].id.clone();
+    assert_eq!(s[0].sources, ["C", "B"]);
+    assert_eq!(s[0].root().unwrap().source, "C");
+
+    // Restart (clean) in the middle: A joins the same incident, D opens its own.
+    role.stop().await;
+    raise(&bus, &alert(3, "A", t0 + 2000, 6.0)).await;
+    raise(&bus, &alert(4, "D", t0 + 2000, 4.0)).await;
+    let role = start(&bus, &clock, &registry);
+    let s = wait_for(&kv, "A joins, D apart", |s| {
+        s.len() == 2 && s[0].alerts == 3
+    })
+    .await;
+    assert_eq!(s[0].id, id, "the id is stable across the restart");
+    assert_eq!(s[0].sources, ["C", "B", "A"]);
+    assert_eq!(s[0].root().unwrap().source, "C");
+    assert_eq!(s[1].sources, ["D"]);
+
+    // Undecodable input is terminated and the role goes on.
+    bus.publish_once(raise_subject("junk"), &b"\x93\x01junk"[..], None, "junk-1")
+        .await
+        .unwrap();
+    // An observed call (graph telemetry) connects E to C.
+    bus.publish_acked(
+        "os.graph.ServiceGraph",
+        r#"{"ts":1767225600000,"src":"E","rel":"calls","dst":"C"}"#,
+        None,
+    )
+    .await
+    .unwrap();
+    let t = Instant::now();
+    while role.stats.edges.load(Ordering::Relaxed) < 3 || role.stats.bad.load(Ordering::Relaxed) < 1
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "graph edge and junk not seen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    raise(&bus, &alert(5, "E", t0 + 3000, 3.5)).await;
+    wait_for(&kv, "E joins through the observed edge", |s| {
+        s.len() == 2 && s[0].alerts == 4
+    })
+    .await;
+
+    // A crash, then redeliveries of alerts already counted: no double count,
+    // no duplicate incident.
+    role.crash().await;
+    redeliver(&bus, &alert(2, "B", t0 + 1000, 4.0), 1).await;
+    redeliver(&bus, &alert(4, "D", t0 + 2000, 4.0), 1).await;
+    let role = start(&bus, &clock, &registry);
+    raise(&bus, &alert(6, "B", t0 + 4000, 4.5)).await;
+    let s = wait_for(&kv, "B's new alert counted once", |s| {
+        s.len() == 2 && s[0].alerts == 5
+    })
+    .await;
+    let t = Instant::now();
+    while role.stats.duplicates.load(Ordering::Relaxed) < 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "redeliveries not seen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s[1].alerts, 1);
+    assert_eq!(s[0].state, IncidentState::Open);
+
+    // Quiet for the quiet period on the role's clock: both resolve.
+    clock.set(t0 + 4000 + 10 * MIN);
+    let s = wait_for(&kv, "both resolved", |s| {
+        s.len() == 2 && s.iter().all(|i| i.state == IncidentState::Resolved)
+    })
+    .await;
+    assert_eq!(s[0].resolved_ts, Some(t0 + 4000 + 10 * MIN));
+    assert_eq!(role.stats.open.load(Ordering::Relaxed), 0);
+    role.stop().await;
+
+    // The stream told each state once: opened (1 alert), 2, 3, 4, 5 alerts,
+    // resolved; the other incident opened and resolved.
+    let msgs = published(&bus).await;
+    let mine: Vec<(u32, IncidentState)> = msgs
+        .iter()
+        .filter(|(_, i)| i.id == id)
+        .map(|(_, i)| (i.alerts, i.state))
+        .collect();
+    // (Alerts delivered together are stored as one state, so not every
+    // count need appear; none twice, in order, and the last two states.)
+    use IncidentState::{Open, Resolved};
+    assert!(
+        mine.windows(2)
+            .all(|w| w[0].0 < w[1].0 || w[1] == (5, Resolved)),
+        "{mine:?}"
+    );
+    assert_eq!(
+        mine[mine.len() - 2..],
+        [(5, Open), (5, Resolved)],
+        "{mine:?}"
+    );
+    assert!(mine.len() >= 4, "stored at least once per stage: {mine:?}");
+    assert!(msgs
+        .iter()
+        .all(|(subj, i)| *subj == format!("proprio.incident.{}", i.id)));
+    assert_eq!(msgs.len(), mine.len() + 2);
+
+    // `proprio incidents`: the list, one in full, and a clear error for an
+    // unknown id.
+    let args = IncidentsArgs {
+        nats: Default::default(),
+        query: vec![],
+        follow: false,
+        since: Duration::from_secs(3600),
+        open: false,
+        json: false,
+    };
+    let later = t0 + 4000 + 10 * MIN;
+    let list = query_output(&bus, &Query::List, &args, later)
+        .await
+        .unwrap();
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    assert!(
+        lines[0].contains(&format!("resolved {id} root=C (latency spike")),
+        "{list}"
+    );
+    assert!(lines[0].ends_with("sources=4 alerts=5 score=6.0"), "{list}");
+    let open_only = IncidentsArgs {
+        open: true,
+        ..args.clone()
+    };
+    let none = query_output(&bus, &Query::List, &open_only, later)
+        .await
+        .unwrap();
+    assert_eq!(none, "");
+    let show = query_output(&bus, &Query::Show(id.clone()), &args, later)
+        .await
+        .unwrap();
+    assert!(show.contains("blast radius (4): C, B, A, E"), "{show}");
+    let missing = query_output(&bus, &Query::Show("inc-0-00000000".into()), &args, later)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("no incident inc-0-00000000"), "{missing}");
+}
