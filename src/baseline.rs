@@ -183,22 +183,21 @@ impl Baselines {
 }
 
 /// The calibration of the excess surprise ([`crate::scorer::excess_surprise`]),
-/// fitted at EVALUATE on held-out events and shipped with the model.
+/// fitted at EVALUATE on held-out events and shipped with the model: per
+/// kind, the tail of its values ([`Tail`]), from which an event's rarity is
+/// read.
 ///
-/// Sources differ in how predictable they are (a chatty log service's
-/// normal lines surprise the model more than a heartbeat does), so an
-/// event's statistic is first standardised against its own key (median and
-/// scaled MAD of the key's held-out values; its kind's while the key has
-/// too few), and only then is its rarity read off its kind's tail of
-/// standardised values ([`Tail`]). Without the first step, a per-kind tail
-/// lets the few most variable sources take the whole false-alarm budget:
-/// on a simulated fault-free 3 h (203 services), two sources raised 34 of
-/// 34 false alerts.
+/// Per kind, not per key: EVALUATE holds out a few dozen events per key,
+/// too few for a key's own tail, and standardising each key by its median
+/// and MAD first (as the loss baselines do) made it worse: on a simulated
+/// fault-free 3 h (203 services), 250 false alerts an hour against 100 for
+/// the kind's tail alone, since a key's MAD from 30 events is often far
+/// too small and its few large values become extreme.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Surprise {
-    pub keys: HashMap<String, Stat>,
+    /// Per kind, median and scaled MAD of its values (what an alert reports).
     pub kinds: HashMap<Kind, Stat>,
-    /// Per kind, the tail of standardised values.
+    /// Per kind, the tail of its values.
     pub tails: HashMap<Kind, Tail>,
     /// The same over every kind, for a kind with too few held-out events.
     pub all: Option<Tail>,
@@ -209,94 +208,53 @@ pub struct Surprise {
 pub struct Calibrated {
     /// `-log10` of the share of normal events of its kind as surprising.
     pub score: f32,
-    /// The statistic standardised against its key (or kind).
-    pub z: f32,
     pub of: BaselineOf,
+    /// Its kind's median and scale.
     pub stat: Option<Stat>,
     pub tail: Option<Tail>,
 }
 
 impl Surprise {
-    /// Floor of a key's scale, in nats: a key whose held-out events all
-    /// surprised the model alike (thousands of identical HDFS blocks) must
-    /// not turn a fraction of a nat into an alarm.
+    /// Floor of a tail's scale, in nats: beyond the tail's start, each nat
+    /// of excess surprise makes an event at most e times rarer, so a sample
+    /// whose top is flat (thousands of identical HDFS blocks) does not turn
+    /// a fraction of a nat into an alarm.
     pub const MIN_SCALE: f32 = 1.0;
-    /// Floor of a tail's scale, in standardised units.
-    pub const MIN_TAIL_SCALE: f32 = 0.5;
-    /// Most keys kept (those with most values win).
-    pub const MAX_KEYS: usize = Baselines::MAX_KEYS;
 
-    /// Fits from (key, kind, excess surprise) of held-out events.
-    pub fn fit<'a>(obs: impl IntoIterator<Item = (&'a str, Kind, f32)>) -> Surprise {
-        let mut by_key: HashMap<&str, Vec<f32>> = HashMap::new();
+    /// Fits from (kind, excess surprise) of held-out events.
+    pub fn fit(obs: impl IntoIterator<Item = (Kind, f32)>) -> Surprise {
         let mut by_kind: HashMap<Kind, Vec<f32>> = HashMap::new();
-        let mut kept = Vec::new();
-        for (k, kind, x) in obs {
+        let mut all = Vec::new();
+        for (kind, x) in obs {
             if x.is_finite() {
-                by_key.entry(k).or_default().push(x);
                 by_kind.entry(kind).or_default().push(x);
-                kept.push((k, kind, x));
+                all.push(x);
             }
         }
-        let mut keys: Vec<(String, Stat)> = by_key
-            .into_iter()
-            .filter(|(_, v)| v.len() as u32 >= Baselines::DEFAULT_MIN_COUNT)
-            .filter_map(|(k, v)| Stat::of(&v).map(|s| (k.to_string(), s)))
-            .collect();
-        if keys.len() > Self::MAX_KEYS {
-            keys.sort_by(|a, b| b.1.n.cmp(&a.1.n));
-            keys.truncate(Self::MAX_KEYS);
-        }
-        let mut s = Surprise {
-            keys: keys.into_iter().collect(),
+        Surprise {
             kinds: by_kind
                 .iter()
                 .filter_map(|(k, v)| Stat::of(v).map(|s| (*k, s)))
                 .collect(),
-            tails: HashMap::new(),
-            all: None,
-        };
-        let mut zs: HashMap<Kind, Vec<f32>> = HashMap::new();
-        let mut all = Vec::new();
-        for (k, kind, x) in kept {
-            let z = s.standardize(k, kind, x).0;
-            zs.entry(kind).or_default().push(z);
-            all.push(z);
-        }
-        s.tails = zs
-            .into_iter()
-            .filter_map(|(k, v)| Tail::fit(&v, Self::MIN_TAIL_SCALE).map(|t| (k, t)))
-            .collect();
-        s.all = Tail::fit(&all, Self::MIN_TAIL_SCALE);
-        s
-    }
-
-    /// `x` against its key's median and scale (its kind's while the key has
-    /// too few values).
-    fn standardize(&self, key: &str, kind: Kind, x: f32) -> (f32, BaselineOf, Option<Stat>) {
-        let (stat, of) = match self.keys.get(key) {
-            Some(s) => (Some(*s), BaselineOf::Key),
-            None => match self.kinds.get(&kind) {
-                Some(s) => (Some(*s), BaselineOf::Kind),
-                None => (None, BaselineOf::None),
-            },
-        };
-        match stat {
-            Some(s) => ((x - s.median) / s.scale.max(Self::MIN_SCALE), of, stat),
-            None => (x, of, None),
+            tails: by_kind
+                .iter()
+                .filter_map(|(k, v)| Tail::fit(v, Self::MIN_SCALE).map(|t| (*k, t)))
+                .collect(),
+            all: Tail::fit(&all, Self::MIN_SCALE),
         }
     }
 
-    /// How rare `x` is for an event of `key` and `kind`. Score 0 without a
-    /// fitted tail (too few held-out events): no alert without calibration.
-    pub fn calibrate(&self, key: &str, kind: Kind, x: f32) -> Calibrated {
-        let (z, of, stat) = self.standardize(key, kind, x);
-        let tail = self.tails.get(&kind).or(self.all.as_ref()).copied();
+    /// How rare `x` is for an event of `kind`. Score 0 without a fitted
+    /// tail (too few held-out events): no alert without calibration.
+    pub fn calibrate(&self, kind: Kind, x: f32) -> Calibrated {
+        let (tail, of) = match self.tails.get(&kind) {
+            Some(t) => (Some(*t), BaselineOf::Kind),
+            None => (self.all, BaselineOf::Global),
+        };
         Calibrated {
-            score: tail.map_or(0.0, |t| t.score(z)),
-            z,
-            of,
-            stat,
+            score: tail.map_or(0.0, |t| t.score(x)),
+            of: if tail.is_some() { of } else { BaselineOf::None },
+            stat: self.kinds.get(&kind).copied(),
             tail,
         }
     }

@@ -35,15 +35,15 @@ pub enum BaselineOf {
     None,
 }
 
-/// What the event's excess surprise was standardised against before its
-/// rarity was read off its kind's tail ([`crate::baseline::Surprise`]).
+/// Its kind's excess surprise on normal events, against whose tail the
+/// score was read ([`crate::baseline::Surprise`]).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct AlertBaseline {
-    /// Median excess surprise of the key's (or kind's) normal events, in nats.
+    /// Median excess surprise of the kind's normal events, in nats.
     pub median: f32,
     /// Their scaled MAD, in nats.
     pub scale: f32,
-    /// Whose: the event's key, or its kind while the key has too few.
+    /// Whose tail: the event's kind, or every kind pooled (`global`).
     pub of: BaselineOf,
 }
 
@@ -135,7 +135,7 @@ impl Alert {
     /// span without special tokens); what a person reads in a digest or an
     /// incident.
     pub fn in_words(&self) -> String {
-            let a = self;
+        let a = self;
         if let Some(d) = &a.diagnosis {
             return d.clone();
         }

@@ -119,6 +119,7 @@ mod tests {
             start_ms: start,
             end_ms: end,
             sources: sources.iter().map(|s| s.to_string()).collect(),
+            root: sources.first().map(|s| s.to_string()),
             registry_after: None,
         }
     }

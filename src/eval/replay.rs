@@ -27,7 +27,12 @@ pub(super) fn parse_evidence(s: &str) -> Result<(i64, usize)> {
 /// The evidence of each event as the live [`Decider`] weighs it: over the
 /// events of its key in the policy's window ending at it (itself
 /// included), the mean of the `k` highest scores.
-pub(super) fn decided(events: &[Event], idx: &[usize], scores: &[f32], policy: &Policy) -> Vec<f32> {
+pub(super) fn decided(
+    events: &[Event],
+    idx: &[usize],
+    scores: &[f32],
+    policy: &Policy,
+) -> Vec<f32> {
     let mut d = Decider::new(*policy, crate::scorer::Contexts::DEFAULT_MAX_KEYS);
     idx.iter()
         .zip(scores)

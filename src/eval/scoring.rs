@@ -334,19 +334,23 @@ fn event_scores(
 /// calibration slice's excess surprise (unlabelled, anomalies and all: the
 /// slice stands for the recent events the growth loop's EVALUATE step fits
 /// them on), then each event calibrated against its kind's tail.
-fn calibrate(data: &Data, mut calib: Vec<ModelScore>, mut test: Vec<ModelScore>) -> (Vec<ModelScore>, Vec<ModelScore>) {
+fn calibrate(
+    data: &Data,
+    mut calib: Vec<ModelScore>,
+    mut test: Vec<ModelScore>,
+) -> (Vec<ModelScore>, Vec<ModelScore>) {
     let (cal, tst) = (&data.train_src, data.test_events());
     let s = Surprise::fit(
         data.calib
             .iter()
             .zip(&calib)
-            .map(|(&i, m)| (cal[i].key.as_str(), cal[i].kind(), m.excess)),
+            .map(|(&i, m)| (cal[i].kind(), m.excess)),
     );
     for (&i, m) in data.calib.iter().zip(calib.iter_mut()) {
-        m.live = s.calibrate(&cal[i].key, cal[i].kind(), m.excess).score;
+        m.live = s.calibrate(cal[i].kind(), m.excess).score;
     }
     for (&i, m) in data.test.iter().zip(test.iter_mut()) {
-        m.live = s.calibrate(&tst[i].key, tst[i].kind(), m.excess).score;
+        m.live = s.calibrate(tst[i].kind(), m.excess).score;
     }
     (calib, test)
 }

@@ -133,7 +133,7 @@ pub struct Scored {
     /// Calibrated: `-log10` of the share of normal events of its kind that
     /// are as surprising ([`crate::baseline::Surprise::calibrate`]).
     pub score: f32,
-    /// The key's (or kind's) median and scale `excess` was standardised with.
+    /// The median and scale of its kind's excess surprise.
     pub stat: Option<Stat>,
     pub baseline_of: BaselineOf,
     pub rendered: String,
@@ -192,7 +192,7 @@ impl EventScorer {
 pub fn score_against(p: &Prepared, loss: &EventLoss, baselines: &Baselines) -> Scored {
     let kind = p.kind.unwrap_or(Kind::Graph);
     let excess = excess_surprise(&p.tokens, loss);
-    let c = baselines.surprise.calibrate(&p.key, kind, excess);
+    let c = baselines.surprise.calibrate(kind, excess);
     let (ts, te, span_loss) = span::field_span(&p.tokens, &loss.token_losses, span::SPAN_MAX_CHARS);
     Scored {
         loss: loss.loss,

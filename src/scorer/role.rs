@@ -279,7 +279,8 @@ impl Role for Scorer {
                 }
             }
             self.follow_model(&mut scorer, &mut reads).await;
-            self.process(&mut scorer, &mut decider, &mut cooldown, batch).await;
+            self.process(&mut scorer, &mut decider, &mut cooldown, batch)
+                .await;
         }
         watcher.abort();
         Ok(())

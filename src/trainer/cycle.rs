@@ -12,7 +12,7 @@ use crate::context::{Context, Role};
 use crate::contract::digest::Digest;
 use crate::contract::{
     ModelNotice, KEY_DIGEST, KEY_DIGEST_JSON, KEY_MODEL, KEY_TRAINER_LOCK, STREAM_CURRICULUM,
-    SUBJECT_INCIDENTS_ALL, SUBJECT_CURRICULUM_ALL, SUBJECT_DIGEST, SUBJECT_MODEL_PUBLISHED,
+    SUBJECT_CURRICULUM_ALL, SUBJECT_DIGEST, SUBJECT_INCIDENTS_ALL, SUBJECT_MODEL_PUBLISHED,
     SUBJECT_TICK_TRAIN,
 };
 use crate::curriculum::{Document, Renderer};

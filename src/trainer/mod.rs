@@ -146,7 +146,6 @@ pub fn evaluate(native: &NativeScorer, v: &Validated, batch: usize) -> (Baseline
     }));
     b.surprise = Surprise::fit(prepared.iter().zip(&losses).map(|(p, l)| {
         (
-            p.key.as_str(),
             p.kind.expect("only event documents are scored"),
             crate::scorer::excess_surprise(&p.tokens, l),
         )

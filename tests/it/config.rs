@@ -110,10 +110,7 @@ fn file_then_environment_then_flags() {
     assert_eq!(c.nats.url, "nats://flag:4222");
     assert_eq!(c.scorer.cooldown, Duration::from_secs(120), "from the file");
     assert_eq!(c.run.roles, vec![Role::Harvester], "from the environment");
-    assert_eq!(
-        c.origin("scorer.risk"),
-        Origin::Flag("--risk".into())
-    );
+    assert_eq!(c.origin("scorer.risk"), Origin::Flag("--risk".into()));
 
     // What `run` finally gets.
     let a = c.run_settings();
