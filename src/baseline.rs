@@ -194,6 +194,7 @@ impl Baselines {
 /// the kind's tail alone, since a key's MAD from 30 events is often far
 /// too small and its few large values become extreme.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Surprise {
     /// Per kind, median and scaled MAD of its values (what an alert reports).
     pub kinds: HashMap<Kind, Stat>,

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 /// A fitted tail of a statistic's distribution on normal events.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Tail {
-    /// Median of the sample: at or below it a score is 0.3.
+    /// Median of the sample: a score of 0.3.
     pub median: f32,
     /// The tail starts here: the (1 - `p_u`) quantile.
     pub u: f32,
@@ -57,8 +57,10 @@ impl Tail {
     pub const P_U: f64 = 0.2;
     /// Heaviest shape the fit accepts.
     pub const MAX_XI: f32 = 0.5;
-    /// Fewest values a fit needs (its top quantile then rests on 10 values).
-    pub const MIN_N: usize = 200;
+    /// Fewest values a fit needs. Its top quantile then rests on one value,
+    /// so a young system's calibration is rough (a few hundred held-out
+    /// events make it steady); without any, nothing could alert at all.
+    pub const MIN_N: usize = 20;
     /// Largest score: 1e-20 is far past what any fit supports, but the cap
     /// must leave a lone extreme event enough to reach the alert level on
     /// its own through the evidence's mean of two (12 capped HDFS's
@@ -105,21 +107,23 @@ impl Tail {
         })
     }
 
-    /// P(X > x) for a normal event. Between the median and `u` it is
-    /// interpolated in log-probability (a score there is only ever compared
-    /// to levels far above).
+    /// P(X > x) for a normal event. Below `u` it is interpolated in
+    /// log-probability (a score there is only ever compared to levels far
+    /// above, but it still ranks).
     pub fn exceed(&self, x: f32) -> f64 {
         let (x, u, p_u) = (x as f64, self.u as f64, self.p_u as f64);
         if x.is_nan() {
             return 1.0;
         }
         if x <= u {
+            // The body: log-linear through (median, 0.5) and (u, p_u), so
+            // scores keep ranking events below the tail too.
             let m = self.median as f64;
-            if x <= m || u <= m {
+            if u <= m {
                 return 0.5;
             }
             let t = (x - m) / (u - m);
-            return (0.5f64.ln() + t * (p_u.ln() - 0.5f64.ln())).exp();
+            return (0.5f64.ln() + t * (p_u.ln() - 0.5f64.ln())).exp().min(1.0);
         }
         let (z, xi) = ((x - u) / self.sigma as f64, self.xi as f64);
         if xi < 1e-6 {
@@ -258,7 +262,7 @@ mod tests {
 
     #[test]
     fn too_few_values_and_a_flat_top() {
-        assert!(Tail::fit(&[1.0; 10], 0.0).is_none());
+        assert!(Tail::fit(&[1.0; 19], 0.0).is_none());
         // All equal: the floor keeps the scale; a value one floor above the
         // top is e times rarer than the top tenth.
         let t = Tail::fit(&[2.0; 1000], 1.0).unwrap();

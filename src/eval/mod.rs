@@ -76,6 +76,7 @@
 
 pub mod baselines;
 mod data;
+pub mod incidents;
 pub mod metrics;
 mod replay;
 pub mod report;
@@ -349,6 +350,11 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
         replay::silence_alerts(test_events, &data.test)
     };
     let grace_ms = (args.grace_s * 1000.0) as i64;
+    // The registry the incident replay's topology starts from.
+    let registry = args.registry.clone().or_else(|| {
+        let p = crate::sim::sidecar(args.test.as_ref().unwrap_or(&args.train), ".registry.yaml");
+        p.exists().then_some(p)
+    });
 
     let policy = args.policy()?;
     for s in all.iter_mut() {
@@ -429,6 +435,7 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
             false_alert_samples: fa_samples,
             faults: fr,
             note: None,
+            incidents: None,
         }
     };
     for d in &dets {
@@ -450,9 +457,27 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
             alerts.extend(silence.iter().cloned());
         }
         alerts.sort_by_key(|a| a.ts);
+        // Incidents, per event mode: sessions are not sources in a topology.
+        let incidents = (!grouped).then(|| {
+            let mut with_silence = alerts.clone();
+            if args.silence == "row" {
+                with_silence.extend(silence.iter().cloned());
+                with_silence.sort_by_key(|a| a.ts);
+            }
+            incidents::replay_incidents(
+                &with_silence,
+                test_events,
+                &data.test,
+                registry.as_deref(),
+                &faults,
+                grace_ms,
+                hours,
+            )
+        });
         report.detectors.push(DetectorReport {
             calibration_max: d.calib.iter().copied().fold(f32::NEG_INFINITY, f32::max),
             note: d.note.clone(),
+            incidents,
             ..row(d.name.clone(), d.thr, &d.test, alerts)
         });
     }

@@ -47,16 +47,20 @@ pub(super) struct Alert {
     pub source: String,
     pub label: Option<String>,
     pub silence: bool,
+    pub kind: Kind,
+    pub score: f32,
 }
 
 impl Alert {
     /// A surprise alert raised by event `e` (for a unit labelled `label`).
-    fn of(e: &Event, label: Option<String>) -> Alert {
+    fn of(e: &Event, label: Option<String>, score: f32) -> Alert {
         Alert {
             ts: e.ts,
             source: e.source.clone(),
             label,
             silence: false,
+            kind: e.kind(),
+            score,
         }
     }
 }
@@ -79,6 +83,8 @@ pub(super) fn silence_alerts(events: &[Event], idx: &[usize]) -> Vec<Alert> {
                 source: o.source.clone(),
                 label: None,
                 silence: true,
+                kind: o.kind,
+                score: 0.0,
             });
             tr.settle(&o.source);
         }
@@ -106,7 +112,7 @@ pub(super) fn replay(
             for &j in m {
                 so_far.push(scores[j]);
                 if crosses(args.aggregate.apply(&so_far), thr) {
-                    out.push(Alert::of(&events[idx[j]], u.labels[k].clone()));
+                    out.push(Alert::of(&events[idx[j]], u.labels[k].clone(), scores[j]));
                     break;
                 }
             }
@@ -118,7 +124,7 @@ pub(super) fn replay(
     for (j, &i) in idx.iter().enumerate() {
         let e = &events[i];
         if crosses(scores[j], thr) && cooldown.admit(&e.source, e.kind(), e.ts) {
-            out.push(Alert::of(e, e.label.clone()));
+            out.push(Alert::of(e, e.label.clone(), scores[j]));
         }
     }
     out
@@ -139,7 +145,7 @@ pub(super) fn session_alerts(
         .filter(|(k, _)| crosses(unit_scores[*k], thr))
         .map(|(k, m)| {
             let last = *m.last().expect("sessions are non-empty");
-            Alert::of(&events[idx[last]], u.labels[k].clone())
+            Alert::of(&events[idx[last]], u.labels[k].clone(), unit_scores[k])
         })
         .collect()
 }

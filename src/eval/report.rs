@@ -88,6 +88,9 @@ pub struct DetectorReport {
     pub false_alert_samples: Vec<(i64, String)>,
     pub faults: Vec<FaultResult>,
     pub note: Option<String>,
+    /// The incidents its alerts make (per event mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incidents: Option<super::incidents::IncidentSummary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -197,6 +200,9 @@ impl Report {
                     "{}: {n}; {} alerts ({} silence), {} false",
                     d.name, d.alerts, d.silence_alerts, d.false_alerts
                 );
+            }
+            if let Some(i) = &d.incidents {
+                let _ = writeln!(s, "{}: {}", d.name, i.line());
             }
         }
         for n in &self.notes {

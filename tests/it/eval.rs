@@ -294,15 +294,16 @@ fn eval_end_to_end_on_a_small_simulation() {
     );
     assert!(dets[0]["overall"]["auroc"].is_number());
 
-    // Excess surprise comes from the same scoring pass as z: the entropies
-    // reach eval (without them every xsum would be 0), and z is unchanged.
+    // Excess surprise comes from the same scoring pass as the live score:
+    // the entropies reach eval (without them every xsum would be 0), and
+    // the live score is unchanged.
     let mut x = args.clone();
-    x.model_score = "z,xsum,xall".into();
+    x.model_score = "live,xsum,xall".into();
     x.score_cache = Some(d.path().join("scores.json"));
     x.json = None;
     let rx = evaluate(&x, &Learning::default()).unwrap();
     let names: Vec<&str> = rx.detectors.iter().map(|d| d.name.as_str()).collect();
-    assert_eq!(names[..3], ["model:z", "model:xsum", "model:xall"]);
+    assert_eq!(names[..3], ["model:live", "model:xsum", "model:xall"]);
     assert_eq!(rx.detectors[0].overall.auroc, r.detectors[0].overall.auroc);
     let cache: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.path().join("scores.json")).unwrap())
