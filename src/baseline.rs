@@ -182,7 +182,7 @@ impl Baselines {
     }
 }
 
-/// The calibration of the excess surprise ([`crate::scorer::excess_surprise`]),
+/// The calibration of the excess surprise (the scorer's `excess_surprise`),
 /// fitted at EVALUATE on held-out events and shipped with the model: per
 /// kind, the tail of its values ([`Tail`]), from which an event's rarity is
 /// read.

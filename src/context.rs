@@ -31,7 +31,7 @@ pub struct Shared {
     pub render: RenderConfig,
     /// When the scorer alerts; its level is also what the trainer counts an
     /// evaluated flux event as anomalous at.
-    pub policy: crate::scorer::decide::Policy,
+    pub policy: crate::policy::Policy,
 }
 
 impl Default for Shared {

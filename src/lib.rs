@@ -13,7 +13,8 @@
 //!
 //! Roles (each: decide, effects, settle):
 //! - [`harvester`]: telemetry into curriculum documents; bad input dead-lettered.
-//! - [`scorer`]: per-key contexts, loss to score, the alert decision, the role.
+//! - [`scorer`]: per-key contexts, excess surprise to calibrated score, the alert
+//!   decision (evidence against the [`policy`], cooldown, mute), the role.
 //! - [`silence`]: the silence watch, a source that stopped publishing.
 //! - [`incident`]: alerts grouped into incidents over the topology, root
 //!   cause ranked, blast radius; the pure engine and the `incidents` role.
@@ -26,6 +27,7 @@
 //! - [`logging`]: log set-up; repeated lines rate-limited.
 //! - [`config`]: the layered configuration (default < file < environment < flags).
 //! - [`units`]: durations and sizes as people write them.
+//! - [`policy`]: the alert policy (risk, evidence window and count).
 //!
 //! Plumbing:
 //! - [`bus`]: NATS: connect, streams/KV/object store, publish patterns, the feed.
@@ -36,7 +38,9 @@
 //! Learning:
 //! - [`model`]: the GPT, its training, native scoring and checkpoints (libtorch via tch).
 //! - [`freshness`]: the three gates: fingerprint, TTL, decay.
-//! - [`baseline`]: per-key robust baselines that turn a loss into a score.
+//! - [`baseline`]: per-key robust loss baselines, and the per-kind calibration of
+//!   the excess surprise shipped with each model.
+//! - [`tail`]: peaks-over-threshold tails: a statistic's rarity among normal events.
 //! - [`curriculum`]: every event rendered as one line of text with special tokens.
 //! - [`tokenizer`]: bytes plus the special tokens of proto/tokens.txt.
 //!
@@ -66,6 +70,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod model_store;
+pub mod policy;
 pub mod registry;
 pub mod run;
 pub mod scorer;

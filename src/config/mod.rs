@@ -29,7 +29,7 @@ use crate::bus::{BusConfig, NatsSecurity};
 use crate::curriculum::{MetricFormat, RenderConfig};
 use crate::model::train::TrainConfig;
 use crate::model::GptConfig;
-use crate::scorer::decide::Policy;
+use crate::policy::Policy;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

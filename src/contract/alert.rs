@@ -36,7 +36,7 @@ pub enum BaselineOf {
 }
 
 /// Its kind's excess surprise on normal events, against whose tail the
-/// score was read ([`crate::baseline::Surprise`]).
+/// score was read (the baseline module's `Surprise`).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct AlertBaseline {
     /// Median excess surprise of the kind's normal events, in nats.

@@ -8,58 +8,13 @@
 
 use super::data::FaultTruth;
 use super::replay::Alert;
+use super::report::IncidentSummary;
 use crate::contract::alert::{Alert as WireAlert, AlertBaseline, AlertReason, BaselineOf, Span};
 use crate::contract::incident::Incident;
 use crate::event::Event;
 use crate::incident::{Engine, EngineConfig, Topology};
 use crate::sim::explains;
-use serde::Serialize;
 use std::path::Path;
-
-/// What the incidents of one detector's alerts were.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct IncidentSummary {
-    pub incidents: u64,
-    /// Incidents no fault explains.
-    pub false_incidents: u64,
-    pub false_per_hour: Option<f64>,
-    /// Faults explained by at least one incident.
-    pub faults_caught: u64,
-    pub faults: u64,
-    /// Of the caught faults whose root is known: the first explaining
-    /// incident named it first, or among its first three suspects.
-    pub root_hit1: u64,
-    pub root_hit3: u64,
-    pub with_root: u64,
-    /// Median seconds from a caught fault's start to its first incident.
-    pub median_ttd_s: Option<f64>,
-}
-
-impl IncidentSummary {
-    pub fn line(&self) -> String {
-        let pct = |a: u64, b: u64| {
-            if b == 0 {
-                "-".to_string()
-            } else {
-                format!("{:.0}%", 100.0 * a as f64 / b as f64)
-            }
-        };
-        format!(
-            "{} incidents, {} false ({}/h); faults caught by incidents {}/{}; root cause hit@1 {} hit@3 {} (of {} with a known root); median time to detect {}",
-            self.incidents,
-            self.false_incidents,
-            self.false_per_hour
-                .map_or("-".into(), |h| format!("{h:.2}")),
-            self.faults_caught,
-            self.faults,
-            pct(self.root_hit1, self.with_root),
-            pct(self.root_hit3, self.with_root),
-            self.with_root,
-            self.median_ttd_s
-                .map_or("-".into(), |t| format!("{t:.0}s")),
-        )
-    }
-}
 
 /// The incidents `alerts` make (alerts in time order; `idx` the test events
 /// in time order, for the topology), judged against `faults`.

@@ -90,7 +90,7 @@ pub struct DetectorReport {
     pub note: Option<String>,
     /// The incidents its alerts make (per event mode).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub incidents: Option<super::incidents::IncidentSummary>,
+    pub incidents: Option<IncidentSummary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -319,4 +319,49 @@ pub(super) fn write_dump(
     }
     w.flush()?;
     Ok(())
+}
+
+/// What the incidents of one detector's alerts were.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IncidentSummary {
+    pub incidents: u64,
+    /// Incidents no fault explains.
+    pub false_incidents: u64,
+    pub false_per_hour: Option<f64>,
+    /// Faults explained by at least one incident.
+    pub faults_caught: u64,
+    pub faults: u64,
+    /// Of the caught faults whose root is known: the first explaining
+    /// incident named it first, or among its first three suspects.
+    pub root_hit1: u64,
+    pub root_hit3: u64,
+    pub with_root: u64,
+    /// Median seconds from a caught fault's start to its first incident.
+    pub median_ttd_s: Option<f64>,
+}
+
+impl IncidentSummary {
+    pub fn line(&self) -> String {
+        let pct = |a: u64, b: u64| {
+            if b == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.0}%", 100.0 * a as f64 / b as f64)
+            }
+        };
+        format!(
+            "{} incidents, {} false ({}/h); faults caught by incidents {}/{}; root cause hit@1 {} hit@3 {} (of {} with a known root); median time to detect {}",
+            self.incidents,
+            self.false_incidents,
+            self.false_per_hour
+                .map_or("-".into(), |h| format!("{h:.2}")),
+            self.faults_caught,
+            self.faults,
+            pct(self.root_hit1, self.with_root),
+            pct(self.root_hit3, self.with_root),
+            self.with_root,
+            self.median_ttd_s
+                .map_or("-".into(), |t| format!("{t:.0}s")),
+        )
+    }
 }
