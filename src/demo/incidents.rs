@@ -4,17 +4,14 @@
 //! summary says so.
 //!
 //! A tolerant reader: only the fields the demo prints, so it decodes every
-//! version of the wire type that has them. The wire type itself is
-//! `contract::incident::Incident` (built on the `incident` branch); once it
-//! is on main this view and [`SUBJECT`] give way to it and to
-//! `contract::SUBJECT_INCIDENTS_ALL`.
+//! version of the wire type (`contract::incident::Incident`) that has them.
 
 use super::tally::{tally, Sighting, Tally};
 use crate::sim::Fault;
 use serde::Deserialize;
 
 /// Every incident's subject.
-pub const SUBJECT: &str = "proprio.incident.>";
+pub const SUBJECT: &str = crate::contract::SUBJECT_INCIDENTS_ALL;
 
 #[derive(Deserialize, Debug, Clone, PartialEq)]
 pub struct Suspect {

@@ -9,6 +9,7 @@ use super::report::FaultResult;
 use super::EvalArgs;
 use crate::event::{Event, Kind};
 use crate::scorer::decide::{crosses, Cooldown, Decider, Policy};
+use crate::sim::explains;
 use anyhow::Result;
 
 /// `S:K` → (window in ms, k).
@@ -150,12 +151,14 @@ pub(super) fn session_alerts(
         .collect()
 }
 
+/// An alert detects a fault when it carries the fault's label inside its
+/// window, or (faults file only) by the demo's rule, [`explains`].
 fn matches(a: &Alert, f: &FaultTruth, grace_ms: i64) -> bool {
-    if a.ts < f.start_ms || a.ts > f.end_ms + grace_ms {
-        return false;
-    }
-    a.label.as_deref() == Some(f.id.as_str())
-        || (f.by_source && f.sources.iter().any(|s| *s == a.source))
+    let window = (f.start_ms, f.end_ms);
+    let labelled = a.label.as_deref() == Some(f.id.as_str())
+        && a.ts >= f.start_ms
+        && a.ts <= f.end_ms.saturating_add(grace_ms);
+    labelled || (f.by_source && explains(window, &f.sources, grace_ms, &a.source, a.ts))
 }
 
 /// Detection of each fault, and the false alerts.
