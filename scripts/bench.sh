@@ -50,14 +50,7 @@ args=(--json --threads "$threads" --runs "$runs" --train-steps "$steps" --events
 ours=("${args[@]}")
 [ "${TCH_ENGINE:-1}" = 0 ] || ours+=(--libtorch)
 cargo build --release -q
-if target/release/proprio bench --help >/dev/null 2>&1; then
-  target/release/proprio bench "${ours[@]}" >"$out/ours.json"
-else
-  # Until `proprio bench` is wired into the CLI, the same function runs
-  # through the test harness.
-  PROPRIO_BENCH_ARGS="${ours[*]}" cargo test --release -q --test it model::bench -- --ignored --exact --nocapture 2>/dev/null \
-    | grep '^{' >"$out/ours.json"
-fi
+target/release/proprio bench "${ours[@]}" >"$out/ours.json"
 vocab="$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["vocab_size"])' "$out/ours.json")"
 "$py" scripts/bench_ref.py "${args[@]}" --vocab "$vocab" 2>/dev/null >"$out/ref.json"
 
@@ -95,4 +88,11 @@ print(f"{'':<{w[0]}}  {'proprio':>{w[1]}}  {'pytorch':>{w[2]}}  {'ratio':>{w[3]}
 for r in rows:
     print(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}  {r[3]:>{w[3]}}")
 print("ratio > 1: proprio is better (faster, or less memory)")
+d = ours.get("decision")
+if d:
+    b1 = next((f for f in ours["score"] if f["engine"] == "native" and f["batch"] == 1), None)
+    print(f"decision + incidents (live code, {d['events']:,} simulated events, {d['alerts']:,} alerts, "
+          f"{d['incidents']} incidents): per event p50 {d['p50_us']:.1f} us, p99 {d['p99_us']:.1f} us, "
+          f"alerting events p99 {d['alert_p99_us']:.1f} us"
+          + (f"; p99 = {d['p99_us'] / b1['p50_us']:.2f}x scoring one event (batch 1 p50)" if b1 else ""))
 PY

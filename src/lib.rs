@@ -58,6 +58,7 @@ pub mod config;
 pub mod context;
 pub mod contract;
 pub mod curriculum;
+pub mod decision_bench;
 pub mod demo;
 pub mod endpoint;
 pub mod eval;

@@ -42,7 +42,7 @@ enum Command {
     Tick(cli_ops::TickArgs),
     /// Silence a source's alerts for a while (a maintenance window).
     Mute(cli_ops::MuteArgs),
-    /// Benchmark scoring and training against the PyTorch reference figures.
+    /// Benchmark scoring and training (against the PyTorch reference figures), and the decision and incident stages.
     Bench(proprio::model::bench::BenchArgs),
     /// Validate a configuration file and print the effective configuration (secrets redacted).
     Config(config::ConfigArgs),
@@ -105,7 +105,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Tick(_) => rt()?.block_on(cli_ops::tick(&cfg.bus_config())),
         Command::Mute(a) => rt()?.block_on(cli_ops::mute(a, &cfg.bus_config())),
-        Command::Bench(a) => proprio::model::bench::bench(a),
+        Command::Bench(a) => proprio::decision_bench::bench(a),
         Command::Config(_) => Ok(()),
         Command::Health(a) => proprio::endpoint::health_command(&a),
         Command::Eval(a) => proprio::eval::run(a, cfg.learning()?),

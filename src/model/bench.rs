@@ -83,19 +83,15 @@ pub struct BenchReport {
     pub hwm_mb: f64,
 }
 
-pub fn bench(args: BenchArgs) -> Result<()> {
+/// The engine's figures (what `proprio bench` prints first; the decision's
+/// figures follow, from [`crate::decision_bench`]).
+pub fn report(args: &BenchArgs) -> Result<BenchReport> {
     if args.runs == 0 || args.event_tokens < 2 || args.events == 0 || args.batches.contains(&0) {
         bail!("runs, events and batches must be positive and event_tokens at least 2");
     }
     super::set_libtorch_threads(args.threads);
     score::keep_freed_memory();
-    let report = run(&args)?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print_table(&report);
-    }
-    Ok(())
+    run(args)
 }
 
 fn run(args: &BenchArgs) -> Result<BenchReport> {
@@ -224,7 +220,7 @@ pub fn memory_mb() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-fn print_table(r: &BenchReport) {
+pub fn print_table(r: &BenchReport) {
     println!(
         "proprio bench: d{} model, {} params, vocab {}, {}-token events, {} threads, native scorer on {}, median of runs",
         GptConfig::default().n_embd,

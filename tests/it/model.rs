@@ -606,22 +606,6 @@ fn converges_within_500_steps() {
     );
 }
 
-/// `proprio bench` without the CLI (scripts/bench.sh falls back to this while
-/// the subcommand is not wired): arguments from PROPRIO_BENCH_ARGS.
-#[test]
-#[ignore]
-fn bench() {
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: proprio::model::bench::BenchArgs,
-    }
-    let args = std::env::var("PROPRIO_BENCH_ARGS").unwrap_or_default();
-    let cli =
-        <Cli as clap::Parser>::parse_from(std::iter::once("bench").chain(args.split_whitespace()));
-    proprio::model::bench::bench(cli.args).unwrap();
-}
-
 #[test]
 fn a_scorer_is_shared_across_threads() {
     setup();
