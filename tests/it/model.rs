@@ -213,6 +213,67 @@ fn windows_follow_weights_and_skip_weight_zero() {
     assert_eq!(drawn, sample_windows(&streams, 64, &cfg).unwrap());
 }
 
+/// Wide metric rows, 2.5 blocks long each (issue 14's repro, smaller).
+fn wide_rows(n: usize, rng: &mut SmallRng) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let mut s = "<|BOE|><|PULSE|><|SVC|>wide".to_string();
+            for j in 0..12 {
+                s += &format!("<|METRIC|>metric_{j:02}=b{}", 7 + rng.gen_range(0..2));
+            }
+            s + "<|EOE|>"
+        })
+        .collect()
+}
+
+#[test]
+fn an_event_longer_than_the_block_is_trained_where_it_is_scored() {
+    setup();
+    let cfg = small();
+    let events = wide_rows(300, &mut SmallRng::seed_from_u64(3));
+    let streams = vec![stream_of(&events, |_| 1.0)];
+    let starts: Vec<usize> = streams[0].starts.iter().map(|s| s.0).collect();
+    let len = tokenizer().encode(&events[0]).len();
+    assert!(len > 2 * cfg.block_size, "{len} tokens");
+    // A window at each event's start and at every half block after it,
+    // where the scorer's windows over the later tokens begin.
+    let cands = training_windows(&streams, cfg.block_size, 0.1);
+    let half = cfg.block_size / 2;
+    let inside: Vec<usize> = cands
+        .iter()
+        .map(|&(_, o, _)| o)
+        .filter(|o| !starts.contains(o))
+        .collect();
+    assert!(!inside.is_empty());
+    for o in &inside {
+        let e = starts.iter().rev().find(|&&s| s < *o).unwrap();
+        assert_eq!((o - e) % half, 0, "window at {o}, event at {e}");
+        assert!(
+            o - e + cfg.block_size < len + half,
+            "window at {o} is past the event"
+        );
+    }
+    // Trained that way, the events score as validation said they would
+    // (before, 20x the validation loss, the loss of the untrained positions).
+    let mut gpt = Gpt::new(cfg, 1).unwrap();
+    let report = train(&mut gpt, &streams, &quick(200)).unwrap();
+    let val = report.val_loss.unwrap();
+    let mut contexts = proprio::scorer::Contexts::new(cfg.block_size, 10);
+    let items: Vec<ScoreItem> = events
+        .iter()
+        .map(|e| {
+            let t = tokenizer().encode(e);
+            ScoreItem {
+                context: contexts.next("wide", &t),
+                event: t,
+            }
+        })
+        .collect();
+    let losses = NativeScorer::new(&gpt, THREADS).score(&items, 32);
+    let mean = losses.iter().map(|l| l.loss).sum::<f32>() / losses.len() as f32;
+    assert!(mean < 2.0 * val, "scored {mean}, validation {val}");
+}
+
 #[test]
 fn nothing_to_train_on_is_an_error() {
     setup();

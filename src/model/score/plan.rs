@@ -53,8 +53,9 @@ pub(super) struct Job {
 /// Cuts each item into forwards of at most `block_size` tokens. An event
 /// that fits (with its context) is one forward. A longer one is scored in
 /// windows: each scores the next `block_size / 2` positions with the
-/// `block_size` tokens that end there as input, so every token is predicted
-/// from at least half a block of preceding text.
+/// `block_size` tokens that end there as input (the last one with fewer, so
+/// it starts on the same half-block grid as the others), so every token is
+/// predicted from at least half a block of preceding text.
 fn plan(items: &[ScoreItem], cfg: &GptConfig) -> Vec<Job> {
     let pad = pad_id(cfg);
     let bs = cfg.block_size;
@@ -79,12 +80,14 @@ fn plan(items: &[ScoreItem], cfg: &GptConfig) -> Vec<Job> {
         let (c, n) = (it.context.len(), s.len() - 1); // positions c..n are scored
         let mut q = c;
         while q < n {
-            let e = if q == c {
-                n.min((q + stride).max(bs))
+            let (e, a) = if q == c {
+                let e = n.min((q + stride).max(bs));
+                (e, e.saturating_sub(bs))
             } else {
-                n.min(q + stride)
+                // On the half-block grid even where the event ends early:
+                // that is where training windows start (`train::event_windows`).
+                (n.min(q + stride), (q + stride).saturating_sub(bs))
             };
-            let a = e.saturating_sub(bs);
             jobs.push(Job {
                 item: i,
                 seq: s[a..=e].to_vec(),
