@@ -3,7 +3,7 @@
 //! credentials, TLS, no server), and the server's permission violations
 //! turned into errors that say where the permissions live.
 
-use super::security::{is_tls_error, split_url_credentials, NatsSecurity};
+use super::security::{is_tls_error, redact_url, split_url_credentials, NatsSecurity};
 use super::Bus;
 use crate::contract::DEFAULT_ROOT;
 use anyhow::{anyhow, bail, Result};
@@ -71,6 +71,26 @@ pub async fn connect_client(url: &str) -> Result<async_nats::Client> {
 }
 
 /// NATS_URL, then the local default: what every command uses without `--nats`.
+/// `nats.url` as the servers to try: one URL, or a comma-separated list of
+/// a cluster's servers (async-nats parses a string as one address only).
+fn server_list(urls: &str) -> Result<Vec<async_nats::ServerAddr>> {
+    let list: Vec<&str> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    anyhow::ensure!(
+        !list.is_empty(),
+        "nats.url is empty: give one server URL or a comma-separated list"
+    );
+    list.iter()
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| anyhow!("nats.url: {:?} is not a server URL: {e}", redact_url(u)))
+        })
+        .collect()
+}
+
 fn default_url() -> String {
     std::env::var("NATS_URL")
         .ok()
@@ -143,7 +163,8 @@ impl Bus {
         // The connector itself may retry for a while; the timeout is what
         // the operator was promised.
         let budget = cfg.connect_timeout + Duration::from_millis(500);
-        let client = match tokio::time::timeout(budget, opts.connect(url.as_str())).await {
+        let servers = server_list(&url)?;
+        let client = match tokio::time::timeout(budget, opts.connect(servers.as_slice())).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => match e.kind() {
                 async_nats::ConnectErrorKind::AuthorizationViolation

@@ -98,6 +98,28 @@ async fn connecting_to_a_dead_port_fails_fast_and_clearly() {
     assert!(msg.contains(&port.to_string()), "{msg}");
 }
 
+/// A cluster's servers as one comma-separated `nats.url` (the README's
+/// Scaling section): the dead first one is skipped, the live one serves; a
+/// malformed entry is a clear error naming it.
+#[tokio::test]
+async fn a_comma_separated_server_list_connects_to_a_live_one() {
+    let server = NatsServer::start();
+    let dead = support::free_port();
+    let urls = format!("nats://127.0.0.1:{dead}, {}", server.url);
+    let b = Bus::connect(&BusConfig::with_url(&urls)).await.unwrap();
+    b.ensure().await.unwrap();
+    let err = Bus::connect(&BusConfig::with_url(format!(
+        "{},nats://host:notaport",
+        server.url
+    )))
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("nats://host:notaport"),
+        "{err:#}"
+    );
+}
+
 #[tokio::test]
 async fn a_root_overlapping_proprio_is_refused() {
     let server = NatsServer::start();
