@@ -7,6 +7,7 @@ mod support;
 
 mod bad_input;
 mod bus;
+mod cluster;
 mod config;
 mod crash_safety;
 mod deploy;
