@@ -607,6 +607,7 @@ mod tests {
         let c = SilenceConfig::default().at_speed(90.0);
         let d = SilenceConfig::default();
         assert_eq!(c.min_span, d.min_span / 90);
+        assert_eq!(c.floor, super::super::WALL_PAUSE, "not 55 ms");
         assert_eq!(c.rest_window, d.rest_window / 90);
         assert_eq!(
             (c.multiple, c.history, c.lookback),
