@@ -157,8 +157,9 @@ impl Overdue {
 /// at once (a publisher stall, the network, a watcher behind on its reads)
 /// no source's silence grows, and the stream's own silence
 /// ([`Tracker::all_silent`]) is the one alert. Measured: without it, the
-/// demo's end (every source stopping together) raised 135 silence alerts,
-/// one per source whose last word came a little before the stream's.
+/// demo's end (every source stopping together) raised 96 silence alerts
+/// besides the stream's, one per source whose last word came a little
+/// before the stream's (`proprio demo --warmup-minutes 200`).
 #[derive(Debug)]
 pub struct Tracker {
     cfg: SilenceConfig,
