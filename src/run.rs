@@ -172,7 +172,8 @@ async fn start_served(
                 let cfg = SilenceConfig {
                     multiple: args.silence.multiple,
                     ..Default::default()
-                };
+                }
+                .at_speed(args.speed);
                 let w = SilenceWatch::new(&ctx, cfg);
                 r.silence = Some(w.stats());
                 tokio::spawn(w.run(shutdown))

@@ -468,6 +468,11 @@ pub struct RunSettings {
     pub silence: SilenceSection,
     pub incidents: IncidentsSection,
     pub learning: Learning,
+    /// Telemetry time runs this many times faster than the wall clock: 1,
+    /// except in the demo, which replays the simulated OS faster; the
+    /// silence watch judges rhythms in telemetry time
+    /// ([`crate::silence::SilenceConfig::at_speed`]).
+    pub speed: f64,
 }
 
 impl Default for RunSettings {
@@ -589,6 +594,7 @@ impl Config {
             trainer: self.trainer.clone(),
             silence: self.silence.clone(),
             incidents: self.incidents.clone(),
+            speed: 1.0,
             // validate() read the masks file already; only a file changed
             // since then can fail here, and the built-in rendering is then
             // the safe choice (documents get the built-in fingerprint).

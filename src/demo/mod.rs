@@ -128,12 +128,14 @@ fn now_ms() -> i64 {
     crate::freshness::Clock::now_ms(&crate::freshness::SystemClock)
 }
 
-/// Simulated telemetry starting now.
+/// Simulated telemetry starting now; `running`: the OS is already up (a
+/// phase continuing the one before), not booting.
 fn sim(
     args: &DemoArgs,
     minutes: f64,
     faults: FaultSpec,
     seed: u64,
+    running: bool,
 ) -> Result<crate::sim::Simulation> {
     let mut cfg = SimConfig::new(crate::sim::load_registry(Some(&args.registry))?);
     cfg.hours = minutes / 60.0;
@@ -141,6 +143,7 @@ fn sim(
     cfg.faults = faults;
     cfg.services = args.services;
     cfg.start_ms = now_ms();
+    cfg.running = running;
     crate::sim::generate(&cfg)
 }
 
@@ -167,6 +170,9 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             digest_debounce: Duration::from_secs(2),
             ..defaults.trainer
         },
+        // The silence watch judges the simulated OS's rhythms, which run
+        // `speed` times faster than the wall clock it reads.
+        speed: args.speed,
         ..defaults
     })
     .await?;
@@ -228,7 +234,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     });
 
     // 1. Warm-up: normal telemetry, then the first training cycle.
-    let warm = sim(&args, args.warmup_minutes, FaultSpec::None, args.seed)?;
+    let warm = sim(
+        &args,
+        args.warmup_minutes,
+        FaultSpec::None,
+        args.seed,
+        false,
+    )?;
     println!(
         "== warm-up: {:.0} simulated minutes of normal telemetry at {}x",
         args.warmup_minutes, args.speed
@@ -245,7 +257,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     println!("== training the first model ({} steps)", args.steps);
     // Telemetry keeps flowing while the model trains, as it would in
     // production (and so the silence watch hears every source).
-    let filler = sim(&args, 24.0 * 60.0, FaultSpec::None, args.seed + 2)?;
+    let filler = sim(&args, 24.0 * 60.0, FaultSpec::None, args.seed + 2, true)?;
     let t_train = Instant::now();
     bus.client()
         .publish(SUBJECT_TICK_TRAIN, "{}".into())
@@ -273,7 +285,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
 
     // 2. Faults: every kind, injected into live telemetry.
-    let faulty = sim(&args, args.fault_minutes, FaultSpec::All, args.seed + 1)?;
+    let faulty = sim(
+        &args,
+        args.fault_minutes,
+        FaultSpec::All,
+        args.seed + 1,
+        true,
+    )?;
     let faults: Vec<Fault> = faulty.faults().to_vec();
     let fault_t0 = faulty.start_ms();
     println!(
@@ -378,7 +396,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         GRACE_MS / 1000
     );
     let incidents = incidents.lock().map(|v| v.clone()).unwrap_or_default();
-    summarize_incidents(&incidents, &live_alerts, &live, wall_start, &faults);
+    summarize_incidents(
+        &incidents,
+        &live_alerts,
+        &live,
+        (wall_start, wall_end),
+        &faults,
+    );
     println!("\n{digest}");
     running.stop().await?;
     Ok(())
@@ -386,22 +410,28 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 
 /// Incidents against the faults, by the alerts' rule; an incident's time is
 /// its first alert's as the demo saw it (a silence: when it was noticed).
+/// Like the alerts, only the live run counts: an incident opened once
+/// publishing stopped by no live alert is the demo's end (everything falls
+/// silent), not a fault.
 fn summarize_incidents(
     incidents: &[(IncidentView, Instant)],
     live_alerts: &[&(Alert, Instant)],
     live: &LiveClock,
-    wall_start: Instant,
+    (wall_start, wall_end): (Instant, Instant),
     faults: &[Fault],
 ) {
     let timed: Vec<(IncidentView, i64)> = incidents
         .iter()
         .filter(|(_, at)| *at >= wall_start)
-        .map(|(i, _)| {
+        .filter_map(|(i, at)| {
             let first = live_alerts
                 .iter()
                 .find(|(a, _)| a.ts == i.opened_ts && i.sources.contains(&a.source));
+            if first.is_none() && *at > wall_end {
+                return None;
+            }
             let ts = first.map_or(i.opened_ts, |(a, at)| live.sim_ts(a, *at));
-            (i.clone(), ts)
+            Some((i.clone(), ts))
         })
         .collect();
     if timed.is_empty() {

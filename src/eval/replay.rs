@@ -69,8 +69,7 @@ impl Alert {
 /// Silence alerts over the test events, as the silence watch would raise them.
 pub(super) fn silence_alerts(events: &[Event], idx: &[usize]) -> Vec<Alert> {
     use crate::silence::{SilenceConfig, Tracker};
-    let cfg = SilenceConfig::default();
-    let mut tr = Tracker::new(cfg.clone());
+    let mut tr = Tracker::new(SilenceConfig::default());
     let mut out = Vec::new();
     for &i in idx {
         let e = &events[i];
@@ -80,7 +79,7 @@ pub(super) fn silence_alerts(events: &[Event], idx: &[usize]) -> Vec<Alert> {
         for o in tr.overdue(e.ts) {
             // Noticed as soon as the threshold passed (the live watch checks every 250 ms).
             out.push(Alert {
-                ts: o.last_seen + cfg.allowed_ms(o.usual_ms) + 1,
+                ts: o.crossed_at(e.ts),
                 source: o.source.clone(),
                 label: None,
                 silence: true,

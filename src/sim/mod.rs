@@ -241,6 +241,7 @@ pub fn run(args: SimArgs) -> Result<()> {
         faults: args.faults.clone(),
         services: args.services,
         start_ms,
+        running: false,
     };
     let sim = generate(&cfg)?;
     for w in sim.warnings() {

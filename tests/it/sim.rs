@@ -292,6 +292,43 @@ fn all_six_kinds_with_their_rhythms() {
         .any(|e| matches!(&e.body, Body::Chronicle { action, .. } if action == "login")));
 }
 
+/// A run that continues another (the demo's phases) starts with the OS up:
+/// no boot sequence, and every service on its rhythm from the first
+/// instant, so none is silent for the minute the last ones take to boot.
+#[test]
+fn a_running_os_does_not_boot() {
+    let mut cfg = SimConfig::new(repo_registry());
+    cfg.hours = 0.1;
+    cfg.seed = 4;
+    cfg.faults = FaultSpec::None;
+    cfg.running = true;
+    let events: Vec<Event> = sim::generate(&cfg).unwrap().collect();
+    let t0 = cfg.start_ms;
+    // Deploys (the first restarts) come five minutes in at the earliest.
+    let starting = events
+        .iter()
+        .filter(|e| e.ts < t0 + 5 * 60_000)
+        .filter(|e| matches!(&e.body, Body::Flux { event, .. } if event == "starting"))
+        .count();
+    assert_eq!(starting, 0, "a running OS boots nothing");
+    let mut first: BTreeMap<&str, i64> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.kind() != Kind::Graph) {
+        first.entry(e.source.as_str()).or_insert(e.ts);
+    }
+    assert_eq!(first.len(), repo_registry().services.len());
+    let late = first
+        .iter()
+        .filter(|(_, &t)| t > t0 + 61_000)
+        .collect::<Vec<_>>();
+    assert!(late.is_empty(), "silent past a pulse: {late:?}");
+    // The same seed booting: its last services are first heard later.
+    cfg.running = false;
+    let booting: Vec<Event> = sim::generate(&cfg).unwrap().collect();
+    assert!(booting
+        .iter()
+        .any(|e| matches!(&e.body, Body::Flux { event, .. } if event == "starting")));
+}
+
 #[test]
 fn nightly_cron_is_loud_but_normal() {
     let (events, faults, _) = run(3.0, 5, FaultSpec::None, None);

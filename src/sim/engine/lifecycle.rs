@@ -230,6 +230,15 @@ impl Simulation {
         healthy.into_iter().max().unwrap_or(self.start)
     }
 
+    /// The OS already up (see `SimConfig::running`): every service the
+    /// boot would start is live at the first instant, with no start-up.
+    pub(super) fn already_up(&mut self) -> i64 {
+        for i in self.topo_order() {
+            self.task(self.start, Act::Up(i, true, None));
+        }
+        self.start
+    }
+
     pub(super) fn schedule_recurring(&mut self, r: &mut Rng, i: usize, from: i64) {
         let p = self.svcs[i].prof.clone();
         self.task(from + r.int(0, p.pulse_ms), Act::Pulse(i));

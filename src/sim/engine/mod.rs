@@ -62,6 +62,11 @@ pub struct SimConfig {
     pub services: Option<usize>,
     /// Unix ms of the simulation's first instant.
     pub start_ms: i64,
+    /// The OS is already up at the first instant: no boot sequence, every
+    /// service live and on its rhythm from the start. A run that continues
+    /// another (the demo's phases) is not a reboot, in which services that
+    /// boot last are silent for a minute.
+    pub running: bool,
 }
 
 impl SimConfig {
@@ -74,6 +79,7 @@ impl SimConfig {
             faults: FaultSpec::All,
             services: None,
             start_ms: DEFAULT_START_MS,
+            running: false,
         }
     }
 }
@@ -185,7 +191,11 @@ impl Simulation {
             warnings: Vec::new(),
         };
         sim.find_roles();
-        let booted = sim.boot();
+        let booted = if cfg.running {
+            sim.already_up()
+        } else {
+            sim.boot()
+        };
         sim.schedule_everyday();
         sim.plan_faults(&cfg.faults, cfg.seed, booted);
         Ok(sim)
