@@ -16,8 +16,8 @@
 use crate::bus::{self, Feed};
 use crate::context::{settle, Context, Role};
 use crate::contract;
-use crate::curriculum::{Document, Renderer};
-use crate::event::{Event, Kind, Reason};
+use crate::curriculum::{Document, Renderer, Repeats};
+use crate::event::{Event, Reason};
 use crate::freshness::Gates;
 use crate::metrics::{self, Family, ReadAtScrape, Report};
 use anyhow::{Context as _, Result};
@@ -26,7 +26,6 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -177,15 +176,15 @@ pub enum Sample {
 /// Keeps a chatty source from crowding out the others: a per-source budget
 /// per minute of event time (event time, so replaying a backlog samples it
 /// as it happened rather than squeezing hours into one minute's budget),
-/// and identical consecutive heartbeats collapsed to one.
+/// and identical consecutive pulses collapsed to one ([`Repeats`], the rule
+/// the live scorer reads the stream by too).
 #[derive(Debug)]
 pub struct Sampler {
     budget: u32,
     max_tracked: usize,
     /// source -> (minute, documents kept in it)
     windows: HashMap<String, (i64, u32)>,
-    /// key -> hash of its last pulse's rendered text
-    last_pulse: HashMap<String, u64>,
+    repeats: Repeats,
 }
 
 impl Sampler {
@@ -194,21 +193,13 @@ impl Sampler {
             budget: budget_per_minute,
             max_tracked: max_tracked.max(1),
             windows: HashMap::new(),
-            last_pulse: HashMap::new(),
+            repeats: Repeats::new(max_tracked),
         }
     }
 
     pub fn admit(&mut self, ev: &Event, text: &str) -> Sample {
-        if ev.kind() == Kind::Pulse {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            text.hash(&mut h);
-            let h = h.finish();
-            if self.last_pulse.len() >= self.max_tracked && !self.last_pulse.contains_key(&ev.key) {
-                self.last_pulse.clear();
-            }
-            if self.last_pulse.insert(ev.key.clone(), h) == Some(h) {
-                return Sample::Collapsed;
-            }
+        if self.repeats.repeats(ev, text) {
+            return Sample::Collapsed;
         }
         let minute = ev.ts.div_euclid(60_000);
         if self.windows.len() >= self.max_tracked && !self.windows.contains_key(&ev.source) {

@@ -13,8 +13,9 @@
 //!
 //! Roles (each: decide, effects, settle):
 //! - [`harvester`]: telemetry into curriculum documents; bad input dead-lettered.
-//! - [`scorer`]: per-key contexts, excess surprise to calibrated score, the alert
-//!   decision (evidence against the [`policy`], cooldown, mute), the role.
+//! - [`scorer`]: per-key contexts, excess surprise to calibrated score (the
+//!   shipped tails, updated online), the alert decision (evidence against the
+//!   [`policy`], cooldown, mute), the role.
 //! - [`silence`]: the silence watch, a source that stopped publishing.
 //! - [`incident`]: alerts grouped into incidents over the topology, root
 //!   cause ranked, blast radius; the pure engine and the `incidents` role.
@@ -41,7 +42,8 @@
 //! - [`baseline`]: per-key robust loss baselines, and the per-kind calibration of
 //!   the excess surprise shipped with each model.
 //! - [`tail`]: peaks-over-threshold tails: a statistic's rarity among normal events.
-//! - [`curriculum`]: every event rendered as one line of text with special tokens.
+//! - [`curriculum`]: every event rendered as one line of text with special
+//!   tokens; a pulse repeating its key's last one is nothing new.
 //! - [`tokenizer`]: bytes plus the special tokens of proto/tokens.txt.
 //!
 //! Ground:

@@ -10,9 +10,11 @@
 //!   suffix, or a magnitude bucket), so that a value's size is a few tokens.
 
 mod render;
+mod repeats;
 mod settings;
 
 pub use render::{escape, Renderer};
+pub use repeats::Repeats;
 pub use settings::{MaskSpec, MetricFormat, RenderConfig};
 
 use crate::event::{Event, Kind};

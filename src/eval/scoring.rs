@@ -10,6 +10,7 @@ use crate::baseline::Surprise;
 use crate::config::Learning;
 use crate::event::Event;
 use crate::model::checkpoint::Checkpoint;
+use crate::scorer::LiveTails;
 use crate::trainer::offline::{train_events, Plan};
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -226,8 +227,9 @@ const MODEL_SCORES: [&str; 10] = [
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, Deserialize)]
 pub struct ModelScore {
     /// The live score: `excess` calibrated against the surprise tails fitted
-    /// on the calibration slice, as EVALUATE fits them on recent events
-    /// ([`crate::scorer::score_against`], [`calibrate`]).
+    /// on the calibration slice, as EVALUATE fits them on recent events,
+    /// then, on the test events, updated online as the live scorer's
+    /// ([`crate::scorer::LiveTails`], [`calibrate`]).
     #[serde(default)]
     pub live: f32,
     /// The live statistic, [`crate::scorer::excess_surprise`].
@@ -282,12 +284,11 @@ fn event_scores(
     threads: usize,
 ) -> Result<Vec<ModelScore>> {
     use crate::scorer::offline::{score_chunks, Chunk};
-    use crate::scorer::{content_positions, excess_surprise, excess_tokens, score_against};
+    use crate::scorer::{content_positions, excess_surprise, excess_tokens};
     let mut out = Vec::with_capacity(idx.len());
     let picked = idx.iter().map(|&i| &events[i]);
     score_chunks(ck, picked, batch, threads, |c: Chunk<'_>| {
         for (p, l) in c.prepared.iter().zip(c.losses) {
-            let s = score_against(p, l, &ck.meta.baselines);
             let pos = content_positions(&p.tokens);
             let content: Vec<f32> = pos
                 .iter()
@@ -302,9 +303,9 @@ fn event_scores(
             let x = excess_tokens(&p.tokens, l);
             out.push(ModelScore {
                 live: 0.0,
-                excess: s.excess,
+                excess: excess_surprise(&p.tokens, l),
                 z: ck.meta.baselines.score(&p.key, kind, l.loss).0,
-                loss: s.loss,
+                loss: l.loss,
                 // The stretch statistic, not the readable field the alert shows.
                 span: crate::scorer::span::surprising_span(
                     &l.token_losses,
@@ -333,7 +334,10 @@ fn event_scores(
 /// The live score of every event: the surprise tails refitted on the
 /// calibration slice's excess surprise (unlabelled, anomalies and all: the
 /// slice stands for the recent events the growth loop's EVALUATE step fits
-/// them on), then each event calibrated against its kind's tail.
+/// them on), each calibration event calibrated against its kind's tail;
+/// then the test events in time order through the live scorer's
+/// [`LiveTails`], those tails shipped, each kind's own refitted on the test
+/// events' values as they come (faults included), as live.
 fn calibrate(
     data: &Data,
     mut calib: Vec<ModelScore>,
@@ -349,8 +353,9 @@ fn calibrate(
     for (&i, m) in data.calib.iter().zip(calib.iter_mut()) {
         m.live = s.calibrate(cal[i].kind(), m.excess).score;
     }
+    let mut live = LiveTails::new(s);
     for (&i, m) in data.test.iter().zip(test.iter_mut()) {
-        m.live = s.calibrate(tst[i].kind(), m.excess).score;
+        m.live = live.calibrate(tst[i].kind(), tst[i].ts, m.excess).score;
     }
     (calib, test)
 }

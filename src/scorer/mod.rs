@@ -7,6 +7,7 @@
 //! losses into [`Scored`] results; the forward pass itself runs wherever the
 //! model lives (the [`worker`] thread on the bus, inline offline).
 
+pub mod calibrate;
 mod content;
 pub mod decide;
 pub mod offline;
@@ -14,15 +15,16 @@ pub mod role;
 pub mod span;
 pub mod worker;
 
-use crate::baseline::{Baselines, Stat};
+use crate::baseline::Stat;
 use crate::contract::alert::{BaselineOf, Span};
-use crate::curriculum::Renderer;
+use crate::curriculum::{Renderer, Repeats};
 use crate::event::{Event, Kind};
 use crate::model::{EventLoss, ScoreItem};
 use crate::tokenizer::tokenizer;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 
+pub use calibrate::LiveTails;
 pub use content::content_positions;
 
 /// Per-key memory of the last events' tokens.
@@ -131,7 +133,7 @@ pub struct Scored {
     /// Excess surprise ([`excess_surprise`]), in nats: the statistic.
     pub excess: f32,
     /// Calibrated: `-log10` of the share of normal events of its kind that
-    /// are as surprising ([`crate::baseline::Surprise::calibrate`]).
+    /// are as surprising ([`LiveTails::calibrate`]).
     pub score: f32,
     /// The median and scale of its kind's excess surprise.
     pub stat: Option<Stat>,
@@ -149,6 +151,7 @@ pub const SPAN_WIDTH: usize = 8;
 pub struct EventScorer {
     pub renderer: Renderer,
     pub contexts: Contexts,
+    repeats: Repeats,
 }
 
 impl EventScorer {
@@ -156,12 +159,27 @@ impl EventScorer {
         EventScorer {
             renderer,
             contexts: Contexts::new(block_size, max_keys),
+            repeats: Repeats::new(max_keys),
         }
     }
 
+    /// Every event, the way a model trained on every event (`proprio
+    /// train`, `proprio eval`) reads them.
     pub fn prepare_event(&mut self, ev: &Event) -> Prepared {
         let rendered = self.renderer.render(ev);
         self.prepare_text(&ev.key, &ev.source, Some(ev.kind()), rendered)
+    }
+
+    /// An event from the bus, the way the growth loop's models read the
+    /// stream: None for a pulse repeating its key's last one, which the
+    /// harvester left out of their curriculum ([`Repeats`]), so it is
+    /// neither scored nor put in the key's context.
+    pub fn prepare_live(&mut self, ev: &Event) -> Option<Prepared> {
+        let rendered = self.renderer.render(ev);
+        if self.repeats.repeats(ev, &rendered) {
+            return None;
+        }
+        Some(self.prepare_text(&ev.key, &ev.source, Some(ev.kind()), rendered))
     }
 
     /// For text already rendered (curriculum documents).
@@ -188,11 +206,12 @@ impl EventScorer {
     }
 }
 
-/// Turns one event's loss into a score against `baselines`.
-pub fn score_against(p: &Prepared, loss: &EventLoss, baselines: &Baselines) -> Scored {
+/// Turns the loss of one event at `ts` into its calibrated score against
+/// `tails` (which learn its excess surprise, [`LiveTails::calibrate`]).
+pub fn score_against(p: &Prepared, loss: &EventLoss, ts: i64, tails: &mut LiveTails) -> Scored {
     let kind = p.kind.unwrap_or(Kind::Graph);
     let excess = excess_surprise(&p.tokens, loss);
-    let c = baselines.surprise.calibrate(kind, excess);
+    let c = tails.calibrate(kind, ts, excess);
     let (ts, te, span_loss) = span::field_span(&p.tokens, &loss.token_losses, span::SPAN_MAX_CHARS);
     Scored {
         loss: loss.loss,

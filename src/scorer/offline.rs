@@ -65,10 +65,13 @@ pub fn score_events_with(
     threads: usize,
     mut sink: impl FnMut(&Event, Scored) -> Result<()>,
 ) -> Result<()> {
+    // Calibrated as a scorer that just took this model would: its shipped
+    // tails, then the file's own values ([`super::LiveTails`]).
+    let mut tails = super::LiveTails::new(ck.meta.baselines.surprise.clone());
     score_chunks(ck, events.iter(), batch, threads, |chunk| {
         let scored = chunk.prepared.iter().zip(chunk.losses);
         for (ev, (p, l)) in chunk.events.iter().zip(scored) {
-            sink(ev, score_against(p, l, &ck.meta.baselines))?;
+            sink(ev, score_against(p, l, ev.ts, &mut tails))?;
         }
         Ok(())
     })

@@ -12,7 +12,7 @@
 
 use super::decide::{Cooldown, Decider};
 use super::worker::ModelWorker;
-use super::{score_against, EventScorer, Prepared, Scored};
+use super::{score_against, EventScorer, LiveTails, Prepared, Scored};
 use crate::alert::{mute, Diagnoser};
 use crate::bus::Bus;
 use crate::context::{settle, Context, Role};
@@ -79,6 +79,9 @@ pub struct ScorerStats {
     /// Events that arrived while there was no model yet.
     pub warming: AtomicU64,
     pub invalid: AtomicU64,
+    /// Pulses repeating their key's last one, left unscored as the
+    /// curriculum leaves them out ([`crate::curriculum::Repeats`]).
+    pub collapsed: AtomicU64,
     pub alerts: AtomicU64,
     /// Alerts the stream had already stored (a redelivery, or another replica).
     pub duplicate_alerts: AtomicU64,
@@ -102,7 +105,7 @@ static SCORED: Family = Family::counter(
 );
 static UNSCORED: Family = Family::counter(
     "proprio_events_unscored_total",
-    "Events the scorer did not score, by reason (warming: no model yet; invalid; shed: older than scorer.max_lag)",
+    "Events the scorer did not score, by reason (warming: no model yet; invalid; shed: older than scorer.max_lag; collapsed: a pulse repeating its key's last one)",
     &["reason"],
 );
 static BATCHES: Family = Family::counter(
@@ -119,12 +122,17 @@ static SWAPS: Family = Family::counter(
 impl ReadAtScrape for ScorerStats {
     fn report(&self, out: &mut Report) {
         let g = ScorerStats::get;
-        let received = g(&self.scored) + g(&self.warming) + g(&self.invalid) + g(&self.shed);
+        let received = g(&self.scored)
+            + g(&self.warming)
+            + g(&self.invalid)
+            + g(&self.shed)
+            + g(&self.collapsed);
         out.add(&metrics::EVENTS_RECEIVED, &["scorer"], received);
         out.add(&SCORED, &[], g(&self.scored));
         out.add(&UNSCORED, &["warming"], g(&self.warming));
         out.add(&UNSCORED, &["invalid"], g(&self.invalid));
         out.add(&UNSCORED, &["shed"], g(&self.shed));
+        out.add(&UNSCORED, &["collapsed"], g(&self.collapsed));
         out.add(&BATCHES, &[], g(&self.batches));
         out.add(&metrics::ALERTS_PUBLISHED, &["surprise"], g(&self.alerts));
         out.add(
@@ -264,6 +272,7 @@ impl Role for Scorer {
         );
         let mut cooldown = Cooldown::new(self.cfg.cooldown_ms);
         let mut decider = Decider::new(self.ctx.shared.policy, self.cfg.max_keys);
+        let mut tails = LiveTails::default();
         tokio::pin!(shutdown);
         loop {
             let first = tokio::select! {
@@ -279,8 +288,12 @@ impl Role for Scorer {
                 }
             }
             self.follow_model(&mut scorer, &mut reads).await;
-            self.process(&mut scorer, &mut decider, &mut cooldown, batch)
-                .await;
+            let judges = Judges {
+                tails: &mut tails,
+                decider: &mut decider,
+                cooldown: &mut cooldown,
+            };
+            self.process(&mut scorer, judges, batch).await;
         }
         watcher.abort();
         Ok(())
@@ -326,8 +339,7 @@ impl Scorer {
     async fn process(
         &self,
         scorer: &mut EventScorer,
-        decider: &mut Decider,
-        cooldown: &mut Cooldown,
+        j: Judges<'_>,
         batch: Vec<jetstream::Message>,
     ) {
         let now = self.ctx.clock.now_ms();
@@ -354,20 +366,22 @@ impl Scorer {
         self.stats
             .scored
             .fetch_add(valid.len() as u64, Ordering::Relaxed);
+        // The calibration restarts with each model (its shipped tails).
+        j.tails.follow(&info.version, &info.baselines.surprise);
         let alerts: Vec<Option<Alert>> = valid
             .iter()
             .zip(&losses)
             .map(|(v, loss)| {
-                let s = score_against(&v.prepared, loss, &info.baselines);
+                let s = score_against(&v.prepared, loss, v.ev.ts, j.tails);
                 observe(metrics, &v.ev, &s);
-                let d = decider.decide(&v.ev.key, v.ev.ts, s.score);
+                let d = j.decider.decide(&v.ev.key, v.ev.ts, s.score);
                 d.alert.then(|| {
                     let seq = v.msg.info().map(|i| i.stream_sequence).unwrap_or(0);
                     surprise_alert(&v.ev, &s, &self.cfg.diagnoser, Some(&info.version), seq)
                 })
             })
             .collect();
-        let fates = self.fates(&valid, &alerts, cooldown, now).await;
+        let fates = self.fates(&valid, &alerts, j.cooldown, now).await;
         let published = self.publish(&valid, &alerts, &fates).await;
         for ((v, fate), published) in valid.iter().zip(fates).zip(&published) {
             settle(&v.msg, settlement(fate, published.as_ref())).await;
@@ -454,7 +468,8 @@ impl Scorer {
     }
 
     /// Decodes and prepares a batch's events; one that fails validation is
-    /// terminated (the harvester dead-letters it; here it is just not scored).
+    /// terminated (the harvester dead-letters it; here it is just not
+    /// scored), a repeated pulse acknowledged unscored.
     async fn validate(
         &self,
         scorer: &mut EventScorer,
@@ -466,10 +481,19 @@ impl Scorer {
         for msg in batch {
             let subject = Some((root, msg.subject.as_str()));
             match Event::decode(&msg.payload, subject, &self.ctx.shared.limits, Some(now)) {
-                Ok(ev) => {
+                // A redelivery was read once already: compared with
+                // itself, it would repeat its own pulse.
+                Ok(ev) if msg.info().is_ok_and(|i| i.delivered > 1) => {
                     let prepared = scorer.prepare_event(&ev);
                     valid.push(Valid { msg, ev, prepared });
                 }
+                Ok(ev) => match scorer.prepare_live(&ev) {
+                    Some(prepared) => valid.push(Valid { msg, ev, prepared }),
+                    None => {
+                        self.stats.collapsed.fetch_add(1, Ordering::Relaxed);
+                        settle(&msg, AckKind::Ack).await;
+                    }
+                },
                 Err(_) => {
                     self.stats.invalid.fetch_add(1, Ordering::Relaxed);
                     settle(&msg, AckKind::Term).await;
@@ -586,6 +610,14 @@ async fn load_and_swap(
     ctx.metrics.set_model(&info.version, info.created_at_ms);
     tracing::info!(version = %info.version, "scorer switched model");
     Ok(())
+}
+
+/// The scorer's state that turns scores into alerts, carried from batch
+/// to batch: the live calibration, the evidence, the cooldown.
+struct Judges<'a> {
+    tails: &'a mut LiveTails,
+    decider: &'a mut Decider,
+    cooldown: &'a mut Cooldown,
 }
 
 /// How the scorer reads events now: the rendering and block size of the

@@ -23,7 +23,7 @@ use crate::model::{GptConfig, NativeScorer};
 use crate::model_store;
 use crate::registry::Registry;
 use crate::scorer::decide::crosses;
-use crate::scorer::score_against;
+use crate::scorer::{score_against, LiveTails};
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -579,16 +579,18 @@ fn last_flux(
         for d in docs.iter().filter(|d| keys.contains(d.key.as_str())) {
             let p = scorer.prepare_text(&d.key, &d.source, d.kind, d.text.clone());
             if d.kind == Some(crate::event::Kind::Flux) && d.ts >= cutoff {
-                prepared.push(p);
+                prepared.push((p, d.ts));
             }
         }
     }
-    let items: Vec<_> = prepared.iter().map(|p| p.item.clone()).collect();
+    let items: Vec<_> = prepared.iter().map(|(p, _)| p.item.clone()).collect();
     let losses = native.score(&items, 64);
+    // As a scorer that just took the model would score them.
+    let mut tails = LiveTails::new(b.surprise.clone());
     let anomalies = prepared
         .iter()
         .zip(&losses)
-        .filter(|(p, l)| crosses(score_against(p, l, b).score, threshold))
+        .filter(|((p, ts), l)| crosses(score_against(p, l, *ts, &mut tails).score, threshold))
         .count();
     (prepared.len(), anomalies)
 }

@@ -20,7 +20,10 @@ use crate::scorer::EventScorer;
 use crate::tokenizer::tokenizer;
 use std::collections::HashMap;
 
-/// Share of each key's most recent documents held out for validation and baselines.
+/// Share of each key's most recent documents held out for validation and
+/// baselines. Floored here and rounded by training's split (its
+/// `val_fraction`, the same share), so every document EVALUATE scores, and
+/// fits the shipped surprise tails on, is one no training window starts at.
 pub const HOLD_OUT: f64 = 0.1;
 /// Most held-out documents scored for baselines, so EVALUATE stays seconds.
 pub const MAX_BASELINE_DOCS: usize = 20_000;
@@ -171,4 +174,50 @@ pub fn checkpoint(
     ck.meta.baselines = baselines;
     ck.meta.created_at_ms = now_ms;
     ck
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::curriculum::{Curriculum, Document};
+    use crate::freshness::Gates;
+
+    /// EVALUATE fits the shipped tails on held-out events: none of the
+    /// documents it scores starts a training window, for any key size.
+    #[test]
+    fn evaluate_scores_only_events_no_training_window_starts_at() {
+        let doc = |key: &str, i: usize| Document {
+            ts: 1_000 + i as i64,
+            key: key.into(),
+            source: key.into(),
+            kind: Some(crate::event::Kind::Log),
+            curriculum: Curriculum::Temporal,
+            text: format!("<|BOE|><|LOG|><|SVC|>{key}<|MSG|>line {i}<|EOE|>"),
+            fingerprint: "fp".into(),
+        };
+        let docs: Vec<Document> = (1..=40)
+            .flat_map(|n| (0..n).map(move |i| doc(&format!("k{n}"), i)))
+            .collect();
+        let gates = Gates {
+            ttl_ms: 3_600_000,
+            half_life_ms: 3_600_000,
+            key_files: vec![],
+            settings: String::new(),
+        };
+        let v = validate(docs, &gates, "fp", 10_000);
+        let val = TrainConfig::default().val_fraction;
+        let trained = crate::model::train::training_windows(&v.streams, 256, val);
+        for (s, (docs, held_from)) in v.by_key.iter().enumerate() {
+            let starts = &v.streams[s].starts;
+            assert_eq!(starts.len(), docs.len());
+            for (o, _) in &starts[*held_from..] {
+                assert!(
+                    !trained.iter().any(|&(ts, to, _)| ts == s && to == *o),
+                    "key {} ({} docs): held-out document at {o} is trained on",
+                    docs[0].key,
+                    docs.len()
+                );
+            }
+        }
+    }
 }

@@ -261,9 +261,12 @@ async fn bad_input_is_dead_lettered_once_counted_and_nothing_stalls() {
     let n_valid = valid.len();
     let t0 = Instant::now();
     publish_all(&js, valid, 64).await;
+    // Every message through the scorer: scored, refused, or a repeated
+    // pulse acknowledged unscored.
+    let through_scorer = r#"proprio_events_received_total{role="scorer"}"#;
     p.wait_metric(
-        "proprio_events_scored_total",
-        b("proprio_events_scored_total") + n_valid as f64,
+        through_scorer,
+        b(through_scorer) + (bad.len() + n_valid) as f64,
         30,
     )
     .await;
@@ -359,7 +362,12 @@ async fn bad_input_is_dead_lettered_once_counted_and_nothing_stalls() {
         n_valid as f64,
         "valid events after bad ones not harvested"
     );
-    assert_eq!(scored, n_valid as f64);
+    // The scorer leaves out the same repeated pulses (neither scored nor
+    // context: the model never saw them), and scores every other one.
+    let repeats = a(r#"proprio_events_unscored_total{reason="collapsed"}"#)
+        - b(r#"proprio_events_unscored_total{reason="collapsed"}"#);
+    assert_eq!(repeats, collapsed);
+    assert_eq!(scored + repeats, n_valid as f64);
     assert_eq!(received, (bad.len() + n_valid) as f64, "redelivered");
     assert_eq!(invalid, bad.len() as f64);
     assert!(p.alive(), "proprio died");

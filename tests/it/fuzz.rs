@@ -13,12 +13,11 @@
 //! (per family) makes a longer run.
 
 use crate::support;
-use proprio::baseline::Baselines;
 use proprio::curriculum::{Document, Renderer};
 use proprio::event::{Event, Limits};
 use proprio::model::gpt::Gpt;
 use proprio::model::{GptConfig, NativeScorer};
-use proprio::scorer::{score_against, EventScorer};
+use proprio::scorer::{score_against, EventScorer, LiveTails};
 use proprio::tokenizer::{tokenizer, VOCAB_SIZE};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
@@ -63,7 +62,7 @@ struct Pipeline {
     events: EventScorer,
     native: NativeScorer,
     block_size: usize,
-    baselines: Baselines,
+    tails: LiveTails,
     tally: Tally,
 }
 
@@ -79,7 +78,7 @@ impl Pipeline {
             events: EventScorer::new(Renderer::default(), block_size, 64),
             native: NativeScorer::new(&gpt, 1),
             block_size,
-            baselines: Baselines::default(),
+            tails: LiveTails::default(),
             tally: Tally::default(),
         }
     }
@@ -127,7 +126,7 @@ impl Pipeline {
         let l = &losses[0];
         prop_assert!(l.loss.is_finite() && l.loss >= 0.0, "loss {}", l.loss);
         prop_assert_eq!(l.token_losses.len(), p.item.event.len().saturating_sub(1));
-        let s = score_against(&p, l, &self.baselines);
+        let s = score_against(&p, l, ev.ts, &mut self.tails);
         prop_assert!(!s.score.is_nan(), "score is NaN for {:?}", p.rendered);
         self.tally.scored += 1;
         Ok(())
