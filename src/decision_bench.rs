@@ -1,7 +1,8 @@
 //! What the decision and incident stages cost per event: `proprio bench`'s
 //! second table. The issue that built them asks for at most 5 ms p99 per
 //! event, so the figure is measured on the live code, not estimated:
-//! [`score_against`] (excess surprise, the kind's tail, the field span), the
+//! [`score_against`] (excess surprise, the kind's tail updated online, the
+//! field span), the
 //! [`Decider`], and for alerts [`surprise_alert`], the [`Cooldown`] and the
 //! incident [`Engine`], over simulated hours of the 203-service OS.
 //!
@@ -18,6 +19,7 @@ use crate::event::Event;
 use crate::incident::{Engine, EngineConfig, Topology};
 use crate::model::bench::{BenchArgs, BenchReport};
 use crate::model::EventLoss;
+use crate::scorer::calibrate::LiveTails;
 use crate::scorer::decide::{Cooldown, Decider, Policy};
 use crate::scorer::role::surprise_alert;
 use crate::scorer::{excess_surprise, score_against, Contexts, EventScorer};
@@ -158,11 +160,12 @@ pub fn measure(runs: usize) -> Result<DecisionFigures> {
                 Topology::new(ecfg.max_edges).with_registry(&registry),
             );
             let diagnoser = Diagnoser::default();
+            let mut tails = LiveTails::new(baselines.surprise.clone());
             let (mut times, mut alert_times) = (Vec::with_capacity(half), Vec::new());
             for (i, (p, loss)) in prepared.iter().zip(&losses).enumerate().skip(half) {
                 let ev = &events[i];
                 let t = Instant::now();
-                let s = score_against(p, loss, &baselines);
+                let s = score_against(p, loss, ev.ts, &mut tails);
                 let d = decider.decide(&ev.key, ev.ts, s.score);
                 let mut alerted = false;
                 if d.alert && cooldown.admit(&ev.source, ev.kind(), ev.ts) {

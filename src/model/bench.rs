@@ -83,8 +83,8 @@ pub struct BenchReport {
     pub hwm_mb: f64,
 }
 
-/// The engine's figures (what `proprio bench` prints first; the decision's
-/// figures follow, from [`crate::decision_bench`]).
+/// The engine's figures: what `proprio bench` prints first (the decision
+/// stage's figures follow).
 pub fn report(args: &BenchArgs) -> Result<BenchReport> {
     if args.runs == 0 || args.event_tokens < 2 || args.events == 0 || args.batches.contains(&0) {
         bail!("runs, events and batches must be positive and event_tokens at least 2");
