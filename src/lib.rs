@@ -10,6 +10,8 @@
 //! - [`run`]: `proprio run`, the roles in one process around one [`context`].
 //! - [`demo`], [`cli_ops`], [`cli_incidents`], [`import`], [`eval`]: `proprio demo`, the
 //!   operator commands (`digest`, `alerts`, `tick`, `mute`; `incidents`), `import`, `eval`.
+//! - [`decision_bench`]: `proprio bench`: the engine's figures, then what the decision
+//!   and incident stages cost per event, on the live code.
 //!
 //! Roles (each: decide, effects, settle):
 //! - [`harvester`]: telemetry into curriculum documents; bad input dead-lettered.

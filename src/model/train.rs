@@ -123,6 +123,8 @@ fn split(streams: &[Stream], block_size: usize, val_fraction: f32) -> Split {
             }
             let limit = if i < first_val { boundary } else { len };
             let event_end = starts.get(i + 1).map_or(len, |&(n, _)| n).min(limit);
+            // An event weighs the same however many windows it has.
+            let share = w / event_windows(o, event_end, block_size).count() as f32;
             for start in event_windows(o, event_end, block_size) {
                 let end = limit.min(start + block_size + 1);
                 if end < start + 2 {
@@ -135,7 +137,7 @@ fn split(streams: &[Stream], block_size: usize, val_fraction: f32) -> Split {
                 };
                 if i < first_val {
                     s.train.push(win);
-                    s.weights.push(w);
+                    s.weights.push(share);
                 } else {
                     s.val.push(win);
                 }
