@@ -355,7 +355,9 @@ fn calibrate(
     }
     let mut live = LiveTails::new(s);
     for (&i, m) in data.test.iter().zip(test.iter_mut()) {
-        m.live = live.calibrate(tst[i].kind(), tst[i].ts, m.excess).score;
+        m.live = live
+            .calibrate(&tst[i].source, tst[i].kind(), tst[i].ts, m.excess)
+            .score;
     }
     (calib, test)
 }

@@ -56,6 +56,10 @@ pub struct LiveTails {
     version: Option<String>,
     shipped: Surprise,
     kinds: HashMap<Kind, Recent>,
+    /// Per (source, kind), a smaller window: a source whose normal sits in
+    /// its kind's tail (one busy service's pulses, a noisy worker) widens
+    /// only its own normal. Bounded by [`LiveTails::MAX_SOURCES`].
+    sources: HashMap<(String, Kind), Recent>,
 }
 
 /// One kind's recent values and the tail fitted on them.
@@ -77,10 +81,9 @@ impl Recent {
     /// the minute, at most [`LiveTails::PER_MINUTE`]. Only a later minute
     /// starts a new count (an out-of-order event counts against the
     /// current one), its stride from the last minute's rate.
-    fn admit(&mut self, ts: i64) -> bool {
+    fn admit(&mut self, ts: i64, per: u32) -> bool {
         let minute = ts.div_euclid(60_000);
         if self.stride == 0 || minute > self.minute {
-            let per = LiveTails::PER_MINUTE;
             self.stride = if self.stride > 0 && minute == self.minute + 1 {
                 self.seen.div_ceil(per).max(1)
             } else {
@@ -91,17 +94,17 @@ impl Recent {
             self.kept = 0;
         }
         self.seen += 1;
-        let take = (self.seen - 1).is_multiple_of(self.stride) && self.kept < LiveTails::PER_MINUTE;
+        let take = (self.seen - 1).is_multiple_of(self.stride) && self.kept < per;
         self.kept += take as u32;
         take
     }
 
-    fn learn(&mut self, ts: i64, x: f32) {
+    fn learn(&mut self, ts: i64, x: f32, per_minute: u32, window: usize) {
         let alarming = self.tail.is_some_and(|t| t.score(x) >= LiveTails::UNLEARNT);
-        if alarming || !self.admit(ts) {
+        if alarming || !self.admit(ts, per_minute) {
             return;
         }
-        if self.values.len() >= LiveTails::WINDOW {
+        if self.values.len() >= window {
             self.values.pop_front();
         }
         self.values.push_back(x);
@@ -128,6 +131,16 @@ impl LiveTails {
     /// moves); a sudden shift of a whole kind above it is learnt only by
     /// the next model, as befits one.
     pub const UNLEARNT: f32 = 3.0;
+    /// A source's own window per kind: at [`LiveTails::SOURCE_PER_MINUTE`],
+    /// the last two hours or more of its events, so that a minute of a
+    /// fault's milder values is under 1 % of it (below the top 5 % the fit
+    /// reads; at 256 values and 8 a minute, such a minute took a lone
+    /// 80-nat event from 20 to below 10).
+    pub const SOURCE_WINDOW: usize = 512;
+    pub const SOURCE_PER_MINUTE: u32 = 4;
+    /// Most (source, kind) windows kept: 2 KB each, so at most 20 MB; the
+    /// least recently admitted half goes when full.
+    pub const MAX_SOURCES: usize = 10_000;
 
     /// Scoring against `shipped` until the scorer's own values take over.
     pub fn new(shipped: Surprise) -> LiveTails {
@@ -135,6 +148,7 @@ impl LiveTails {
             version: None,
             shipped,
             kinds: HashMap::new(),
+            sources: HashMap::new(),
         }
     }
 
@@ -147,29 +161,59 @@ impl LiveTails {
         }
     }
 
-    /// How rare `x` is for an event of `kind` at `ts`, then `x` learnt.
-    pub fn calibrate(&mut self, kind: Kind, ts: i64, x: f32) -> Calibrated {
-        let c = self.calibrated(kind, x);
+    /// How rare `x` is for an event of `source` and `kind` at `ts`, then
+    /// `x` learnt.
+    pub fn calibrate(&mut self, source: &str, kind: Kind, ts: i64, x: f32) -> Calibrated {
+        let c = self.calibrated(source, kind, x);
         if x.is_finite() {
-            self.kinds.entry(kind).or_default().learn(ts, x);
+            self.kinds
+                .entry(kind)
+                .or_default()
+                .learn(ts, x, Self::PER_MINUTE, Self::WINDOW);
+            let key = (source.to_string(), kind);
+            if !self.sources.contains_key(&key) && self.sources.len() >= Self::MAX_SOURCES {
+                let mut minutes: Vec<i64> = self.sources.values().map(|r| r.minute).collect();
+                let mid = minutes.len() / 2;
+                let cut = *minutes.select_nth_unstable(mid).1;
+                self.sources.retain(|_, r| r.minute > cut);
+            }
+            self.sources.entry(key).or_default().learn(
+                ts,
+                x,
+                Self::SOURCE_PER_MINUTE,
+                Self::SOURCE_WINDOW,
+            );
         }
         c
     }
 
-    /// How rare `x` is for an event of `kind` now, learning nothing: the
-    /// shipped tail's score, or its kind's own tail's when that is lower
-    /// (or when nothing was shipped for it).
-    pub fn calibrated(&self, kind: Kind, x: f32) -> Calibrated {
+    /// How rare `x` is for an event of `source` and `kind` now, learning
+    /// nothing: the shipped tail's score, or the kind's own tail's, or the
+    /// source's own tail's, whichever is lowest (the own ones once fitted,
+    /// or when nothing was shipped for the kind).
+    pub fn calibrated(&self, source: &str, kind: Kind, x: f32) -> Calibrated {
         let shipped = self.shipped.calibrate(kind, x);
-        match self.kinds.get(&kind).and_then(|r| Some((r.tail?, r.stat))) {
-            Some((t, stat)) if shipped.tail.is_none() || t.score(x) < shipped.score => Calibrated {
-                score: t.score(x),
-                of: BaselineOf::Kind,
-                stat,
-                tail: Some(t),
-            },
-            _ => shipped,
+        let own = |r: Option<&Recent>, of: BaselineOf| {
+            r.and_then(|r| Some((r.tail?, r.stat)))
+                .map(|(t, stat)| Calibrated {
+                    score: t.score(x),
+                    of,
+                    stat,
+                    tail: Some(t),
+                })
+        };
+        let kind_own = own(self.kinds.get(&kind), BaselineOf::Kind);
+        let source_own = own(
+            self.sources.get(&(source.to_string(), kind)),
+            BaselineOf::Key,
+        );
+        let mut best = shipped;
+        for c in [kind_own, source_own].into_iter().flatten() {
+            if best.tail.is_none() || c.score < best.score {
+                best = c;
+            }
         }
+        best
     }
 
     /// The tail fitted on the scorer's own values of `kind`, if any yet.
@@ -208,7 +252,7 @@ mod tests {
     fn feed(t: &mut LiveTails, kind: Kind, values: &[f32], t0: i64, per_min: usize) {
         for (i, &x) in values.iter().enumerate() {
             let ts = t0 + (i * 60_000 / per_min) as i64;
-            t.calibrate(kind, ts, x);
+            t.calibrate("a", kind, ts, x);
         }
     }
 
@@ -216,7 +260,7 @@ mod tests {
         let level = Policy::default().level();
         draws
             .iter()
-            .filter(|&&x| t.calibrated(kind, x).score >= level)
+            .filter(|&&x| t.calibrated("a", kind, x).score >= level)
             .count()
     }
 
@@ -248,8 +292,8 @@ mod tests {
         println!("own {own:?}: {fa} false alarms in 20 000 fresh draws");
         assert!(fa <= 2, "{fa} false alarms in 20 000, {own:?}");
         // A rare extreme (the OOM kill was 386 nats) still scores high.
-        assert!(t.calibrated(Kind::Log, 100.0).score >= 10.0, "{own:?}");
-        assert!(t.calibrated(Kind::Log, 386.0).score >= 15.0, "{own:?}");
+        assert!(t.calibrated("a", Kind::Log, 100.0).score >= 10.0, "{own:?}");
+        assert!(t.calibrated("a", Kind::Log, 386.0).score >= 15.0, "{own:?}");
         // Another kind is untouched: still the shipped (global) tail.
         assert!(t.own_tail(Kind::Flux).is_none());
     }
@@ -266,7 +310,7 @@ mod tests {
         // Alarming under the kind's own tail, none of it is learnt: the
         // fault's events keep their alarm.
         assert_eq!(after.level(1e-5), before, "{after:?}");
-        assert_eq!(t.calibrated(Kind::Log, 80.0).score, Tail::MAX_SCORE);
+        assert_eq!(t.calibrated("a", Kind::Log, 80.0).score, Tail::MAX_SCORE);
         // A minute of unusual events (1 in 100 or rarer): those below the
         // cut are learnt, 32 values at most, a 128th of the window: the
         // level moves little.
@@ -279,7 +323,7 @@ mod tests {
             mild.level(1e-5)
         );
         assert!(mild.level(1e-5) < 1.3 * before, "{before} -> {mild:?}");
-        assert!(t.calibrated(Kind::Log, 80.0).score >= 10.0, "{mild:?}");
+        assert!(t.calibrated("a", Kind::Log, 80.0).score >= 10.0, "{mild:?}");
     }
 
     #[test]
@@ -288,15 +332,18 @@ mod tests {
         let mut t = LiveTails::default();
         t.follow("m1", &low);
         feed(&mut t, Kind::Log, &normal(0, 600, 30.0, 1.0), 0, 600);
-        assert!(t.calibrated(Kind::Log, 31.0).score < 2.0);
+        assert!(t.calibrated("a", Kind::Log, 31.0).score < 2.0);
         // The same model again changes nothing; another starts afresh.
         t.follow("m1", &low);
         assert!(t.own_tail(Kind::Log).is_some());
         t.follow("m2", &low);
         assert!(t.own_tail(Kind::Log).is_none());
-        assert!(t.calibrated(Kind::Log, 31.0).score >= 10.0);
+        assert!(t.calibrated("a", Kind::Log, 31.0).score >= 10.0);
         // Without any tail (no shipped one for the kind): no score at all.
-        assert_eq!(LiveTails::default().calibrated(Kind::Log, 1e6).score, 0.0);
+        assert_eq!(
+            LiveTails::default().calibrated("a", Kind::Log, 1e6).score,
+            0.0
+        );
     }
 
     #[test]
@@ -315,22 +362,26 @@ mod tests {
         assert!(own.score(x) > 5.0, "{own:?}");
         let shipped = wide.calibrate(Kind::Log, x).score;
         assert!(shipped < 2.5, "{shipped}");
-        assert_eq!(t.calibrated(Kind::Log, x).score, shipped);
+        assert_eq!(t.calibrated("a", Kind::Log, x).score, shipped);
     }
 
     #[test]
     fn admission_spreads_over_the_minute_at_the_last_minutes_rate() {
         let mut r = Recent::default();
         // First minute: every event until the cap.
-        let first: usize = (0..1000).filter(|_| r.admit(0)).count();
+        let first: usize = (0..1000)
+            .filter(|_| r.admit(0, LiveTails::PER_MINUTE))
+            .count();
         assert_eq!(first, LiveTails::PER_MINUTE as usize);
         // Next minute at the same rate: every 32nd, through the minute.
-        let kept: Vec<usize> = (0..1000).filter(|_| r.admit(60_000)).collect();
+        let kept: Vec<usize> = (0..1000)
+            .filter(|_| r.admit(60_000, LiveTails::PER_MINUTE))
+            .collect();
         assert_eq!(kept.len(), 32);
         assert_eq!(kept.last(), Some(&992));
         // An out-of-order event counts against the current minute.
-        assert!(!r.admit(0));
+        assert!(!r.admit(0, LiveTails::PER_MINUTE));
         // After a silent gap, every event again.
-        assert!(r.admit(600_000) && r.admit(600_000));
+        assert!(r.admit(600_000, LiveTails::PER_MINUTE) && r.admit(600_000, LiveTails::PER_MINUTE));
     }
 }

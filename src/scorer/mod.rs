@@ -211,7 +211,7 @@ impl EventScorer {
 pub fn score_against(p: &Prepared, loss: &EventLoss, ts: i64, tails: &mut LiveTails) -> Scored {
     let kind = p.kind.unwrap_or(Kind::Graph);
     let excess = excess_surprise(&p.tokens, loss);
-    let c = tails.calibrate(kind, ts, excess);
+    let c = tails.calibrate(&p.source, kind, ts, excess);
     let (ts, te, span_loss) = span::field_span(&p.tokens, &loss.token_losses, span::SPAN_MAX_CHARS);
     Scored {
         loss: loss.loss,

@@ -294,6 +294,13 @@ impl SilenceWatch {
             if tracker.all_alerted() {
                 return;
             }
+            // A mute on the whole stream is a maintenance window of the
+            // telemetry path itself (`proprio mute telemetry`).
+            if let Ok(true) = crate::alert::mute::is_muted(&self.ctx.bus, ALL_SOURCES, now).await {
+                self.stats.muted.fetch_add(1, Ordering::Relaxed);
+                tracker.settle_all();
+                return;
+            }
             let alert = mass_alert(&all, tracker.judged(), now);
             match self.ctx.bus.publish_alert(&alert).await {
                 Ok(stored) => {
