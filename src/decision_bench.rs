@@ -90,10 +90,11 @@ fn print_table(d: &DecisionFigures, r: &BenchReport) {
         .find(|f| f.engine == "native" && f.batch == 1)
     {
         println!(
-            "  p99 = {:.2}x the native scorer's batch-1 p50 ({:.1} us); bounded by {} keys, {} open incidents, {} resolved ids (RSS +{:.0} MB)",
+            "  p99 = {:.2}x the native scorer's batch-1 p50 ({:.1} us); bounded by {} keys, {} (source, kind) tail windows, {} open incidents, {} resolved ids (RSS +{:.0} MB)",
             d.p99_us / b1.p50_us,
             b1.p50_us,
             d.max_keys,
+            LiveTails::MAX_SOURCES,
             d.max_open_incidents,
             d.max_resolved_ids,
             d.rss_growth_mb
