@@ -125,7 +125,40 @@ impl Bus {
             self.js.create_object_store(models.clone())
         })
         .await?;
+        for (name, have) in self.replica_mismatches().await? {
+            tracing::warn!(
+                stream = %name,
+                "has {have} replica(s), nats.replicas is {}: left as is (to follow the setting: \
+                 nats stream edit {name} --replicas {})",
+                self.replicas,
+                self.replicas
+            );
+        }
         Ok(())
+    }
+
+    /// proprio's streams (buckets and object store included) whose replica
+    /// count is not `nats.replicas`, with the count they have: `ensure`
+    /// never re-creates an existing stream, so a changed setting (or an
+    /// operator's choice) shows here and in a warning, not silently.
+    pub async fn replica_mismatches(&self) -> Result<Vec<(String, usize)>> {
+        let mut names: Vec<String> = self.stream_configs().into_iter().map(|c| c.name).collect();
+        names.extend([
+            format!("KV_{BUCKET_STATE}"),
+            format!("KV_{BUCKET_INCIDENTS}"),
+            format!("OBJ_{BUCKET_MODELS}"),
+        ]);
+        let mut out = Vec::new();
+        for name in names {
+            let Ok(s) = self.js.get_stream(&name).await else {
+                continue;
+            };
+            let have = s.cached_info().config.num_replicas;
+            if have != self.replicas {
+                out.push((name, have));
+            }
+        }
+        Ok(out)
     }
 
     async fn ensure_stream(&self, cfg: stream::Config) -> Result<()> {

@@ -147,6 +147,23 @@ async fn losing_the_telemetry_leader_loses_no_acknowledged_event() {
     .await;
     let info = telemetry_info(bus.js()).await.unwrap();
     assert_eq!(info.config.num_replicas, 3);
+    assert_eq!(bus.replica_mismatches().await.unwrap(), vec![]);
+    // A process configured for one replica leaves the R3 streams alone and
+    // says which differ.
+    let r1 = Bus::connect(&BusConfig {
+        replicas: 1,
+        ..cfg.clone()
+    })
+    .await
+    .unwrap();
+    r1.ensure().await.unwrap();
+    let differ = r1.replica_mismatches().await.unwrap();
+    assert_eq!(differ.len(), 8, "{differ:?}");
+    assert!(differ.iter().all(|(_, n)| *n == 3), "{differ:?}");
+    assert_eq!(
+        telemetry_info(bus.js()).await.unwrap().config.num_replicas,
+        3
+    );
 
     // proprio's durable consumer, acknowledging what it reads.
     let seen: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
