@@ -263,6 +263,18 @@ impl Trainer {
         };
         let trained = self.train_and_evaluate(v, prev, &h);
         let (ck, report) = step(metrics, "train+evaluate", trained).await?;
+        // A model evaluated on nothing has no calibration and no measured
+        // loss: publishing it would replace a working model with a blind one
+        // (after a fingerprint change, one trained on registry documents
+        // alone). The model in service stays; the next tick tries again.
+        anyhow::ensure!(
+            report.heldout_loss.is_finite(),
+            "EVALUATE scored no telemetry event ({} documents kept, {} of an older epoch dropped): \
+             the model is not published and the one in service stays until telemetry of this \
+             epoch is harvested",
+            report.kept,
+            report.old_epoch
+        );
         step(metrics, "publish", self.publish(ck, report)).await
     }
 

@@ -350,3 +350,36 @@ async fn a_scorer_replica_killed_under_load_leaves_its_share_to_the_other() {
     );
     drop(base);
 }
+
+/// A cycle with nothing to evaluate (the registry's documents, no telemetry
+/// of this epoch) fails and publishes nothing: no model evaluated on nothing
+/// replaces the one in service (issue 14, item 7). Once telemetry arrives,
+/// the next tick publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_evaluated_on_nothing_is_not_published() {
+    let nats = NatsServer::start();
+    let (bus, js, client) = connect(&nats.url).await;
+    let trainer = Proprio::start(
+        &nats.url,
+        &proc::roles_args("harvester,trainer", &["--incremental-steps", "30"]),
+    );
+    tick(&client).await;
+    trainer
+        .wait_metric(r#"proprio_growth_cycles_total{outcome="failed"}"#, 1.0, 60)
+        .await;
+    assert!(model_store::current(&bus).await.unwrap().is_none());
+    assert_eq!(trainer.metric(CYCLES_OK), 0.0);
+
+    publish_all(&js, normal(6, 30, now_ms() - 120_000), 512).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while trainer.metric(CYCLES_OK) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "no cycle published after telemetry"
+        );
+        tick(&client).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let n = notice(&bus).await;
+    assert!(n.val_loss.is_finite(), "{n:?}");
+}
