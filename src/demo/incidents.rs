@@ -3,81 +3,36 @@
 //! rule as alerts. Nothing here needs an incident to arrive: with none, the
 //! summary says so.
 //!
-//! A tolerant reader: only the fields the demo prints, so it decodes every
-//! version of the wire type (`contract::incident::Incident`) that has them.
+//! The wire type itself (`contract::incident::Incident`), decoded as every
+//! subscriber decodes it.
 
 use super::tally::{tally, Sighting, Tally};
+use crate::contract::incident::Incident;
 use crate::sim::Fault;
-use serde::Deserialize;
 
 /// Every incident's subject.
 pub const SUBJECT: &str = crate::contract::SUBJECT_INCIDENTS_ALL;
 
-#[derive(Deserialize, Debug, Clone, PartialEq)]
-pub struct Suspect {
-    pub source: String,
-    #[serde(default)]
-    pub what: String,
-}
-
-/// The fields of an incident the demo reads.
-#[derive(Deserialize, Debug, Clone, PartialEq)]
-pub struct IncidentView {
-    pub id: String,
-    /// `open` or `resolved`.
-    pub state: String,
-    /// Its first alert's time, unix ms.
-    pub opened_ts: i64,
-    #[serde(default)]
-    pub alerts: u32,
-    /// Ranked root-cause candidates: the first is the root cause.
-    #[serde(default)]
-    pub suspects: Vec<Suspect>,
-    /// Blast radius: every source that alerted in it.
-    #[serde(default)]
-    pub sources: Vec<String>,
-}
-
-impl IncidentView {
-    /// JSON or MessagePack (a map with named fields), as every contract type.
-    pub fn decode(payload: &[u8]) -> Option<IncidentView> {
-        let first = payload.iter().find(|b| !b.is_ascii_whitespace());
-        if first == Some(&b'{') {
-            serde_json::from_slice(payload).ok()
-        } else {
-            rmp_serde::from_slice(payload).ok()
-        }
-    }
-
-    pub fn root(&self) -> Option<&Suspect> {
-        self.suspects.first()
-    }
-
-    pub fn resolved(&self) -> bool {
-        self.state == "resolved"
-    }
-
-    /// One line: root cause and blast radius.
-    pub fn describe(&self) -> String {
-        let root = match self.root() {
-            Some(s) if s.what.is_empty() => s.source.clone(),
-            Some(s) => format!("{} ({})", s.source, super::shorten(&s.what, 40)),
-            None => "no suspect".into(),
-        };
-        format!(
-            "{:<8} root {root}; blast radius {} source(s), {} alert(s)",
-            self.state,
-            self.sources.len(),
-            self.alerts
-        )
-    }
+/// One line: root cause and blast radius.
+pub fn describe(i: &Incident) -> String {
+    let root = match i.root() {
+        Some(s) if s.what.is_empty() => s.source.clone(),
+        Some(s) => format!("{} ({})", s.source, super::shorten(&s.what, 40)),
+        None => "no suspect".into(),
+    };
+    format!(
+        "{:<8} root {root}; blast radius {} source(s), {} alert(s)",
+        i.state.as_str(),
+        i.sources.len(),
+        i.alerts
+    )
 }
 
 /// Incidents against faults: the [`Tally`] of their (time, blast radius),
 /// and per fault whether the incident that caught it names a source of the
 /// fault as its root cause (None: not caught by an incident).
 pub fn judge(
-    incidents: &[(IncidentView, i64)],
+    incidents: &[(Incident, i64)],
     faults: &[Fault],
     grace_ms: i64,
 ) -> (Tally, Vec<Option<bool>>) {
@@ -123,22 +78,20 @@ mod tests {
 
     #[test]
     fn decodes_the_wire_form_and_judges_root_causes() {
-        // The wire type's JSON, with fields the view does not read.
+        // The wire type's JSON.
         let json = br#"{"id":"inc-1","state":"open","opened_ts":150000,"updated_ts":160000,
             "resolved_ts":null,"score":9.5,"alerts":3,
-            "suspects":[{"source":"db","rank":0.9,"onset_ts":150000,"score":9.5,"what":"state=crashed"}],
-            "sources":["db","api"]}"#;
-        let i = IncidentView::decode(json).unwrap();
+            "suspects":[{"source":"db","rank":0.9,"onset_ts":150000,"score":9.5,"alerts":3,"what":"state=crashed"}],
+            "sources":["db","api"],"alert_ids":["a1"]}"#;
+        let i = Incident::decode(json).unwrap();
         assert_eq!(i.root().unwrap().source, "db");
-        assert!(!i.resolved());
-        assert!(i
-            .describe()
-            .contains("root db (state=crashed); blast radius 2"));
+        assert_eq!(i.state, crate::contract::incident::IncidentState::Open);
+        assert!(describe(&i).contains("root db (state=crashed); blast radius 2"));
         let mp =
             rmp_serde::to_vec_named(&serde_json::from_slice::<serde_json::Value>(json).unwrap())
                 .unwrap();
-        assert_eq!(IncidentView::decode(&mp), Some(i.clone()));
-        assert_eq!(IncidentView::decode(b"\xc1 not an incident"), None);
+        assert_eq!(Incident::decode(&mp).ok(), Some(i.clone()));
+        assert!(Incident::decode(b"\xc1 not an incident").is_err());
 
         let mut wrong_root = i.clone();
         wrong_root.suspects[0].source = "api".into();

@@ -15,12 +15,12 @@ mod tally;
 use crate::bus::{Bus, BusConfig};
 use crate::config::{RunSection, RunSettings, TrainerSection};
 use crate::contract::alert::{Alert, AlertReason};
+use crate::contract::incident::Incident;
 use crate::contract::{KEY_DIGEST, SUBJECT_ALERTS_ALL, SUBJECT_TICK_TRAIN};
 use crate::scorer::span::readable;
 use crate::sim::{Fault, FaultSpec, SimConfig};
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
-use incidents::IncidentView;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -199,12 +199,12 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 
     // Incidents, printed as they open and resolve: per id its latest state
     // and when it was first heard of.
-    let incidents: Arc<Mutex<Vec<(IncidentView, Instant)>>> = Arc::default();
+    let incidents: Arc<Mutex<Vec<(Incident, Instant)>>> = Arc::default();
     let mut isub = bus.client().subscribe(incidents::SUBJECT).await?;
     let (iseen, iclock) = (incidents.clone(), clock.clone());
     let iprinter = tokio::spawn(async move {
         while let Some(m) = isub.next().await {
-            let Some(i) = IncidentView::decode(&m.payload) else {
+            let Ok(i) = Incident::decode(&m.payload) else {
                 continue;
             };
             let at = Instant::now();
@@ -212,7 +212,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
             let known = v.iter().position(|(k, _)| k.id == i.id);
             let news = match known {
                 None => true,
-                Some(k) => v[k].0.resolved() != i.resolved(),
+                Some(k) => v[k].0.state != i.state,
             };
             if news {
                 let c = iclock.lock().ok().and_then(|c| *c);
@@ -223,7 +223,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
                 println!(
                     "  {when:>7} INCIDENT {} {}",
                     shorten(&i.id, 16),
-                    i.describe()
+                    incidents::describe(&i)
                 );
             }
             match known {
@@ -422,13 +422,13 @@ pub async fn run(args: DemoArgs) -> Result<()> {
 /// publishing stopped by no live alert is the demo's end (everything falls
 /// silent), not a fault.
 fn summarize_incidents(
-    incidents: &[(IncidentView, Instant)],
+    incidents: &[(Incident, Instant)],
     live_alerts: &[&(Alert, Instant)],
     live: &LiveClock,
     (wall_start, wall_end): (Instant, Instant),
     faults: &[Fault],
 ) {
-    let timed: Vec<(IncidentView, i64)> = incidents
+    let timed: Vec<(Incident, i64)> = incidents
         .iter()
         .filter(|(_, at)| *at >= wall_start)
         .filter_map(|(i, at)| {
