@@ -62,19 +62,7 @@ pub fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::FaultKind;
-
-    fn fault(start: i64, end: i64, sources: &[&str]) -> Fault {
-        Fault {
-            id: "f".into(),
-            kind: FaultKind::ALL[0],
-            start_ms: start,
-            end_ms: end,
-            sources: sources.iter().map(|s| s.to_string()).collect(),
-            root: sources.first().map(|s| s.to_string()),
-            registry_after: None,
-        }
-    }
+    use crate::demo::tally::tests::fault;
 
     #[test]
     fn decodes_the_wire_form_and_judges_root_causes() {
@@ -96,8 +84,8 @@ mod tests {
         let mut wrong_root = i.clone();
         wrong_root.suspects[0].source = "api".into();
         let faults = [
-            fault(100_000, 200_000, &["db"]),
-            fault(100_000, 200_000, &["api"]),
+            fault("f", 100_000, 200_000, &["db"]),
+            fault("f", 100_000, 200_000, &["api"]),
         ];
         let (t, hits) = judge(&[(i.clone(), 150_000)], &faults, 60_000);
         assert_eq!((t.caught(), t.false_count()), (2, 0));

@@ -319,13 +319,7 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     }
     // Every event the scorer has read, scored or left out (a pulse repeating
     // its key's last one is not scored, as the curriculum leaves it out).
-    let read = || {
-        [&s.scored, &s.collapsed, &s.invalid, &s.shed, &s.warming]
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum::<u64>()
-    };
-    let read_before = read();
+    let read_before = s.received();
     let n_live = crate::sim::publish(faulty, &url, "os", args.speed, None).await?;
     // Once publishing stops every source falls silent: that is the demo's
     // end, not a fault, so it is muted as an operator mutes a maintenance
@@ -334,7 +328,10 @@ pub async fn run(args: DemoArgs) -> Result<()> {
     let wall_end = Instant::now();
     // Let scoring drain, and a silent death be noticed.
     let target = read_before + n_live;
-    wait(Duration::from_secs(60), || read() >= target * 99 / 100).await;
+    wait(Duration::from_secs(60), || {
+        s.received() >= target * 99 / 100
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     let digest = bus
         .get(KEY_DIGEST)

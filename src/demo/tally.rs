@@ -59,11 +59,12 @@ pub fn tally(seen: &[Sighting], faults: &[Fault], grace_ms: i64) -> Tally {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::sim::FaultKind;
 
-    fn fault(id: &str, start: i64, end: i64, sources: &[&str]) -> Fault {
+    /// A fault on `sources`, the first its root (also for the demo's incident tests).
+    pub(in crate::demo) fn fault(id: &str, start: i64, end: i64, sources: &[&str]) -> Fault {
         Fault {
             id: id.into(),
             kind: FaultKind::ALL[0],

@@ -164,18 +164,15 @@ impl LiveTails {
     /// How rare `x` is for an event of `source` and `kind` at `ts`, then
     /// `x` learnt.
     pub fn calibrate(&mut self, source: &str, kind: Kind, ts: i64, x: f32) -> Calibrated {
-        let c = self.calibrated(source, kind, x);
+        let key = (source.to_string(), kind);
+        let c = self.score(&key, x);
         if x.is_finite() {
             self.kinds
                 .entry(kind)
                 .or_default()
                 .learn(ts, x, Self::PER_MINUTE, Self::WINDOW);
-            let key = (source.to_string(), kind);
             if !self.sources.contains_key(&key) && self.sources.len() >= Self::MAX_SOURCES {
-                let mut minutes: Vec<i64> = self.sources.values().map(|r| r.minute).collect();
-                let mid = minutes.len() / 2;
-                let cut = *minutes.select_nth_unstable(mid).1;
-                self.sources.retain(|_, r| r.minute > cut);
+                super::keep_newer_half(&mut self.sources, |r| r.minute);
             }
             self.sources.entry(key).or_default().learn(
                 ts,
@@ -192,6 +189,11 @@ impl LiveTails {
     /// source's own tail's, whichever is lowest (the own ones once fitted,
     /// or when nothing was shipped for the kind).
     pub fn calibrated(&self, source: &str, kind: Kind, x: f32) -> Calibrated {
+        self.score(&(source.to_string(), kind), x)
+    }
+
+    fn score(&self, key: &(String, Kind), x: f32) -> Calibrated {
+        let kind = key.1;
         let shipped = self.shipped.calibrate(kind, x);
         let own = |r: Option<&Recent>, of: BaselineOf| {
             r.and_then(|r| Some((r.tail?, r.stat)))
@@ -203,10 +205,7 @@ impl LiveTails {
                 })
         };
         let kind_own = own(self.kinds.get(&kind), BaselineOf::Kind);
-        let source_own = own(
-            self.sources.get(&(source.to_string(), kind)),
-            BaselineOf::Key,
-        );
+        let source_own = own(self.sources.get(key), BaselineOf::Key);
         let mut best = shipped;
         for c in [kind_own, source_own].into_iter().flatten() {
             if best.tail.is_none() || c.score < best.score {

@@ -120,15 +120,7 @@ impl Evidence {
     pub fn push(&mut self, key: &str, ts_ms: i64, score: f32) -> f32 {
         if !self.recent.contains_key(key) && self.recent.len() >= self.max_keys {
             // Forget the keys whose newest event is oldest (half of them).
-            let mut newest: Vec<i64> = self
-                .recent
-                .values()
-                .filter_map(|q| q.back().map(|e| e.0))
-                .collect();
-            let mid = newest.len() / 2;
-            let cut = *newest.select_nth_unstable(mid).1;
-            self.recent
-                .retain(|_, q| q.back().is_some_and(|e| e.0 > cut));
+            super::keep_newer_half(&mut self.recent, |q| q.back().map(|e| e.0));
         }
         let q = self.recent.entry(key.to_string()).or_default();
         q.push_back((

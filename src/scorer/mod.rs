@@ -104,14 +104,27 @@ impl Contexts {
         out
     }
 
-    /// Drops the least recently used half, so eviction is amortised O(1).
+    /// Drops the least recently used half.
     fn evict(&mut self) {
-        let mut used: Vec<u64> = self.map.values().map(|c| c.used).collect();
-        let mid = used.len() / 2;
-        let (_, cut, _) = used.select_nth_unstable(mid);
-        let cut = *cut;
-        self.map.retain(|_, c| c.used > cut);
+        keep_newer_half(&mut self.map, |c| c.used);
     }
+}
+
+/// Keeps the newer half of `map` by `age` (larger is newer): the scorer's
+/// state per key (contexts, evidence, tail windows) is bounded by dropping
+/// the older half when full, so eviction is amortised O(1).
+pub(crate) fn keep_newer_half<K, V, A>(map: &mut HashMap<K, V>, age: impl Fn(&V) -> A)
+where
+    K: Eq + std::hash::Hash,
+    A: Ord + Copy,
+{
+    let mut ages: Vec<A> = map.values().map(&age).collect();
+    if ages.is_empty() {
+        return;
+    }
+    let mid = ages.len() / 2;
+    let cut = *ages.select_nth_unstable(mid).1;
+    map.retain(|_, v| age(v) > cut);
 }
 
 /// One event ready for the forward pass.

@@ -96,6 +96,12 @@ impl ScorerStats {
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
     }
+
+    /// Every event read, scored or left unscored for any reason.
+    pub fn received(&self) -> u64 {
+        let g = ScorerStats::get;
+        g(&self.scored) + g(&self.warming) + g(&self.invalid) + g(&self.shed) + g(&self.collapsed)
+    }
 }
 
 static SCORED: Family = Family::counter(
@@ -122,12 +128,7 @@ static SWAPS: Family = Family::counter(
 impl ReadAtScrape for ScorerStats {
     fn report(&self, out: &mut Report) {
         let g = ScorerStats::get;
-        let received = g(&self.scored)
-            + g(&self.warming)
-            + g(&self.invalid)
-            + g(&self.shed)
-            + g(&self.collapsed);
-        out.add(&metrics::EVENTS_RECEIVED, &["scorer"], received);
+        out.add(&metrics::EVENTS_RECEIVED, &["scorer"], self.received());
         out.add(&SCORED, &[], g(&self.scored));
         out.add(&UNSCORED, &["warming"], g(&self.warming));
         out.add(&UNSCORED, &["invalid"], g(&self.invalid));
