@@ -109,7 +109,15 @@ pub fn measure(runs: usize) -> Result<DecisionFigures> {
     cfg.faults = crate::sim::FaultSpec::None;
     let registry = cfg.registry.clone();
     let events: Vec<Event> = crate::sim::generate(&cfg)?.collect();
-    let mut scorer = EventScorer::new(Default::default(), 128, Contexts::DEFAULT_MAX_KEYS);
+    let r = crate::curriculum::Renderer::default();
+    let lines: Vec<String> = events.iter().map(|e| r.render(e)).collect();
+    let vocab = crate::vocab::learn::learn(lines.iter().map(|s| s.as_str()), &Default::default())?;
+    let mut scorer = EventScorer::new(
+        Default::default(),
+        std::sync::Arc::new(vocab),
+        128,
+        Contexts::DEFAULT_MAX_KEYS,
+    );
     let prepared: Vec<_> = events.iter().map(|e| scorer.prepare_event(e)).collect();
     let mut rng = SmallRng::seed_from_u64(11);
     let mut burst = 0u32;

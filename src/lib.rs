@@ -46,7 +46,9 @@
 //! - [`tail`]: peaks-over-threshold tails: a statistic's rarity among normal events.
 //! - [`curriculum`]: every event rendered as one line of text with special
 //!   tokens; a pulse repeating its key's last one is nothing new.
-//! - [`tokenizer`]: bytes plus the special tokens of proto/tokens.txt.
+//! - [`tokenizer`]: the special tokens of proto/tokens.txt.
+//! - [`vocab`]: the model's vocabulary, learned at each cold start (names and
+//!   byte-pair merges over bytes), carried in the checkpoint.
 //!
 //! Ground:
 //! - [`event`]: the wire event (proto/README.md), decoding and validation.
@@ -86,3 +88,4 @@ pub mod tail;
 pub mod tokenizer;
 pub mod trainer;
 pub mod units;
+pub mod vocab;

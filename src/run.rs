@@ -157,6 +157,7 @@ async fn start_served(
                         lr: args.learning.lr,
                         weight_decay: args.learning.weight_decay,
                         shape: args.learning.shape,
+                        vocab: args.learning.vocab,
                         digest_debounce: args.trainer.digest_debounce,
                         threads: args.run.threads.max(1),
                         ..Default::default()

@@ -1,6 +1,7 @@
-//! Bytes plus special tokens. Ids 0..=255 are raw bytes; the special tokens of
-//! proto/tokens.txt follow from 256 in file order. The list's SHA-256 goes into
-//! every checkpoint, so a model is never read under another vocabulary.
+//! The special tokens: proto/tokens.txt, ids from 256 in file order, the
+//! same in every vocabulary ([`crate::vocab`] puts bytes before them and
+//! learned tokens after). The list's SHA-256 goes into every checkpoint, so
+//! a model is never read under another list.
 //!
 //! Rendered text marks special tokens as `<|NAME|>`; the curriculum escapes
 //! that sequence in user text, so only the renderer can produce one.
@@ -82,42 +83,14 @@ impl Tokenizer {
         &self.specials
     }
 
-    /// Encodes rendered text: `<|NAME|>` of a known special token becomes its
-    /// id, everything else its UTF-8 bytes.
-    pub fn encode(&self, text: &str) -> Vec<u32> {
-        let b = text.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'<' && b.get(i + 1) == Some(&b'|') {
-                if let Some(end) = text[i + 2..].find("|>") {
-                    let cand = &text[i..i + 2 + end + 2];
-                    if let Some(id) = self.by_name.get(cand) {
-                        out.push(*id);
-                        i += cand.len();
-                        continue;
-                    }
-                }
-            }
-            out.push(b[i] as u32);
-            i += 1;
-        }
-        out
+    /// Id of `<|NAME|>` if it is a special token.
+    pub fn id(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
     }
 
-    /// Decodes ids back to text (lossy on broken UTF-8, which only a cut span can make).
-    pub fn decode(&self, ids: &[u32]) -> String {
-        let mut bytes = Vec::with_capacity(ids.len());
-        for &id in ids {
-            if id < 256 {
-                bytes.push(id as u8);
-            } else if let Some(s) = self.specials.get(id as usize - 256) {
-                bytes.extend_from_slice(s.as_bytes());
-            } else {
-                bytes.extend_from_slice(b"<|?|>");
-            }
-        }
-        String::from_utf8_lossy(&bytes).into_owned()
+    /// Whether an id is a special token's (rather than bytes or a learned token).
+    pub fn is_special(id: u32) -> bool {
+        (256..256 + N_SPECIAL as u32).contains(&id)
     }
 }
 
@@ -126,22 +99,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_special_round_trips() {
+    fn specials_have_fixed_ids() {
         let t = tokenizer();
         assert_eq!(t.specials().len(), N_SPECIAL);
         for (i, s) in t.specials().iter().enumerate() {
-            assert_eq!(t.encode(s), vec![256 + i as u32], "{s}");
-            assert_eq!(t.decode(&[256 + i as u32]), *s);
+            assert_eq!(t.id(s), Some(256 + i as u32), "{s}");
+            assert!(Tokenizer::is_special(256 + i as u32));
         }
-    }
-
-    #[test]
-    fn text_round_trips() {
-        let t = tokenizer();
-        let s = "<|FLUX|><|SVC|>AitherMind é <|NOPE|> <| x |>";
-        let ids = t.encode(s);
-        assert_eq!(t.decode(&ids), s);
-        assert_eq!(ids[0], t.special("<|FLUX|>"));
-        assert!(ids.iter().filter(|&&i| i >= 256).count() == 2);
+        assert_eq!(t.id("<|NOPE|>"), None);
+        assert!(!Tokenizer::is_special(255) && !Tokenizer::is_special(256 + N_SPECIAL as u32));
     }
 }

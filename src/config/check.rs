@@ -158,6 +158,7 @@ impl Config {
             .map_err(|e| bad("render.masks", format!("is refused: {e:#}")))?;
         Ok(Learning {
             shape,
+            vocab: self.model.vocab(),
             batch_size: t.batch_size,
             lr: t.lr,
             weight_decay: t.weight_decay,

@@ -30,6 +30,7 @@ use crate::curriculum::{MetricFormat, RenderConfig};
 use crate::model::train::TrainConfig;
 use crate::model::GptConfig;
 use crate::policy::Policy;
+use crate::vocab::learn::VocabConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -284,16 +285,23 @@ pub struct ModelSection {
     pub n_head: usize,
     #[serde(deserialize_with = "text::number")]
     pub block_size: usize,
+    #[serde(deserialize_with = "text::number")]
+    pub vocab_merges: usize,
+    #[serde(deserialize_with = "text::number")]
+    pub vocab_names: usize,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
         let g = GptConfig::default();
+        let v = VocabConfig::default();
         ModelSection {
             n_embd: g.n_embd,
             n_layer: g.n_layer,
             n_head: g.n_head,
             block_size: g.block_size,
+            vocab_merges: v.merges,
+            vocab_names: v.names,
         }
     }
 }
@@ -306,6 +314,13 @@ impl ModelSection {
             n_head: self.n_head,
             block_size: self.block_size,
             ..GptConfig::default()
+        }
+    }
+
+    pub fn vocab(&self) -> VocabConfig {
+        VocabConfig {
+            merges: self.vocab_merges,
+            names: self.vocab_names,
         }
     }
 }
@@ -421,6 +436,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Learning {
     pub shape: GptConfig,
+    /// The vocabulary a cold start learns.
+    pub vocab: VocabConfig,
     pub batch_size: usize,
     pub lr: f64,
     pub weight_decay: f64,
@@ -434,6 +451,7 @@ impl Default for Learning {
         let t = TrainConfig::default();
         Learning {
             shape: GptConfig::default(),
+            vocab: VocabConfig::default(),
             batch_size: t.batch_size,
             lr: t.lr,
             weight_decay: t.weight_decay,
@@ -449,9 +467,14 @@ impl Learning {
     pub fn gates(&self, registry: &Path) -> crate::freshness::Gates {
         let mut key_files = vec![registry.to_path_buf()];
         key_files.extend(self.key_files.iter().cloned());
+        // A new vocabulary setting is a new vocabulary: a cold start.
+        let mut settings = self.render.fingerprint_text();
+        if self.vocab != VocabConfig::default() {
+            settings.push_str(&serde_json::to_string(&self.vocab).unwrap_or_default());
+        }
         crate::freshness::Gates {
             key_files,
-            settings: self.render.fingerprint_text(),
+            settings,
             ..Default::default()
         }
     }
@@ -531,6 +554,8 @@ const DOCS: &[(&str, &str)] = &[
     ("model.n_layer", "transformer blocks"),
     ("model.n_head", "attention heads (dividing n_embd)"),
     ("model.block_size", "context window, in tokens"),
+    ("model.vocab_merges", "byte-pair merges a cold start learns (0 with vocab_names 0: bytes only)"),
+    ("model.vocab_names", "most whole-name tokens a cold start learns"),
     ("render.metric_format", "metric values as buckets or digits"),
     ("render.masks", "TOML file of volatile-text masks replacing the built-in ones (\"\" = built-in)"),
     ("silence.multiple", "silent after this many usual intervals"),

@@ -49,6 +49,10 @@ pub struct CheckpointMeta {
     /// whatever its own settings. Older checkpoints get the built-in rendering.
     #[serde(default)]
     pub render: crate::curriculum::RenderConfig,
+    /// The vocabulary the model reads ([`crate::vocab`]), learned at its cold
+    /// start; older checkpoints read bytes and special tokens.
+    #[serde(default = "crate::vocab::Vocab::bytes")]
+    pub vocab: std::sync::Arc<crate::vocab::Vocab>,
     /// First 12 hex digits of the SHA-256 of the weights: names the model in
     /// logs and alerts. Derived when the checkpoint is serialised.
     pub version: String,
@@ -102,6 +106,7 @@ impl Checkpoint {
             baselines: Baselines::default(),
             created_at_ms,
             render: Default::default(),
+            vocab: crate::vocab::Vocab::bytes(),
             version: weights_bytes(&gpt)
                 .map(|w| short_hash(&w))
                 .unwrap_or_default(),
@@ -141,11 +146,11 @@ impl Checkpoint {
             }
             .into());
         }
-        if meta.config.vocab_size != crate::tokenizer::VOCAB_SIZE {
+        if meta.config.vocab_size != meta.vocab.len() {
             return Err(CheckpointError::Meta(format!(
-                "vocab_size {} does not match the token list's {}",
+                "vocab_size {} does not match its vocabulary's {} tokens",
                 meta.config.vocab_size,
-                crate::tokenizer::VOCAB_SIZE
+                meta.vocab.len()
             ))
             .into());
         }

@@ -2,7 +2,7 @@
 //! the name of the source that speaks it (which source speaks is the key's
 //! identity, not what it says, and the model predicts it from the context).
 
-use crate::tokenizer::tokenizer;
+use crate::tokenizer::{tokenizer, Tokenizer};
 
 /// Token-loss positions (indices into
 /// [`crate::model::EventLoss::token_losses`]) of an event's content: every
@@ -14,7 +14,7 @@ pub fn content_positions(tokens: &[u32]) -> Vec<usize> {
         Some(i) => {
             let end = tokens[i + 1..]
                 .iter()
-                .position(|&t| t >= 256)
+                .position(|&t| Tokenizer::is_special(t))
                 .map_or(tokens.len(), |j| i + 1 + j);
             (i + 1, end)
         }
@@ -32,7 +32,7 @@ mod tests {
 
     #[test]
     fn the_source_name_is_not_content() {
-        let tok = tokenizer();
+        let tok = crate::vocab::Vocab::bytes();
         let t = tok.encode("<|BOE|><|LOG|><|SVC|>ab<|MSG|>hi<|EOE|>");
         // Tokens: BOE LOG SVC a b MSG h i EOE; positions predict tokens 1..9.
         assert_eq!(t.len(), 9);
@@ -45,5 +45,13 @@ mod tests {
         // A name that runs to the end of the event.
         let v = tok.encode("<|SVC|>ab");
         assert!(content_positions(&v).is_empty());
+        // A learned name token is one content-free position too.
+        let w = [
+            tok.encode("<|BOE|><|LOG|><|SVC|>"),
+            vec![crate::vocab::FIRST_LEARNED],
+            tok.encode("<|MSG|>"),
+        ]
+        .concat();
+        assert_eq!(content_positions(&w), vec![0, 1, 3]);
     }
 }

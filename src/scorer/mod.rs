@@ -20,9 +20,10 @@ use crate::contract::alert::{BaselineOf, Span};
 use crate::curriculum::{Renderer, Repeats};
 use crate::event::{Event, Kind};
 use crate::model::{EventLoss, ScoreItem};
-use crate::tokenizer::tokenizer;
+use crate::vocab::Vocab;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 pub use calibrate::LiveTails;
 pub use content::content_positions;
@@ -130,6 +131,8 @@ where
 /// One event ready for the forward pass.
 #[derive(Debug, Clone)]
 pub struct Prepared {
+    /// The vocabulary `tokens` are in (the model's).
+    pub vocab: Arc<Vocab>,
     pub key: String,
     pub source: String,
     pub kind: Option<Kind>,
@@ -163,14 +166,23 @@ pub const SPAN_WIDTH: usize = 8;
 /// Renders, tokenizes and contextualises events; turns losses into scores.
 pub struct EventScorer {
     pub renderer: Renderer,
+    /// The model's vocabulary: contexts hold its ids, so a new one comes
+    /// with a new scorer.
+    pub vocab: Arc<Vocab>,
     pub contexts: Contexts,
     repeats: Repeats,
 }
 
 impl EventScorer {
-    pub fn new(renderer: Renderer, block_size: usize, max_keys: usize) -> EventScorer {
+    pub fn new(
+        renderer: Renderer,
+        vocab: Arc<Vocab>,
+        block_size: usize,
+        max_keys: usize,
+    ) -> EventScorer {
         EventScorer {
             renderer,
+            vocab,
             contexts: Contexts::new(block_size, max_keys),
             repeats: Repeats::new(max_keys),
         }
@@ -203,9 +215,10 @@ impl EventScorer {
         kind: Option<Kind>,
         rendered: String,
     ) -> Prepared {
-        let tokens = tokenizer().encode(&rendered);
+        let tokens = self.vocab.encode(&rendered);
         let context = self.contexts.next(key, &tokens);
         Prepared {
+            vocab: self.vocab.clone(),
             key: key.to_string(),
             source: source.to_string(),
             kind,
@@ -225,7 +238,12 @@ pub fn score_against(p: &Prepared, loss: &EventLoss, ts: i64, tails: &mut LiveTa
     let kind = p.kind.unwrap_or(Kind::Graph);
     let excess = excess_surprise(&p.tokens, loss);
     let c = tails.calibrate(&p.source, kind, ts, excess);
-    let (ts, te, span_loss) = span::field_span(&p.tokens, &loss.token_losses, span::SPAN_MAX_CHARS);
+    let (ts, te, span_loss) = span::field_span(
+        &p.vocab,
+        &p.tokens,
+        &loss.token_losses,
+        span::SPAN_MAX_CHARS,
+    );
     Scored {
         loss: loss.loss,
         excess,
@@ -234,7 +252,7 @@ pub fn score_against(p: &Prepared, loss: &EventLoss, ts: i64, tails: &mut LiveTa
         baseline_of: c.of,
         rendered: p.rendered.clone(),
         span: Span {
-            text: tokenizer().decode(&p.tokens[ts..te]),
+            text: p.vocab.decode(&p.tokens[ts..te]).trim_start().to_string(),
             start: ts,
             end: te,
             loss: span_loss,
@@ -284,7 +302,7 @@ mod tests {
     fn excess_surprise_sums_content_tokens_loss_over_entropy() {
         // Tokens: BOE LOG SVC a MSG h i EOE; position j predicts token j + 1,
         // so position 2 (predicting "a", the source name) is not content.
-        let t = tokenizer().encode("<|BOE|><|LOG|><|SVC|>a<|MSG|>hi<|EOE|>");
+        let t = Vocab::bytes().encode("<|BOE|><|LOG|><|SVC|>a<|MSG|>hi<|EOE|>");
         assert_eq!(t.len(), 8);
         let l = EventLoss {
             loss: 0.0,

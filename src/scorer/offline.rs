@@ -98,6 +98,7 @@ pub fn score_chunks<'e>(
 ) -> Result<()> {
     let mut scorer = EventScorer::new(
         Renderer::new(&ck.meta.render)?,
+        ck.meta.vocab.clone(),
         ck.meta.config.block_size,
         super::Contexts::DEFAULT_MAX_KEYS,
     );

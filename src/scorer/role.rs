@@ -268,6 +268,7 @@ impl Role for Scorer {
         };
         let mut scorer = EventScorer::new(
             Renderer::new(&reads.render)?,
+            crate::vocab::Vocab::bytes(),
             reads.block_size,
             self.cfg.max_keys,
         );
@@ -317,7 +318,10 @@ impl Scorer {
         let Some(info) = self.worker.info().await else {
             return;
         };
-        if *info.render == reads.render && info.block_size == reads.block_size {
+        if *info.render == reads.render
+            && info.block_size == reads.block_size
+            && info.vocab == scorer.vocab
+        {
             return;
         }
         match Renderer::new(&info.render) {
@@ -325,9 +329,11 @@ impl Scorer {
                 tracing::info!(
                     model = %info.version,
                     block_size = info.block_size,
-                    "scoring with the model's render settings and block size"
+                    vocab = ?info.vocab,
+                    "scoring with the model's render settings, vocabulary and block size"
                 );
-                *scorer = EventScorer::new(r, info.block_size, self.cfg.max_keys);
+                *scorer =
+                    EventScorer::new(r, info.vocab.clone(), info.block_size, self.cfg.max_keys);
                 reads.render = (*info.render).clone();
                 reads.block_size = info.block_size;
             }
@@ -351,7 +357,13 @@ impl Scorer {
         }
         let t = std::time::Instant::now();
         let items = valid.iter().map(|v| v.prepared.item.clone()).collect();
-        let Some((losses, info)) = self.worker.score(items).await else {
+        let scored = self.worker.score(items).await;
+        // A model of another vocabulary came in between cutting the batch
+        // and scoring it: its ids mean other tokens, so the losses are not
+        // this event's. Counted as warming, like events before any model;
+        // the next batch is cut for the new model.
+        let scored = scored.filter(|(_, info)| info.vocab == scorer.vocab);
+        let Some((losses, info)) = scored else {
             self.stats
                 .warming
                 .fetch_add(valid.len() as u64, Ordering::Relaxed);

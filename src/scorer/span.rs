@@ -8,7 +8,8 @@
 //! - [`surprising_span`]: the fixed-width window with the highest mean loss,
 //!   a score statistic (eval's `span`, `cspan` and `xspan` model scores).
 
-use crate::tokenizer::tokenizer;
+use crate::tokenizer::{tokenizer, Tokenizer};
+use crate::vocab::Vocab;
 
 /// The contiguous span of `width` entries of `token_losses` (fewer if there
 /// are fewer) with the highest mean: `(start, end, mean)`, end exclusive.
@@ -47,9 +48,9 @@ const PLACEHOLDERS: [&str; 6] = [
 const SELF_NAMED: [&str; 3] = ["<|ATTR|>", "<|METRIC|>", "<|MSG|>"];
 
 fn is_boundary(id: u32) -> bool {
-    id >= 256 && {
-        let name = tokenizer().decode(&[id]);
-        !PLACEHOLDERS.contains(&name.as_str())
+    Tokenizer::is_special(id) && {
+        let name = tokenizer().specials()[(id - 256) as usize];
+        !PLACEHOLDERS.contains(&name)
     }
 }
 
@@ -70,7 +71,12 @@ fn is_boundary(id: u32) -> bool {
 /// spaces) grown around the peak's word, the louder neighbour first; only
 /// a single word longer than `max_chars` is cut inside, at a character
 /// boundary.
-pub fn field_span(tokens: &[u32], token_losses: &[f32], max_chars: usize) -> (usize, usize, f32) {
+pub fn field_span(
+    vocab: &Vocab,
+    tokens: &[u32],
+    token_losses: &[f32],
+    max_chars: usize,
+) -> (usize, usize, f32) {
     let n = tokens.len().min(token_losses.len() + 1);
     let loss = |i: usize| -> f32 {
         match i.checked_sub(1).and_then(|j| token_losses.get(j)) {
@@ -109,10 +115,10 @@ pub fn field_span(tokens: &[u32], token_losses: &[f32], max_chars: usize) -> (us
         return (marker, marker + 1, mean(marker, marker + 1, &loss));
     }
     let keep_marker = cs > marker && {
-        let name = tok.decode(&[tokens[marker]]);
-        !SELF_NAMED.contains(&name.as_str())
+        let name = vocab.token(tokens[marker]);
+        !SELF_NAMED.iter().any(|m| m.as_bytes() == name)
     };
-    let (s, e) = words_around(&tokens[cs..ce], peak.max(cs) - cs, max_chars, |i| {
+    let (s, e) = words_around(vocab, &tokens[cs..ce], peak.max(cs) - cs, max_chars, |i| {
         loss(cs + i)
     });
     let (s, e) = (cs + s, cs + e);
@@ -129,40 +135,58 @@ fn mean(s: usize, e: usize, loss: &impl Fn(usize) -> f32) -> f32 {
     }
 }
 
-/// Display length of a content token (a placeholder shows as its name).
-fn width(id: u32) -> usize {
-    if id < 256 {
-        // A UTF-8 continuation byte is part of the character before it.
-        usize::from(!(0x80..0xC0).contains(&id))
-    } else {
-        tokenizer().decode(&[id]).chars().count()
-    }
+/// Display length of a content token (a placeholder shows as its name):
+/// its bytes that start a character (a UTF-8 continuation byte is part of
+/// the character before it, maybe in the token before).
+fn width(vocab: &Vocab, id: u32) -> usize {
+    vocab
+        .token(id)
+        .iter()
+        .filter(|b| !(0x80..0xC0).contains(*b))
+        .count()
+}
+
+/// Whether a token is whitespace only (between words), and whether it
+/// opens a word with its leading space (a learned ` connection`).
+fn space(vocab: &Vocab, id: u32) -> (bool, bool) {
+    let t = vocab.token(id);
+    let all = !t.is_empty() && t.iter().all(|b| b.is_ascii_whitespace());
+    (
+        all,
+        !all && t.first().is_some_and(|b| b.is_ascii_whitespace()),
+    )
 }
 
 /// Within one field's content, the whole words around `peak` that fit
 /// `max_chars` (at least the peak's word, cut at character boundaries only
 /// when it alone is longer). Indices into `content`, half-open.
 fn words_around(
+    vocab: &Vocab,
     content: &[u32],
     peak: usize,
     max_chars: usize,
     loss: impl Fn(usize) -> f32,
 ) -> (usize, usize) {
-    let chars = |s: usize, e: usize| content[s..e].iter().map(|&t| width(t)).sum::<usize>();
+    let chars = |s: usize, e: usize| {
+        content[s..e]
+            .iter()
+            .map(|&t| width(vocab, t))
+            .sum::<usize>()
+    };
     if chars(0, content.len()) <= max_chars {
         return (0, content.len());
     }
-    let space = b' ' as u32;
-    // Words: maximal runs of non-space tokens.
+    // Words: maximal runs of non-space tokens, a space-led token opening one.
     let mut words: Vec<(usize, usize)> = Vec::new();
     let mut i = 0;
     while i < content.len() {
-        if content[i] == space {
+        if space(vocab, content[i]).0 {
             i += 1;
             continue;
         }
         let s = i;
-        while i < content.len() && content[i] != space {
+        i += 1;
+        while i < content.len() && space(vocab, content[i]) == (false, false) {
             i += 1;
         }
         words.push((s, i));
@@ -177,7 +201,7 @@ fn words_around(
     };
     let (mut s, mut e) = words[w];
     if chars(s, e) > max_chars {
-        return cut_word(content, s, e, peak.clamp(s, e - 1), max_chars);
+        return cut_word(vocab, content, s, e, peak.clamp(s, e - 1), max_chars);
     }
     let (mut lo, mut hi) = (w, w);
     let word_mean = |(a, b): (usize, usize)| (a..b).map(&loss).sum::<f32>() / (b - a) as f32;
@@ -210,8 +234,21 @@ fn words_around(
 
 /// `max_chars` characters of the word `s..e` around `peak`, never starting
 /// on a UTF-8 continuation byte nor ending before one.
-fn cut_word(content: &[u32], s: usize, e: usize, peak: usize, max_chars: usize) -> (usize, usize) {
-    let starts_char = |i: usize| i >= e || !(0x80..0xC0).contains(&content[i]);
+fn cut_word(
+    vocab: &Vocab,
+    content: &[u32],
+    s: usize,
+    e: usize,
+    peak: usize,
+    max_chars: usize,
+) -> (usize, usize) {
+    let starts_char = |i: usize| {
+        i >= e
+            || !vocab
+                .token(content[i])
+                .first()
+                .is_some_and(|b| (0x80..0xC0).contains(b))
+    };
     let (mut a, mut b) = (peak, peak + 1);
     while !starts_char(b) {
         b += 1;
@@ -219,7 +256,12 @@ fn cut_word(content: &[u32], s: usize, e: usize, peak: usize, max_chars: usize) 
     while !starts_char(a) && a > s {
         a -= 1;
     }
-    let chars = |a: usize, b: usize| content[a..b].iter().map(|&t| width(t)).sum::<usize>();
+    let chars = |a: usize, b: usize| {
+        content[a..b]
+            .iter()
+            .map(|&t| width(vocab, t))
+            .sum::<usize>()
+    };
     loop {
         let mut grew = false;
         if b < e {
@@ -301,7 +343,7 @@ mod tests {
     /// The span of `line` when the model is surprised most by the token at
     /// byte `at` (`peak` of `line`'s first `needle`), less by its neighbours.
     fn span_at(line: &str, needle: &str, skip: usize) -> (String, usize, usize) {
-        let tok = tokenizer();
+        let tok = Vocab::bytes();
         let ids = tok.encode(line);
         let at = line
             .find(needle)
@@ -315,7 +357,7 @@ mod tests {
                 _ => 0.2,
             })
             .collect();
-        let (s, e, m) = field_span(&ids, &losses, SPAN_MAX_CHARS);
+        let (s, e, m) = field_span(&tok, &ids, &losses, SPAN_MAX_CHARS);
         assert!(m > 0.0 && s < e && e <= ids.len(), "{line}: {s}..{e} {m}");
         (tok.decode(&ids[s..e]), s, e)
     }
@@ -350,8 +392,8 @@ mod tests {
         let (text, s, e) = span_at(&pulse, "mem_pct=b", 8);
         assert!(text.starts_with("mem_pct=b"), "{pulse}: {text}");
         // The span's offsets are token offsets of the event.
-        let ids = tokenizer().encode(&pulse);
-        assert_eq!(tokenizer().decode(&ids[s..e]), text);
+        let ids = Vocab::bytes().encode(&pulse);
+        assert_eq!(Vocab::bytes().decode(&ids[s..e]), text);
     }
 
     #[test]
@@ -417,7 +459,7 @@ mod tests {
         });
         assert_eq!(span_at(&trace, "<|PLAN|>", 0).0, "<|PLAN|>");
         assert_eq!(readable("<|PLAN|>"), "plan");
-        assert_eq!(field_span(&[], &[], 40), (0, 0, 0.0));
-        assert_eq!(field_span(&[1, 2], &[], 40), (0, 0, 0.0));
+        assert_eq!(field_span(&Vocab::bytes(), &[], &[], 40), (0, 0, 0.0));
+        assert_eq!(field_span(&Vocab::bytes(), &[1, 2], &[], 40), (0, 0, 0.0));
     }
 }

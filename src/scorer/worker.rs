@@ -20,6 +20,8 @@ pub struct ModelInfo {
     /// How the model reads events: the scorer renders and cuts contexts so.
     pub render: Arc<crate::curriculum::RenderConfig>,
     pub block_size: usize,
+    /// The vocabulary the model reads.
+    pub vocab: Arc<crate::vocab::Vocab>,
 }
 
 enum Request {
@@ -89,6 +91,7 @@ fn info_of(c: &Checkpoint) -> ModelInfo {
         created_at_ms: c.meta.created_at_ms,
         render: Arc::new(c.meta.render.clone()),
         block_size: c.meta.config.block_size,
+        vocab: c.meta.vocab.clone(),
     }
 }
 

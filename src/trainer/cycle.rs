@@ -51,6 +51,8 @@ pub struct TrainerConfig {
     /// Shape of a cold-started model; a model in service of another shape
     /// is not continued.
     pub shape: GptConfig,
+    /// The vocabulary a cold start learns.
+    pub vocab: crate::vocab::learn::VocabConfig,
     /// How long the lock outlives its holder's last renewal. It is renewed
     /// every third of this while a cycle runs, so it can be short: a trainer
     /// killed mid-cycle wedges training for at most this long.
@@ -73,6 +75,7 @@ impl Default for TrainerConfig {
             lr: TrainConfig::default().lr,
             weight_decay: TrainConfig::default().weight_decay,
             shape: GptConfig::default(),
+            vocab: Default::default(),
             // Was 30 min with no renewal: a killed trainer blocked every
             // tick for half an hour, and a cycle longer than that could be
             // taken over while still running.
@@ -349,7 +352,7 @@ impl Trainer {
         let now = h.now_ms;
         let docs = h.docs.len();
         tokio::task::spawn_blocking(move || -> Result<(Checkpoint, CycleReport)> {
-            let cold = super::cold_start(prev.as_ref(), &fp, &cfg.shape);
+            let cold = super::cold_start(prev.as_ref(), &fp, &cfg.shape, &cfg.vocab);
             let tc = TrainConfig {
                 steps: if cold {
                     cfg.cold_steps
@@ -365,9 +368,10 @@ impl Trainer {
             };
             let t = Instant::now();
             let span = tracing::info_span!("growth_step", step = "train").entered();
-            let trained = train(prev, &fp, cfg.shape, &v, &tc);
+            let trained = train(prev, &fp, cfg.shape, &cfg.vocab, &v, &tc);
             metrics.growth_step("train", t.elapsed(), trained.is_ok());
-            let (gpt, report, cold, step_n) = trained?;
+            let trained = trained?;
+            let (report, cold) = (trained.report.clone(), trained.cold);
             tracing::info!(
                 step = "train",
                 cold,
@@ -379,10 +383,15 @@ impl Trainer {
             drop(span);
             let t = Instant::now();
             let _span = tracing::info_span!("growth_step", step = "evaluate").entered();
-            let native = NativeScorer::new(&gpt, cfg.threads);
-            let (baselines, heldout) = evaluate(&native, &v, 64);
-            let (flux_scored, flux_anomalies) =
-                last_flux(&native, &v, &baselines, shared.policy.level());
+            let native = NativeScorer::new(&trained.gpt, cfg.threads);
+            let (baselines, heldout) = evaluate(&native, &trained.vocab, &v, 64);
+            let (flux_scored, flux_anomalies) = last_flux(
+                &native,
+                &trained.vocab,
+                &v,
+                &baselines,
+                shared.policy.level(),
+            );
             metrics.growth_step("evaluate", t.elapsed(), true);
             tracing::info!(
                 step = "evaluate",
@@ -392,7 +401,7 @@ impl Trainer {
                 ms = t.elapsed().as_millis() as u64,
                 "ok"
             );
-            let ck = checkpoint(gpt, &fp, step_n, &report, baselines, now, &shared.render);
+            let ck = checkpoint(trained, &fp, baselines, now, &shared.render);
             let r = CycleReport {
                 version: String::new(),
                 documents: docs,
@@ -566,6 +575,7 @@ async fn step<T>(metrics: &Metrics, name: &str, f: impl Future<Output = Result<T
 /// the new baselines; how many reach the alert level on their own.
 fn last_flux(
     native: &NativeScorer,
+    vocab: &std::sync::Arc<crate::vocab::Vocab>,
     v: &Validated,
     b: &crate::baseline::Baselines,
     threshold: f32,
@@ -582,8 +592,12 @@ fn last_flux(
         return (0, 0);
     }
     // Context: the documents of the same key before each one.
-    let mut scorer =
-        crate::scorer::EventScorer::new(Renderer::default(), native.config().block_size, 1 << 16);
+    let mut scorer = crate::scorer::EventScorer::new(
+        Renderer::default(),
+        vocab.clone(),
+        native.config().block_size,
+        1 << 16,
+    );
     let keys: std::collections::HashSet<&str> = last.iter().map(|d| d.key.as_str()).collect();
     let cutoff = last.first().map(|d| d.ts).unwrap_or(0);
     let mut prepared = Vec::new();

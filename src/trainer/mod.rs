@@ -17,8 +17,10 @@ use crate::model::gpt::Gpt;
 use crate::model::train::{TrainConfig, TrainReport};
 use crate::model::{GptConfig, NativeScorer, Stream};
 use crate::scorer::EventScorer;
-use crate::tokenizer::tokenizer;
+use crate::vocab::learn::{learn, VocabConfig};
+use crate::vocab::Vocab;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Share of each key's most recent documents held out for validation and
 /// baselines. Floored here and rounded by training's split (its
@@ -31,10 +33,10 @@ pub const MAX_BASELINE_DOCS: usize = 20_000;
 /// What VALIDATE leaves to train on.
 #[derive(Debug, Default)]
 pub struct Validated {
-    /// One stream per key, events in time order, weighted by decay.
-    pub streams: Vec<Stream>,
     /// Per key, documents in time order, and where its held-out tail starts.
     pub by_key: Vec<(Vec<Document>, usize)>,
+    /// Per key, each document's decay weight.
+    pub weights: Vec<Vec<f32>>,
     pub kept: usize,
     pub expired: usize,
     pub old_epoch: usize,
@@ -56,70 +58,132 @@ pub fn validate(docs: Vec<Document>, gates: &Gates, current_fp: &str, now_ms: i6
     }
     let mut keys: Vec<String> = keyed.keys().cloned().collect();
     keys.sort();
-    let tok = tokenizer();
     for k in keys {
         let mut docs = keyed.remove(&k).unwrap_or_default();
         docs.sort_by_key(|(d, _)| d.ts);
-        let mut s = Stream::default();
-        for (d, w) in &docs {
-            s.starts.push((s.tokens.len(), *w));
-            s.tokens.extend(tok.encode(&d.text));
-        }
         let n = docs.len();
         let held = ((n as f64) * HOLD_OUT).floor() as usize;
-        v.streams.push(s);
+        v.weights.push(docs.iter().map(|(_, w)| *w).collect());
         v.by_key
             .push((docs.into_iter().map(|(d, _)| d).collect(), n - held));
     }
     v
 }
 
+impl Validated {
+    /// One token stream per key in `vocab`, events in time order, weighted by decay.
+    pub fn streams(&self, vocab: &Vocab) -> Vec<Stream> {
+        self.by_key
+            .iter()
+            .zip(&self.weights)
+            .map(|((docs, _), ws)| {
+                let mut s = Stream::default();
+                for (d, w) in docs.iter().zip(ws) {
+                    s.starts.push((s.tokens.len(), *w));
+                    s.tokens.extend(vocab.encode(&d.text));
+                }
+                s
+            })
+            .collect()
+    }
+
+    /// Every document's text, for learning a vocabulary.
+    pub fn texts(&self) -> impl Iterator<Item = &str> {
+        self.by_key
+            .iter()
+            .flat_map(|(docs, _)| docs.iter().map(|d| d.text.as_str()))
+    }
+}
+
+/// What TRAIN made.
+pub struct Trained {
+    pub gpt: Gpt,
+    pub vocab: Arc<Vocab>,
+    pub report: TrainReport,
+    pub cold: bool,
+    /// Steps taken in total, over all incremental runs.
+    pub step: u64,
+}
+
 /// The cold-start decision, one for the bus trainer and `proprio train`:
 /// no previous model, one trained under another fingerprint, or one of
-/// another shape than configured starts from scratch.
-pub fn cold_start(prev: Option<&Checkpoint>, current_fp: &str, shape: &GptConfig) -> bool {
+/// another shape or vocabulary setting than configured (a model from before
+/// learned vocabularies, too) starts from scratch.
+pub fn cold_start(
+    prev: Option<&Checkpoint>,
+    current_fp: &str,
+    shape: &GptConfig,
+    vocab: &VocabConfig,
+) -> bool {
     match prev {
         Some(c) => {
+            // The vocabulary's size is the checkpoint's own.
+            let shape = GptConfig {
+                vocab_size: c.gpt.config().vocab_size,
+                ..*shape
+            };
             crate::freshness::must_cold_start(Some(&c.meta.fingerprint), current_fp)
-                || c.gpt.config() != shape
+                || *c.gpt.config() != shape
+                || c.meta.vocab.config() != *vocab
         }
         None => true,
     }
 }
 
-/// TRAIN: incremental from `prev` when it was trained under `current_fp`
-/// and has the configured shape, otherwise a cold start. Returns the model, its report and whether it was cold.
+/// TRAIN: incremental from `prev` (with its vocabulary) when it was
+/// trained under `current_fp` and has the configured shape, otherwise a
+/// cold start, which first learns a vocabulary from the documents.
 pub fn train(
     prev: Option<Checkpoint>,
     current_fp: &str,
     config: GptConfig,
+    vocab_cfg: &VocabConfig,
     v: &Validated,
     cfg: &TrainConfig,
-) -> anyhow::Result<(Gpt, TrainReport, bool, u64)> {
-    let (mut gpt, cold, step0) = match prev {
-        Some(c) if !cold_start(Some(&c), current_fp, &config) => {
-            let step = c.meta.step;
-            (c.gpt, false, step)
-        }
-        _ => (Gpt::new(config, cfg.seed)?, true, 0),
-    };
+) -> anyhow::Result<Trained> {
     anyhow::ensure!(
-        v.streams.iter().any(|s| !s.starts.is_empty()),
+        v.kept > 0,
         "nothing to train on: every document was filtered out by the freshness gates"
     );
-    let report = crate::model::train::train(&mut gpt, &v.streams, cfg)?;
+    let (mut gpt, vocab, cold, step0) = match prev {
+        Some(c) if !cold_start(Some(&c), current_fp, &config, vocab_cfg) => {
+            let step = c.meta.step;
+            (c.gpt, c.meta.vocab, false, step)
+        }
+        _ => {
+            let vocab = Arc::new(learn(v.texts(), vocab_cfg)?);
+            let shape = GptConfig {
+                vocab_size: vocab.len(),
+                ..config
+            };
+            (Gpt::new(shape, cfg.seed)?, vocab, true, 0)
+        }
+    };
+    let report = crate::model::train::train(&mut gpt, &v.streams(&vocab), cfg)?;
     let step = step0 + report.steps as u64;
-    Ok((gpt, report, cold, step))
+    Ok(Trained {
+        gpt,
+        vocab,
+        report,
+        cold,
+        step,
+    })
 }
 
 /// EVALUATE: scores each key's held-out documents in context and fits the
 /// baselines a loss is scored against, and the surprise tails that
 /// calibrate the alert decision (shipped in the checkpoint, so every scorer
 /// decides against the same calibration). Returns them with the held-out mean loss.
-pub fn evaluate(native: &NativeScorer, v: &Validated, batch: usize) -> (Baselines, f32) {
+pub fn evaluate(
+    native: &NativeScorer,
+    vocab: &Arc<Vocab>,
+    v: &Validated,
+    batch: usize,
+) -> (Baselines, f32) {
     let cap_per_key = (MAX_BASELINE_DOCS / v.by_key.len().max(1)).max(20);
     let mut scorer = EventScorer::new(
         crate::curriculum::Renderer::default(),
+        vocab.clone(),
         native.config().block_size,
         v.by_key.len() + 1,
     );
@@ -158,17 +222,17 @@ pub fn evaluate(native: &NativeScorer, v: &Validated, batch: usize) -> (Baseline
 
 /// Packs a trained model and its evaluation into a checkpoint.
 pub fn checkpoint(
-    gpt: Gpt,
+    t: Trained,
     fingerprint: &str,
-    step: u64,
-    report: &TrainReport,
     baselines: Baselines,
     now_ms: i64,
     render: &crate::curriculum::RenderConfig,
 ) -> Checkpoint {
-    let mut ck = Checkpoint::new(gpt, fingerprint);
+    let report = &t.report;
+    let mut ck = Checkpoint::new(t.gpt, fingerprint);
     ck.meta.render = render.clone();
-    ck.meta.step = step;
+    ck.meta.vocab = t.vocab;
+    ck.meta.step = t.step;
     ck.meta.train_loss = report.train_loss;
     ck.meta.val_loss = report.val_loss.unwrap_or(f32::NAN);
     ck.meta.baselines = baselines;
@@ -206,9 +270,10 @@ mod tests {
         };
         let v = validate(docs, &gates, "fp", 10_000);
         let val = TrainConfig::default().val_fraction;
-        let trained = crate::model::train::training_windows(&v.streams, 256, val);
+        let streams = v.streams(&Vocab::bytes());
+        let trained = crate::model::train::training_windows(&streams, 256, val);
         for (s, (docs, held_from)) in v.by_key.iter().enumerate() {
-            let starts = &v.streams[s].starts;
+            let starts = &streams[s].starts;
             assert_eq!(starts.len(), docs.len());
             for (o, _) in &starts[*held_from..] {
                 assert!(

@@ -140,6 +140,34 @@ pub struct TrainSummary {
     pub seconds: f64,
     pub fingerprint: String,
     pub version: String,
+    /// Tokens of the model's vocabulary: bytes and specials, learned names, merges.
+    pub vocab: (usize, usize, usize),
+    /// Mean tokens per event by kind, in the model's vocabulary and in bytes
+    /// (over at most [`TOKEN_SAMPLE`] documents).
+    pub tokens_per_event: std::collections::BTreeMap<String, (f32, f32)>,
+}
+
+/// Documents sampled for [`TrainSummary::tokens_per_event`].
+const TOKEN_SAMPLE: usize = 20_000;
+
+fn tokens_per_event(
+    v: &super::Validated,
+    vocab: &crate::vocab::Vocab,
+) -> std::collections::BTreeMap<String, (f32, f32)> {
+    let docs: Vec<&Document> = v.by_key.iter().flat_map(|(d, _)| d).collect();
+    let every = (docs.len() / TOKEN_SAMPLE).max(1);
+    let bytes = crate::vocab::Vocab::bytes();
+    let mut sums: std::collections::BTreeMap<String, (f64, f64, usize)> = Default::default();
+    for d in docs.iter().step_by(every) {
+        let Some(kind) = d.kind else { continue };
+        let e = sums.entry(kind.as_str().to_string()).or_default();
+        e.0 += vocab.encode(&d.text).len() as f64;
+        e.1 += bytes.encode(&d.text).len() as f64;
+        e.2 += 1;
+    }
+    sums.into_iter()
+        .map(|(k, (a, b, n))| (k, ((a / n as f64) as f32, (b / n as f64) as f32)))
+        .collect()
 }
 
 /// Trains on events (already read) and returns the checkpoint with a summary.
@@ -178,11 +206,14 @@ pub fn train_events(
         weight_decay: l.weight_decay,
         ..TrainConfig::default()
     };
-    let shape = l.shape;
-    let (gpt, report, cold, step) = train(prev, &fp, shape, &v, &cfg)?;
-    let native = crate::model::NativeScorer::new(&gpt, threads);
-    let (baselines, heldout) = evaluate(&native, &v, 64);
-    let ck = checkpoint(gpt, &fp, step, &report, baselines, now, &l.render);
+    let t = train(prev, &fp, l.shape, &l.vocab, &v, &cfg)?;
+    let native = crate::model::NativeScorer::new(&t.gpt, threads);
+    let (baselines, heldout) = evaluate(&native, &t.vocab, &v, 64);
+    let (cold, report) = (t.cold, t.report.clone());
+    let (names, merges) = t.vocab.learned();
+    let vocab = (crate::vocab::FIRST_LEARNED as usize, names, merges);
+    let per_kind = tokens_per_event(&v, &t.vocab);
+    let ck = checkpoint(t, &fp, baselines, now, &l.render);
     let summary = TrainSummary {
         events: events.len(),
         kept: v.kept,
@@ -197,6 +228,8 @@ pub fn train_events(
         seconds: report.seconds,
         fingerprint: fp,
         version: ck.meta.version.clone(),
+        vocab,
+        tokens_per_event: per_kind,
     };
     Ok((ck, summary))
 }

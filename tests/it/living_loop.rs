@@ -379,7 +379,15 @@ async fn configured_learning_reaches_every_role() {
     );
     let ck =
         Checkpoint::from_bytes(&model_store::get(&bus, &n.object).await.unwrap().unwrap()).unwrap();
-    assert_eq!(ck.meta.config, learning.shape);
+    // The configured shape, with the vocabulary the cold start learned.
+    assert_eq!(
+        ck.meta.config,
+        proprio::model::GptConfig {
+            vocab_size: ck.meta.vocab.len(),
+            ..learning.shape
+        }
+    );
+    assert!(ck.meta.vocab.learned().0 > 0, "{:?}", ck.meta.vocab);
     assert_eq!(ck.meta.render, learning.render);
 
     // A pulse unlike its source's: the alert shows it rendered in digits

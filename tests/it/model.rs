@@ -8,7 +8,6 @@ use proprio::model::train::{sample_windows, training_windows};
 use proprio::model::{
     score, score_libtorch, train, Gpt, GptConfig, NativeScorer, ScoreItem, Stream, TrainConfig,
 };
-use proprio::tokenizer::tokenizer;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -43,7 +42,7 @@ fn stream_of(events: &[String], weight: impl Fn(usize) -> f32) -> Stream {
     let mut s = Stream::default();
     for (i, e) in events.iter().enumerate() {
         s.starts.push((s.tokens.len(), weight(i)));
-        s.tokens.extend(tokenizer().encode(e));
+        s.tokens.extend(proprio::vocab::Vocab::bytes().encode(e));
     }
     s
 }
@@ -86,7 +85,10 @@ fn quick(steps: usize) -> TrainConfig {
 /// Items with context, as the scorer builds them: each event after the
 /// previous `k` events of its key.
 fn items_from(events: &[String], k: usize) -> Vec<ScoreItem> {
-    let toks: Vec<Vec<u32>> = events.iter().map(|e| tokenizer().encode(e)).collect();
+    let toks: Vec<Vec<u32>> = events
+        .iter()
+        .map(|e| proprio::vocab::Vocab::bytes().encode(e))
+        .collect();
     (0..toks.len())
         .map(|i| ScoreItem {
             context: toks[i.saturating_sub(k)..i].concat(),
@@ -233,7 +235,7 @@ fn an_event_longer_than_the_block_is_trained_where_it_is_scored() {
     let events = wide_rows(300, &mut SmallRng::seed_from_u64(3));
     let streams = vec![stream_of(&events, |_| 1.0)];
     let starts: Vec<usize> = streams[0].starts.iter().map(|s| s.0).collect();
-    let len = tokenizer().encode(&events[0]).len();
+    let len = proprio::vocab::Vocab::bytes().encode(&events[0]).len();
     assert!(len > 2 * cfg.block_size, "{len} tokens");
     // A window at each event's start and at every half block after it,
     // where the scorer's windows over the later tokens begin.
@@ -262,7 +264,7 @@ fn an_event_longer_than_the_block_is_trained_where_it_is_scored() {
     let items: Vec<ScoreItem> = events
         .iter()
         .map(|e| {
-            let t = tokenizer().encode(e);
+            let t = proprio::vocab::Vocab::bytes().encode(e);
             ScoreItem {
                 context: contexts.next("wide", &t),
                 event: t,
@@ -390,7 +392,7 @@ fn native_entropies_match_log_softmax() {
     let mut items: Vec<ScoreItem> = service_events(2, 12, &mut SmallRng::seed_from_u64(7))
         .iter()
         .map(|e| {
-            let event = tokenizer().encode(e);
+            let event = proprio::vocab::Vocab::bytes().encode(e);
             let context = ctx.next("k", &event);
             ScoreItem { context, event }
         })
