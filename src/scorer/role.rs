@@ -351,7 +351,8 @@ impl Scorer {
         }
         let t = std::time::Instant::now();
         let items = valid.iter().map(|v| v.prepared.item.clone()).collect();
-        let Some((losses, info)) = self.worker.score(items).await else {
+        let keys = valid.iter().map(|v| v.prepared.key.clone()).collect();
+        let Some((losses, info)) = self.worker.score(keys, items).await else {
             self.stats
                 .warming
                 .fetch_add(valid.len() as u64, Ordering::Relaxed);
