@@ -13,15 +13,18 @@ use super::weights::NativeWeights;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Keys and values of recently scored keys, for one model at a time,
-/// bounded by a byte budget: past it, the least recently used keys are
-/// dropped (down to three quarters of it) and recomputed from their token
-/// ids when next seen.
+/// Keys and values of recently scored keys, for one model at a time. Each
+/// key cached holds a whole block's worth (64 KiB at the default shape: 2
+/// layers x keys and values x 32 floats x 128 positions, plus its token
+/// ids), allocated once and reused for other keys after eviction, so memory
+/// is `max_keys` blocks: past that many keys, the least recently used are
+/// dropped (down to three quarters) and recomputed from their token ids
+/// when next seen.
 pub struct KvCache {
     model: Option<Arc<NativeWeights>>,
     map: HashMap<String, Entry>,
-    bytes: usize,
-    budget: usize,
+    spare: Vec<Entry>,
+    max_keys: usize,
     clock: u64,
     stats: KvStats,
 }
@@ -38,7 +41,7 @@ pub struct KvStats {
     /// Events whose context was not all cached (a key's first event, a
     /// restart of its context, a key evicted or cached under another model).
     pub prefills: u64,
-    /// Keys dropped to stay within the budget.
+    /// Keys dropped to stay within `max_keys`.
     pub evicted: u64,
     /// Times the cache was emptied for a new model.
     pub model_changes: u64,
@@ -61,25 +64,22 @@ impl Entry {
 
 impl Default for KvCache {
     fn default() -> KvCache {
-        KvCache::new(KvCache::DEFAULT_BUDGET)
+        KvCache::new(KvCache::DEFAULT_MAX_KEYS)
     }
 }
 
 impl KvCache {
-    /// 32 MiB: 512 bytes a position at the default shape (2 layers x keys
-    /// and values x 32 floats), so 64k positions, about 500 keys with a
-    /// full 128-token block; enough that a simulated hour (213 keys) is
-    /// never evicted, small enough that a scorer with 10,000 keys stays
-    /// near its base size.
-    pub const DEFAULT_BUDGET: usize = 32 << 20;
+    /// 256 keys: 16 MiB at the default shape (64 MiB at block 512); a
+    /// simulated hour has 213 keys.
+    pub const DEFAULT_MAX_KEYS: usize = 256;
 
-    /// An empty cache that keeps at most about `budget` bytes between calls.
-    pub fn new(budget: usize) -> KvCache {
+    /// An empty cache that keeps at most `max_keys` keys between calls.
+    pub fn new(max_keys: usize) -> KvCache {
         KvCache {
             model: None,
             map: HashMap::new(),
-            bytes: 0,
-            budget,
+            spare: Vec::new(),
+            max_keys: max_keys.max(1),
             clock: 0,
             stats: KvStats::default(),
         }
@@ -98,10 +98,10 @@ impl KvCache {
         self.map.is_empty()
     }
 
-    /// Bytes of keys, values and tokens held now (the budget bounds it
-    /// between calls).
+    /// Bytes held now, spare blocks included: at most `max_keys` blocks
+    /// between calls.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.map.values().chain(&self.spare).map(Entry::bytes).sum()
     }
 
     /// Empties the cache when `model` is not the one its keys and values
@@ -113,29 +113,39 @@ impl KvCache {
         if self.model.is_some() {
             self.stats.model_changes += 1;
         }
-        self.map.clear();
-        self.bytes = 0;
+        // The blocks are kept only if the shape is the same.
+        let same_shape = self.model.as_ref().is_some_and(|m| m.cfg == model.cfg);
+        let old = std::mem::take(&mut self.map);
+        if same_shape {
+            self.spare.extend(old.into_values());
+        } else {
+            self.spare.clear();
+        }
         self.model = Some(model.clone());
     }
 
-    /// Takes `key`'s entry out (a new one if not cached), to be scored on
-    /// and put back with [`KvCache::put`].
-    pub(super) fn take(&mut self, key: &str, layers: usize) -> Entry {
-        match self.map.remove(key) {
-            Some(e) => {
-                self.bytes -= e.bytes();
-                e
-            }
-            None => Entry {
-                kv: vec![Vec::new(); layers],
-                ..Entry::default()
-            },
+    /// Takes `key`'s entry out (a spare or a new block if not cached), to
+    /// be scored on and put back with [`KvCache::put`].
+    pub(super) fn take(&mut self, key: &str) -> Entry {
+        if let Some(e) = self.map.remove(key) {
+            return e;
         }
+        let mut e = self.spare.pop().unwrap_or_else(|| {
+            let cfg = &self.model.as_ref().expect("follow() first").cfg;
+            let row = 2 * cfg.n_embd * cfg.block_size;
+            Entry {
+                tokens: Vec::with_capacity(cfg.block_size),
+                kv: (0..cfg.n_layer).map(|_| Vec::with_capacity(row)).collect(),
+                used: 0,
+            }
+        });
+        e.tokens.clear();
+        e.kv.iter_mut().for_each(Vec::clear);
+        e
     }
 
     pub(super) fn put(&mut self, key: String, mut e: Entry) {
         e.used = self.clock;
-        self.bytes += e.bytes();
         self.map.insert(key, e);
     }
 
@@ -147,28 +157,26 @@ impl KvCache {
         s.prefills += prefills;
     }
 
-    /// Ends a call: over the budget, the least recently used keys go (the
-    /// ones of this call last), down to three quarters of it, so eviction
-    /// is amortised over many calls.
+    /// Ends a call: past `max_keys`, the least recently used keys go (the
+    /// ones of this call last), down to three quarters, their blocks kept
+    /// as spares up to the limit, so eviction is amortised over many calls
+    /// and allocates nothing.
     pub(super) fn end_call(&mut self) {
         self.clock += 1;
-        if self.bytes <= self.budget {
+        if self.map.len() + self.spare.len() <= self.max_keys {
             return;
         }
-        let mut ages: Vec<(u64, String, usize)> = self
-            .map
-            .iter()
-            .map(|(k, e)| (e.used, k.clone(), e.bytes()))
-            .collect();
+        let mut ages: Vec<(u64, String)> =
+            self.map.iter().map(|(k, e)| (e.used, k.clone())).collect();
         ages.sort_unstable();
-        let target = self.budget / 4 * 3;
-        for (_, k, b) in ages {
-            if self.bytes <= target {
-                break;
+        let drop = self.map.len().saturating_sub(self.max_keys * 3 / 4);
+        for (_, k) in ages.into_iter().take(drop) {
+            if let Some(e) = self.map.remove(&k) {
+                self.spare.push(e);
+                self.stats.evicted += 1;
             }
-            self.map.remove(&k);
-            self.bytes -= b;
-            self.stats.evicted += 1;
         }
+        self.spare
+            .truncate(self.max_keys.saturating_sub(self.map.len()));
     }
 }

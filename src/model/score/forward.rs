@@ -131,7 +131,6 @@ fn window(
                 s.qkv[p * l3 + c..][..2 * c].copy_from_slice(&cache[p * 2 * c..][..2 * c]);
             }
             cache.truncate(g * 2 * c);
-            cache.reserve_exact((n - g) * 2 * c); // the budget counts capacity
             for p in g..n {
                 cache.extend_from_slice(&s.qkv[p * l3 + c..][..2 * c]);
             }

@@ -126,9 +126,8 @@ impl NativeScorer {
     /// path of [`NativeScorer::score`], `batch` at a time. A cache last used
     /// with another model starts empty.
     ///
-    /// Runs `batch` items at a time, the cache trimmed to its budget after
-    /// each: between rounds it holds at most its budget, within one at most
-    /// `batch` keys' growth more (each up to a block's keys and values).
+    /// Runs `batch` items at a time, the cache trimmed to its `max_keys`
+    /// after each: within a round it holds at most `batch` keys more.
     pub fn score_cached<K: AsRef<str>>(
         &self,
         cache: &mut KvCache,
@@ -186,7 +185,7 @@ impl NativeScorer {
             }
         }
         for u in &mut groups {
-            u.entry = cache.take(&u.key, cfg.n_layer);
+            u.entry = cache.take(&u.key);
         }
         let (done, scored) = self.run_keys(groups, items);
         let (mut reused, mut computed, mut prefills) = (0, 0, 0);
