@@ -1,9 +1,11 @@
 //! Scoring: an event's loss, conditioned on the previous events of its key,
 //! becomes a robust z-score against its key's baseline.
 //!
-//! [`Contexts`] remembers, per key, the token ids of the last events (as
-//! many as fit the model's block), bounded in keys with least-recently-used
-//! eviction. [`EventScorer`] turns events or documents into [`ScoreItem`]s and
+//! [`Contexts`] remembers, per key, the token ids of its context: whole
+//! previous events, grown by appending and restarted from half the block
+//! when full, so the model thread's per-key cache of keys and values holds
+//! it ([`crate::model::score::KvCache`]); bounded in keys with
+//! least-recently-used eviction. [`EventScorer`] turns events or documents into [`ScoreItem`]s and
 //! losses into [`Scored`] results; the forward pass itself runs wherever the
 //! model lives (the [`worker`] thread on the bus, inline offline).
 
@@ -62,13 +64,20 @@ impl Contexts {
         self.map.is_empty()
     }
 
-    /// The previous whole events of `key` that fit before an event of
-    /// `event_len` tokens (the model sees at most `block_size` inputs), then
-    /// remembers this event for the next one.
+    /// The context `key`'s next event, `event`, is scored with, then
+    /// remembers the event for the next one. The context is whole previous
+    /// events of the key from position 0, as training windows start, and it
+    /// grows by appending, so a per-key cache of keys and values
+    /// ([`crate::model::score::KvCache`]) holds it and the event costs only
+    /// its own tokens. The model's positions are absolute, so the context
+    /// cannot slide: when it and the event would pass `block_size` tokens it
+    /// restarts from its most recent whole events that fit in half the block
+    /// (and leave the event room), which are computed again once. An event
+    /// longer than the block is scored alone and not remembered.
     pub fn next(&mut self, key: &str, event: &[u32]) -> Vec<u32> {
         self.clock += 1;
-        let room = (self.block_size + 1).saturating_sub(event.len());
         let now = self.clock;
+        let block = self.block_size;
         let ctx = match self.map.get_mut(key) {
             Some(c) => c,
             None => {
@@ -83,24 +92,18 @@ impl Contexts {
             }
         };
         ctx.used = now;
-        let mut take = 0;
-        let mut len = 0;
-        for e in ctx.events.iter().rev() {
-            if len + e.len() > room {
-                break;
+        let n = event.len();
+        if ctx.tokens + n > block {
+            let keep = (block / 2).min(block.saturating_sub(n));
+            while ctx.tokens > keep {
+                let old = ctx.events.pop_front().expect("tokens > 0");
+                ctx.tokens -= old.len();
             }
-            len += e.len();
-            take += 1;
         }
-        let mut out = Vec::with_capacity(len);
-        for e in ctx.events.iter().skip(ctx.events.len() - take) {
-            out.extend_from_slice(e);
-        }
-        ctx.events.push_back(event.to_vec());
-        ctx.tokens += event.len();
-        while ctx.tokens > self.block_size && ctx.events.len() > 1 {
-            let old = ctx.events.pop_front().expect("len > 1");
-            ctx.tokens -= old.len();
+        let out = ctx.events.iter().flatten().copied().collect();
+        if n > 0 && n <= block {
+            ctx.events.push_back(event.to_vec());
+            ctx.tokens += n;
         }
         out
     }
@@ -324,15 +327,22 @@ mod tests {
     }
 
     #[test]
-    fn context_holds_whole_previous_events_that_fit() {
+    fn context_grows_then_restarts_from_half_the_block() {
+        let none = Vec::<u32>::new();
         let mut c = Contexts::new(10, 10);
         assert!(c.next("a", &[1, 2, 3]).is_empty());
         assert_eq!(c.next("a", &[4, 5, 6]), vec![1, 2, 3]);
-        assert_eq!(c.next("b", &[9]), Vec::<u32>::new());
-        // room = 11 - 5 = 6: the last two events fit.
-        assert_eq!(c.next("a", &[7, 8, 9, 10, 11]), vec![1, 2, 3, 4, 5, 6]);
-        // room = 11 - 8 = 3: only whole events, so none of the 5-token one.
-        assert_eq!(c.next("a", &[0; 8]), Vec::<u32>::new());
+        assert_eq!(c.next("b", &[9]), none);
+        // 6 + 5 > 10: restart from the newest whole events within 5 tokens.
+        assert_eq!(c.next("a", &[7, 8, 9, 10, 11]), vec![4, 5, 6]);
+        // 8 + 8 > 10: within min(5, 10 - 8) = 2 tokens, no whole event.
+        assert_eq!(c.next("a", &[0; 8]), none);
+        // 8 + 2 = 10 fits the block: appended, no restart.
+        assert_eq!(c.next("a", &[1, 2]), vec![0; 8]);
+        // Longer than the block: scored alone, not remembered.
+        assert_eq!(c.next("a", &[3; 11]), none);
+        assert_eq!(c.next("a", &[4]), none);
+        assert_eq!(c.next("a", &[5]), vec![4]);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use super::{score_against, EventScorer, Prepared, Scored};
 use crate::curriculum::Renderer;
 use crate::event::{read_jsonl, Event, Kind};
 use crate::model::checkpoint::Checkpoint;
+use crate::model::score::KvCache;
 use crate::model::{EventLoss, NativeScorer, ScoreItem};
 use anyhow::Result;
 use std::io::Write;
@@ -86,7 +87,8 @@ pub struct Chunk<'a> {
 }
 
 /// Scores `events` in order, each in the context of the previous ones of
-/// its key, rendered the way the model was trained to read; `per_chunk`
+/// its key ([`super::Contexts`]), rendered the way the model was trained to
+/// read, with a per-key cache of keys and values as the live scorer; `per_chunk`
 /// sees each chunk's events, their preparation and their losses. Shared by
 /// `proprio score` and `proprio eval`, so both score as the live scorer.
 pub fn score_chunks<'e>(
@@ -103,12 +105,14 @@ pub fn score_chunks<'e>(
         super::Contexts::DEFAULT_MAX_KEYS,
     );
     let native = NativeScorer::new(&ck.gpt, threads);
+    let mut cache = KvCache::default();
     let mut events = events.peekable();
     while events.peek().is_some() {
         let chunk: Vec<&Event> = events.by_ref().take(CHUNK).collect();
         let prepared: Vec<Prepared> = chunk.iter().map(|e| scorer.prepare_event(e)).collect();
         let items: Vec<ScoreItem> = prepared.iter().map(|p| p.item.clone()).collect();
-        let losses = native.score(&items, batch);
+        let keys: Vec<&str> = prepared.iter().map(|p| p.key.as_str()).collect();
+        let losses = native.score_cached(&mut cache, &keys, &items, batch);
         per_chunk(Chunk {
             events: &chunk,
             prepared: &prepared,

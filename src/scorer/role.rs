@@ -357,7 +357,8 @@ impl Scorer {
         }
         let t = std::time::Instant::now();
         let items = valid.iter().map(|v| v.prepared.item.clone()).collect();
-        let scored = self.worker.score(items).await;
+        let keys = valid.iter().map(|v| v.prepared.key.clone()).collect();
+        let scored = self.worker.score(keys, items).await;
         // A model of another vocabulary came in between cutting the batch
         // and scoring it: its ids mean other tokens, so the losses are not
         // this event's. Counted as warming, like events before any model;

@@ -1,10 +1,13 @@
 //! The model's own thread. A tch `Tensor` is Send but not Sync, so rather than
 //! lock a model across async tasks, one thread owns it and async code talks
 //! to it over channels. A new model is swapped in between two requests, so
-//! every batch is scored by exactly one model, start to finish.
+//! every batch is scored by exactly one model, start to finish. The thread
+//! also owns the per-key cache of keys and values ([`KvCache`]): it belongs
+//! to the model in service and restarts with each swap.
 
 use crate::baseline::Baselines;
 use crate::model::checkpoint::Checkpoint;
+use crate::model::score::KvCache;
 use crate::model::{EventLoss, NativeScorer, ScoreItem};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ pub struct ModelInfo {
 
 enum Request {
     Score {
+        keys: Vec<String>,
         items: Vec<ScoreItem>,
         reply: oneshot::Sender<Option<(Vec<EventLoss>, ModelInfo)>>,
     },
@@ -57,10 +61,16 @@ impl ModelWorker {
         ModelWorker { tx }
     }
 
-    /// Scores items with the model in service; `None` while there is no model ("warming").
-    pub async fn score(&self, items: Vec<ScoreItem>) -> Option<(Vec<EventLoss>, ModelInfo)> {
+    /// Scores items with the model in service, `keys[i]` naming item i's
+    /// key (its cached keys and values are reused); `None` while there is no
+    /// model ("warming").
+    pub async fn score(
+        &self,
+        keys: Vec<String>,
+        items: Vec<ScoreItem>,
+    ) -> Option<(Vec<EventLoss>, ModelInfo)> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Request::Score { items, reply }).ok()?;
+        self.tx.send(Request::Score { keys, items, reply }).ok()?;
         rx.await.ok().flatten()
     }
 
@@ -103,17 +113,21 @@ fn in_service(c: &Checkpoint, threads: usize) -> (NativeScorer, ModelInfo) {
 
 fn serve(rx: mpsc::Receiver<Request>, ckpt: Option<Checkpoint>, batch: usize, threads: usize) {
     let mut current = ckpt.map(|c| in_service(&c, threads));
+    let mut cache = KvCache::default();
     while let Ok(req) = rx.recv() {
         match req {
-            Request::Score { items, reply } => {
-                let out = current
-                    .as_ref()
-                    .map(|(native, info)| (native.score(&items, batch), info.clone()));
+            Request::Score { keys, items, reply } => {
+                let out = current.as_ref().map(|(native, info)| {
+                    let losses = native.score_cached(&mut cache, &keys, &items, batch);
+                    (losses, info.clone())
+                });
                 let _ = reply.send(out);
             }
             Request::Swap { ckpt, reply } => {
                 let (native, info) = in_service(&ckpt, threads);
                 current = Some((native, info.clone()));
+                // The old model's keys and values are of no use to the new one.
+                cache = KvCache::default();
                 let _ = reply.send(info);
             }
             Request::Info { reply } => {

@@ -17,6 +17,7 @@ mod fuzz;
 mod harvester;
 mod import;
 mod incidents;
+mod kv_cache;
 mod living_loop;
 mod load;
 mod metrics;

@@ -52,10 +52,16 @@ dispatch! {
             // diagonal block) key j is visible to query b0 + l when j <= b0 + l.
             let jend = (b0 + 8).min(n);
             let mut max = [f32::NEG_INFINITY; 8];
-            for j in 0..jend {
+            for j in 0..b0 {
                 let row: &[f32; 8] = st[j * tq + b0..][..8].try_into().unwrap();
                 for l in 0..8 {
-                    let v = if j < b0 || j <= b0 + l {
+                    max[l] = if row[l] > max[l] { row[l] } else { max[l] };
+                }
+            }
+            for j in b0..jend {
+                let row: &[f32; 8] = st[j * tq + b0..][..8].try_into().unwrap();
+                for l in 0..8 {
+                    let v = if j <= b0 + l {
                         row[l]
                     } else {
                         f32::NEG_INFINITY

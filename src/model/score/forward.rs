@@ -35,20 +35,62 @@ thread_local! {
 /// and the entropy of the prediction for p in `first..n`, in this thread's
 /// buffers.
 pub(super) fn forward(w: &NativeWeights, simd: Simd, job: &Job) -> Window {
-    SCRATCH.with(|s| window(w, simd, job, &mut s.borrow_mut()))
+    let n = job.seq.len() - 1;
+    SCRATCH.with(|s| {
+        window(
+            w,
+            simd,
+            &job.seq,
+            0,
+            n,
+            job.first,
+            None,
+            &mut s.borrow_mut(),
+        )
+    })
 }
 
-/// [`forward`] in given buffers. The last block computes queries, MLP and
-/// head only for the rows from `first` on (earlier rows there only supply
-/// keys and values).
-fn window(w: &NativeWeights, simd: Simd, job: &Job, s: &mut Scratch) -> Window {
-    let (seq, first) = (&job.seq[..], job.first);
+/// The forward of a key's sequence over its cached keys and values: `kv`
+/// holds, per layer, rows of keys then values (2C each) for the positions
+/// `..past`; positions `past..seq.len()` are computed (every token, the
+/// last one too, since the key's next event attends to it) and their rows
+/// appended to `kv` (rows past `past` dropped first). Scores positions
+/// `first..seq.len() - 1` as [`forward`] does.
+pub(super) fn forward_cached(
+    w: &NativeWeights,
+    simd: Simd,
+    seq: &[u32],
+    past: usize,
+    first: usize,
+    kv: &mut [Vec<f32>],
+) -> Window {
+    let n = seq.len();
+    SCRATCH.with(|s| window(w, simd, seq, past, n, first, Some(kv), &mut s.borrow_mut()))
+}
+
+/// [`forward`] in given buffers, for positions `g..n` of `seq` (those before
+/// `g` only as the keys and values in `kv`). Every block computes rows from
+/// `g`; the last one computes queries, MLP and head only for the rows from
+/// `first` on (earlier rows there only supply keys and values). Rows are
+/// cut in tiles of [`MR`] from `g`, so a cached prefix of any length needs
+/// no recomputation.
+#[allow(clippy::too_many_arguments)]
+fn window(
+    w: &NativeWeights,
+    simd: Simd,
+    seq: &[u32],
+    g: usize,
+    n: usize,
+    first: usize,
+    mut kv: Option<&mut [Vec<f32>]>,
+    s: &mut Scratch,
+) -> Window {
     let cfg = &w.cfg;
     let (c, nh) = (cfg.n_embd, cfg.n_head);
     let hs = c / nh;
-    let n = seq.len() - 1;
-    let tp = round_up(n, MR); // rows
-    let tq = round_up(tp, 16); // query columns
+    let ns = seq.len() - 1; // positions first..ns are scored
+    let end = g + round_up(n - g, MR); // rows g..end are computed
+    let tq = round_up(end, 16); // query columns; every buffer has tq rows
     let (lc, l3, l4, lv) = (
         round_up(c, NR),
         round_up(3 * c, NR),
@@ -60,31 +102,42 @@ fn window(w: &NativeWeights, simd: Simd, job: &Job, s: &mut Scratch) -> Window {
             b.resize(len, 0.0);
         }
     };
-    grow(&mut s.x, tp * lc);
-    grow(&mut s.h, tp * lc);
-    grow(&mut s.qkv, tp * l3);
+    grow(&mut s.x, tq * lc);
+    grow(&mut s.h, tq * lc);
+    grow(&mut s.qkv, tq * l3);
     grow(&mut s.qt, hs * tq);
-    grow(&mut s.st, tp * tq);
+    grow(&mut s.st, tq * tq);
     grow(&mut s.inv, tq);
     grow(&mut s.yt, c * tq);
-    grow(&mut s.f, tp * l4.max(lv));
+    grow(&mut s.f, tq * l4.max(lv));
 
-    s.x[n * lc..tp * lc].fill(0.0);
-    for (p, &tok) in seq[..n].iter().enumerate() {
+    s.x[n * lc..end * lc].fill(0.0);
+    for (p, &tok) in seq[..n].iter().enumerate().skip(g) {
         let (te, pe) = (&w.wte[tok as usize * c..][..c], &w.wpe[p * c..][..c]);
         for (x, (a, b)) in s.x[p * lc..][..c].iter_mut().zip(te.iter().zip(pe)) {
             *x = a + b; // (T, C)
         }
     }
-    let last = first - first % MR;
+    let last = g + (first - g) / MR * MR;
     for (l, blk) in w.blocks.iter().enumerate() {
-        let r0 = if l + 1 == w.blocks.len() { last } else { 0 };
-        let (rows, c0) = (r0..tp, r0 - r0 % 16); // rows to compute; first query column
-        layer_norm(simd, &s.x, &mut s.h, lc, c, 0..tp, &blk.ln_1);
-        linear::<false>(simd, rows_of(&s.h, lc), 0..tp, &blk.c_attn, &mut s.qkv, l3); // (T, 3C)
+        let r0 = if l + 1 == w.blocks.len() { last } else { g };
+        let (rows, c0) = (r0..end, r0 - r0 % 16); // rows to compute; first query column
+        layer_norm(simd, &s.x, &mut s.h, lc, c, g..end, &blk.ln_1);
+        linear::<false>(simd, rows_of(&s.h, lc), g..end, &blk.c_attn, &mut s.qkv, l3); // (T, 3C)
+        if let Some(kv) = kv.as_deref_mut() {
+            // Keys and values before g from the cache, the new ones into it.
+            let cache = &mut kv[l];
+            for p in 0..g {
+                s.qkv[p * l3 + c..][..2 * c].copy_from_slice(&cache[p * 2 * c..][..2 * c]);
+            }
+            cache.truncate(g * 2 * c);
+            for p in g..n {
+                cache.extend_from_slice(&s.qkv[p * l3 + c..][..2 * c]);
+            }
+        }
         for hd in 0..nh {
             let (q0, k0, v0) = (hd * hs, c + hd * hs, 2 * c + hd * hs);
-            for p in c0..tp {
+            for p in c0..end {
                 for d in 0..hs {
                     s.qt[d * tq + p] = s.qkv[p * l3 + q0 + d]; // (hs, T)
                 }
@@ -119,19 +172,19 @@ fn window(w: &NativeWeights, simd: Simd, job: &Job, s: &mut Scratch) -> Window {
             &mut s.f,
             l4,
         ); // (T, 4C)
-        gelu(simd, &mut s.f[r0 * l4..tp * l4]);
+        gelu(simd, &mut s.f[r0 * l4..end * l4]);
         linear::<true>(simd, rows_of(&s.f, l4), rows, &blk.mlp_proj, &mut s.x, lc);
         // x += gelu(.) W
     }
-    layer_norm(simd, &s.x, &mut s.h, lc, c, last..tp, &w.ln_f);
-    linear::<false>(simd, rows_of(&s.h, lc), last..tp, &w.head, &mut s.f, lv); // (T, V)
-                                                                               // |logit| <= |LN_f(x)| * the largest token embedding's norm.
-    for p in first..n {
+    layer_norm(simd, &s.x, &mut s.h, lc, c, last..end, &w.ln_f);
+    linear::<false>(simd, rows_of(&s.h, lc), last..end, &w.head, &mut s.f, lv); // (T, V)
+                                                                                // |logit| <= |LN_f(x)| * the largest token embedding's norm.
+    for p in first..ns {
         s.inv[p] = s.h[p * lc..][..c].iter().map(|v| v * v).sum::<f32>().sqrt() * w.wte_norm;
     }
     let mut out = Window {
-        losses: vec![0.0; n - first],
-        entropies: vec![0.0; n - first],
+        losses: vec![0.0; ns - first],
+        entropies: vec![0.0; ns - first],
     };
     let (l, h) = (&mut out.losses, &mut out.entropies);
     cross_entropy(simd, &s.f, lv, &seq[first + 1..], first, &s.inv, l, h);

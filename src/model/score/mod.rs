@@ -14,23 +14,34 @@
 //! [`Gpt::head`]) and the reference the native one is tested against
 //! (within 1e-4 per token).
 //!
+//! A scorer that sees a stream keeps a [`KvCache`] and calls
+//! [`NativeScorer::score_cached`]: each key's keys and values stay cached
+//! between its events, so an event whose context is what the key's cache
+//! holds computes only its own tokens. Its numbers are those of a full
+//! forward over the same context (tests hold them to 1e-4).
+//!
 //! The parts: `plan` cuts events into windows (both engines), `weights`
 //! copies the weights into the kernels' layout, `forward` is the native
-//! forward, `elementwise` its LayerNorm, softmax, GELU, cross-entropy and
-//! entropy,
+//! forward (whole or over cached keys and values), `cache` the per-key
+//! keys and values, `elementwise` its LayerNorm, softmax, GELU,
+//! cross-entropy and entropy,
 //! and `kernels` the SIMD matrix products with every `unsafe` of the model.
 
+mod cache;
 mod elementwise;
 mod forward;
 mod kernels;
 mod plan;
 mod weights;
 
+pub use cache::{KvCache, KvStats};
 pub use kernels::{keep_freed_memory, Simd};
 
 use super::gpt::Gpt;
 use super::{EventLoss, GptConfig, ScoreItem};
+use cache::Entry;
 use plan::{Job, Window};
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use tch::{Kind, Tensor};
 use weights::NativeWeights;
@@ -105,6 +116,142 @@ impl NativeScorer {
         })
     }
 
+    /// Scores each item as [`NativeScorer::score`] does, `keys[i]` naming
+    /// item i's key: an item whose context and event fit the block is
+    /// computed over the longest prefix of its context that `cache` holds
+    /// for its key, and leaves its context and event cached there for the
+    /// key's next event. Items of one key run in order (a key's next event
+    /// reuses the one before it); keys are dealt across the threads. Items
+    /// that do not fit the block (and any without a key) take the windowed
+    /// path of [`NativeScorer::score`], `batch` at a time. A cache last used
+    /// with another model starts empty.
+    ///
+    /// Runs `batch` items at a time, the cache trimmed to its `max_keys`
+    /// after each: within a round it holds at most `batch` keys more.
+    pub fn score_cached<K: AsRef<str>>(
+        &self,
+        cache: &mut KvCache,
+        keys: &[K],
+        items: &[ScoreItem],
+        batch: usize,
+    ) -> Vec<EventLoss> {
+        let batch = batch.max(1);
+        let mut out = Vec::with_capacity(items.len());
+        for (r, round) in items.chunks(batch).enumerate() {
+            let keys = keys.get(r * batch..).unwrap_or_default();
+            let keys = &keys[..keys.len().min(round.len())];
+            out.extend(self.score_round(cache, keys, round, batch));
+        }
+        out
+    }
+
+    fn score_round<K: AsRef<str>>(
+        &self,
+        cache: &mut KvCache,
+        keys: &[K],
+        items: &[ScoreItem],
+        batch: usize,
+    ) -> Vec<EventLoss> {
+        cache.follow(&self.weights);
+        let cfg = &self.weights.cfg;
+        let mut out = vec![EventLoss::default(); items.len()];
+        let (mut plain, mut groups) = (Vec::new(), Vec::<Unit>::new());
+        let mut group_of: HashMap<&str, usize> = HashMap::new();
+        for (i, it) in items.iter().enumerate() {
+            if it.event.len() < 2 {
+                continue; // predicts nothing: loss 0, as `score`
+            }
+            match keys.get(i).map(AsRef::as_ref) {
+                Some(k) if it.context.len() + it.event.len() <= cfg.block_size => {
+                    let g = *group_of.entry(k).or_insert_with(|| {
+                        groups.push(Unit {
+                            key: k.to_string(),
+                            entry: Entry::default(),
+                            items: Vec::new(),
+                            work: 0,
+                        });
+                        groups.len() - 1
+                    });
+                    groups[g].items.push(i);
+                    groups[g].work += it.event.len();
+                }
+                _ => plain.push(i),
+            }
+        }
+        if !plain.is_empty() {
+            let sub: Vec<ScoreItem> = plain.iter().map(|&i| items[i].clone()).collect();
+            for (&i, l) in plain.iter().zip(self.score(&sub, batch)) {
+                out[i] = l;
+            }
+        }
+        for u in &mut groups {
+            u.entry = cache.take(&u.key);
+        }
+        let (done, scored) = self.run_keys(groups, items);
+        let (mut reused, mut computed, mut prefills) = (0, 0, 0);
+        for (i, w, h) in scored {
+            reused += h as u64;
+            computed += (items[i].context.len() + items[i].event.len() - h) as u64;
+            prefills += u64::from(h < items[i].context.len());
+            out[i] = loss_of(w);
+        }
+        let events = done.iter().map(|u| u.items.len() as u64).sum();
+        cache.count(events, reused, computed, prefills);
+        for u in done {
+            cache.put(u.key, u.entry);
+        }
+        cache.end_call();
+        out
+    }
+
+    /// Each key's items in order on its cache entry, the keys dealt across
+    /// the threads by work (longest first, each to the least loaded); the
+    /// entries back, with (item, its window, positions reused).
+    fn run_keys(
+        &self,
+        mut units: Vec<Unit>,
+        items: &[ScoreItem],
+    ) -> (Vec<Unit>, Vec<(usize, Window, usize)>) {
+        let (w, simd) = (&*self.weights, self.simd);
+        let run = |mut us: Vec<Unit>| {
+            let mut res = Vec::new();
+            for u in &mut us {
+                for &i in &u.items {
+                    let (win, h) = step(w, simd, &mut u.entry, &items[i]);
+                    res.push((i, win, h));
+                }
+            }
+            (us, res)
+        };
+        let threads = self.threads.min(units.len());
+        if threads <= 1 {
+            return run(units);
+        }
+        units.sort_by_key(|u| std::cmp::Reverse(u.work));
+        let mut shares: Vec<(usize, Vec<Unit>)> = (0..threads).map(|_| (0, Vec::new())).collect();
+        for u in units {
+            let s = shares
+                .iter_mut()
+                .min_by_key(|s| s.0)
+                .expect("at least two threads");
+            s.0 += u.work;
+            s.1.push(u);
+        }
+        let mut shares = shares.into_iter().map(|s| s.1);
+        let mine = shares.next().unwrap_or_default();
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = shares.map(|us| sc.spawn(move || run(us))).collect();
+            let (mut units, mut res) = run(mine);
+            // A panicking worker would be a bug in the kernel; its items are
+            // then left without losses and its keys uncached.
+            for (u, r) in handles.into_iter().filter_map(|h| h.join().ok()) {
+                units.extend(u);
+                res.extend(r);
+            }
+            (units, res)
+        })
+    }
+
     /// One batch's forwards, dealt across the threads.
     fn run(&self, jobs: &[Job], chunk: &[usize], out: &mut [Window]) {
         let threads = self.threads.min(chunk.len());
@@ -144,6 +291,58 @@ impl NativeScorer {
         for (j, l) in results.into_iter().flatten() {
             out[j] = l;
         }
+    }
+}
+
+/// One key's share of a [`NativeScorer::score_cached`] call: its cache
+/// entry and its items, in order.
+struct Unit {
+    key: String,
+    entry: Entry,
+    items: Vec<usize>,
+    work: usize,
+}
+
+/// One event on its key's cache entry: the entry's longest prefix of the
+/// item's context is reused, the rest of the context and the event are
+/// computed and left cached. Returns the event's window and the positions
+/// reused.
+fn step(w: &NativeWeights, simd: Simd, e: &mut Entry, it: &ScoreItem) -> (Window, usize) {
+    let pad = plan::pad_id(&w.cfg);
+    let seq: Vec<u32> = it
+        .context
+        .iter()
+        .chain(&it.event)
+        .map(|&t| {
+            if (t as usize) < w.cfg.vocab_size {
+                t
+            } else {
+                pad
+            }
+        })
+        .collect();
+    let c = it.context.len();
+    let h = e
+        .tokens
+        .iter()
+        .zip(&seq[..c])
+        .take_while(|(a, b)| a == b)
+        .count();
+    let win = forward::forward_cached(w, simd, &seq, h, c, &mut e.kv);
+    e.tokens = seq;
+    (win, h)
+}
+
+fn loss_of(w: Window) -> EventLoss {
+    let loss = if w.losses.is_empty() {
+        0.0
+    } else {
+        w.losses.iter().sum::<f32>() / w.losses.len() as f32
+    };
+    EventLoss {
+        loss,
+        token_losses: w.losses,
+        token_entropies: w.entropies,
     }
 }
 
