@@ -9,6 +9,7 @@
 #   THREADS=1 RUNS=5 scripts/bench.sh
 #   TRAIN_STEPS=0 scripts/bench.sh   # scoring only
 #   TCH_ENGINE=0 scripts/bench.sh    # skip proprio's libtorch scoring engine
+#   PROPRIO_BIN=/tmp/old/proprio scripts/bench.sh   # another build of proprio (before/after)
 #
 # Figures are only comparable on an otherwise idle machine. On a busy one,
 # libgomp's spinning threads (both libtorch and PyTorch use them) make
@@ -49,8 +50,9 @@ export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1000000000
 args=(--json --threads "$threads" --runs "$runs" --train-steps "$steps" --events "$events")
 ours=("${args[@]}")
 [ "${TCH_ENGINE:-1}" = 0 ] || ours+=(--libtorch)
-cargo build --release -q
-target/release/proprio bench "${ours[@]}" >"$out/ours.json"
+bin="${PROPRIO_BIN:-target/release/proprio}"
+[ -n "${PROPRIO_BIN:-}" ] || cargo build --release -q
+"$bin" bench "${ours[@]}" >"$out/ours.json"
 vocab="$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["vocab_size"])' "$out/ours.json")"
 "$py" scripts/bench_ref.py "${args[@]}" --vocab "$vocab" 2>/dev/null >"$out/ref.json"
 

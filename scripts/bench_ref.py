@@ -2,13 +2,16 @@
 """PyTorch-eager reference for `proprio bench`.
 
 The identical model (src/model/gpt.rs: nanoGPT-style, token + learned position
-embeddings, pre-LayerNorm blocks with causal SDPA attention and a 4x exact-GELU
+embeddings, pre-LayerNorm blocks with causal attention and a 4x exact-GELU
 MLP, final LayerNorm, head tied to the token embedding, biases everywhere) and
 the identical measurement (src/model/bench.rs): events of random tokens without
 context scored at each batch size (mean cross-entropy over event[1:], per-token
 losses kept), and training steps of 32 windows x 128 tokens with AdamW and
-gradient clipping. This is how one would write it in PyTorch: the full logits,
-then cross-entropy, under inference_mode. Prints a table, or one JSON object
+gradient clipping. This is how one would write it in PyTorch: SDPA, the full
+logits, then cross-entropy, under inference_mode; one training step on the
+whole batch with torch's intra-op threads. proprio computes the same arithmetic
+in its own way (attention written out in causal query blocks, the batch split
+over threads); that is what the ratio measures. Prints a table, or one JSON object
 (--json) with the same keys as `proprio bench --json`.
 """
 

@@ -83,5 +83,8 @@ pub use train::{train, TrainConfig, TrainReport};
 /// 930 ms. Starting the process with `OMP_WAIT_POLICY=PASSIVE` avoids that
 /// (libgomp reads it when it loads, so it cannot be set from here).
 pub fn set_libtorch_threads(n: usize) {
+    // libtorch takes each thread's count from the process-wide value at the
+    // thread's first op, which would read over this one if it came later.
+    let _ = tch::get_num_threads();
     tch::set_num_threads(n.max(1) as i32);
 }

@@ -6,16 +6,19 @@
 //! held out and evaluated on a fixed set of windows, so validation losses
 //! from different steps are comparable.
 
-use super::gpt::{Gpt, NO_DECAY_GROUP};
+use super::gpt::{Gpt, Net, NO_DECAY_GROUP};
 use super::Stream;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rand::distributions::{Distribution, WeightedIndex};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use std::io::{IsTerminal, Write};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 use tch::nn::OptimizerConfig;
-use tch::{nn, Reduction, Tensor};
+use tch::{nn, Kind, Reduction, Tensor};
 
 /// Targets with this value are padding and carry no loss.
 const IGNORE: i64 = -100;
@@ -237,6 +240,194 @@ fn batch(streams: &[Stream], wins: &[Window], pad: i64) -> (Tensor, Tensor) {
     )
 }
 
+/// One shard of a step's batch: its loss summed and divided by the whole
+/// batch's target count, so the shards' losses and gradients add up to the
+/// batch mean's, and the gradient of each variable (in the store's order).
+struct ShardOut {
+    loss: f64,
+    grads: Vec<Tensor>,
+}
+
+fn shard_step(
+    net: &Net,
+    vars: &[Tensor],
+    streams: &[Stream],
+    wins: &[Window],
+    pad: i64,
+    targets: f64,
+) -> Result<ShardOut> {
+    let (x, y) = batch(streams, wins, pad);
+    let l = loss(&net.forward(&x), &y, Reduction::Sum) / targets;
+    let grads = Tensor::f_run_backward(&[&l], vars, false, false)?;
+    Ok(ShardOut {
+        loss: f64::try_from(&l)?,
+        grads,
+    })
+}
+
+/// A step's batch split over threads, each running its shard's forward and
+/// backward with libtorch's intra-op threads at 1. At this model's size an
+/// op is a few microseconds to a millisecond, and libtorch's pool pays a
+/// wake-up and a barrier for every one of them (several hundred a step);
+/// whole shards on their own threads keep both cores busy without either.
+/// With one thread the shard runs here, on the caller's thread.
+struct Shards<'scope, 'env> {
+    workers: Vec<Worker<'scope>>,
+    local: Option<Net>,
+    vars: &'env [Tensor],
+    streams: &'env [Stream],
+    pad: i64,
+}
+
+struct Worker<'scope> {
+    jobs: mpsc::Sender<(Vec<Window>, f64)>,
+    done: mpsc::Receiver<Result<ShardOut>>,
+    handle: ScopedJoinHandle<'scope, ()>,
+}
+
+impl<'scope, 'env> Shards<'scope, 'env> {
+    fn start(
+        scope: &'scope Scope<'scope, 'env>,
+        net: &Net,
+        vars: &'env [Tensor],
+        streams: &'env [Stream],
+        pad: i64,
+        n: usize,
+    ) -> Shards<'scope, 'env> {
+        if n <= 1 {
+            return Shards {
+                workers: Vec::new(),
+                local: Some(net.shallow_clone()),
+                vars,
+                streams,
+                pad,
+            };
+        }
+        let restore = tch::get_num_threads();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let workers: Vec<Worker<'scope>> = (0..n)
+            .map(|_| {
+                let (jobs, job_rx) = mpsc::channel::<(Vec<Window>, f64)>();
+                let (done_tx, done) = mpsc::channel();
+                let net = net.shallow_clone();
+                let my_vars: Vec<Tensor> = vars.iter().map(Tensor::shallow_clone).collect();
+                let ready = ready_tx.clone();
+                let handle = scope.spawn(move || {
+                    // libtorch takes a thread's count from the process-wide
+                    // setting at the thread's first op: take it now, so the
+                    // 1 set next is not read over later.
+                    let _ = tch::get_num_threads();
+                    tch::set_num_threads(1);
+                    let _ = ready.send(());
+                    while let Ok((wins, targets)) = job_rx.recv() {
+                        let out = catch_unwind(AssertUnwindSafe(|| {
+                            shard_step(&net, &my_vars, streams, &wins, pad, targets)
+                        }))
+                        .unwrap_or_else(|_| Err(anyhow!("a training shard panicked in libtorch")));
+                        if done_tx.send(out).is_err() {
+                            break;
+                        }
+                    }
+                });
+                Worker { jobs, done, handle }
+            })
+            .collect();
+        drop(ready_tx);
+        for _ in 0..n {
+            let _ = ready_rx.recv();
+        }
+        // Setting 1 above also set the process-wide value; threads started
+        // later (and this one) keep the configured count.
+        tch::set_num_threads(restore);
+        Shards {
+            workers,
+            local: None,
+            vars,
+            streams,
+            pad,
+        }
+    }
+
+    /// Runs one step's windows, split in order into at most one shard per
+    /// thread; the results come back in the same order.
+    fn run(&mut self, wins: &[Window]) -> Result<Vec<ShardOut>> {
+        let targets = wins
+            .iter()
+            .map(|w| (w.end - w.start - 1) as f64)
+            .sum::<f64>();
+        if let Some(net) = &self.local {
+            return Ok(vec![shard_step(
+                net,
+                self.vars,
+                self.streams,
+                wins,
+                self.pad,
+                targets,
+            )?]);
+        }
+        let per = wins.len().div_ceil(self.workers.len()).max(1);
+        let mut sent = 0;
+        for (w, chunk) in self.workers.iter().zip(wins.chunks(per)) {
+            w.jobs
+                .send((chunk.to_vec(), targets))
+                .map_err(|_| anyhow!("a training thread stopped"))?;
+            sent += 1;
+        }
+        self.workers[..sent]
+            .iter()
+            .map(|w| {
+                w.done
+                    .recv()
+                    .map_err(|_| anyhow!("a training thread stopped"))?
+            })
+            .collect()
+    }
+}
+
+impl Drop for Shards<'_, '_> {
+    /// Ends the threads (their job queues close) and waits for them.
+    fn drop(&mut self) {
+        for w in self.workers.drain(..) {
+            drop(w.jobs);
+            let _ = w.handle.join();
+        }
+    }
+}
+
+/// Gives every variable a gradient tensor, so [`set_grads`] can write each
+/// step's into it in place (where the optimizer and clipping read it).
+fn define_grads(vars: &[Tensor]) {
+    if let Some(total) = vars.iter().map(|v| v.sum(Kind::Float)).reduce(|a, b| a + b) {
+        (total * 0.0).backward();
+    }
+}
+
+/// Each variable's gradient: the shards' gradients added in shard order, so
+/// a step is deterministic for a thread count.
+fn set_grads(vars: &[Tensor], outs: &[ShardOut]) {
+    tch::no_grad(|| {
+        for (i, v) in vars.iter().enumerate() {
+            let mut g = v.grad();
+            let mut first = true;
+            for o in outs {
+                let s = &o.grads[i];
+                if !s.defined() {
+                    continue;
+                }
+                if first {
+                    g.copy_(s);
+                    first = false;
+                } else {
+                    let _ = g.g_add_(s);
+                }
+            }
+            if first {
+                let _ = g.zero_();
+            }
+        }
+    })
+}
+
 /// Mean cross-entropy over the non-padding targets: logits (B, T, V), targets (B, T).
 fn loss(logits: &Tensor, targets: &Tensor, reduction: Reduction) -> Tensor {
     let v = logits.size().last().copied().unwrap_or(1);
@@ -336,34 +527,41 @@ pub fn train(gpt: &mut Gpt, streams: &[Stream], cfg: &TrainConfig) -> Result<Tra
             report.val_curve.push((0, v));
         }
     }
-    let mut wins = Vec::with_capacity(cfg.batch_size);
-    for step in 0..cfg.steps {
-        opt.set_lr(lr_at(step, cfg.steps, cfg.lr));
-        wins.clear();
-        wins.extend((0..cfg.batch_size).map(|_| sampler.draw(&s)));
-        let (x, y) = batch(streams, &wins, pad);
-        let l = loss(&gpt.forward(&x), &y, Reduction::Mean);
-        opt.zero_grad();
-        l.backward();
-        opt.clip_grad_norm(1.0);
-        opt.step();
-        let lv = f32::try_from(&l).unwrap_or(f32::NAN);
-        if !lv.is_finite() {
-            bar.end_line();
-            bail!("training diverged at step {step}: loss {lv} (lower the learning rate)");
-        }
-        report.losses.push(lv);
-        let done = step + 1;
-        if (cfg.eval_every > 0 && done % cfg.eval_every == 0) || done == cfg.steps {
-            if let Some(v) = evaluate(gpt) {
-                if report.val_curve.last().map(|&(s, _)| s) != Some(done) {
-                    report.val_curve.push((done, v));
-                }
-                tracing::debug!(step = done, train_loss = lv, val_loss = v, "validation");
+    let vars = gpt.var_store().trainable_variables();
+    define_grads(&vars);
+    let threads = tch::get_num_threads().max(1) as usize;
+    let run = std::thread::scope(|scope| -> Result<()> {
+        let n = threads.min(cfg.batch_size);
+        let mut shards = Shards::start(scope, gpt.net(), &vars, streams, pad, n);
+        let mut wins = Vec::with_capacity(cfg.batch_size);
+        for step in 0..cfg.steps {
+            opt.set_lr(lr_at(step, cfg.steps, cfg.lr));
+            wins.clear();
+            wins.extend((0..cfg.batch_size).map(|_| sampler.draw(&s)));
+            let outs = shards.run(&wins)?;
+            set_grads(&vars, &outs);
+            opt.clip_grad_norm(1.0);
+            opt.step();
+            let lv = outs.iter().map(|o| o.loss).sum::<f64>() as f32;
+            if !lv.is_finite() {
+                bar.end_line();
+                bail!("training diverged at step {step}: loss {lv} (lower the learning rate)");
             }
+            report.losses.push(lv);
+            let done = step + 1;
+            if (cfg.eval_every > 0 && done % cfg.eval_every == 0) || done == cfg.steps {
+                if let Some(v) = evaluate(gpt) {
+                    if report.val_curve.last().map(|&(s, _)| s) != Some(done) {
+                        report.val_curve.push((done, v));
+                    }
+                    tracing::debug!(step = done, train_loss = lv, val_loss = v, "validation");
+                }
+            }
+            bar.tick(done, lv);
         }
-        bar.tick(done, lv);
-    }
+        Ok(())
+    });
+    run?;
     bar.end_line();
     let tail = &report.losses[report.losses.len().saturating_sub(50)..];
     if !tail.is_empty() {
@@ -426,5 +624,60 @@ impl Progress {
             eprintln!();
             self.drawn = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::GptConfig;
+
+    fn losses(threads: i32, streams: &[Stream]) -> Vec<f32> {
+        let _ = tch::get_num_threads();
+        tch::set_num_threads(threads);
+        let cfg = GptConfig {
+            block_size: 32,
+            ..GptConfig::default()
+        };
+        let mut gpt = Gpt::new(cfg, 5).unwrap();
+        let tc = TrainConfig {
+            steps: 6,
+            batch_size: 7,
+            eval_every: 0,
+            progress: false,
+            ..TrainConfig::default()
+        };
+        train(&mut gpt, streams, &tc).unwrap().losses
+    }
+
+    /// The batch split over threads is the same step: its losses follow the
+    /// one-thread run's (to float rounding, the sum's order differs) and are
+    /// reproducible for a thread count.
+    #[test]
+    fn sharded_steps_match_one_thread() {
+        let mut rng = SmallRng::seed_from_u64(9);
+        let streams: Vec<Stream> = (0..2)
+            .map(|_| {
+                let tokens: Vec<u32> = (0..3000)
+                    .map(|_| rand::Rng::gen_range(&mut rng, 0..40))
+                    .collect();
+                // Uneven events, so shards get windows of different lengths.
+                let starts = (0..2950).step_by(23).map(|o| (o, 1.0)).collect();
+                Stream { tokens, starts }
+            })
+            .collect();
+        let one = losses(1, &streams);
+        let two = losses(2, &streams);
+        let three = losses(3, &streams);
+        tch::set_num_threads(1);
+        assert_eq!(one.len(), 6);
+        for (a, b) in one.iter().zip(&two).chain(one.iter().zip(&three)) {
+            assert!(
+                (a - b).abs() < 1e-4 * a.abs().max(1.0),
+                "{one:?} vs {two:?} vs {three:?}"
+            );
+        }
+        assert_eq!(two, losses(2, &streams));
+        tch::set_num_threads(1);
     }
 }
