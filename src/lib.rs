@@ -15,7 +15,7 @@
 //!
 //! Roles (each: decide, effects, settle):
 //! - [`harvester`]: telemetry into curriculum documents; bad input dead-lettered.
-//! - [`scorer`]: per-key contexts, excess surprise to calibrated score (the
+//! - [`scorer`]: per-key contexts (cached keys and values in the model thread), excess surprise to calibrated score (the
 //!   shipped tails, updated online), the alert decision (evidence against the
 //!   [`policy`], cooldown, mute), the role.
 //! - [`silence`]: the silence watch, a source that stopped publishing.

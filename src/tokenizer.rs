@@ -1,6 +1,6 @@
 //! The special tokens: proto/tokens.txt, ids from 256 in file order, the
-//! same in every vocabulary ([`crate::vocab`] puts bytes before them and
-//! learned tokens after). The list's SHA-256 goes into every checkpoint, so
+//! same in every vocabulary (bytes come before them, a vocabulary's learned
+//! tokens after). The list's SHA-256 goes into every checkpoint, so
 //! a model is never read under another list.
 //!
 //! Rendered text marks special tokens as `<|NAME|>`; the curriculum escapes

@@ -1,45 +1,26 @@
 use super::learn::{learn, VocabConfig};
 use super::*;
-use crate::curriculum::Renderer;
-use crate::event::{Body, Event};
-use std::collections::BTreeMap;
 
-/// A small curriculum: the registry's lines and repeated telemetry.
+/// A small curriculum in the renderer's form: the registry's lines and
+/// repeated telemetry (written out here, so this module does not depend on
+/// the renderer).
 fn curriculum() -> Vec<String> {
-    let reg = crate::registry::Registry::parse(
-        "services:\n  - {name: AitherMind, layer: 3, port: 8100, depends_on: [AitherRedis]}\n  - {name: AitherRedis, layer: 0, port: 6379}\n  - {name: svc-3, layer: 1, port: 81}\n",
-    )
-    .unwrap();
-    let r = Renderer::default();
-    let mut lines = r.axiomatic(&reg);
-    lines.extend(r.topology(&reg));
+    let mut lines = vec![
+        "<|BOE|><|AXIOMATIC|><|SVC|>AitherMind<|L3|><|ROLE|>service<|PORT|>8100<|DEPENDS|>AitherRedis<|EOE|>".to_string(),
+        "<|BOE|><|AXIOMATIC|><|SVC|>AitherRedis<|L0|><|ROLE|>service<|PORT|>6379<|EOE|>".to_string(),
+        "<|BOE|><|AXIOMATIC|><|SVC|>svc-3<|L1|><|ROLE|>service<|PORT|>81<|EOE|>".to_string(),
+        "<|BOE|><|TOPOLOGY|><|GRAPH|>ServiceGraph<|SRC|>AitherMind<|REL|>depends_on<|DST|>AitherRedis<|EOE|>".to_string(),
+    ];
     for i in 0..200 {
-        let mut metrics = BTreeMap::new();
-        metrics.insert("cpu".to_string(), 0.3 + (i % 7) as f64 * 0.05);
-        metrics.insert("mem_rss_mb".to_string(), 900.0 + (i % 5) as f64 * 40.0);
-        for (source, body) in [
-            (
-                "AitherMind",
-                Body::Pulse {
-                    metrics: metrics.clone(),
-                },
-            ),
-            (
-                "AitherRedis",
-                Body::Log {
-                    message: format!("accepted connection from 10.0.0.{} in {} ms", i % 9, i % 13),
-                    level: Some("info".into()),
-                },
-            ),
-        ] {
-            lines.push(r.render(&Event {
-                ts: i,
-                source: source.into(),
-                key: source.into(),
-                body,
-                label: None,
-            }));
-        }
+        lines.push(format!(
+            "<|BOE|><|PULSE|><|SVC|>AitherMind<|METRIC|>cpu=-b{}<|METRIC|>mem_rss_mb=b{}<|EOE|>",
+            i % 7,
+            19 + i % 5
+        ));
+        lines.push(format!(
+            "<|BOE|><|LOG|><|SVC|>AitherRedis<|LEVEL|>INFO<|MSG|>accepted connection from <|IP|> in {} ms<|EOE|>",
+            i % 13
+        ));
     }
     lines
 }

@@ -10,7 +10,6 @@ use proprio::model::{
     TrainConfig,
 };
 use proprio::scorer::Contexts;
-use proprio::tokenizer::tokenizer;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -42,7 +41,10 @@ fn stream(keys: usize, n: usize, seed: u64) -> Vec<(String, Vec<u32>)> {
                     .collect();
                 format!("<|BOE|><|PULSE|><|SVC|>s{k}{metrics}<|EOE|>")
             };
-            (format!("key-{k}"), tokenizer().encode(&text))
+            (
+                format!("key-{k}"),
+                proprio::vocab::Vocab::bytes().encode(&text),
+            )
         })
         .collect()
 }
