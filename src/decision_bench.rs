@@ -111,7 +111,10 @@ pub fn measure(runs: usize) -> Result<DecisionFigures> {
     let events: Vec<Event> = crate::sim::generate(&cfg)?.collect();
     let r = crate::curriculum::Renderer::default();
     let lines: Vec<String> = events.iter().map(|e| r.render(e)).collect();
-    let vocab = crate::vocab::learn::learn(lines.iter().map(|s| s.as_str()), &Default::default())?;
+    let vocab = crate::vocab::learn::learn(
+        lines.iter().map(|s| s.as_str()),
+        &crate::vocab::learn::VocabConfig::LEARNED,
+    )?;
     let mut scorer = EventScorer::new(
         Default::default(),
         std::sync::Arc::new(vocab),

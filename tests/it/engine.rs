@@ -77,9 +77,9 @@ fn faults_score_higher_than_normal_events_on_held_out_data() {
     // The loss's robust z ranks these faults best; the live score (the
     // excess surprise, calibrated per kind) a little below it, the price of
     // a statistic whose tail holds a false-alarm budget (docs/EVAL.md):
-    // 0.877 with bytes and whole-block contexts; 0.847 (z 0.946) since the
-    // learned vocabulary and the cached contexts (issue 14), a loss this
-    // small model's 400 steps do not make up yet.
+    // 0.877 with bytes and whole-block contexts; 0.847 (z 0.946) with the
+    // learned vocabulary and cached contexts (issue 14), a loss this small
+    // model's 400 steps did not make up.
     let (a, z) = (auroc(&pos, &neg), auroc(&zpos, &zneg));
     println!(
         "AUROC live {a:.4}, loss z {z:.4} over {} fault events and {} normal ones",

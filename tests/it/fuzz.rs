@@ -82,8 +82,11 @@ impl Pipeline {
             .map(|e| r.render(&e))
             .collect();
         let vocab = Arc::new(
-            proprio::vocab::learn::learn(lines.iter().map(|s| s.as_str()), &Default::default())
-                .unwrap(),
+            proprio::vocab::learn::learn(
+                lines.iter().map(|s| s.as_str()),
+                &proprio::vocab::learn::VocabConfig::LEARNED,
+            )
+            .unwrap(),
         );
         let shape = GptConfig {
             vocab_size: vocab.len(),

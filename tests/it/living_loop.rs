@@ -347,6 +347,10 @@ async fn configured_learning_reaches_every_role() {
             ..Default::default()
         },
         batch_size: 16,
+        vocab: proprio::vocab::learn::VocabConfig {
+            merges: 64,
+            names: 64,
+        },
         render: RenderConfig {
             metric_format: MetricFormat::Digits,
             ..RenderConfig::default()
