@@ -47,7 +47,7 @@
 //! - [`curriculum`]: every event rendered as one line of text with special
 //!   tokens; a pulse repeating its key's last one is nothing new.
 //! - [`tokenizer`]: the special tokens of proto/tokens.txt.
-//! - [`vocab`]: the model's vocabulary, learned at each cold start (names and
+//! - [`vocab`]: the model's vocabulary, learned at a cold start when configured (names and
 //!   byte-pair merges over bytes), carried in the checkpoint.
 //!
 //! Ground:
