@@ -320,7 +320,7 @@ impl Scorer {
         };
         if *info.render == reads.render
             && info.block_size == reads.block_size
-            && info.vocab == scorer.vocab
+            && crate::vocab::Vocab::same(&info.vocab, &scorer.vocab)
         {
             return;
         }
@@ -363,7 +363,8 @@ impl Scorer {
         // and scoring it: its ids mean other tokens, so the losses are not
         // this event's. Counted as warming, like events before any model;
         // the next batch is cut for the new model.
-        let scored = scored.filter(|(_, info)| info.vocab == scorer.vocab);
+        let scored =
+            scored.filter(|(_, info)| crate::vocab::Vocab::same(&info.vocab, &scorer.vocab));
         let Some((losses, info)) = scored else {
             self.stats
                 .warming

@@ -237,6 +237,12 @@ impl Vocab {
         .map_err(|e| anyhow::anyhow!(e))
     }
 
+    /// Whether two shared vocabularies are the same, cheaply when they are
+    /// one allocation (a model's, handed to its scorer): checked per batch.
+    pub fn same(a: &Arc<Vocab>, b: &Arc<Vocab>) -> bool {
+        Arc::ptr_eq(a, b) || a == b
+    }
+
     pub fn len(&self) -> usize {
         self.token_bytes.len()
     }
