@@ -33,12 +33,15 @@ pub const FIRST_LEARNED: u32 = 256 + N_SPECIAL as u32;
 
 /// How text is cut before merging. Part of every vocabulary's identity: a
 /// vocabulary learned under another scheme is refused.
-pub const SCHEME: &str = "proprio-bpe-1";
+pub const SCHEME: &str = "proprio-bpe-2";
 
-/// Pre-tokens: a metric or attribute value with its `=` (`=b9`, `=-b3`,
-/// `=z`), words with their leading space, digit runs, punctuation runs,
-/// whitespace.
-const PRE_TOKEN: &str = r"=[^\s=]{0,12}| ?[\p{L}_]+| ?\p{N}+| ?[^\s\p{L}\p{N}_=]+|\s+";
+/// Pre-tokens: a value's `=` with its sign and bucket letter (`=b`, `=-b`,
+/// `=z`), words with their leading space, single digits, punctuation runs,
+/// whitespace. Digits are never merged (as in LLaMA's tokenizer): a merged
+/// `b9` or `404` is an id the model must learn on its own, a digit is shared
+/// by every number, so a value it has rarely seen still reads as its digits
+/// and a nearby bucket as a nearby string.
+const PRE_TOKEN: &str = r"=-?[a-z]?| ?[\p{L}_]+|\p{N}| ?[^\s\p{L}\p{N}_=]+|\s+";
 
 /// Words cached per vocabulary before the cache is cleared (telemetry
 /// repeats its words, so the cache holds nearly all of them).

@@ -74,7 +74,8 @@ fn registry_names_are_single_tokens_and_lines_are_short() {
     let pulse = c.iter().find(|l| l.contains("<|PULSE|>")).unwrap();
     let n = v.encode(pulse).len();
     let bytes = Vocab::bytes().encode(pulse).len();
-    assert!(n <= 12, "{pulse}: {n} tokens ({bytes} as bytes)");
+    // Two metrics: 6 markers, the name, 2 metric names, 2 signs and 3 digits.
+    assert!(n <= 14, "{pulse}: {n} tokens ({bytes} as bytes)");
     // A name the vocabulary never saw still encodes.
     let new = "<|BOE|><|LOG|><|SVC|>AitherNew<|MSG|>hi<|EOE|>";
     assert_eq!(v.decode(&v.encode(new)), new);
@@ -104,7 +105,7 @@ fn merges_cut_words_as_the_tokenizers_crate_does() {
     use tokenizers::Model;
     let v = learned();
     let (_, n_merges) = v.learned();
-    assert!(n_merges > 30, "{n_merges} merges");
+    assert!(n_merges > 20, "{n_merges} merges");
     let chars = |bytes: &[u8]| -> String {
         bytes
             .iter()
