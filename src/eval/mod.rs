@@ -362,9 +362,10 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
         s.test = replay::decided(test_events, &data.test, &s.test, &policy);
     }
     report.notes.push(format!(
-        "event scores are the live decision's evidence: per key, the mean of the top {} over {}s; the live score alerts at -log10(risk {:e}) = {}",
+        "event scores are the live decision's weight: per key, the mean of the top {} over {}s, at most {} times the event's own; the live score alerts at -log10(risk {:e}) = {}",
         policy.evidence_k,
         policy.evidence_window_ms as f64 / 1000.0,
+        policy.evidence_k,
         policy.risk,
         policy.level()
     ));

@@ -25,9 +25,9 @@ pub(super) fn parse_evidence(s: &str) -> Result<(i64, usize)> {
     Ok(((w * 1000.0) as i64, k))
 }
 
-/// The evidence of each event as the live [`Decider`] weighs it: over the
+/// The weight of each event as the live [`Decider`] gives it: over the
 /// events of its key in the policy's window ending at it (itself
-/// included), the mean of the `k` highest scores.
+/// included), the mean of the `k` highest scores, at most `k` times its own.
 pub(super) fn decided(
     events: &[Event],
     idx: &[usize],
@@ -37,7 +37,7 @@ pub(super) fn decided(
     let mut d = Decider::new(*policy, crate::scorer::Contexts::DEFAULT_MAX_KEYS);
     idx.iter()
         .zip(scores)
-        .map(|(&i, &s)| d.decide(&events[i].key, events[i].ts, s).evidence)
+        .map(|(&i, &s)| d.decide(&events[i].key, events[i].ts, s).weight)
         .collect()
 }
 

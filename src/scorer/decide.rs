@@ -19,7 +19,12 @@ pub struct Decision {
     pub score: f32,
     /// Its key's evidence, this event included.
     pub evidence: f32,
-    /// The evidence reached the policy's level.
+    /// What the policy's level is compared with: the evidence, but at most
+    /// `k` times the event's own score, so an unremarkable event of a key
+    /// whose other events were surprising does not alert on their account
+    /// (the event that makes the evidence cross always carries its share).
+    pub weight: f32,
+    /// The weight reached the policy's level.
     pub alert: bool,
 }
 
@@ -46,10 +51,13 @@ impl Decider {
     /// Weighs an event of `key` at `ts` whose calibrated score is `score`.
     pub fn decide(&mut self, key: &str, ts: i64, score: f32) -> Decision {
         let evidence = self.evidence.push(key, ts, score);
+        let own = if score.is_finite() { score.max(0.0) } else { 0.0 };
+        let weight = evidence.min(own * self.evidence.k as f32);
         Decision {
             score,
             evidence,
-            alert: crosses(evidence, self.level),
+            weight,
+            alert: crosses(weight, self.level),
         }
     }
 }
@@ -173,6 +181,13 @@ mod tests {
         assert!(!d.decide("b", 10_000, 9.0).alert);
         assert!(d.decide("c", 10_000, 10.0).alert);
         assert_eq!(Policy::default().level(), 5.0);
+        // An ordinary event right after a surprising one does not ride on
+        // it: the key's evidence is high, the event's share is not.
+        let x = d.decide("c", 11_000, 0.1);
+        assert_eq!(x.evidence, 5.05);
+        assert!((x.weight - 0.2).abs() < 1e-6 && !x.alert);
+        // A surprising one of its own does.
+        assert!(d.decide("c", 12_000, 3.0).alert);
     }
 
     #[test]
