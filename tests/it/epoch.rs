@@ -197,6 +197,7 @@ async fn a_fingerprint_change_keeps_the_old_model_marked_until_the_early_cold_st
     })
     .await;
     let first = model_store::current(&bus).await.unwrap().unwrap();
+    let first_harvest = h.harvested.load(Ordering::Relaxed);
     let fp0 = gates.fingerprint().unwrap();
     assert_eq!(first.fingerprint, fp0);
     let text = digest_in(&bus, DigestState::Trained).await;
@@ -231,12 +232,17 @@ async fn a_fingerprint_change_keeps_the_old_model_marked_until_the_early_cold_st
     );
 
     // A little new-epoch telemetry, then a tick: nothing is published.
+    // Enough for EVALUATE to hold out an event of every key (so it is the
+    // epoch's wait that refuses, not the check against a model evaluated on
+    // nothing), short of MIN_DOCS.
     let before = handled(&h);
-    publish_normal(&client, 6, 3, now_ms() - 10_000).await;
+    publish_normal(&client, 6, 12, now_ms() - 20_000).await;
     wait_until("the little harvest", 30, || {
-        handled(&h) >= before + 6 * 3 * 3
+        handled(&h) >= before + 6 * 12 * 3
     })
     .await;
+    let harvested = h.harvested.load(Ordering::Relaxed) - first_harvest;
+    assert!(harvested < MIN_DOCS as u64, "{harvested}");
     client
         .publish("proprio.tick.train", "{}".into())
         .await
