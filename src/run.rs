@@ -159,6 +159,11 @@ async fn start_served(
                         shape: args.learning.shape,
                         vocab: args.learning.vocab,
                         digest_debounce: args.trainer.digest_debounce,
+                        epoch_wait: crate::trainer::epoch::EpochWait {
+                            min_docs: args.trainer.epoch_min_docs,
+                            min_age: args.trainer.epoch_min_age,
+                        },
+                        epoch_check: args.trainer.epoch_check,
                         threads: args.run.threads.max(1),
                         ..Default::default()
                     },

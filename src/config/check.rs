@@ -102,6 +102,15 @@ impl Config {
                 ),
             ));
         }
+        if self.trainer.epoch_check < Duration::from_secs(1) {
+            return Err(bad(
+                "trainer.epoch_check",
+                format!(
+                    "= {} is too short (at least 1s)",
+                    crate::units::format_duration(self.trainer.epoch_check)
+                ),
+            ));
+        }
         self.learning()?;
         self.nats.security().check().map_err(|e| {
             // The key the message starts with (or names first).

@@ -250,6 +250,15 @@ pub struct TrainerSection {
     pub incremental_steps: usize,
     #[serde(with = "text::duration")]
     pub digest_debounce: Duration,
+    /// After a fingerprint change, the new epoch's cold start waits for at
+    /// least this many of its telemetry documents, harvested over at least
+    /// `epoch_min_age`; checked every `epoch_check`.
+    #[serde(deserialize_with = "text::number")]
+    pub epoch_min_docs: usize,
+    #[serde(with = "text::duration")]
+    pub epoch_min_age: Duration,
+    #[serde(with = "text::duration")]
+    pub epoch_check: Duration,
     #[serde(deserialize_with = "text::number")]
     pub batch_size: usize,
     #[serde(deserialize_with = "text::number")]
@@ -266,6 +275,10 @@ impl Default for TrainerSection {
             cold_steps: 500,
             incremental_steps: 200,
             digest_debounce: Duration::from_secs(10),
+            // EpochWait's defaults (the trainer depends on this module).
+            epoch_min_docs: 1000,
+            epoch_min_age: Duration::from_secs(600),
+            epoch_check: Duration::from_secs(60),
             batch_size: t.batch_size,
             lr: t.lr,
             weight_decay: t.weight_decay,
@@ -547,6 +560,9 @@ const DOCS: &[(&str, &str)] = &[
     ("trainer.cold_steps", "steps of a cold-start cycle"),
     ("trainer.incremental_steps", "steps of an incremental cycle"),
     ("trainer.digest_debounce", "least time between alert-driven digests"),
+    ("trainer.epoch_min_docs", "after a fingerprint change, the new epoch's cold start waits for this many of its telemetry documents"),
+    ("trainer.epoch_min_age", "... and for this long since the change (the old model scores meanwhile, marked previous epoch)"),
+    ("trainer.epoch_check", "how often the trainer checks the fingerprint and whether the new epoch's cold start can run"),
     ("trainer.batch_size", "windows per training step"),
     ("trainer.lr", "peak learning rate"),
     ("trainer.weight_decay", "AdamW weight decay"),

@@ -88,6 +88,16 @@ pub struct Alert {
     /// Version of the model that scored the event.
     pub model: Option<String>,
     pub reason: AlertReason,
+    /// The model was trained before the system's fingerprint changed (the
+    /// topology or a key file): it still scores while the new epoch's model
+    /// is trained, and its alerts say so. On the wire only when true, so
+    /// alerts of before the field decode, and encode, as they were.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub previous_epoch: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Alert {

@@ -27,6 +27,10 @@ pub enum DigestState {
     /// No model yet.
     Warming,
     Trained,
+    /// The model in service was trained before the fingerprint changed; the
+    /// new epoch's cold start waits for enough of its telemetry.
+    #[serde(rename = "previous_epoch")]
+    PreviousEpoch,
 }
 
 /// One recent problem, in words.
@@ -140,6 +144,9 @@ impl Digest {
             (DigestState::Warming, _) => format!("baseline: warming (no model yet), {count}"),
             (DigestState::Trained, Some(l)) => format!("baseline: trained (loss={l:.2}), {count}"),
             (DigestState::Trained, None) => format!("baseline: trained, {count}"),
+            (DigestState::PreviousEpoch, _) => {
+                format!("baseline: previous epoch (topology changed, retraining), {count}")
+            }
         }
     }
 

@@ -31,6 +31,8 @@ pub const KEY_DIGEST: &str = "digest";
 pub const KEY_DIGEST_JSON: &str = "digest.json";
 pub const KEY_MODEL: &str = "model";
 pub const KEY_TRAINER_LOCK: &str = "trainer.lock";
+/// The fingerprint epoch the trainer sees now ([`EpochNotice`]).
+pub const KEY_EPOCH: &str = "epoch";
 pub const KEY_MUTE_PREFIX: &str = "mute.";
 
 pub const CONSUMER_HARVESTER: &str = "proprio-harvester";
@@ -123,6 +125,18 @@ pub struct ModelNotice {
     pub val_loss: f32,
     pub created_at_ms: i64,
     pub cold_start: bool,
+}
+
+/// The fingerprint epoch of the system as the trainer last read its key
+/// files: JSON in KV `epoch`. A scorer whose model was trained under another
+/// one marks its alerts as from the previous epoch until a model of this one
+/// is published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochNotice {
+    pub fingerprint: String,
+    /// When the trainer first saw it, unix ms: new-epoch telemetry is
+    /// harvested from about then.
+    pub since_ms: i64,
 }
 
 /// A payload that is not an alert (or digest) in either wire form.

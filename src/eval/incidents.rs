@@ -71,6 +71,7 @@ fn wire(a: &Alert, n: usize) -> WireAlert {
         } else {
             AlertReason::Surprise
         },
+        previous_epoch: false,
     }
 }
 

@@ -29,6 +29,7 @@ fn alert(id: &str, source: &str, ts: i64, score: f32) -> Alert {
         diagnosis: None,
         model: None,
         reason: AlertReason::Surprise,
+        previous_epoch: false,
     }
 }
 

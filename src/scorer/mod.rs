@@ -12,6 +12,7 @@
 pub mod calibrate;
 mod content;
 pub mod decide;
+pub mod epoch;
 pub mod offline;
 pub mod role;
 pub mod span;

@@ -11,6 +11,7 @@
 //! and publishes, each batched), and settling every message.
 
 use super::decide::{Cooldown, Decider};
+use super::epoch::EpochWatch;
 use super::worker::ModelWorker;
 use super::{score_against, EventScorer, LiveTails, Prepared, Scored};
 use crate::alert::{mute, Diagnoser};
@@ -208,6 +209,7 @@ pub struct Scorer {
     cfg: ScorerConfig,
     worker: ModelWorker,
     stats: Arc<ScorerStats>,
+    epoch: EpochWatch,
 }
 
 impl Scorer {
@@ -219,6 +221,7 @@ impl Scorer {
             cfg,
             worker,
             stats: ctx.metrics.counters(),
+            epoch: EpochWatch::spawn(ctx.bus.clone()),
         };
         if let Some(notice) = model_store::current(&s.ctx.bus).await? {
             if let Err(e) = load_and_swap(&s.ctx, &s.worker, &notice, &s.stats).await {
@@ -383,6 +386,7 @@ impl Scorer {
             .fetch_add(valid.len() as u64, Ordering::Relaxed);
         // The calibration restarts with each model (its shipped tails).
         j.tails.follow(&info.version, &info.baselines.surprise);
+        let previous_epoch = self.epoch.previous(&info.fingerprint);
         let alerts: Vec<Option<Alert>> = valid
             .iter()
             .zip(&losses)
@@ -392,7 +396,12 @@ impl Scorer {
                 let d = j.decider.decide(&v.ev.key, v.ev.ts, s.score);
                 d.alert.then(|| {
                     let seq = v.msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-                    surprise_alert(&v.ev, &s, &self.cfg.diagnoser, Some(&info.version), seq)
+                    let a =
+                        surprise_alert(&v.ev, &s, &self.cfg.diagnoser, Some(&info.version), seq);
+                    Alert {
+                        previous_epoch,
+                        ..a
+                    }
                 })
             })
             .collect();
@@ -603,6 +612,7 @@ pub fn surprise_alert(
         diagnosis: diagnoser.diagnose_event(ev),
         model: model.map(str::to_string),
         reason: AlertReason::Surprise,
+        previous_epoch: false,
     }
 }
 

@@ -25,6 +25,8 @@ pub struct ModelInfo {
     pub block_size: usize,
     /// The vocabulary the model reads.
     pub vocab: Arc<crate::vocab::Vocab>,
+    /// The fingerprint epoch it was trained under.
+    pub fingerprint: String,
 }
 
 enum Request {
@@ -102,6 +104,7 @@ fn info_of(c: &Checkpoint) -> ModelInfo {
         render: Arc::new(c.meta.render.clone()),
         block_size: c.meta.config.block_size,
         vocab: c.meta.vocab.clone(),
+        fingerprint: c.meta.fingerprint.clone(),
     }
 }
 

@@ -143,6 +143,7 @@ impl Overdue {
             diagnosis: Some(what),
             model: None,
             reason: AlertReason::Silence,
+            previous_epoch: false,
         }
     }
 }

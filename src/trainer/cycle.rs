@@ -7,6 +7,7 @@
 //! logs and on the `step` metric label it keeps its old name, `harvest`.
 
 use super::digest::build_digest;
+use super::epoch::{EpochWait, Recheck};
 use super::{checkpoint, evaluate, train, validate, Validated};
 use crate::context::{Context, Role};
 use crate::contract::digest::Digest;
@@ -59,6 +60,10 @@ pub struct TrainerConfig {
     pub lease_ms: i64,
     /// Least time between two digests published because alerts arrived.
     pub digest_debounce: Duration,
+    /// After a fingerprint change, how much new-epoch telemetry the cold
+    /// start waits for, and how often that is checked (between ticks).
+    pub epoch_wait: EpochWait,
+    pub epoch_check: Duration,
     pub seed: u64,
     /// A name for this trainer in the lock.
     pub id: String,
@@ -81,6 +86,8 @@ impl Default for TrainerConfig {
             // taken over while still running.
             lease_ms: 30 * 1000,
             digest_debounce: Duration::from_secs(10),
+            epoch_wait: EpochWait::default(),
+            epoch_check: Duration::from_secs(60),
             seed: 1337,
             id: format!("{}-{}", hostname(), std::process::id()),
         }
@@ -186,6 +193,9 @@ impl Role for Trainer {
         }
         let mut last_digest = Instant::now() - self.cfg.digest_debounce;
         let mut digest_due: Option<tokio::time::Instant> = None;
+        let mut epoch_check = tokio::time::interval(self.cfg.epoch_check);
+        epoch_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut recheck = Recheck::default();
         tokio::pin!(shutdown);
         loop {
             let due = digest_due;
@@ -210,6 +220,7 @@ impl Role for Trainer {
                         digest_due = Some(tokio::time::Instant::from_std(at.max(Instant::now())));
                     }
                 }
+                _ = epoch_check.tick() => self.check_epoch(&mut recheck).await,
                 _ = async { tokio::time::sleep_until(due.unwrap()).await }, if due.is_some() => {
                     digest_due = None;
                     last_digest = Instant::now();
@@ -264,6 +275,17 @@ impl Trainer {
             );
             (v, prev.unwrap_or(None))
         };
+        let prev_fp = prev.as_ref().map(|p| p.meta.fingerprint.as_str());
+        let wait = &self.cfg.epoch_wait;
+        super::epoch::gate(
+            &self.ctx.bus,
+            wait,
+            prev_fp,
+            &h.docs,
+            &h.fingerprint,
+            h.now_ms,
+        )
+        .await?;
         let trained = self.train_and_evaluate(v, prev, &h);
         let (ck, report) = step(metrics, "train+evaluate", trained).await?;
         // A model evaluated on nothing has no calibration and no measured
@@ -279,6 +301,37 @@ impl Trainer {
             report.old_epoch
         );
         step(metrics, "publish", self.publish(ck, report)).await
+    }
+
+    /// Between ticks: the digest follows the baseline's state, and after a
+    /// fingerprint change the new epoch's cold start runs once enough of
+    /// its telemetry is harvested ([`super::epoch`]).
+    async fn check_epoch(&self, r: &mut Recheck) {
+        let c = match r.check(&self.ctx, &self.cfg.epoch_wait).await {
+            Ok(c) => c,
+            Err(e) => return tracing::warn!("fingerprint epoch not checked: {e:#}"),
+        };
+        if c.digest {
+            if let Err(e) = self.publish_digest(c.model.as_ref()).await {
+                tracing::warn!("digest not published: {e:#}");
+            }
+        }
+        if !c.cold_start {
+            return;
+        }
+        tracing::info!("enough telemetry of the new epoch: cold start");
+        match self.cycle().await {
+            Ok(Some(report)) => {
+                tracing::info!(report = ?report, "new epoch's model published");
+                r.ran(&c, true, &self.cfg.epoch_wait);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                r.ran(&c, false, &self.cfg.epoch_wait);
+                tracing::error!("new epoch's cold start failed, the model in service stays: {e:#}");
+            }
+        }
     }
 
     /// GATHER: the curriculum window (TTL) from the stream, and the registry.
@@ -470,8 +523,10 @@ impl Trainer {
     /// Builds the digest from the incidents of the last 24 h and publishes it on
     /// `proprio.digest` and in KV.
     async fn publish_digest(&self, model: Option<&ModelNotice>) -> Result<Digest> {
+        let fp = self.ctx.shared.gates.fingerprint().ok();
+        let state = super::epoch::state(model, fp.as_deref());
         let model = model.map(|m| (m.version.as_str(), m.val_loss));
-        let d = build_digest(&self.ctx.bus, model, self.ctx.clock.now_ms()).await?;
+        let d = build_digest(&self.ctx.bus, state, model, self.ctx.clock.now_ms()).await?;
         let text = d.text();
         self.ctx.bus.put(KEY_DIGEST, text.clone()).await?;
         self.ctx.bus.put(KEY_DIGEST_JSON, d.to_json()).await?;

@@ -15,11 +15,12 @@ use std::collections::HashMap;
 /// Most incidents the digest keeps in mind while reading a day of them.
 const MAX_INCIDENTS: usize = 10_000;
 
-/// The digest: the model in service (version, validation loss), the count
-/// of incidents of the last 24 h and the most important of them: open ones
-/// first, then by score.
+/// The digest: the baseline's state, the model in service (version,
+/// validation loss), the count of incidents of the last 24 h and the most
+/// important of them: open ones first, then by score.
 pub(super) async fn build_digest(
     bus: &Bus,
+    state: DigestState,
     model: Option<(&str, f32)>,
     now_ms: i64,
 ) -> Result<Digest> {
@@ -52,11 +53,7 @@ pub(super) async fn build_digest(
     });
     let recent = incidents.iter().take(3).filter_map(problem_of).collect();
     Ok(Digest {
-        state: if model.is_some() {
-            DigestState::Trained
-        } else {
-            DigestState::Warming
-        },
+        state,
         loss: model.map(|(_, loss)| loss).filter(|l| l.is_finite()),
         anomalies_24h: count,
         recent,

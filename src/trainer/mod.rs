@@ -7,6 +7,7 @@
 
 pub mod cycle;
 mod digest;
+pub mod epoch;
 pub mod offline;
 
 use crate::baseline::{Baselines, Surprise};

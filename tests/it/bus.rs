@@ -283,6 +283,7 @@ async fn a_raised_alert_reaches_subscribers_once() {
         diagnosis: None,
         model: None,
         reason: alert::AlertReason::Surprise,
+        previous_epoch: false,
     };
     assert!(b.publish_alert(&a("T:1", "svc.a")).await.unwrap());
     assert!(!b.publish_alert(&a("T:1", "svc.a")).await.unwrap());

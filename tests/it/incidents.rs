@@ -50,6 +50,7 @@ fn alert(seq: u64, source: &str, ts: i64, score: f32) -> Alert {
         diagnosis: Some("latency spike".into()),
         model: None,
         reason: AlertReason::Surprise,
+        previous_epoch: false,
     }
 }
 

@@ -12,6 +12,7 @@ mod config;
 mod crash_safety;
 mod deploy;
 mod engine;
+mod epoch;
 mod eval;
 mod fuzz;
 mod harvester;

@@ -64,6 +64,16 @@ fn alert_fields_and_ids() {
     obj.remove("model");
     let b = Alert::from_json(serde_json::to_string(&v).unwrap().as_bytes()).unwrap();
     assert_eq!((b.diagnosis, b.model), (None, None));
+    // `previous_epoch` is on the wire only when true; absent, it is false.
+    assert!(!b.previous_epoch && !a.to_json().contains("previous_epoch"));
+    let old = Alert {
+        previous_epoch: true,
+        ..a.clone()
+    };
+    assert!(old.to_json().contains(r#""previous_epoch":true"#));
+    assert_eq!(Alert::decode(&old.to_msgpack()).unwrap(), old);
+    assert_eq!(Alert::decode(old.to_json().as_bytes()).unwrap(), old);
+    assert!(Alert::decode(b"{\"previous_epoch\":\"yes\"}").is_err());
     // Broken payloads are errors, not panics.
     assert!(Alert::decode(b"{\"id\":1}").is_err());
     assert!(Alert::decode(&[0x93, 1, 2, 3]).is_err());
@@ -251,6 +261,18 @@ fn digest_wording() {
         body_of(&w.text()),
         "baseline: warming (no model yet), 2 anomalies in 24h\nrecent: none"
     );
+    let e = Digest {
+        state: DigestState::PreviousEpoch,
+        loss: Some(1.33),
+        ..d.clone()
+    };
+    assert_eq!(
+        body_of(&e.text()),
+        "baseline: previous epoch (topology changed, retraining), 1 anomaly in 24h\nrecent: AitherMind OOM killed (score=4.0), AitherMind restarted twice (score=3.0)"
+    );
+    assert!(e.to_json().contains(r#""state":"previous_epoch""#));
+    assert_eq!(Digest::decode(e.to_json().as_bytes()).unwrap(), e);
+    assert_eq!(Digest::decode(&e.to_msgpack()).unwrap(), e);
 }
 
 // ----------------------------------------------------------------- diagnoser
