@@ -516,7 +516,7 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
 }
 
 /// The model as eval runs it, for a caller with its own events and split
-/// (the metrics benchmark, [`crate::metricbench`]): trained on `fit` (or
+/// (the metrics benchmark, `proprio metricbench`): trained on `fit` (or
 /// `args.model`), every calibration and test event scored in its key's
 /// context with the live score ([`scoring`], its tails fitted on the
 /// calibration events), then the live decision's evidence ([`replay`]).

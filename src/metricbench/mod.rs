@@ -300,6 +300,7 @@ fn proprio_rows(
     eargs.seed = args.seed;
     eargs.threads = args.threads;
     let (ci, ti) = (calib.clone(), test.clone());
+    let skipped = live_repeats(learning, &ev, &ti)?;
     let m = crate::eval::model_evidence(&eargs, learning, ev, fit, calib, test)?;
     let blank = || -> Vec<Vec<f32>> {
         series
@@ -326,10 +327,19 @@ fn proprio_rows(
         scores: &live,
     }
     .auroc(cuts.test);
+    let top = |v: &[f32]| {
+        v.iter()
+            .copied()
+            .filter(|x| !x.is_nan())
+            .fold(0.0f32, f32::max)
+    };
     let note = format!(
-        "{}; AUROC of the live score before the evidence {}",
+        "{}; AUROC of the live score before the evidence {}; highest test live score {:.2}, evidence {:.2}; {:.1} % of the test events repeat their key's previous pulse line, which the live scorer would skip (eval scores them)",
         m.note,
-        raw.map_or("-".into(), |a| format!("{a:.3}"))
+        raw.map_or("-".into(), |a| format!("{a:.3}")),
+        top(&m.test_live),
+        top(&m.test),
+        100.0 * skipped as f64 / ti.len().max(1) as f64
     );
     let thr = budget_threshold(&sc.between(cuts.calib, cuts.test), budget);
     Ok((
@@ -353,6 +363,22 @@ fn proprio_rows(
         ],
         m.model,
     ))
+}
+
+/// How many of the `test` events the live scorer would leave unscored as
+/// repeats of their key's previous pulse ([`crate::curriculum::Repeats`]):
+/// eval's path scores every event, so the figure says how far the row is
+/// from the live one.
+fn live_repeats(learning: &Learning, ev: &[Event], test: &[usize]) -> Result<usize> {
+    let r = crate::curriculum::Renderer::new(&learning.render)?;
+    let mut rep = crate::curriculum::Repeats::new(usize::MAX);
+    let first = test.first().copied().unwrap_or(ev.len());
+    let mut n = 0;
+    for (j, e) in ev.iter().enumerate() {
+        let again = rep.repeats(e, &r.render(e));
+        n += usize::from(again && j >= first);
+    }
+    Ok(n)
 }
 
 fn f3(x: Option<f64>) -> String {
