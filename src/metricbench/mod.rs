@@ -106,6 +106,9 @@ impl BenchArgs {
     }
 }
 
+/// A baseline: its name, its scores per sample of a series, a note.
+type Baseline<'a> = (&'a str, &'a dyn Fn(&Series) -> Vec<f32>, &'a str);
+
 /// One detector's row.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Row {
@@ -178,7 +181,7 @@ pub fn evaluate(args: &BenchArgs, learning: &Learning) -> Result<Report> {
         write_events(p, &series, &cfg)?;
     }
     let mut rows = Vec::new();
-    let baselines: [(&str, &dyn Fn(&Series) -> Vec<f32>, &str); 3] = [
+    let baselines: [Baseline<'_>; 3] = [
         (
             "windowed gaussian",
             &|s| baselines::windowed_gaussian(s, window),
