@@ -29,7 +29,7 @@ const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
 
 /// How a series is noisy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Shape {
     /// Level plus gaussian noise.
@@ -54,6 +54,26 @@ pub enum AnomalyKind {
     Drift,
     Variance,
     FlatLine,
+}
+
+impl Shape {
+    pub const ALL: [Shape; 5] = [
+        Shape::Gaussian,
+        Shape::HeavyTailed,
+        Shape::Multiplicative,
+        Shape::Counts,
+        Shape::Constant,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shape::Gaussian => "gaussian",
+            Shape::HeavyTailed => "heavy_tailed",
+            Shape::Multiplicative => "multiplicative",
+            Shape::Counts => "counts",
+            Shape::Constant => "constant",
+        }
+    }
 }
 
 impl AnomalyKind {

@@ -422,6 +422,21 @@ impl Report {
             }
             s.push('\n');
         }
+        s += "\nfalse alarms per noise shape (test days)\n\n| detector |";
+        for k in gen::Shape::ALL {
+            s += &format!(" {} |", k.as_str());
+        }
+        s += "\n|---|";
+        s += &"---|".repeat(gen::Shape::ALL.len());
+        s.push('\n');
+        for r in &self.rows {
+            s += &format!("| {} |", r.detector);
+            for k in gen::Shape::ALL {
+                let n = r.tally.false_by_shape.get(&k).copied().unwrap_or(0);
+                s += &format!(" {n} |");
+            }
+            s.push('\n');
+        }
         s += "\n";
         for r in &self.rows {
             s += &format!("- {}: {}\n", r.detector, r.note);

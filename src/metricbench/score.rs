@@ -32,7 +32,7 @@
 //! **AUROC.** Test samples inside a window against those outside, by the
 //! detector's score ([`crate::eval::metrics::auroc`]).
 
-use super::gen::{AnomalyKind, Series, Window};
+use super::gen::{AnomalyKind, Series, Shape, Window};
 use std::collections::BTreeMap;
 
 /// Cost of a missed window.
@@ -55,6 +55,8 @@ pub struct Tally {
     pub false_alarms: u64,
     /// Per anomaly type: (windows, detected).
     pub by_kind: BTreeMap<AnomalyKind, (u64, u64)>,
+    /// False alarms per noise shape of the series they fell on.
+    pub false_by_shape: BTreeMap<Shape, u64>,
 }
 
 impl Tally {
@@ -144,7 +146,9 @@ impl Scored<'_> {
                     .filter(|(&ts, &v)| ts >= from && crate::scorer::decide::crosses(v, thr))
                     .map(|(&ts, _)| ts)
                     .collect();
+            let before = t.false_alarms;
             t.add(&s.windows, &alerts);
+            *t.false_by_shape.entry(s.shape).or_default() += t.false_alarms - before;
         }
         t
     }

@@ -43,6 +43,8 @@ fn baselines_alone_are_deterministic_and_share_the_windows() {
     for r in &a.rows {
         assert_eq!(r.tally.windows as usize, a.windows, "{}", r.detector);
         assert!(r.auroc.is_some(), "{}", r.detector);
+        let by_shape: u64 = r.tally.false_by_shape.values().sum();
+        assert_eq!(by_shape, r.tally.false_alarms, "{}", r.detector);
     }
     let other = evaluate(&args(&["--no-model", "--seed", "2"]), &Learning::default()).unwrap();
     assert_ne!(rows(&a), rows(&other), "the seed changes the series");
