@@ -7,7 +7,7 @@ LIBTORCH ?= $(ROOT)/.tools/libtorch
 export LIBTORCH
 export PATH := $(ROOT)/.tools/bin:$(PATH)
 
-.PHONY: setup build test demo bench examples eval convergence clean-tools
+.PHONY: setup build test demo bench examples eval metrics-bench convergence clean-tools
 
 setup:
 	@bash scripts/setup.sh
@@ -34,6 +34,14 @@ examples: build
 # the baselines. Long (see docs/EVAL.md for its wall time); not part of `test`.
 eval: build
 	SKIP_BUILD=1 bash scripts/eval.sh
+
+# The metrics benchmark (issue 16, docs/EVAL.md): 240 labelled metric series,
+# proprio (500 steps, production defaults) against the metric baselines, NAB-like
+# window scores. Several minutes (training and scoring); not part of `test`.
+# ARGS=... passes flags (e.g. ARGS=--no-model for the baselines alone).
+metrics-bench: build
+	mkdir -p target/metricbench
+	./target/release/proprio metricbench --json target/metricbench/report.json $(ARGS)
 
 clean-tools:
 	rm -rf .tools

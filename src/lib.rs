@@ -12,6 +12,8 @@
 //!   operator commands (`digest`, `alerts`, `tick`, `mute`; `incidents`), `import`, `eval`.
 //! - [`decision_bench`]: `proprio bench`: the engine's figures, then what the decision
 //!   and incident stages cost per event, on the live code.
+//! - [`metricbench`]: `proprio metricbench`: labelled metric series, proprio (through
+//!   [`eval`]'s model path) against metric baselines, NAB-like window scores.
 //!
 //! Roles (each: decide, effects, settle):
 //! - [`harvester`]: telemetry into curriculum documents; bad input dead-lettered.
@@ -74,6 +76,7 @@ pub mod harvester;
 pub mod import;
 pub mod incident;
 pub mod logging;
+pub mod metricbench;
 pub mod metrics;
 pub mod model;
 pub mod model_store;

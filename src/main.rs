@@ -50,6 +50,8 @@ enum Command {
     Health(proprio::endpoint::HealthArgs),
     /// Evaluate detection: train, score labelled events, report P/R/F1, AUROC, AUPRC, time to detect, vs baselines.
     Eval(proprio::eval::EvalArgs),
+    /// The metrics benchmark: labelled metric series, proprio against metric baselines, window scores.
+    Metricbench(proprio::metricbench::BenchArgs),
     /// Turn a plain log file (bgl, hdfs, or a line pattern) into an event file.
     Import(proprio::import::ImportArgs),
 }
@@ -70,7 +72,7 @@ fn main() -> anyhow::Result<()> {
         | Command::Incidents(_)
         | Command::Tick(_)
         | Command::Mute(_) => Needs::Nats,
-        Command::Train(_) | Command::Eval(_) => Needs::Learning,
+        Command::Train(_) | Command::Eval(_) | Command::Metricbench(_) => Needs::Learning,
         _ => Needs::Logging,
     };
     if let Command::Demo(a) = &cli.command {
@@ -109,6 +111,7 @@ fn main() -> anyhow::Result<()> {
         Command::Config(_) => Ok(()),
         Command::Health(a) => proprio::endpoint::health_command(&a),
         Command::Eval(a) => proprio::eval::run(a, cfg.learning()?),
+        Command::Metricbench(a) => proprio::metricbench::run(a, cfg.learning()?),
         Command::Import(a) => proprio::import::run(a),
     }
 }

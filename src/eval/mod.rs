@@ -516,6 +516,72 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
     Ok(report)
 }
 
+/// The model as eval runs it, for a caller with its own events and split
+/// (the metrics benchmark, `proprio metricbench`): trained on `fit` (or
+/// `args.model`), every calibration and test event scored in its key's
+/// context with the live score ([`scoring`], its tails fitted on the
+/// calibration events), then the live decision's evidence ([`replay`]).
+pub struct ModelEvidence {
+    /// The live decision's evidence per calibration and per test event.
+    pub calib: Vec<f32>,
+    pub test: Vec<f32>,
+    /// The live score per test event, before the evidence.
+    pub test_live: Vec<f32>,
+    /// The level the live scorer alerts at (the policy's).
+    pub level: f32,
+    pub note: String,
+    /// The training summary, when trained here.
+    pub model: Option<serde_json::Value>,
+}
+
+/// See [`ModelEvidence`]. `events` in time order; `fit`, `calib` and
+/// `test` are increasing indices into it.
+pub fn model_evidence(
+    args: &EvalArgs,
+    learning: &Learning,
+    events: Vec<Event>,
+    fit: Vec<usize>,
+    calib: Vec<usize>,
+    test: Vec<usize>,
+) -> Result<ModelEvidence> {
+    anyhow::ensure!(
+        !fit.is_empty() && !calib.is_empty() && !test.is_empty(),
+        "the model needs training, calibration and test events"
+    );
+    anyhow::ensure!(
+        events.windows(2).all(|w| w[0].ts <= w[1].ts),
+        "events must be in time order"
+    );
+    let data = Data {
+        train_src: events,
+        test_src: None,
+        fit,
+        calib,
+        test,
+    };
+    let cu = units(&data.train_src, &data.calib, false);
+    let tu = units(&data.train_src, &data.test, false);
+    let mut report = Report::header(args, &data, &cu, &tu, 0.0, "none");
+    let live_args = EvalArgs {
+        model_score: "live".into(),
+        group_by: None,
+        ..args.clone()
+    };
+    let s = scoring::model_scores(&live_args, learning, &data, &mut report)?
+        .into_iter()
+        .next()
+        .context("the model gave no score")?;
+    let policy = args.policy()?;
+    Ok(ModelEvidence {
+        calib: replay::decided(&data.train_src, &data.calib, &s.calib, &policy),
+        test: replay::decided(&data.train_src, &data.test, &s.test, &policy),
+        test_live: s.test,
+        level: policy.level(),
+        note: s.note.unwrap_or_default(),
+        model: report.model,
+    })
+}
+
 /// θ: the next value above the `--threshold-quantile` quantile of the
 /// calibration units' scores (see the threshold rule above).
 fn threshold(calib: &[f32], args: &EvalArgs) -> f32 {

@@ -32,6 +32,7 @@ pub use fault::{explains, Fault, FaultKind, FaultSpec};
 pub use graphs::GRAPHS;
 pub use live::publish;
 pub use registry_gen::{check_acyclic, check_layered, default_registry, layer_name, subset};
+pub use rng::Rng;
 
 use crate::event::{Event, Kind};
 use crate::registry::Registry;

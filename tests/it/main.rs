@@ -21,6 +21,7 @@ mod incidents;
 mod kv_cache;
 mod living_loop;
 mod load;
+mod metricbench;
 mod metrics;
 mod model;
 mod no_loss;
