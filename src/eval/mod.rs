@@ -362,7 +362,7 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
         s.test = replay::decided(test_events, &data.test, &s.test, &policy);
     }
     report.notes.push(format!(
-        "event scores are the live decision's weight: per key, the mean of the top {} over {}s, at most {} times the event's own; the live score alerts at -log10(risk {:e}) = {}",
+        "event scores are the live decision's weight: per key, the evidence (the mean of the top {} over {}s), at most {} times the event's own; the live score alerts at -log10(risk {:e}) = {}",
         policy.evidence_k,
         policy.evidence_window_ms as f64 / 1000.0,
         policy.evidence_k,

@@ -51,7 +51,11 @@ impl Decider {
     /// Weighs an event of `key` at `ts` whose calibrated score is `score`.
     pub fn decide(&mut self, key: &str, ts: i64, score: f32) -> Decision {
         let evidence = self.evidence.push(key, ts, score);
-        let own = if score.is_finite() { score.max(0.0) } else { 0.0 };
+        let own = if score.is_finite() {
+            score.max(0.0)
+        } else {
+            0.0
+        };
         let weight = evidence.min(own * self.evidence.k as f32);
         Decision {
             score,
