@@ -29,7 +29,7 @@ use tokenizers::Trainer;
 /// model finds 22 of 30 simulated faults by incidents instead of 9, but
 /// raises 72 false incidents on a fault-free day against none, nearly all
 /// planned restarts its tail calibrates as one in 10^10 (docs/BENCHMARKS.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VocabConfig {
     /// Byte-pair merges; 0 with `names` 0 is the bytes-only vocabulary.
@@ -44,15 +44,6 @@ impl VocabConfig {
         merges: 512,
         names: 512,
     };
-}
-
-impl Default for VocabConfig {
-    fn default() -> VocabConfig {
-        VocabConfig {
-            merges: 0,
-            names: 0,
-        }
-    }
 }
 
 /// Slots whose whole value is a name.
