@@ -235,6 +235,38 @@ impl Feed {
         }
     }
 
+    /// A batch starting with `first`: every message already delivered (up
+    /// to `max`) goes in at once, and only when `linger` is given does it
+    /// wait, until then, for the batch to fill. Adaptive batching, as vector
+    /// and Benthos do it: a trickle is sent as it comes instead of waiting
+    /// for company, and a backlog still makes full batches, since while one
+    /// is processed the next accumulates.
+    pub async fn cut(
+        &mut self,
+        first: jetstream::Message,
+        max: usize,
+        linger: Option<Duration>,
+    ) -> Vec<jetstream::Message> {
+        use futures::FutureExt;
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match self.next().now_or_never() {
+                Some(m) => batch.push(m),
+                None => break,
+            }
+        }
+        if let Some(wait) = linger {
+            let deadline = tokio::time::Instant::now() + wait;
+            while batch.len() < max {
+                match tokio::time::timeout_at(deadline, self.next()).await {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+        }
+        batch
+    }
+
     fn bump(&mut self) {
         self.backoff = (self.backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
     }

@@ -40,7 +40,8 @@ pub struct ScorerConfig {
     pub batch: usize,
     /// Threads a batch's forward passes are split across.
     pub threads: usize,
-    /// Longest wait for a batch to fill once its first event has arrived.
+    /// Longest wait for a batch to fill once its first event has arrived,
+    /// only while the scorer is behind ([`crate::bus::Feed::cut`]).
     pub max_wait: Duration,
     /// Per source and kind, at most one alert per this much event time.
     pub cooldown_ms: i64,
@@ -279,19 +280,17 @@ impl Role for Scorer {
         let mut decider = Decider::new(self.ctx.shared.policy, self.cfg.max_keys);
         let mut tails = LiveTails::default();
         tokio::pin!(shutdown);
+        let mut behind = false;
         loop {
             let first = tokio::select! {
                 m = feed.next() => m,
                 _ = &mut shutdown => break,
             };
-            let mut batch = vec![first];
-            let deadline = tokio::time::Instant::now() + self.cfg.max_wait;
-            while batch.len() < self.cfg.batch {
-                match tokio::time::timeout_at(deadline, feed.next()).await {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
+            // Waiting for a batch to fill pays only while the scorer is
+            // behind (its last batch was full); otherwise it is latency.
+            let linger = behind.then_some(self.cfg.max_wait);
+            let batch = feed.cut(first, self.cfg.batch, linger).await;
+            behind = batch.len() >= self.cfg.batch;
             self.follow_model(&mut scorer, &mut reads).await;
             let judges = Judges {
                 tails: &mut tails,
