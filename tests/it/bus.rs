@@ -468,3 +468,65 @@ async fn an_oversized_dead_letter_is_cut_not_lost() {
     .unwrap();
     assert_eq!(n, 1);
 }
+
+/// Adaptive batching ([`proprio::bus::Feed::cut`]): what is already
+/// delivered goes into the batch at once, up to its size; without a linger a
+/// lone message does not wait for company; with one it waits, and no longer.
+#[tokio::test]
+async fn a_batch_takes_what_is_there_and_waits_only_when_asked() {
+    let server = NatsServer::start();
+    let b = server.bus().await;
+    for i in 0..300 {
+        b.publish_acked("os.svc.flux.a", format!("{{\"i\":{i}}}"), None)
+            .await
+            .unwrap();
+    }
+    let mut feed = b
+        .feed(contract::STREAM_TELEMETRY, "cut-test", "os.>")
+        .await
+        .unwrap();
+    let first = feed.next().await;
+    // Let the pull's first batch arrive in full.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let batch = feed.cut(first, 100, None).await;
+    assert_eq!(batch.len(), 100, "what is there fills the batch at once");
+    for m in &batch {
+        m.ack().await.unwrap();
+    }
+    // Drain the rest, then a lone message.
+    let mut left = 200;
+    while left > 0 {
+        let first = feed.next().await;
+        let batch = feed.cut(first, 256, None).await;
+        left -= batch.len();
+        for m in &batch {
+            m.ack().await.unwrap();
+        }
+    }
+    b.publish_acked("os.svc.flux.a", "{\"lone\":1}", None)
+        .await
+        .unwrap();
+    let first = feed.next().await;
+    let t = Instant::now();
+    let batch = feed.cut(first, 256, None).await;
+    assert_eq!(batch.len(), 1);
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+    batch[0].ack().await.unwrap();
+    // Asked to linger, it waits for company until the deadline.
+    b.publish_acked("os.svc.flux.a", "{\"lone\":2}", None)
+        .await
+        .unwrap();
+    let first = feed.next().await;
+    let t = Instant::now();
+    let batch = feed.cut(first, 256, Some(Duration::from_millis(200))).await;
+    let waited = t.elapsed();
+    assert_eq!(batch.len(), 1);
+    assert!(
+        waited >= Duration::from_millis(190) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+}
