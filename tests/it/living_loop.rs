@@ -15,6 +15,7 @@ use proprio::run::Running;
 use proprio::trainer::cycle::{Trainer, TrainerConfig};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use support::telemetry::{handled, publish_normal, wait_until};
 use support::NatsServer;
 
 fn args(url: &str, roles: &[Role]) -> RunSettings {
@@ -42,54 +43,6 @@ fn args(url: &str, roles: &[Role]) -> RunSettings {
             ..d.trainer
         },
         ..d
-    }
-}
-
-/// Normal telemetry, built by hand as raw JSON (the wire contract, not our types):
-/// `n` rounds of a pulse, a log line and a flux heartbeat from each of `sources`.
-async fn publish_normal(client: &async_nats::Client, sources: usize, n: usize, t0: i64) {
-    for i in 0..n {
-        for s in 0..sources {
-            let ts = t0 + (i as i64) * 1000 + s as i64;
-            let cpu = 20 + ((i * 7 + s * 3) % 5);
-            let pulse =
-                format!(r#"{{"ts":{ts},"metrics":{{"cpu":{cpu},"mem_mb":512,"req_rate":40}}}}"#);
-            client
-                .publish(format!("os.pulse.svc{s}"), pulse.into())
-                .await
-                .unwrap();
-            let log = format!(
-                r#"{{"ts":{},"level":"info","message":"GET /health 200 in {}ms req-{:x}"}}"#,
-                ts + 1,
-                3 + (i % 4),
-                i * 7919 + s
-            );
-            client
-                .publish(format!("os.log.svc{s}"), log.into())
-                .await
-                .unwrap();
-            let flux = format!(r#"{{"ts":{},"state":"healthy"}}"#, ts + 2);
-            client
-                .publish(format!("os.flux.svc{s}.heartbeat"), flux.into())
-                .await
-                .unwrap();
-        }
-    }
-    client.flush().await.unwrap();
-}
-
-/// Telemetry the harvester is done with (harvested or dropped on purpose).
-fn handled(h: &proprio::harvester::HarvestStats) -> u64 {
-    h.harvested.load(Ordering::Relaxed)
-        + h.collapsed.load(Ordering::Relaxed)
-        + h.sampled_out.load(Ordering::Relaxed)
-}
-
-async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -2,6 +2,7 @@
 //! temporary JetStream store, stopped when dropped.
 
 pub mod proc;
+pub mod telemetry;
 
 use proprio::bus::{Bus, BusConfig};
 use std::net::TcpListener;
