@@ -116,7 +116,9 @@ async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// `proprio run` (every role) as a child process, once its /metrics answers.
+/// `proprio run` (every role) as a child process, once it is ready: its
+/// streams exist, so nothing published after this is lost. (/metrics
+/// answers before NATS is reached; events published then had no stream.)
 async fn start_proprio(url: &str, metrics: &str, dir: &std::path::Path, extra: &[&str]) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -136,9 +138,7 @@ async fn start_proprio(url: &str, metrics: &str, dir: &std::path::Path, extra: &
         .expect("starting proprio run");
     let p = Proc(child);
     let m = metrics.to_string();
-    wait_for("proprio's /metrics", 30, || {
-        http_get(&m, "/metrics").0 == 200
-    })
+    wait_for("proprio's /readyz", 60, || http_get(&m, "/readyz").0 == 200)
     .await;
     p
 }
