@@ -139,6 +139,7 @@ async fn start_served(
                 let cfg = ScorerConfig {
                     cooldown_ms: args.scorer.cooldown.as_millis() as i64,
                     max_lag: args.scorer.max_lag,
+                    partitions: args.scorer.partitions,
                     threads: args.run.threads.max(1),
                     ..Default::default()
                 };

@@ -131,7 +131,7 @@ pub fn datetime_ms(t: &async_nats::jetstream::message::Info<'_>) -> i64 {
 /// Deliveries before the server gives up on a message. With the roles'
 /// back-off between attempts this rides out a few minutes of outage
 /// downstream without retrying a poisonous message forever.
-const MAX_DELIVER: i64 = 10;
+pub(super) const MAX_DELIVER: i64 = 10;
 
 /// The delay before redelivering a message whose work failed, growing with
 /// the attempts so an outage downstream is not hammered.
@@ -157,6 +157,50 @@ fn start_at(since_ms: i64) -> Result<DeliverPolicy> {
     let start_time = async_nats::datetime::from_nanos(since_ms as i128 * 1_000_000)
         .map_err(|e| anyhow!("start time {since_ms} ms: {e}"))?;
     Ok(DeliverPolicy::ByStartTime { start_time })
+}
+
+/// What a batch is cut from: a [`Feed`], or the scorer's partitions.
+pub trait Pull {
+    /// The next message, waiting for one; cancel-safe.
+    fn next(&mut self) -> impl std::future::Future<Output = jetstream::Message> + Send;
+}
+
+impl Pull for Feed {
+    fn next(&mut self) -> impl std::future::Future<Output = jetstream::Message> + Send {
+        Feed::next(self)
+    }
+}
+
+/// A batch starting with `first`: every message already delivered (up
+/// to `max`) goes in at once, and only when `linger` is given does it
+/// wait, until then, for the batch to fill. Adaptive batching, as vector
+/// and Benthos do it: a trickle is sent as it comes instead of waiting
+/// for company, and a backlog still makes full batches, since while one
+/// is processed the next accumulates.
+pub async fn cut<P: Pull>(
+    feed: &mut P,
+    first: jetstream::Message,
+    max: usize,
+    linger: Option<Duration>,
+) -> Vec<jetstream::Message> {
+    use futures::FutureExt;
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match feed.next().now_or_never() {
+            Some(m) => batch.push(m),
+            None => break,
+        }
+    }
+    if let Some(wait) = linger {
+        let deadline = tokio::time::Instant::now() + wait;
+        while batch.len() < max {
+            match tokio::time::timeout_at(deadline, feed.next()).await {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+    }
+    batch
 }
 
 /// Messages of a durable pull consumer, forever: transient errors (a missed
@@ -235,36 +279,14 @@ impl Feed {
         }
     }
 
-    /// A batch starting with `first`: every message already delivered (up
-    /// to `max`) goes in at once, and only when `linger` is given does it
-    /// wait, until then, for the batch to fill. Adaptive batching, as vector
-    /// and Benthos do it: a trickle is sent as it comes instead of waiting
-    /// for company, and a backlog still makes full batches, since while one
-    /// is processed the next accumulates.
+    /// A batch starting with `first`; see [`cut`].
     pub async fn cut(
         &mut self,
         first: jetstream::Message,
         max: usize,
         linger: Option<Duration>,
     ) -> Vec<jetstream::Message> {
-        use futures::FutureExt;
-        let mut batch = vec![first];
-        while batch.len() < max {
-            match self.next().now_or_never() {
-                Some(m) => batch.push(m),
-                None => break,
-            }
-        }
-        if let Some(wait) = linger {
-            let deadline = tokio::time::Instant::now() + wait;
-            while batch.len() < max {
-                match tokio::time::timeout_at(deadline, self.next()).await {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
-        }
-        batch
+        cut(self, first, max, linger).await
     }
 
     fn bump(&mut self) {

@@ -1,7 +1,7 @@
 //! NATS plumbing every role stands on, a transport only: connecting
 //! (`connect`, with `security`), creating the streams and buckets the roles
 //! need (`setup`), and the few publish and consume patterns they share
-//! (`publish`, `consume`); the state bucket's get/put here. The names and
+//! (`publish`, `consume`), the scorer replicas' `partition`s; the state bucket's get/put here. The names and
 //! payloads it carries are the [`crate::contract`]'s; mutes live with the
 //! alerts (`alert::mute`), checkpoints in `model_store`, both built on this.
 //!
@@ -12,12 +12,13 @@
 
 mod connect;
 mod consume;
+pub mod partition;
 mod publish;
 mod security;
 mod setup;
 
 pub use connect::{connect_client, permission_error, BusConfig, DEFAULT_URL};
-pub use consume::{datetime_ms, nak_delay, ordered_since, Feed};
+pub use consume::{cut, datetime_ms, nak_delay, ordered_since, Feed, Pull};
 pub use security::{redact_url, NatsSecurity};
 
 use crate::contract::{BUCKET_INCIDENTS, BUCKET_STATE};

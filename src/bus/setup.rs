@@ -184,7 +184,11 @@ impl Bus {
     /// Creates the stream `name` (through `create`) when it does not exist;
     /// returns whether it already existed. A concurrent creator winning the
     /// race is success, not an error.
-    async fn ensure_stream_via<F, Fut, T, E>(&self, name: &str, create: F) -> Result<bool>
+    pub(super) async fn ensure_stream_via<F, Fut, T, E>(
+        &self,
+        name: &str,
+        create: F,
+    ) -> Result<bool>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, E>>,

@@ -67,6 +67,12 @@ impl Config {
                 "evidence needs at least one event over a window longer than 0".into(),
             ));
         }
+        if !(1..=64).contains(&self.scorer.partitions) {
+            return Err(bad(
+                "scorer.partitions",
+                format!("= {} must be 1 (shared) or 2 to 64", self.scorer.partitions),
+            ));
+        }
         if !(self.silence.multiple.is_finite() && self.silence.multiple >= 1.0) {
             return Err(bad(
                 "silence.multiple",

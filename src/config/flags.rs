@@ -99,6 +99,9 @@ pub struct RunArgs {
     /// acknowledged unscored and counted (proprio_scorer_shed_total); 0 = never.
     #[arg(long = "max-lag", id = "scorer.max_lag", value_name = "DURATION", value_parser = parse_duration)]
     pub max_lag: Option<Duration>,
+    /// Split the telemetry by source for scorer replicas (1: one shared consumer).
+    #[arg(long = "partitions", id = "scorer.partitions", value_name = "N")]
+    pub partitions: Option<u32>,
     /// The service registry (axiomatic and topology curricula; part of the fingerprint).
     #[arg(long = "registry", id = "run.registry", value_name = "FILE")]
     pub registry: Option<PathBuf>,

@@ -340,6 +340,16 @@ mod tests {
         assert!(suggest("zzz.qqqqqqqq").is_empty());
     }
 
+    /// "0s" means never like "0" does, not "shed every event".
+    #[test]
+    fn a_zero_duration_means_never() {
+        for zero in ["0", "0s", "0ms", ""] {
+            let env = vec![("PROPRIO_SCORER_MAX_LAG".to_string(), zero.to_string())];
+            let c = Config::load(None, env).unwrap();
+            assert_eq!(c.scorer.max_lag, None, "{zero:?}");
+        }
+    }
+
     #[test]
     fn the_defaults_read_back_as_the_defaults() {
         let c = Config::load(None, Vec::new()).unwrap();

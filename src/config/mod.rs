@@ -213,6 +213,9 @@ pub struct ScorerSection {
     /// None: never shed.
     #[serde(with = "text::optional_duration")]
     pub max_lag: Option<Duration>,
+    /// 1: replicas share one consumer; 2 to 64: split by source.
+    #[serde(deserialize_with = "text::number")]
+    pub partitions: u32,
 }
 
 impl ScorerSection {
@@ -234,6 +237,7 @@ impl Default for ScorerSection {
             evidence_count: Policy::DEFAULT_EVIDENCE_K,
             cooldown: Duration::from_secs(60),
             max_lag: Some(Duration::from_secs(300)),
+            partitions: 1,
         }
     }
 }
@@ -556,6 +560,7 @@ const DOCS: &[(&str, &str)] = &[
     ("scorer.evidence_count", "evidence = mean of this many highest scores in the window"),
     ("scorer.cooldown", "per source and kind, one alert per this"),
     ("scorer.max_lag", "events older than this when scored are shed unscored (\"\" = never)"),
+    ("scorer.partitions", "1: scorer replicas share one consumer; 2 to 64: the telemetry is split by source, each partition scored by one replica at a time (set it before starting several scorers)"),
     ("trainer.every", "built-in training tick period (\"\" = none)"),
     ("trainer.cold_steps", "steps of a cold-start cycle"),
     ("trainer.incremental_steps", "steps of an incremental cycle"),

@@ -171,7 +171,7 @@ pub mod duration {
     }
 }
 
-/// A duration where empty or 0 means "never".
+/// A duration where empty or any zero ("0", "0s") means "never".
 pub mod optional_duration {
     use super::*;
 
@@ -185,7 +185,9 @@ pub mod optional_duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         match text(d)?.trim() {
             "" | "0" => Ok(None),
-            t => parse_duration(t).map(Some).map_err(err),
+            t => parse_duration(t)
+                .map(|d| (!d.is_zero()).then_some(d))
+                .map_err(err),
         }
     }
 }

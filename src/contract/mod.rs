@@ -21,11 +21,17 @@ pub const STREAM_CURRICULUM: &str = "PROPRIO_CURRICULUM";
 pub const STREAM_ALERTS: &str = "PROPRIO_ALERTS";
 pub const STREAM_DLQ: &str = "PROPRIO_DLQ";
 pub const STREAM_INCIDENTS: &str = "PROPRIO_INCIDENTS";
+/// The telemetry partitioned by source for scorer replicas
+/// (`scorer.partitions` of 2 or more), on `proprio.score.<p>.<subject>`.
+pub const STREAM_SCORING: &str = "PROPRIO_SCORING";
+pub const SUBJECT_SCORING_PREFIX: &str = "proprio.score";
 
 pub const BUCKET_STATE: &str = "proprio-state";
 pub const BUCKET_MODELS: &str = "proprio-models";
 /// Incidents by id (their current state), so a restart loses none.
 pub const BUCKET_INCIDENTS: &str = "proprio-incidents";
+/// Live partitioned scorer replicas, a key each, expiring unless renewed.
+pub const BUCKET_SCORERS: &str = "proprio-scorers";
 
 pub const KEY_DIGEST: &str = "digest";
 pub const KEY_DIGEST_JSON: &str = "digest.json";

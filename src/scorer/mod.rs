@@ -13,9 +13,11 @@ pub mod calibrate;
 mod content;
 pub mod decide;
 pub mod epoch;
+pub mod feed;
 pub mod offline;
 pub mod role;
 pub mod span;
+mod stats;
 pub mod worker;
 
 use crate::baseline::Stat;

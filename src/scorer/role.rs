@@ -12,16 +12,19 @@
 
 use super::decide::{Cooldown, Decider};
 use super::epoch::EpochWatch;
+use super::feed::ScorerFeed;
+pub use super::stats::ScorerStats;
 use super::worker::ModelWorker;
 use super::{score_against, EventScorer, LiveTails, Prepared, Scored};
 use crate::alert::{mute, Diagnoser};
-use crate::bus::Bus;
+use crate::bus::partition::{original_subject, source_sequence, PartitionCounts};
+use crate::bus::{cut, Bus, Pull};
 use crate::context::{settle, Context, Role};
 use crate::contract::alert::{Alert, AlertBaseline, AlertReason};
-use crate::contract::{ModelNotice, CONSUMER_SCORER, STREAM_TELEMETRY, SUBJECT_MODEL_PUBLISHED};
+use crate::contract::{ModelNotice, STREAM_TELEMETRY, SUBJECT_MODEL_PUBLISHED};
 use crate::curriculum::{RenderConfig, Renderer};
 use crate::event::{Event, Kind};
-use crate::metrics::{self, Family, Metrics, ReadAtScrape, Report};
+use crate::metrics::Metrics;
 use crate::model::checkpoint::Checkpoint;
 use crate::model_store;
 use anyhow::Result;
@@ -29,7 +32,7 @@ use async_nats::jetstream::{self, AckKind};
 use futures::future::join_all;
 use futures::StreamExt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +59,10 @@ pub struct ScorerConfig {
     /// Rendering before the first model; after, the model's own.
     pub render: RenderConfig,
     pub diagnoser: Diagnoser,
+    /// 1: every replica shares one consumer of the telemetry stream. 2 or
+    /// more: the telemetry is split by source into this many partitions,
+    /// each scored by one replica at a time ([`crate::bus::partition`]).
+    pub partitions: u32,
 }
 
 impl Default for ScorerConfig {
@@ -69,87 +76,8 @@ impl Default for ScorerConfig {
             max_lag: Some(Duration::from_secs(300)),
             render: RenderConfig::default(),
             diagnoser: Diagnoser::default(),
+            partitions: 1,
         }
-    }
-}
-
-/// Counters a test or the metrics endpoint can read.
-#[derive(Debug, Default)]
-pub struct ScorerStats {
-    pub scored: AtomicU64,
-    pub batches: AtomicU64,
-    /// Events that arrived while there was no model yet.
-    pub warming: AtomicU64,
-    pub invalid: AtomicU64,
-    /// Pulses repeating their key's last one, left unscored as the
-    /// curriculum leaves them out ([`crate::curriculum::Repeats`]).
-    pub collapsed: AtomicU64,
-    pub alerts: AtomicU64,
-    /// Alerts the stream had already stored (a redelivery, or another replica).
-    pub duplicate_alerts: AtomicU64,
-    pub cooled_down: AtomicU64,
-    /// Events acknowledged unscored because they were older than `max_lag`.
-    pub shed: AtomicU64,
-    pub muted: AtomicU64,
-    pub swaps: AtomicU64,
-}
-
-impl ScorerStats {
-    pub fn get(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
-    }
-
-    /// Every event read, scored or left unscored for any reason.
-    pub fn received(&self) -> u64 {
-        let g = ScorerStats::get;
-        g(&self.scored) + g(&self.warming) + g(&self.invalid) + g(&self.shed) + g(&self.collapsed)
-    }
-}
-
-static SCORED: Family = Family::counter(
-    "proprio_events_scored_total",
-    "Events scored by the model",
-    &[],
-);
-static UNSCORED: Family = Family::counter(
-    "proprio_events_unscored_total",
-    "Events the scorer did not score, by reason (warming: no model yet; invalid; shed: older than scorer.max_lag; collapsed: a pulse repeating its key's last one)",
-    &["reason"],
-);
-static BATCHES: Family = Family::counter(
-    "proprio_scoring_batches_total",
-    "Scoring batches (forward passes)",
-    &[],
-);
-static SWAPS: Family = Family::counter(
-    "proprio_model_swaps_total",
-    "Models the scorer switched to",
-    &[],
-);
-
-impl ReadAtScrape for ScorerStats {
-    fn report(&self, out: &mut Report) {
-        let g = ScorerStats::get;
-        out.add(&metrics::EVENTS_RECEIVED, &["scorer"], self.received());
-        out.add(&SCORED, &[], g(&self.scored));
-        out.add(&UNSCORED, &["warming"], g(&self.warming));
-        out.add(&UNSCORED, &["invalid"], g(&self.invalid));
-        out.add(&UNSCORED, &["shed"], g(&self.shed));
-        out.add(&UNSCORED, &["collapsed"], g(&self.collapsed));
-        out.add(&BATCHES, &[], g(&self.batches));
-        out.add(&metrics::ALERTS_PUBLISHED, &["surprise"], g(&self.alerts));
-        out.add(
-            &metrics::ALERTS_SUPPRESSED,
-            &["cooldown"],
-            g(&self.cooled_down),
-        );
-        out.add(
-            &metrics::ALERTS_SUPPRESSED,
-            &["duplicate"],
-            g(&self.duplicate_alerts),
-        );
-        out.add(&SWAPS, &[], g(&self.swaps));
-        out.add(&metrics::ALERTS_SUPPRESSED, &["muted"], g(&self.muted));
     }
 }
 
@@ -262,9 +190,9 @@ impl Role for Scorer {
                 }
             }
         });
-        let mut feed = bus
-            .feed(STREAM_TELEMETRY, CONSUMER_SCORER, &bus.telemetry_filter())
-            .await?;
+        let counts = Arc::new(PartitionCounts::new(self.cfg.partitions));
+        let _ = self.stats.partitions.set(counts.clone());
+        let mut feed = ScorerFeed::open(bus, self.cfg.partitions, counts).await?;
         let mut reads = Reads {
             render: self.cfg.render.clone(),
             block_size: crate::model::GptConfig::default().block_size,
@@ -282,14 +210,17 @@ impl Role for Scorer {
         tokio::pin!(shutdown);
         let mut behind = false;
         loop {
+            feed.tend().await;
+            let beat = feed.due();
             let first = tokio::select! {
                 m = feed.next() => m,
+                _ = until(beat) => continue,
                 _ = &mut shutdown => break,
             };
             // Waiting for a batch to fill pays only while the scorer is
             // behind (its last batch was full); otherwise it is latency.
             let linger = behind.then_some(self.cfg.max_wait);
-            let batch = feed.cut(first, self.cfg.batch, linger).await;
+            let batch = cut(&mut feed, first, self.cfg.batch, linger).await;
             behind = batch.len() >= self.cfg.batch;
             self.follow_model(&mut scorer, &mut reads).await;
             let judges = Judges {
@@ -300,6 +231,7 @@ impl Role for Scorer {
             self.process(&mut scorer, judges, batch).await;
         }
         watcher.abort();
+        feed.leave().await;
         Ok(())
     }
 }
@@ -394,7 +326,10 @@ impl Scorer {
                 observe(metrics, &v.ev, &s);
                 let d = j.decider.decide(&v.ev.key, v.ev.ts, s.score);
                 d.alert.then(|| {
-                    let seq = v.msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+                    // A partitioned event names its telemetry sequence.
+                    let seq = source_sequence(v.msg.headers.as_ref())
+                        .or_else(|| v.msg.info().ok().map(|i| i.stream_sequence))
+                        .unwrap_or(0);
                     let a =
                         surprise_alert(&v.ev, &s, &self.cfg.diagnoser, Some(&info.version), seq);
                     Alert {
@@ -502,7 +437,7 @@ impl Scorer {
         let root = self.ctx.bus.root();
         let mut valid = Vec::with_capacity(batch.len());
         for msg in batch {
-            let subject = Some((root, msg.subject.as_str()));
+            let subject = Some((root, original_subject(msg.subject.as_str())));
             match Event::decode(&msg.payload, subject, &self.ctx.shared.limits, Some(now)) {
                 // A redelivery was read once already: compared with
                 // itself, it would repeat its own pulse.
@@ -582,6 +517,14 @@ fn observe(metrics: &Metrics, ev: &Event, s: &Scored) {
         .event_score
         .with_label_values(&kind)
         .observe(s.score as f64);
+}
+
+/// Resolves at `at`; never without one.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The alert for a surprising event.

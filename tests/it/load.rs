@@ -138,8 +138,7 @@ async fn start_proprio(url: &str, metrics: &str, dir: &std::path::Path, extra: &
         .expect("starting proprio run");
     let p = Proc(child);
     let m = metrics.to_string();
-    wait_for("proprio's /readyz", 60, || http_get(&m, "/readyz").0 == 200)
-    .await;
+    wait_for("proprio's /readyz", 60, || http_get(&m, "/readyz").0 == 200).await;
     p
 }
 

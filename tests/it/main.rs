@@ -25,6 +25,7 @@ mod metricbench;
 mod metrics;
 mod model;
 mod no_loss;
+mod partition;
 mod security;
 mod silence;
 mod sim;

@@ -1,0 +1,323 @@
+//! Scorer replicas partitioned by source (`scorer.partitions`), on a real
+//! nats-server: every source is scored by exactly one replica at a time,
+//! the replicas share the work, and when one is killed the other takes its
+//! partitions and scores everything after.
+
+use crate::support::{self, proc};
+use proc::{now_ms, publish_all, Proprio};
+use proprio::contract::{BUCKET_SCORERS, STREAM_SCORING};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use support::NatsServer;
+
+const PARTITIONS: u32 = 8;
+const SOURCES: usize = 40;
+
+/// Per partition: (events received, held now) of one replica.
+fn partitions(p: &Proprio) -> BTreeMap<u32, (f64, bool)> {
+    let m = p.metrics();
+    (0..PARTITIONS)
+        .map(|k| {
+            let got = |name: &str| {
+                m.get(&format!(r#"{name}{{partition="{k}"}}"#))
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            (
+                k,
+                (
+                    got("proprio_scorer_partition_events_total"),
+                    got("proprio_scorer_partition_held") == 1.0,
+                ),
+            )
+        })
+        .collect()
+}
+
+fn received(p: &Proprio) -> f64 {
+    partitions(p).values().map(|v| v.0).sum()
+}
+
+fn held(p: &Proprio) -> Vec<u32> {
+    partitions(p)
+        .into_iter()
+        .filter(|(_, v)| v.1)
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// `rounds` log lines from each of the sources, ids prefixed with `tag`.
+fn burst(tag: &str, rounds: usize) -> Vec<(String, Vec<u8>, String)> {
+    let t0 = now_ms();
+    (0..rounds * SOURCES)
+        .map(|k| {
+            let (s, i) = (k % SOURCES, k / SOURCES);
+            let ts = t0 + i as i64 * 10 + s as i64;
+            (
+                format!("os.log.p{s:02}"),
+                format!(r#"{{"ts":{ts},"level":"info","message":"GET /health 200 in 3ms"}}"#)
+                    .into_bytes(),
+                format!("{tag}-{k}"),
+            )
+        })
+        .collect()
+}
+
+/// Waits until the scoring stream has taken the telemetry through `seq`
+/// and every partition's consumer has acknowledged all it was given.
+async fn scored_through(js: &async_nats::jetstream::Context, seq: u64, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let mut left = 0;
+        for k in 0..PARTITIONS {
+            let mut c: async_nats::jetstream::consumer::PullConsumer = js
+                .get_consumer_from_stream(format!("proprio-scorer-p{k}"), STREAM_SCORING)
+                .await
+                .unwrap();
+            let i = c.info().await.unwrap();
+            left += i.num_pending + i.num_ack_pending as u64;
+        }
+        let mut s = js.get_stream(STREAM_SCORING).await.unwrap();
+        let sourced = s.info().await.unwrap().state.last_sequence;
+        if left == 0 && sourced >= seq {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "scoring stream at {sourced} of {seq}, {left} events unacknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_source_has_one_replica_and_a_dead_ones_share_moves() {
+    let nats = NatsServer::start();
+    let bus = nats.bus().await;
+    let js = bus.js().clone();
+    let args = ["--roles", "scorer", "--partitions", "8"];
+    let mut a = Proprio::start(&nats.url, &args);
+    let b = Proprio::start(&nats.url, &args);
+    until(30, "the partitions split between the replicas", || {
+        let (ha, hb) = (held(&a), held(&b));
+        ha.len() == 4 && hb.len() == 4 && ha.iter().all(|p| !hb.contains(p))
+    })
+    .await;
+
+    let first = burst("one", 100);
+    let n1 = first.len() as f64;
+    publish_all(&js, first, 1000).await;
+    until(60, "the first burst received", || {
+        received(&a) + received(&b) >= n1
+    })
+    .await;
+    let (pa, pb) = (partitions(&a), partitions(&b));
+    for k in 0..PARTITIONS {
+        let (x, y) = (pa[&k].0, pb[&k].0);
+        assert!(
+            (x > 0.0) != (y > 0.0) || x + y == 0.0,
+            "partition {k} went to both replicas: {x} and {y}"
+        );
+    }
+    let (ra, rb) = (received(&a), received(&b));
+    println!(
+        "partitioned scorers: A received {ra}, B {rb} of {n1}; A holds {:?}",
+        held(&a)
+    );
+    assert_eq!(ra + rb, n1, "each event to exactly one replica");
+    assert!(ra >= 0.3 * n1 && rb >= 0.3 * n1, "unshared: {ra} {rb}");
+
+    // A dies without leaving: B takes its partitions once A's membership
+    // expires and scores every later event.
+    let a_held = held(&a);
+    a.kill9();
+    let t = Instant::now();
+    until(40, "B holding every partition", || held(&b).len() == 8).await;
+    let took = t.elapsed();
+    let before = received(&b);
+    let second = burst("two", 50);
+    let n2 = second.len() as f64;
+    publish_all(&js, second, 1000).await;
+    until(60, "the second burst received by B", || {
+        received(&b) - before >= n2
+    })
+    .await;
+    let pb2 = partitions(&b);
+    for k in &a_held {
+        assert!(pb2[k].0 > pb[k].0, "A's partition {k} not taken over");
+    }
+    println!(
+        "partitioned scorers: B took A's partitions {a_held:?} {:.1}s after the kill",
+        took.as_secs_f64()
+    );
+
+    // Every event of the scoring stream is acknowledged in the end (A's
+    // unacknowledged ones come back to B after the ack wait).
+    let all = last_telemetry_seq(&js).await;
+    scored_through(&js, all, 90).await;
+    assert!(js.get_key_value(BUCKET_SCORERS).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_partition_count_other_than_the_streams_is_refused() {
+    let nats = NatsServer::start();
+    let bus = nats.bus().await;
+    bus.ensure_scoring(8).await.unwrap();
+    bus.ensure_scoring(8).await.unwrap();
+    let e = bus.ensure_scoring(4).await.unwrap_err().to_string();
+    assert!(
+        e.contains("partition(8,2)") && e.contains("scorer.partitions is 4"),
+        "{e}"
+    );
+    assert!(bus.ensure_scoring(1).await.is_err());
+}
+
+/// The alerts on the alerts stream as (source, telemetry sequence).
+async fn alerts(js: &async_nats::jetstream::Context) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    proc::scan(
+        js,
+        proprio::contract::STREAM_ALERTS,
+        proprio::contract::SUBJECT_RAISE_ALL,
+        |m| {
+            let a = proprio::contract::alert::Alert::decode(&m.payload).unwrap();
+            let seq = a.id.rsplit(':').next().unwrap().parse().unwrap();
+            out.push((a.source, seq));
+        },
+    )
+    .await;
+    out
+}
+
+async fn last_telemetry_seq(js: &async_nats::jetstream::Context) -> u64 {
+    js.get_stream(proprio::contract::STREAM_TELEMETRY)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence
+}
+
+/// The stretch both set-ups score: normal telemetry of 12 sources, and on
+/// four of them an OOM kill (three lines close together, as a kernel logs
+/// it).
+fn stretch(t0: i64) -> (Vec<(String, Vec<u8>, String)>, Vec<String>) {
+    // Ids of their own: the warm-up's would be dropped as duplicates.
+    let mut v: Vec<_> = proc::normal(12, 20, t0)
+        .into_iter()
+        .map(|(s, p, id)| (s, p, format!("stretch-{id}")))
+        .collect();
+    let faulty: Vec<String> = [1, 4, 7, 10].iter().map(|s| format!("svc{s}")).collect();
+    for (k, src) in faulty.iter().enumerate() {
+        for line in 0..3 {
+            let ts = t0 + 10_000 + k as i64 * 1000 + line;
+            v.insert(
+                v.len() / 2 + k * 7,
+                (
+                    format!("os.log.{src}"),
+                    format!(
+                        r#"{{"ts":{ts},"level":"error","message":"kernel: Out of memory: Killed process {} (python3) total-vm:8812340kB OOMKilled"}}"#,
+                        4000 + k
+                    )
+                    .into_bytes(),
+                    format!("fault-{k}-{line}"),
+                ),
+            );
+        }
+    }
+    (v, faulty)
+}
+
+/// Detection does not depend on the split: two partitioned replicas and
+/// one unpartitioned replica score the same stretch with the same model and
+/// catch the same faults, with false alerts within 10 %.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_partitioned_replicas_detect_what_one_replica_does() {
+    use proprio::contract::{CONSUMER_HARVESTER, CONSUMER_SCORER, STREAM_ALERTS};
+    let nats = NatsServer::start();
+    let bus = nats.bus().await;
+    let js = bus.js().clone();
+    let client = bus.client().clone();
+    let base = Proprio::start(&nats.url, &proc::roles_args("harvester,trainer", &[]));
+    let parts = ["--roles", "scorer", "--cooldown", "0s", "--partitions", "8"];
+    let a = Proprio::start(&nats.url, &parts);
+    let b = Proprio::start(&nats.url, &parts);
+    until(30, "the partitions split", || {
+        held(&a).len() == 4 && held(&b).len() == 4
+    })
+    .await;
+    publish_all(&js, proc::normal(12, 200, now_ms() - 600_000), 512).await;
+    proc::wait_settled(&js, &[CONSUMER_HARVESTER], 60).await;
+    client
+        .publish(proprio::contract::SUBJECT_TICK_TRAIN, "{}".into())
+        .await
+        .unwrap();
+    base.wait_metric(r#"proprio_growth_cycles_total{outcome="ok"}"#, 1.0, 180)
+        .await;
+    a.wait_metric("proprio_model_swaps_total", 1.0, 30).await;
+    b.wait_metric("proprio_model_swaps_total", 1.0, 30).await;
+
+    let warm = last_telemetry_seq(&js).await;
+    scored_through(&js, warm, 60).await;
+    let (a0, b0) = (received(&a), received(&b));
+    let (msgs, faulty) = stretch(now_ms() - 60_000);
+    publish_all(&js, msgs, 512).await;
+    let total = last_telemetry_seq(&js).await;
+    scored_through(&js, total, 120).await;
+    let (ra, rb) = (received(&a) - a0, received(&b) - b0);
+    let stretch_alerts = |v: Vec<(String, u64)>| -> Vec<(String, u64)> {
+        v.into_iter().filter(|(_, seq)| *seq > warm).collect()
+    };
+    let split = stretch_alerts(alerts(&js).await);
+    drop((a, b));
+
+    // The same telemetry again through one replica of the shared consumer
+    // (from the stream's start), with the alerts stream afresh so its dedup
+    // window does not hide the second set-up's alerts.
+    js.delete_stream(STREAM_ALERTS).await.unwrap();
+    bus.ensure().await.unwrap();
+    let one = Proprio::start(&nats.url, &["--roles", "scorer", "--cooldown", "0s"]);
+    one.wait_metric(
+        r#"proprio_events_received_total{role="scorer"}"#,
+        total as f64,
+        120,
+    )
+    .await;
+    proc::wait_settled(&js, &[CONSUMER_SCORER], 60).await;
+    let single = stretch_alerts(alerts(&js).await);
+
+    let caught = |v: &[(String, u64)]| -> Vec<String> {
+        faulty
+            .iter()
+            .filter(|f| v.iter().any(|(s, _)| s == *f))
+            .cloned()
+            .collect()
+    };
+    let false_alerts = |v: &[(String, u64)]| v.iter().filter(|(s, _)| !faulty.contains(s)).count();
+    let (f1, f2) = (false_alerts(&single), false_alerts(&split));
+    println!(
+        "partition parity: one replica {} alerts ({f1} false), faults caught {:?}; two partitioned \
+         ({ra} and {rb} events of the stretch) {} alerts ({f2} false), faults caught {:?}",
+        single.len(),
+        caught(&single),
+        split.len(),
+        caught(&split)
+    );
+    assert!(!caught(&single).is_empty(), "no fault caught at all");
+    assert_eq!(caught(&single), caught(&split), "other faults caught");
+    assert!(
+        (f1 as f64 - f2 as f64).abs() <= (0.1 * f1.max(f2) as f64).max(1.0),
+        "false alerts {f1} vs {f2}"
+    );
+    assert!(ra > 0.0 && rb > 0.0, "one replica scored nothing");
+}
