@@ -7,7 +7,7 @@ LIBTORCH ?= $(ROOT)/.tools/libtorch
 export LIBTORCH
 export PATH := $(ROOT)/.tools/bin:$(PATH)
 
-.PHONY: setup build test demo bench examples eval metrics-bench convergence clean-tools
+.PHONY: setup build test demo bench examples eval metrics-bench convergence sizing clean-tools
 
 setup:
 	@bash scripts/setup.sh
@@ -42,6 +42,12 @@ eval: build
 metrics-bench: build
 	mkdir -p target/metricbench
 	./target/release/proprio metricbench --json target/metricbench/report.json $(ARGS)
+
+# The measurements behind the README's sizing guide: a harvester and a scorer
+# process each draining a backlog (PROPRIO_SIZING_EVENTS, default 200,000),
+# events per CPU-second and memory per 1,000 keys. Several minutes; not part of `test`.
+sizing: build
+	cargo test --release --test it sizing:: -- --ignored --nocapture
 
 clean-tools:
 	rm -rf .tools

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{free_port, proprio_bin, NatsServer};
 
-const SOURCES: usize = 203;
+pub(crate) const SOURCES: usize = 203;
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -43,14 +43,14 @@ impl Drop for Proc {
 
 /// The sum of every sample of `name` whose labels contain `label` ("" for
 /// any).
-fn sum(m: &BTreeMap<String, f64>, name: &str, label: &str) -> f64 {
+pub(crate) fn sum(m: &BTreeMap<String, f64>, name: &str, label: &str) -> f64 {
     m.iter()
         .filter(|(k, _)| k.split('{').next() == Some(name) && k.contains(label))
         .map(|(_, v)| v)
         .sum()
 }
 
-fn rss_mb(pid: u32) -> f64 {
+pub(crate) fn rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -63,7 +63,7 @@ fn rss_mb(pid: u32) -> f64 {
 
 /// The `i`-th normal event of the round-robin: a pulse, a log line or a
 /// heartbeat of source `i / 3 % SOURCES`, stamped `ts`.
-fn normal_event(i: u64, ts: i64) -> (String, String) {
+pub(crate) fn normal_event(i: u64, ts: i64) -> (String, String) {
     let s = (i / 3) as usize % SOURCES;
     let round = i / (3 * SOURCES as u64);
     match i % 3 {

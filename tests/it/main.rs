@@ -29,4 +29,5 @@ mod partition;
 mod security;
 mod silence;
 mod sim;
+mod sizing;
 mod wire;
