@@ -4,9 +4,10 @@
 
 use super::Bus;
 use crate::contract::{
-    BUCKET_INCIDENTS, BUCKET_MODELS, BUCKET_STATE, STREAM_ALERTS, STREAM_CURRICULUM, STREAM_DLQ,
-    STREAM_INCIDENTS, STREAM_TELEMETRY, SUBJECT_ALERTS_ALL, SUBJECT_CURRICULUM_ALL,
-    SUBJECT_DLQ_ALL, SUBJECT_INCIDENTS_ALL, SUBJECT_RAISE_ALL,
+    BUCKET_INCIDENTS, BUCKET_MODELS, BUCKET_SCORERS, BUCKET_STATE, STREAM_ALERTS,
+    STREAM_CURRICULUM, STREAM_DLQ, STREAM_INCIDENTS, STREAM_SCORING, STREAM_TELEMETRY,
+    SUBJECT_ALERTS_ALL, SUBJECT_CURRICULUM_ALL, SUBJECT_DLQ_ALL, SUBJECT_INCIDENTS_ALL,
+    SUBJECT_RAISE_ALL,
 };
 use anyhow::{anyhow, Context as _, Result};
 use async_nats::jetstream::{
@@ -147,6 +148,9 @@ impl Bus {
             format!("KV_{BUCKET_STATE}"),
             format!("KV_{BUCKET_INCIDENTS}"),
             format!("OBJ_{BUCKET_MODELS}"),
+            // Only when the scorers are partitioned; absent ones are skipped.
+            STREAM_SCORING.to_string(),
+            format!("KV_{BUCKET_SCORERS}"),
         ]);
         let mut out = Vec::new();
         for name in names {

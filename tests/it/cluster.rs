@@ -24,12 +24,12 @@ struct Node {
 }
 
 /// Three routed servers; killed on drop.
-struct Cluster {
+pub(crate) struct Cluster {
     nodes: Vec<Node>,
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    pub(crate) fn start() -> Cluster {
         let nodes: Vec<Node> = (0..3)
             .map(|i| Node {
                 name: format!("n{i}"),
@@ -46,7 +46,7 @@ impl Cluster {
         c
     }
 
-    fn spawn(&mut self, i: usize) {
+    pub(crate) fn spawn(&mut self, i: usize) {
         let routes: Vec<String> = self
             .nodes
             .iter()
@@ -79,7 +79,7 @@ impl Cluster {
     }
 
     /// `kill -9`: no goodbye to its peers, no flush.
-    fn kill(&mut self, name: &str) -> usize {
+    pub(crate) fn kill(&mut self, name: &str) -> usize {
         let i = self.nodes.iter().position(|n| n.name == name).unwrap();
         if let Some(mut c) = self.nodes[i].child.take() {
             let _ = c.kill();
@@ -88,7 +88,7 @@ impl Cluster {
         i
     }
 
-    fn urls(&self) -> String {
+    pub(crate) fn urls(&self) -> String {
         self.nodes
             .iter()
             .map(|n| format!("nats://127.0.0.1:{}", n.port))
@@ -110,7 +110,7 @@ impl Drop for Cluster {
 
 /// Retries `f` until it succeeds or `secs` pass (the cluster electing its
 /// JetStream leaders takes a few seconds).
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
