@@ -170,6 +170,21 @@ async fn sizing() {
         "sizing: the scorer scored {:.0} of the {:.0} events it received (the rest are repeated pulses, acked unscored)",
         score.scored, score.events
     );
+    let t = js
+        .get_stream(proprio::contract::STREAM_TELEMETRY)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .clone();
+    println!(
+        "sizing: the telemetry stream holds {} events in {} bytes, {:.0} bytes each",
+        t.messages,
+        t.bytes,
+        t.bytes as f64 / t.messages.max(1) as f64
+    );
     assert!(harvest.events >= n as f64 && score.events >= n as f64);
     assert!(h_mem.is_finite() && s_mem.is_finite());
 }
