@@ -104,7 +104,11 @@ async fn mb_per_1000_keys(
     let before = rss_mb(pid);
     publish_all(js, new_keys(from + 1000, 10_000), 1000).await;
     proc::wait_settled(js, &[consumer], 600).await;
-    (rss_mb(pid) - before) / 10.0
+    let after = rss_mb(pid);
+    println!(
+        "sizing: {consumer}: RSS {before:.1} MB after 1,000 new keys, {after:.1} MB after 11,000"
+    );
+    (after - before) / 10.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
