@@ -107,6 +107,13 @@ fn rank(p: u32, member: &str) -> u64 {
     u64::from_be_bytes(h[..8].try_into().unwrap_or_default())
 }
 
+fn now() -> Result<async_nats::datetime::DateTime> {
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    async_nats::datetime::from_nanos(ns).map_err(|e| anyhow::anyhow!("the time now: {e}"))
+}
+
 fn consumer_name(p: u32) -> String {
     format!("{CONSUMER_SCORER}-p{p}")
 }
@@ -152,6 +159,10 @@ impl Bus {
             num_replicas: self.replicas,
             sources: Some(vec![stream::Source {
                 name: STREAM_TELEMETRY.to_string(),
+                // From its creation on: turning partitions on in a running
+                // deployment must not re-source a day of telemetry only to
+                // shed it as stale.
+                start_time: Some(now()?),
                 subject_transforms: transforms.clone(),
                 ..Default::default()
             }]),

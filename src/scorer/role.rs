@@ -144,6 +144,12 @@ pub struct Scorer {
 impl Scorer {
     /// A scorer with the model currently published on the bus, if any.
     pub async fn new(ctx: &Context, cfg: ScorerConfig) -> Result<Scorer> {
+        // Before the process says it is ready, so nothing published after
+        // that misses the partitions; a count other than the stream's
+        // stops the start with its message.
+        if cfg.partitions >= 2 {
+            ctx.bus.ensure_scoring(cfg.partitions).await?;
+        }
         let worker = ModelWorker::spawn(None, cfg.batch, cfg.threads);
         let s = Scorer {
             ctx: ctx.clone(),

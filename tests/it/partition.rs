@@ -322,16 +322,17 @@ async fn two_partitioned_replicas_detect_what_one_replica_does() {
     assert!(ra > 0.0 && rb > 0.0, "one replica scored nothing");
 }
 
-/// `n` seconds of load at 2,000 events/s: normal telemetry of 12 sources
-/// and, each second, an OOM kill (three lines) on one of them; the fault
+/// `n` seconds of load at 2,000 events/s: normal telemetry of 48 sources
+/// and, each second, an OOM kill (three lines) on one of the first 12; the fault
 /// lines' (source, ts).
 fn load(secs: usize, t0: i64) -> (Vec<Vec<(String, Vec<u8>, String)>>, Vec<(String, i64)>) {
     let mut seconds = Vec::new();
     let mut faults = Vec::new();
     for sec in 0..secs {
         let ts = t0 + sec as i64 * 1000;
-        // 1,997 normal events: the round-robin of proc::normal, re-stamped.
-        let mut v: Vec<_> = proc::normal(12, 56, ts - 56_000)
+        // 1,997 normal events of 48 sources (enough for the partitions to
+        // share them evenly), re-stamped.
+        let mut v: Vec<_> = proc::normal(48, 14, ts - 14_000)
             .into_iter()
             .take(1997)
             .map(|(s, p, id)| (s, p, format!("load-{sec}-{id}")))
@@ -390,7 +391,7 @@ async fn on_a_cluster_a_dead_leader_and_a_dead_replica_lose_nothing() {
         held(&a).len() == 4 && held(&b).len() == 4
     })
     .await;
-    publish_all(&js, proc::normal(12, 200, now_ms() - 600_000), 512).await;
+    publish_all(&js, proc::normal(48, 50, now_ms() - 600_000), 512).await;
     proc::wait_settled(&js, &[CONSUMER_HARVESTER], 120).await;
     bus.client()
         .publish(proprio::contract::SUBJECT_TICK_TRAIN, "{}".into())
