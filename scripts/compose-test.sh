@@ -85,6 +85,8 @@ check() {
     results+=("FAIL  $name ($((SECONDS - s))s, log: target/compose-test/$name.log)")
     failed=$((failed + 1))
   fi
+  # A check's findings worth the summary are its lines starting with "= ".
+  while IFS= read -r l; do results+=("        ${l#= }"); done < <(grep '^= ' "$work/$name.log")
 }
 
 cleanup() {
@@ -152,7 +154,7 @@ model_version() {
 # --- the checks ------------------------------------------------------------
 
 build_images() {
-  standin_images || return 1
+  bash "$root/scripts/compose-images.sh" || return 1
   log "building proprio:local (deploy/Dockerfile; cold: the whole release build)"
   local s=$SECONDS rc
   renice_containers & local r=$!
@@ -194,6 +196,7 @@ demo_alerts() {
   local rc=0
   wait "$consumer" || rc=$?
   cat "$work/$fn-consumer.out"
+  grep -m1 '^ALERT' "$work/$fn-consumer.out" | sed 's/^/= /'
   [ "$rc" -eq 0 ] && grep -q '^ALERT' "$work/$fn-consumer.out" && grep -q '^DIGEST' "$work/$fn-consumer.out"
 }
 
@@ -216,10 +219,10 @@ scale() {
   for i in 0 1 2; do total=$((total + after[i] - before[i])); done
   for i in 0 1 2; do
     local d=$((after[i] - before[i]))
-    echo "scorer replica $((i + 1)) ($(docker inspect -f '{{.Name}}' "${ids[i]}")): scored $d of $total in the window"
+    echo "= replica $(docker inspect -f '{{.Name}}' "${ids[i]}" | tr -d /): scored $d of $total in 60 s"
     [ "$d" -gt 0 ] && ok=$((ok + 1))
   done
-  echo "proprio (all roles): scored $((p1 - p0))"
+  echo "= proprio (all roles): scored $((p1 - p0)) of $total"
   [ "$ok" -eq 3 ]
 }
 
@@ -232,9 +235,12 @@ restart_nats() {
   log "docker compose restart nats (while publishing $n events at 100/s)"
   dc restart nats || return 1
   wait "$pub" || return 1
-  cat "$work/restart-publish.json"
+  echo "= published: $(cat "$work/restart-publish.json")"
   wait_healthy dc 180 nats proprio scorer || return 1
-  probe count --n "$n" --source "$src"
+  local out rc
+  out="$(probe count --n "$n" --source "$src")"; rc=$?
+  echo "= in the stream after the restart: $out"
+  return "$rc"
 }
 
 model_kept() {
@@ -247,23 +253,29 @@ model_kept() {
   wait_healthy dc 300 nats proprio scorer || return 1
   s=$SECONDS
   until after="$(model_version "$(cids dc proprio)")"; [ -n "$after" ] || (( SECONDS - s > 120 )); do sleep 3; done
-  echo "model in service after down and up: ${after:-none}"
+  echo "= model before down: $before, after up: ${after:-none}"
   [ "$before" = "$after" ]
 }
 
 monitoring() {
   dc --profile monitoring up -d prometheus || return 1
   wait_healthy dc 180 prometheus || return 1
-  local s=$SECONDS t
+  local s=$SECONDS
   while (( SECONDS - s < 90 )); do
-    t="$(curl -s http://127.0.0.1:9090/api/v1/targets)"
-    if echo "$t" | grep -q '"job":"proprio".*"health":"up"\|"health":"up".*"job":"proprio"'; then
-      echo "$t" | "$py" -c 'import json,sys; [print(x["labels"]["job"], x["scrapeUrl"], x["health"]) for x in json.load(sys.stdin)["data"]["activeTargets"]]'
-      return 0
+    # Every target Prometheus scrapes, and whether proprio's is up.
+    if curl -s http://127.0.0.1:9090/api/v1/targets | "$py" -c '
+import json, sys
+ts = json.load(sys.stdin)["data"]["activeTargets"]
+for t in ts:
+    print(t["labels"]["job"], t["scrapeUrl"], t["health"], t.get("lastError", ""))
+sys.exit(0 if any(t["labels"]["job"] == "proprio" and t["health"] == "up" for t in ts) else 1)
+' > "$work/targets.txt" 2>&1; then
+      cat "$work/targets.txt"; return 0
     fi
     sleep 5
   done
-  echo "proprio's target not up in Prometheus: $t"
+  cat "$work/targets.txt"
+  echo "proprio's target not up in Prometheus"
   return 1
 }
 
@@ -274,7 +286,16 @@ cluster_up() {
 
 cluster_r3() {
   sleep 5
-  probe replicas --want 3
+  probed replicas --want 3
+}
+
+# probed ARGS...: probe ARGS, its lines, and how many of them were "ok".
+probed() {
+  local out rc
+  out="$(probe "$@")"; rc=$?
+  echo "$out"
+  echo "= $(grep -c '^ok' <<<"$out") of $(grep -c . <<<"$out") as expected ($1)"
+  return "$rc"
 }
 
 # --- run -------------------------------------------------------------------
@@ -285,7 +306,7 @@ check venv venv
 [ "$failed" -eq 0 ] || { log "images or venv failed: nothing to run"; }
 if [ "$failed" -eq 0 ]; then
   check healthy up_healthy
-  check least-priv probe perms
+  check least-priv probed perms
   check demo-alerts demo_alerts dc
   check scale scale
   check restart-nats restart_nats
