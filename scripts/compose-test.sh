@@ -24,8 +24,10 @@
 #                   model is trained on `proprio tick`, as README says)
 #     scale         `--scale scorer=3`: each of the three replicas scores
 #                   events (proprio_events_scored_total grows in each)
-#     restart-nats  `restart nats` while N probe events are published one by
-#                   one, each acknowledged: all N are in the telemetry stream
+#     restart-nats  `restart nats` while 3,000 probe events are published one
+#                   by one as `publisher`, each acknowledged by JetStream (sent
+#                   again under the same Nats-Msg-Id until it is): all 3,000
+#                   are in the telemetry stream, once each
 #     model-kept    `down` then `up`: proprio serves the same model version
 #                   (it lives in the nats-data volume)
 #     monitoring    `--profile monitoring`: Prometheus healthy, proprio's
@@ -41,6 +43,7 @@
 # Usage: scripts/compose-test.sh        (every check; images built if missing)
 #        ONLY="healthy least-priv" scripts/compose-test.sh   (a subset)
 #        KEEP=1 ...                     (leave the stack up at the end)
+#        SKIP_BUILD=1 ...               (use the proprio:local image there is)
 # Exits non-zero if a check failed. Cleans up with `down -v` (its own
 # projects only: proprio-ct and proprio-ct-cluster).
 set -uo pipefail
@@ -155,6 +158,9 @@ model_version() {
 
 build_images() {
   bash "$root/scripts/compose-images.sh" || return 1
+  if [ "${SKIP_BUILD:-0}" = 1 ] && have_image proprio:local; then
+    log "SKIP_BUILD=1: using the proprio:local there is"; return 0
+  fi
   log "building proprio:local (deploy/Dockerfile; cold: the whole release build)"
   local s=$SECONDS rc
   renice_containers & local r=$!

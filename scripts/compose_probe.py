@@ -3,7 +3,7 @@
 as the examples use) against the compose stack, as its documented users.
 
     perms      the least-privilege users: what each may not do is refused
-    publish    N probe events as `publisher`, each acknowledged (see below)
+    publish    N probe events as `publisher`, each acknowledged by JetStream
     count      distinct probe events in the telemetry stream (as `proprio`)
     replicas   every proprio stream's replica count and its current peers
 
@@ -55,6 +55,8 @@ async def perms(a) -> int:
         try:
             if action == "sub":
                 await nc.subscribe(subject)
+            elif action == "jspub":  # stored and acknowledged by the stream
+                await nc.jetstream().publish(subject, b"compose-probe", timeout=5)
             else:
                 await nc.publish(subject, b"compose-probe")
             await nc.flush(timeout=5)
@@ -67,6 +69,8 @@ async def perms(a) -> int:
     cases = [
         # (user, action, subject, should be refused, what it shows)
         (pub, "pub", "os.pulse.compose-probe", False, "publisher publishes telemetry"),
+        (pub, "jspub", "os.pulse.compose-probe", False, "publisher's telemetry is acknowledged by JetStream"),
+        (pub, "sub", "os.>", True, "publisher cannot read telemetry"),
         (pub, "sub", "proprio.alert.>", True, "publisher cannot read alerts"),
         (pub, "sub", "proprio.digest", True, "publisher cannot read the digest"),
         (pub, "pub", "$KV.proprio-state.digest", True, "publisher cannot write KV"),
@@ -78,7 +82,7 @@ async def perms(a) -> int:
         (wat, "pub", "os.pulse.compose-probe", True, "watcher cannot publish"),
     ]
     for (user, password), action, subject, refused, what in cases:
-        verb = "subscribe" if action == "sub" else "publish"
+        verb = {"sub": "subscribe", "pub": "publish", "jspub": "JetStream-publish"}[action]
         try:
             v = await attempt(user, password, action, subject)
         except Exception as e:  # a connection failure is no evidence either way
@@ -104,27 +108,27 @@ async def perms(a) -> int:
 
 
 async def publish(a) -> int:
-    """N probe events on os.pulse.<source> as `publisher`, one at a time.
-
-    Acknowledged here means the server answered a PING sent after the
-    publish (nats-py's flush): the `publisher` user cannot get a JetStream
-    publish ack, because it may subscribe to nothing (deploy/nats.conf) and
-    the stream lives in the other account. An event whose flush failed (the
-    server was restarting) is published again once the connection is back,
-    so every event ends acknowledged; duplicates are counted apart."""
+    """N probe events on os.pulse.<source> as `publisher`, one at a time,
+    each acknowledged by the telemetry stream (a JetStream publish: the ack
+    comes once the event is stored). One not acknowledged (the server was
+    restarting) is published again with the same Nats-Msg-Id until it is:
+    the stream's duplicate window stores it once."""
     errors = []
     nc = await connect(url(a.host, "publisher", a.publisher), errors,
                        max_reconnect_attempts=-1, reconnect_time_wait=0.25)
+    js = nc.jetstream()
     subject = f"os.pulse.{a.source}"
     period = 1.0 / a.rate
-    acked, retried, t0 = 0, 0, time.monotonic()
+    acked, retried, dup, t0 = 0, 0, 0, time.monotonic()
     for seq in range(a.n):
         ev = {"ts": int(time.time() * 1000), "metrics": {"probe_seq": seq, "cpu": 10}}
+        data = msgpack.packb(ev, use_bin_type=True)
         while True:
             try:
-                await nc.publish(subject, msgpack.packb(ev, use_bin_type=True))
-                await nc.flush(timeout=2)
+                ack = await js.publish(subject, data, timeout=2,
+                                       headers={"Nats-Msg-Id": f"{a.source}-{seq}"})
                 acked += 1
+                dup += bool(ack.duplicate)
                 break
             except Exception:
                 retried += 1
@@ -133,7 +137,7 @@ async def publish(a) -> int:
         if delay > 0:
             await asyncio.sleep(delay)
     await nc.close()
-    print(json.dumps({"acked": acked, "republished": retried,
+    print(json.dumps({"acked": acked, "published_again": retried, "acked_as_duplicate": dup,
                       "seconds": round(time.monotonic() - t0, 1),
                       "reconnects": nc.stats.get("reconnects", 0)}), flush=True)
     return 0
