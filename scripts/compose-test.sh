@@ -36,6 +36,9 @@
 #     cl-healthy    three nats nodes, proprio and the scorer healthy
 #     cl-r3         every proprio stream/bucket/object store R3, peers current
 #     cl-alerts     `--profile demo`: consumer.py receives an alert and the digest
+#     cl-restart-node  `restart nats` (node 1, the one the host's clients
+#                   reach) under the same 3,000 acknowledged publishes: the
+#                   publisher fails over to another node, none is lost
 #
 # Needs: Docker engine with docker compose (v2 plugin) or docker-compose
 # (v1.28+), debootstrap, python3 with venv, network access to deb.debian.org,
@@ -46,6 +49,9 @@
 #        SKIP_BUILD=1 ...               (use the proprio:local image there is)
 # Exits non-zero if a check failed. Cleans up with `down -v` (its own
 # projects only: proprio-ct and proprio-ct-cluster).
+# The whole script is one block, read before it runs: editing this file
+# while it runs does not change what the running one does.
+{
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -203,6 +209,12 @@ demo_alerts() {
   wait "$consumer" || rc=$?
   cat "$work/$fn-consumer.out"
   grep -m1 '^ALERT' "$work/$fn-consumer.out" | sed 's/^/= /'
+  # The simulator serves no metrics: it must not be reported unhealthy.
+  local st
+  st="$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}no health check{{end}}' \
+    $(cids "$fn" simulator) 2>/dev/null)"
+  echo "= simulator: ${st:-gone}"
+  [ "$st" != unhealthy ] || return 1
   [ "$rc" -eq 0 ] && grep -q '^ALERT' "$work/$fn-consumer.out" && grep -q '^DIGEST' "$work/$fn-consumer.out"
 }
 
@@ -232,17 +244,20 @@ scale() {
   [ "$ok" -eq 3 ]
 }
 
+# restart_nats DC SERVICE...: restart `nats` while publishing; then every
+# SERVICE healthy again and every acknowledged event in the stream.
 restart_nats() {
-  dc stop simulator >/dev/null 2>&1
+  local fn="$1"; shift
+  "$fn" stop simulator >/dev/null 2>&1
   local n=3000 src="restart-probe-$RANDOM"
   probe publish --n "$n" --rate 100 --source "$src" > "$work/restart-publish.json" &
   local pub=$!
   sleep 8
   log "docker compose restart nats (while publishing $n events at 100/s)"
-  dc restart nats || return 1
+  "$fn" restart nats || return 1
   wait "$pub" || return 1
   echo "= published: $(cat "$work/restart-publish.json")"
-  wait_healthy dc 180 nats proprio scorer || return 1
+  wait_healthy "$fn" 180 "$@" || return 1
   local out rc
   out="$(probe count --n "$n" --source "$src")"; rc=$?
   echo "= in the stream after the restart: $out"
@@ -273,7 +288,7 @@ monitoring() {
 import json, sys
 ts = json.load(sys.stdin)["data"]["activeTargets"]
 for t in ts:
-    print(t["labels"]["job"], t["scrapeUrl"], t["health"], t.get("lastError", ""))
+    print("= target", t["labels"]["job"], t["scrapeUrl"], t["health"], t.get("lastError", ""))
 sys.exit(0 if any(t["labels"]["job"] == "proprio" and t["health"] == "up" for t in ts) else 1)
 ' > "$work/targets.txt" 2>&1; then
       cat "$work/targets.txt"; return 0
@@ -315,15 +330,16 @@ if [ "$failed" -eq 0 ]; then
   check least-priv probed perms
   check demo-alerts demo_alerts dc
   check scale scale
-  check restart-nats restart_nats
+  check restart-nats restart_nats dc nats proprio scorer
   check model-kept model_kept
   check monitoring monitoring
   log "down -v (single node)"
   [ "${KEEP:-0}" = 1 ] || dc --profile demo --profile monitoring down -v >/dev/null 2>&1
-  if wanted cl-healthy || wanted cl-r3 || wanted cl-alerts; then
+  if wanted cl-healthy || wanted cl-r3 || wanted cl-alerts || wanted cl-restart-node; then
     check cl-healthy cluster_up
     check cl-r3 cluster_r3
     check cl-alerts demo_alerts dcc
+    check cl-restart-node restart_nats dcc nats nats2 nats3 proprio scorer
   fi
 fi
 
@@ -332,3 +348,5 @@ echo "compose-test summary"
 for r in "${results[@]}"; do echo "  $r"; done
 echo "  wall time: $((SECONDS - t0))s"
 [ "$failed" -eq 0 ]
+exit
+}
