@@ -7,7 +7,7 @@ LIBTORCH ?= $(ROOT)/.tools/libtorch
 export LIBTORCH
 export PATH := $(ROOT)/.tools/bin:$(PATH)
 
-.PHONY: setup build test demo bench examples eval metrics-bench convergence sizing clean-tools
+.PHONY: setup build test demo bench examples eval metrics-bench convergence sizing compose-test clean-tools
 
 setup:
 	@bash scripts/setup.sh
@@ -56,3 +56,12 @@ clean-tools:
 # (STEPS, BATCH, LR to vary it). About 20 min at the defaults; not part of `test`.
 convergence: build
 	bash scripts/convergence.sh
+
+# docker-compose.yml and docker-compose.cluster.yml run for real on this
+# machine's Docker engine: local stand-ins for the base images (no registry
+# needed), the image built from deploy/Dockerfile, then health, least
+# privilege, the demo's alerts, scaling, a NATS restart, the model volume,
+# monitoring and a three-node cluster checked with real clients (README's
+# "Checking the compose files"). Not part of `test`.
+compose-test:
+	bash scripts/compose-test.sh
