@@ -7,7 +7,7 @@ LIBTORCH ?= $(ROOT)/.tools/libtorch
 export LIBTORCH
 export PATH := $(ROOT)/.tools/bin:$(PATH)
 
-.PHONY: setup build test demo bench examples eval metrics-bench convergence clean-tools
+.PHONY: setup build test demo bench examples eval metrics-bench convergence clean-tools fuzz fuzz-corpus
 
 setup:
 	@bash scripts/setup.sh
@@ -50,3 +50,16 @@ clean-tools:
 # (STEPS, BATCH, LR to vary it). About 20 min at the defaults; not part of `test`.
 convergence: build
 	bash scripts/convergence.sh
+
+# Coverage-guided fuzzing (cargo-fuzz, libFuzzer; README, "Fuzzing"): 10
+# million inputs through the scorer's input path (target `event`), a million
+# each through `text` and `tokens`, from the checked-in corpus (fuzz/corpus/).
+# Long (see README for its wall time); not part of `test`, which replays the
+# corpus through the same targets instead. FUZZ_TARGETS, FUZZ_RUNS,
+# FUZZ_RUNS_AUX, FUZZ_SECONDS vary it.
+fuzz: setup
+	bash scripts/fuzz.sh
+
+# Merges the seeds and what `make fuzz` found into fuzz/corpus/, minimized.
+fuzz-corpus: setup
+	bash scripts/fuzz-corpus.sh
