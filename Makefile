@@ -7,7 +7,7 @@ LIBTORCH ?= $(ROOT)/.tools/libtorch
 export LIBTORCH
 export PATH := $(ROOT)/.tools/bin:$(PATH)
 
-.PHONY: setup build test demo bench examples eval metrics-bench convergence sizing compose-test clean-tools
+.PHONY: setup build test demo bench examples eval metrics-bench convergence sizing compose-test fuzz fuzz-corpus clean-tools
 
 setup:
 	@bash scripts/setup.sh
@@ -65,3 +65,16 @@ convergence: build
 # "Checking the compose files"). Not part of `test`.
 compose-test:
 	bash scripts/compose-test.sh
+
+# Coverage-guided fuzzing (cargo-fuzz, libFuzzer; README, "Fuzzing"): 10
+# million inputs through the scorer's input path (target `event`), a million
+# through `text`, 200,000 through `tokens`, from the checked-in corpus
+# (fuzz/corpus/). About 45 min here after a 25 min build; not part of `test`,
+# which replays the corpus through the same targets instead. FUZZ_TARGETS,
+# FUZZ_RUNS, FUZZ_RUNS_AUX, FUZZ_SECONDS vary it.
+fuzz: setup
+	bash scripts/fuzz.sh
+
+# Merges the seeds and what `make fuzz` found into fuzz/corpus/, minimized.
+fuzz-corpus: setup
+	bash scripts/fuzz-corpus.sh

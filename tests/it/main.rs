@@ -15,6 +15,7 @@ mod engine;
 mod epoch;
 mod eval;
 mod fuzz;
+mod fuzz_corpus;
 mod harvester;
 mod import;
 mod incidents;
