@@ -336,6 +336,8 @@ async fn least_privilege_holds_and_is_enough() {
         .envs([
             ("PROPRIO_NATS_USER", "proprio"),
             ("PROPRIO_NATS_PASSWORD", PROPRIO_PW),
+            // As docker-compose.yml runs it: scorers partitioned by source.
+            ("PROPRIO_SCORER_PARTITIONS", "16"),
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -377,17 +379,24 @@ async fn least_privilege_holds_and_is_enough() {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let body = proprio::endpoint::probe(&metrics, "/metrics", Duration::from_secs(2)).unwrap();
-        let received = body
-            .lines()
-            .find(|l| l.starts_with(r#"proprio_events_received_total{role="harvester"}"#))
-            .and_then(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        if received >= 20.0 {
+        let sum = |prefix: &str| -> f64 {
+            body.lines()
+                .filter(|l| l.starts_with(prefix))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum()
+        };
+        let received = sum(r#"proprio_events_received_total{role="harvester"}"#);
+        // The partitioned scorer too: membership bucket, scoring stream and
+        // pinned consumers all within the proprio user's permissions.
+        let scored = sum("proprio_scorer_partition_events_total");
+        let held = sum("proprio_scorer_partition_held");
+        if received >= 20.0 && scored >= 20.0 && held == 16.0 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "telemetry never reached the harvester"
+            "telemetry never reached the harvester ({received}) and the partitioned scorer \
+             ({scored}, holding {held} partitions)"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
