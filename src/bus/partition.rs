@@ -356,10 +356,11 @@ impl PartitionFeed {
             let mine = owners[p as usize] == self.me;
             let held = self.owned.contains_key(&p);
             if mine && !held {
-                // The last owner left without letting go (killed): its pin
-                // would hold the partition until it timed out.
+                // The last owner left without letting go (killed), or this
+                // replica's own pull ended: that pin would hold the
+                // partition until it timed out.
                 let before = self.owners.get(p as usize);
-                if before.is_some_and(|b| b != &self.me && !members.contains(b)) {
+                if before.is_some_and(|b| b == &self.me || !members.contains(b)) {
                     unpin(&self.stream, p).await;
                 }
                 let feed = take(&self.bus, &self.stream, p, self.counts.clone()).await?;
@@ -430,23 +431,40 @@ async fn take(
         .messages()
         .await
         .with_context(|| format!("pulling from {name}"))?;
-    // Transient pull errors (a missed heartbeat, the server restarting)
-    // are logged and skipped; the client library re-pulls.
+    // A transient pull error (a missed heartbeat, the server restarting)
+    // is logged and skipped after a pause, as the client library re-pulls;
+    // any other (the consumer deleted) ends the stream, and the next beat
+    // takes the partition afresh.
     Ok(pulls
-        .filter_map(move |m| {
-            let r = match m {
-                Ok(m) => {
-                    counts.received[p as usize].fetch_add(1, Ordering::Relaxed);
-                    Some(m)
-                }
-                Err(e) => {
+        .then(move |m| {
+            let name = name.clone();
+            async move {
+                if let Err(e) = &m {
                     tracing::debug!(consumer = %name, "pull: {e}");
-                    None
+                    if transient(e) {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
                 }
-            };
-            async move { r }
+                m
+            }
+        })
+        .take_while(|m| std::future::ready(m.as_ref().err().is_none_or(transient)))
+        .filter_map(move |m| {
+            let m = m.ok();
+            if m.is_some() {
+                counts.received[p as usize].fetch_add(1, Ordering::Relaxed);
+            }
+            std::future::ready(m)
         })
         .boxed())
+}
+
+fn transient(e: &pull::MessagesError) -> bool {
+    use pull::MessagesErrorKind as K;
+    matches!(
+        e.kind(),
+        K::MissingHeartbeat | K::Pull | K::NoResponders | K::Other
+    )
 }
 
 async fn unpin(stream: &jetstream::stream::Stream, p: u32) {

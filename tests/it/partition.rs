@@ -476,3 +476,29 @@ async fn on_a_cluster_a_dead_leader_and_a_dead_replica_lose_nothing() {
     assert!(rb_all > rb, "B did not take over A's partitions");
     assert!(!per_event.is_empty(), "no fault alerted");
 }
+
+/// A partitioned scorer rides out a nats-server restart (same store): it
+/// reconnects, takes its partitions again and scores what comes after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_scorer_rides_out_a_server_restart() {
+    let nats = NatsServer::start();
+    let url = nats.url.clone();
+    let a = Proprio::start(&url, &["--roles", "scorer", "--partitions", "8"]);
+    until(30, "the partitions held", || held(&a).len() == 8).await;
+    let js = nats.bus().await.js().clone();
+    publish_all(&js, burst("before", 25), 1000).await;
+    scored_through(&js, last_telemetry_seq(&js).await, 60).await;
+
+    let (store, port) = nats.terminate();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let nats = NatsServer::start_in(store, Some(port), &[]);
+    let js = nats.bus().await.js().clone();
+    let before = received(&a);
+    let after = burst("after", 25);
+    let n = after.len() as f64;
+    publish_all(&js, after, 1000).await;
+    scored_through(&js, last_telemetry_seq(&js).await, 90).await;
+    let got = received(&a) - before;
+    println!("partitioned scorer after a server restart: received {got} of {n}");
+    assert!(got >= n, "received {got} of {n} after the restart");
+}
