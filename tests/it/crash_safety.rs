@@ -318,15 +318,7 @@ async fn a_scorer_replica_killed_under_load_leaves_its_share_to_the_other() {
             .unwrap();
         c.info().await.unwrap().clone()
     };
-    let last = js
-        .get_stream(proprio::contract::STREAM_TELEMETRY)
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .last_sequence;
+    let last = proc::telemetry_state(&js).await.last_sequence;
     println!(
         "scorer replicas: A scored {a_kill} and B {b_kill} of {n} when A was killed at {:.1}s \
          (pending, ack pending) {in_flight:?}; B scored {b_total} in all; settled {:.1}s later; \

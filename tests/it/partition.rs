@@ -198,14 +198,32 @@ async fn alerts(js: &async_nats::jetstream::Context) -> Vec<(String, u64)> {
 }
 
 async fn last_telemetry_seq(js: &async_nats::jetstream::Context) -> u64 {
-    js.get_stream(proprio::contract::STREAM_TELEMETRY)
+    proc::telemetry_state(js).await.last_sequence
+}
+
+/// A first model for the partitioned replicas `a` and `b`: `warm_up`
+/// harvested by `base`, one tick, both swapped it in and scored through the
+/// warm-up. Returns the warm-up's last telemetry sequence.
+async fn first_model(
+    bus: &proprio::bus::Bus,
+    base: &Proprio,
+    (a, b): (&Proprio, &Proprio),
+    warm_up: Vec<(String, Vec<u8>, String)>,
+) -> u64 {
+    let js = bus.js();
+    publish_all(js, warm_up, 512).await;
+    proc::wait_settled(js, &[proprio::contract::CONSUMER_HARVESTER], 120).await;
+    bus.client()
+        .publish(proprio::contract::SUBJECT_TICK_TRAIN, "{}".into())
         .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .last_sequence
+        .unwrap();
+    base.wait_metric(r#"proprio_growth_cycles_total{outcome="ok"}"#, 1.0, 180)
+        .await;
+    a.wait_metric("proprio_model_swaps_total", 1.0, 30).await;
+    b.wait_metric("proprio_model_swaps_total", 1.0, 30).await;
+    let warm = last_telemetry_seq(js).await;
+    scored_through(js, warm, 120).await;
+    warm
 }
 
 /// The stretch both set-ups score: normal telemetry of 12 sources, and on
@@ -243,11 +261,10 @@ fn stretch(t0: i64) -> (Vec<(String, Vec<u8>, String)>, Vec<String>) {
 /// catch the same faults, with false alerts within 10 %.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_partitioned_replicas_detect_what_one_replica_does() {
-    use proprio::contract::{CONSUMER_HARVESTER, CONSUMER_SCORER, STREAM_ALERTS};
+    use proprio::contract::{CONSUMER_SCORER, STREAM_ALERTS};
     let nats = NatsServer::start();
     let bus = nats.bus().await;
     let js = bus.js().clone();
-    let client = bus.client().clone();
     let base = Proprio::start(&nats.url, &proc::roles_args("harvester,trainer", &[]));
     let parts = ["--roles", "scorer", "--cooldown", "0s", "--partitions", "8"];
     let a = Proprio::start(&nats.url, &parts);
@@ -256,19 +273,8 @@ async fn two_partitioned_replicas_detect_what_one_replica_does() {
         held(&a).len() == 4 && held(&b).len() == 4
     })
     .await;
-    publish_all(&js, proc::normal(12, 200, now_ms() - 600_000), 512).await;
-    proc::wait_settled(&js, &[CONSUMER_HARVESTER], 60).await;
-    client
-        .publish(proprio::contract::SUBJECT_TICK_TRAIN, "{}".into())
-        .await
-        .unwrap();
-    base.wait_metric(r#"proprio_growth_cycles_total{outcome="ok"}"#, 1.0, 180)
-        .await;
-    a.wait_metric("proprio_model_swaps_total", 1.0, 30).await;
-    b.wait_metric("proprio_model_swaps_total", 1.0, 30).await;
-
-    let warm = last_telemetry_seq(&js).await;
-    scored_through(&js, warm, 60).await;
+    let normal = proc::normal(12, 200, now_ms() - 600_000);
+    let warm = first_model(&bus, &base, (&a, &b), normal).await;
     let (a0, b0) = (received(&a), received(&b));
     let (msgs, faulty) = stretch(now_ms() - 60_000);
     publish_all(&js, msgs, 512).await;
@@ -391,18 +397,13 @@ async fn on_a_cluster_a_dead_leader_and_a_dead_replica_lose_nothing() {
         held(&a).len() == 4 && held(&b).len() == 4
     })
     .await;
-    publish_all(&js, proc::normal(48, 50, now_ms() - 600_000), 512).await;
-    proc::wait_settled(&js, &[CONSUMER_HARVESTER], 120).await;
-    bus.client()
-        .publish(proprio::contract::SUBJECT_TICK_TRAIN, "{}".into())
-        .await
-        .unwrap();
-    base.wait_metric(r#"proprio_growth_cycles_total{outcome="ok"}"#, 1.0, 180)
-        .await;
-    a.wait_metric("proprio_model_swaps_total", 1.0, 30).await;
-    b.wait_metric("proprio_model_swaps_total", 1.0, 30).await;
-    let warm = last_telemetry_seq(&js).await;
-    scored_through(&js, warm, 120).await;
+    let warm = first_model(
+        &bus,
+        &base,
+        (&a, &b),
+        proc::normal(48, 50, now_ms() - 600_000),
+    )
+    .await;
     let (a0, b0) = (received(&a), received(&b));
 
     let secs = 20;

@@ -174,15 +174,7 @@ async fn sizing() {
         "sizing: the scorer scored {:.0} of the {:.0} events it received (the rest are repeated pulses, acked unscored)",
         score.scored, score.events
     );
-    let t = js
-        .get_stream(proprio::contract::STREAM_TELEMETRY)
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .clone();
+    let t = proc::telemetry_state(&js).await;
     println!(
         "sizing: the telemetry stream holds {} events in {} bytes, {:.0} bytes each",
         t.messages,

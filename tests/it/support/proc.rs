@@ -364,6 +364,18 @@ pub async fn train_first_model(
     p.wait_metric("proprio_model_swaps_total", 1.0, 30).await;
 }
 
+/// The telemetry stream's state now (messages, bytes, last sequence).
+pub async fn telemetry_state(js: &jetstream::Context) -> jetstream::stream::State {
+    js.get_stream(proprio::contract::STREAM_TELEMETRY)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .clone()
+}
+
 /// Every message of a stream on `filter`, handed to `f` with its headers.
 pub async fn scan(
     js: &jetstream::Context,
