@@ -152,6 +152,7 @@ pub fn render_incident(payload: &[u8], json: bool) -> String {
 /// The listing: open incidents, and resolved ones updated since `since_ms`.
 pub fn select(mut all: Vec<Incident>, since_ms: i64, open_only: bool) -> Vec<Incident> {
     all.retain(|i| match i.state {
+        IncidentState::Pending => false,
         IncidentState::Open => true,
         IncidentState::Resolved => !open_only && i.resolved_ts.unwrap_or(i.updated_ts) >= since_ms,
     });
@@ -265,6 +266,7 @@ mod tests {
             state,
             opened_ts: opened,
             updated_ts: opened + 60_000,
+            confirmed_ts: Some(opened),
             resolved_ts: resolved,
             score: 6.0,
             alerts: 3,

@@ -217,6 +217,9 @@ fn engine_config(s: &crate::config::IncidentsSection) -> EngineConfig {
         quiet_ms: s.quiet.as_millis() as i64,
         max_hops: s.max_hops,
         max_open: s.max_open,
+        confirm_span_ms: s.confirm_span.as_millis() as i64,
+        confirm_alerts: s.confirm_alerts,
+        confirm_score: s.confirm_score,
         ..Default::default()
     }
 }

@@ -93,6 +93,12 @@ impl Config {
                 format!("= {} must be 0 to 6", self.incidents.max_hops),
             ));
         }
+        if self.incidents.confirm_alerts == 0 {
+            return Err(bad("incidents.confirm_alerts", "must be at least 1".into()));
+        }
+        if !self.incidents.confirm_score.is_finite() {
+            return Err(bad("incidents.confirm_score", "must be a number".into()));
+        }
         if self.incidents.max_open == 0 {
             return Err(bad("incidents.max_open", "must be at least 1".into()));
         }

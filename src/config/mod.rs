@@ -386,16 +386,27 @@ pub struct IncidentsSection {
     pub max_hops: usize,
     #[serde(deserialize_with = "text::number")]
     pub max_open: usize,
+    /// The confirmation rule (see `incident::EngineConfig`).
+    #[serde(with = "text::duration")]
+    pub confirm_span: Duration,
+    #[serde(deserialize_with = "text::number")]
+    pub confirm_alerts: u32,
+    #[serde(deserialize_with = "text::number")]
+    pub confirm_score: f32,
 }
 
 impl Default for IncidentsSection {
     /// The incident engine's defaults (`run` holds the two equal).
     fn default() -> Self {
+        let e = crate::incident::EngineConfig::default();
         IncidentsSection {
             join_window: Duration::from_secs(5 * 60),
             quiet: Duration::from_secs(10 * 60),
             max_hops: 2,
             max_open: 256,
+            confirm_span: Duration::from_millis(e.confirm_span_ms as u64),
+            confirm_alerts: e.confirm_alerts,
+            confirm_score: e.confirm_score,
         }
     }
 }
@@ -584,6 +595,9 @@ const DOCS: &[(&str, &str)] = &[
     ("incidents.quiet", "an incident resolves this long after its latest alert"),
     ("incidents.max_hops", "topology distance within which an alert's source joins an incident"),
     ("incidents.max_open", "most open incidents; one more resolves the quietest"),
+    ("incidents.confirm_span", "an incident is told once its alerts span this long (\"0s\": at once)"),
+    ("incidents.confirm_alerts", "... or once it has this many alerts (1: every incident at once)"),
+    ("incidents.confirm_score", "... or once one alert scores this high"),
     ("metrics.addr", "HTTP address of /metrics /healthz /readyz (\"\" = off)"),
     ("log.json", "JSON log lines"),
     ("log.level", "log filter (RUST_LOG, when set, wins)"),

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum IncidentState {
+    /// Not yet confirmed (see `incident::EngineConfig`): kept in the
+    /// incidents KV so a restart resumes it, never published.
+    Pending,
     Open,
     Resolved,
 }
@@ -17,6 +20,7 @@ pub enum IncidentState {
 impl IncidentState {
     pub fn as_str(self) -> &'static str {
         match self {
+            IncidentState::Pending => "pending",
             IncidentState::Open => "open",
             IncidentState::Resolved => "resolved",
         }
@@ -55,6 +59,11 @@ pub struct Incident {
     pub opened_ts: i64,
     /// Latest alert's time, unix ms.
     pub updated_ts: i64,
+    /// When it met the confirmation rule and was first published, unix ms
+    /// (time to detect runs to here); None while pending, and in states
+    /// stored before confirmation existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_ts: Option<i64>,
     /// When the quiet period after the last alert ran out; None while open.
     pub resolved_ts: Option<i64>,
     /// Highest alert score in the incident.

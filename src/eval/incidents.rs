@@ -64,7 +64,7 @@ fn wire(a: &Alert, n: usize) -> WireAlert {
         },
         rendered: String::new(),
         span: Span::default(),
-        diagnosis: None,
+        diagnosis: a.diagnosis.clone(),
         model: None,
         reason: if a.silence {
             AlertReason::Silence
@@ -102,10 +102,11 @@ fn judge(
         let first = incidents
             .iter()
             .filter(|i| explained_by(i, f, grace_ms))
-            .min_by_key(|i| i.opened_ts);
+            .min_by_key(|i| i.confirmed_ts.unwrap_or(i.opened_ts));
         let Some(i) = first else { continue };
         s.faults_caught += 1;
-        ttd.push((i.opened_ts - f.start_ms).max(0) as f64 / 1000.0);
+        let told = i.confirmed_ts.unwrap_or(i.opened_ts);
+        ttd.push((told - f.start_ms).max(0) as f64 / 1000.0);
         if let Some(root) = &f.root {
             s.with_root += 1;
             let named = |k: usize| i.suspects.iter().take(k).any(|x| &x.source == root);

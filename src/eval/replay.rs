@@ -41,6 +41,12 @@ pub(super) fn decided(
         .collect()
 }
 
+/// The scorer's default diagnoser, built once.
+fn diagnoser() -> &'static crate::alert::Diagnoser {
+    static D: std::sync::OnceLock<crate::alert::Diagnoser> = std::sync::OnceLock::new();
+    D.get_or_init(crate::alert::Diagnoser::default)
+}
+
 /// One alert of the replay.
 #[derive(Debug, Clone)]
 pub(super) struct Alert {
@@ -50,6 +56,8 @@ pub(super) struct Alert {
     pub silence: bool,
     pub kind: Kind,
     pub score: f32,
+    /// The live scorer's diagnosis of the event (known failure patterns).
+    pub diagnosis: Option<String>,
 }
 
 impl Alert {
@@ -62,6 +70,7 @@ impl Alert {
             silence: false,
             kind: e.kind(),
             score,
+            diagnosis: diagnoser().diagnose_event(e),
         }
     }
 }
@@ -85,6 +94,7 @@ pub(super) fn silence_alerts(events: &[Event], idx: &[usize]) -> Vec<Alert> {
                 silence: true,
                 kind: o.kind,
                 score: 0.0,
+                diagnosis: None,
             });
             tr.settle(&o.source);
         }

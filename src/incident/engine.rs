@@ -43,6 +43,18 @@ pub struct EngineConfig {
     pub max_open: usize,
     /// Observed topology edges kept (registry edges come on top).
     pub max_edges: usize,
+    /// An incident is told (published, stored, counted) only once it is
+    /// confirmed: its alerts span at least `confirm_span_ms`, or number at
+    /// least `confirm_alerts`, or one scores at least `confirm_score`, or
+    /// one is a silence alert (a source silent for several of its usual
+    /// intervals has lasted already: the silence watch's own rule) or
+    /// carries a diagnosis (a known failure, e.g. an OOM kill). Until
+    /// then it is pending, and a pending incident that goes quiet ends
+    /// unconfirmed (its alerts still went out raw). `confirm_alerts` 1
+    /// confirms every incident at once.
+    pub confirm_span_ms: i64,
+    pub confirm_alerts: u32,
+    pub confirm_score: f32,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +65,9 @@ impl Default for EngineConfig {
             max_hops: 2,
             max_open: 256,
             max_edges: 20_000,
+            confirm_span_ms: 30_000,
+            confirm_alerts: 3,
+            confirm_score: 12.0,
         }
     }
 }
@@ -73,8 +88,12 @@ pub struct Counts {
     pub resolved: u64,
     /// Resolved early to make room under `max_open`.
     pub evicted: u64,
+    /// Incidents opened pending (not yet confirmed).
+    pub pending: u64,
     pub joined: u64,
     pub duplicates: u64,
+    /// Pending incidents that went quiet before they were confirmed.
+    pub unconfirmed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +103,8 @@ struct Open {
     updated_ts: i64,
     alerts: u32,
     score: f32,
+    /// When it met the confirmation rule; None while pending.
+    confirmed_ts: Option<i64>,
     /// In onset order.
     members: Vec<Member>,
     alert_ids: VecDeque<String>,
@@ -100,6 +121,8 @@ pub struct Engine {
     /// yet persisted (they have left `open`).
     dirty: HashSet<String>,
     resolved: BTreeMap<String, Incident>,
+    /// Pending incidents forgotten, whose stored state is to be deleted.
+    dropped: std::collections::BTreeSet<String>,
     /// The latest time seen (alert or clock).
     watermark: i64,
     pub counts: Counts,
@@ -115,6 +138,7 @@ impl Engine {
             resolved_set: HashSet::new(),
             dirty: HashSet::new(),
             resolved: BTreeMap::new(),
+            dropped: Default::default(),
             watermark: i64::MIN,
             counts: Counts::default(),
         }
@@ -128,8 +152,12 @@ impl Engine {
         &self.topo
     }
 
+    /// Open incidents that are confirmed (pending ones are not counted).
     pub fn open_count(&self) -> usize {
-        self.open.len()
+        self.open
+            .iter()
+            .filter(|o| o.confirmed_ts.is_some())
+            .count()
     }
 
     /// Every open incident as it would be published now, oldest first.
@@ -161,12 +189,17 @@ impl Engine {
                 alert_ids.pop_front();
             }
             self.dirty.insert(inc.id.clone());
+            let confirmed_ts = match inc.state {
+                IncidentState::Pending => None,
+                _ => Some(inc.confirmed_ts.unwrap_or(inc.opened_ts)),
+            };
             self.open.push(Open {
                 id: inc.id,
                 opened_ts: inc.opened_ts,
                 updated_ts: inc.updated_ts,
                 alerts: inc.alerts,
                 score: inc.score,
+                confirmed_ts,
                 members,
                 alert_ids,
             });
@@ -207,27 +240,44 @@ impl Engine {
             })
             .min_by(|(_, a), (_, b)| a.opened_ts.cmp(&b.opened_ts).then(a.id.cmp(&b.id)))
             .map(|(i, _)| i);
-        let id = match target {
+        let i = match target {
             Some(i) => {
                 join_alert(&mut self.open[i], alert);
                 self.counts.joined += 1;
-                self.open[i].id.clone()
+                i
             }
             None => {
                 while self.open.len() >= self.cfg.max_open.max(1) {
                     self.evict();
                 }
-                let o = open_with(alert);
-                self.open.push(o);
-                self.counts.opened += 1;
-                self.open[self.open.len() - 1].id.clone()
+                self.open.push(open_with(alert));
+                self.counts.pending += 1;
+                self.open.len() - 1
             }
         };
+        // A silence alert has lasted already (the silence watch's own
+        // rule); a diagnosis is a known failure recognised.
+        let sure = alert.reason == crate::contract::alert::AlertReason::Silence
+            || alert.diagnosis.is_some();
+        if self.open[i].confirmed_ts.is_none() && (sure || self.confirms(&self.open[i])) {
+            self.open[i].confirmed_ts = Some(alert.ts);
+            self.counts.opened += 1;
+        }
+        let id = self.open[i].id.clone();
         self.dirty.insert(id.clone());
         match target {
             Some(_) => Verdict::Joined(id),
             None => Verdict::Opened(id),
         }
+    }
+
+    /// Whether a pending incident now meets the confirmation rule.
+    fn confirms(&self, o: &Open) -> bool {
+        let c = &self.cfg;
+        o.confirmed_ts.is_none()
+            && (o.alerts >= c.confirm_alerts
+                || o.updated_ts.saturating_sub(o.opened_ts) >= c.confirm_span_ms
+                || o.score >= c.confirm_score)
     }
 
     /// Resolves every open incident quiet for `quiet` at `now_ms`; returns
@@ -259,10 +309,17 @@ impl Engine {
     }
 
     fn resolve(&mut self, o: Open, at: i64) {
+        o.alert_ids.iter().for_each(|a| self.remember_resolved(a));
+        if o.confirmed_ts.is_none() {
+            // Never told: forgotten, its stored pending state dropped.
+            self.dirty.remove(&o.id);
+            self.dropped.insert(o.id);
+            self.counts.unconfirmed += 1;
+            return;
+        }
         let mut inc = self.snapshot(&o);
         inc.state = IncidentState::Resolved;
         inc.resolved_ts = Some(at);
-        o.alert_ids.iter().for_each(|a| self.remember_resolved(a));
         self.dirty.remove(&o.id);
         self.resolved.insert(o.id, inc);
         self.counts.resolved += 1;
@@ -294,6 +351,17 @@ impl Engine {
         out
     }
 
+    /// Pending incidents that ended unconfirmed and whose stored pending
+    /// state is still to be deleted.
+    pub fn dropped(&self) -> Vec<String> {
+        self.dropped.iter().cloned().collect()
+    }
+
+    /// A dropped incident's pending state is deleted.
+    pub fn forgotten(&mut self, id: &str) {
+        self.dropped.remove(id);
+    }
+
     /// `inc` (from [`Engine::changed`]) is stored: no longer changed, unless
     /// it has changed again since.
     pub fn persisted(&mut self, inc: &Incident) {
@@ -303,11 +371,10 @@ impl Engine {
                     self.resolved.remove(&inc.id);
                 }
             }
-            IncidentState::Open => {
-                let same = self
-                    .open
-                    .iter()
-                    .any(|o| o.id == inc.id && o.alerts == inc.alerts);
+            IncidentState::Open | IncidentState::Pending => {
+                let same = self.open.iter().any(|o| {
+                    o.id == inc.id && o.alerts == inc.alerts && self.snapshot(o).state == inc.state
+                });
                 if same {
                     self.dirty.remove(&inc.id);
                 }
@@ -318,7 +385,11 @@ impl Engine {
     fn snapshot(&self, o: &Open) -> Incident {
         Incident {
             id: o.id.clone(),
-            state: IncidentState::Open,
+            state: match o.confirmed_ts {
+                Some(_) => IncidentState::Open,
+                None => IncidentState::Pending,
+            },
+            confirmed_ts: o.confirmed_ts,
             opened_ts: o.opened_ts,
             updated_ts: o.updated_ts,
             resolved_ts: None,
@@ -381,6 +452,7 @@ fn open_with(a: &Alert) -> Open {
         updated_ts: a.ts,
         alerts: 1,
         score: finite(a.score),
+        confirmed_ts: None,
         members: vec![member_of(a)],
         alert_ids: VecDeque::from([a.id.clone()]),
     }

@@ -51,8 +51,17 @@ fn chain() -> Topology {
     t
 }
 
+/// Every incident told at once: these tests are about grouping and ranks;
+/// the confirmation rule has its own below.
+fn told_at_once() -> EngineConfig {
+    EngineConfig {
+        confirm_alerts: 1,
+        ..Default::default()
+    }
+}
+
 fn engine(topo: Topology) -> Engine {
-    Engine::new(EngineConfig::default(), topo)
+    Engine::new(told_at_once(), topo)
 }
 
 #[test]
@@ -217,7 +226,7 @@ fn bounds_are_enforced() {
     // max_open: a third incident resolves the one quiet longest.
     let cfg = EngineConfig {
         max_open: 2,
-        ..Default::default()
+        ..told_at_once()
     };
     let mut e = Engine::new(cfg, Topology::new(10));
     let Verdict::Opened(first) = e.observe(&alert("1", "X", T, 4.0)) else {
@@ -321,4 +330,99 @@ fn bad_numbers_from_the_wire_do_not_poison_ranks() {
     let inc = &e.open_incidents()[0];
     assert!(inc.score.is_finite());
     assert!(inc.suspects.iter().all(|s| s.rank.is_finite()));
+}
+
+fn confirming() -> Engine {
+    Engine::new(
+        EngineConfig {
+            confirm_span_ms: 30_000,
+            confirm_alerts: 3,
+            confirm_score: 12.0,
+            ..Default::default()
+        },
+        chain(),
+    )
+}
+
+#[test]
+fn an_incident_is_told_only_once_confirmed() {
+    // By count: pending through two alerts, told at the third.
+    let mut e = confirming();
+    e.observe(&alert("1", "C", T, 6.0));
+    e.observe(&alert("2", "B", T + 1000, 6.0));
+    let c = e.changed();
+    assert_eq!(
+        (c.len(), c[0].state, e.open_count()),
+        (1, IncidentState::Pending, 0)
+    );
+    assert_eq!(c[0].confirmed_ts, None);
+    e.observe(&alert("3", "A", T + 2000, 6.0));
+    let c = e.changed();
+    assert_eq!(
+        (c[0].state, c[0].confirmed_ts),
+        (IncidentState::Open, Some(T + 2000))
+    );
+    assert_eq!(
+        (e.open_count(), e.counts.opened, e.counts.pending),
+        (1, 1, 1)
+    );
+    assert_eq!(c[0].opened_ts, T, "the onset stays the first alert's");
+
+    // By span: two alerts 30 s apart.
+    let mut e = confirming();
+    e.observe(&alert("1", "C", T, 6.0));
+    e.observe(&alert("2", "C", T + 29_999, 6.0));
+    assert_eq!(e.open_count(), 0);
+    e.observe(&alert("3", "C", T + 30_000, 6.0));
+    assert_eq!(e.changed()[0].confirmed_ts, Some(T + 30_000));
+
+    // By score: one extreme alert is told alone.
+    let mut e = confirming();
+    e.observe(&alert("1", "C", T, 12.0));
+    assert_eq!(e.changed()[0].state, IncidentState::Open);
+
+    // A silence alert has lasted already, a diagnosis names a known
+    // failure: each told alone.
+    let mut e = confirming();
+    e.observe(&silence("C", T));
+    assert_eq!(e.changed()[0].state, IncidentState::Open);
+    let mut e = confirming();
+    let oom = Alert {
+        diagnosis: Some("OOM killed".into()),
+        ..alert("1", "C", T, 6.0)
+    };
+    e.observe(&oom);
+    assert_eq!(e.changed()[0].state, IncidentState::Open);
+}
+
+#[test]
+fn a_pending_incident_that_goes_quiet_is_forgotten() {
+    let mut e = confirming();
+    e.observe(&alert("1", "C", T, 6.0));
+    let stored = e.changed();
+    e.persisted(&stored[0]);
+    assert_eq!(e.advance(T + 10 * MIN), 1);
+    assert!(e.changed().is_empty(), "never told, so nothing to tell");
+    let id = stored[0].id.clone();
+    assert_eq!(e.dropped(), [id.clone()], "its stored pending state goes");
+    e.forgotten(&id);
+    assert!(e.dropped().is_empty());
+    assert_eq!((e.counts.unconfirmed, e.counts.resolved), (1, 0));
+    // Its alert, redelivered, is not counted again.
+    assert_eq!(e.observe(&alert("1", "C", T, 6.0)), Verdict::Duplicate);
+}
+
+#[test]
+fn a_pending_incident_survives_a_restore() {
+    let mut a = confirming();
+    a.observe(&alert("1", "C", T, 6.0));
+    a.observe(&alert("2", "B", T + 1000, 6.0));
+    let mut r = confirming();
+    r.restore(a.changed());
+    assert_eq!(r.open_count(), 0);
+    let third = alert("3", "A", T + 2000, 6.0);
+    assert_eq!(r.observe(&third), a.observe(&third));
+    assert_eq!(r.changed(), a.changed());
+    assert_eq!(r.changed()[0].state, IncidentState::Open);
+    assert_eq!(r.changed()[0].alerts, 3);
 }

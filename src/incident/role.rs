@@ -77,7 +77,11 @@ pub struct IncidentStats {
     pub bad: AtomicU64,
     /// Redelivered alerts already counted.
     pub duplicates: AtomicU64,
+    /// Incidents confirmed (told).
     pub opened: AtomicU64,
+    /// Incidents opened pending, and pending ones that ended untold.
+    pub pending: AtomicU64,
+    pub unconfirmed: AtomicU64,
     pub resolved: AtomicU64,
     /// Resolved early to stay within the open-incident bound.
     pub evicted: AtomicU64,
@@ -95,18 +99,18 @@ pub struct IncidentStats {
 
 static INCIDENTS: Family = Family::counter(
     "proprio_incidents_total",
-    "Incidents, by what happened (opened, resolved, evicted: resolved early to stay within the bound)",
+    "Incidents, by what happened (pending: opened, not yet told; opened: confirmed and told; unconfirmed: went quiet while pending, never told; resolved; evicted: resolved early to stay within the bound)",
     &["event"],
 );
 static OPEN: Family = Family {
     name: "proprio_incidents_open",
-    help: "Incidents open now",
+    help: "Incidents open (confirmed) now",
     labels: &[],
     gauge: true,
 };
 static INCIDENT_ALERTS: Family = Family::counter(
     "proprio_incident_alerts_total",
-    "Alerts the incidents role took, by outcome (opened, joined, duplicate, bad)",
+    "Alerts the incidents role took, by outcome (opened: a new, pending incident; joined, duplicate, bad)",
     &["outcome"],
 );
 static EDGES: Family = Family {
@@ -124,11 +128,13 @@ static STORE_FAILED: Family = Family::counter(
 impl ReadAtScrape for IncidentStats {
     fn report(&self, out: &mut Report) {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        out.add(&INCIDENTS, &["pending"], g(&self.pending));
         out.add(&INCIDENTS, &["opened"], g(&self.opened));
+        out.add(&INCIDENTS, &["unconfirmed"], g(&self.unconfirmed));
         out.add(&INCIDENTS, &["resolved"], g(&self.resolved));
         out.add(&INCIDENTS, &["evicted"], g(&self.evicted));
         out.add(&OPEN, &[], g(&self.open));
-        out.add(&INCIDENT_ALERTS, &["opened"], g(&self.opened));
+        out.add(&INCIDENT_ALERTS, &["opened"], g(&self.pending));
         out.add(&INCIDENT_ALERTS, &["joined"], g(&self.joined));
         out.add(&INCIDENT_ALERTS, &["duplicate"], g(&self.duplicates));
         out.add(&INCIDENT_ALERTS, &["bad"], g(&self.bad));
@@ -388,7 +394,15 @@ impl Incidents {
 
     /// Stores every pending change: KV first (the state a restart reads),
     /// then the stream. Stops at the first failure; the rest stay pending.
+    /// A pending incident is stored but not published; one dropped
+    /// unconfirmed has its stored state deleted.
     async fn store(&self, kv: &kv::Store, engine: &mut Engine) -> Result<()> {
+        for id in engine.dropped() {
+            kv.delete(&id)
+                .await
+                .with_context(|| format!("deleting {}/{id}", contract::BUCKET_INCIDENTS))?;
+            engine.forgotten(&id);
+        }
         for inc in engine.changed() {
             let payload = inc.to_msgpack();
             let r = async {
@@ -397,10 +411,14 @@ impl Incidents {
                     .with_context(|| {
                         format!("writing {}/{}", contract::BUCKET_INCIDENTS, inc.id)
                     })?;
+                if inc.state == IncidentState::Pending {
+                    return Ok(());
+                }
                 self.ctx
                     .bus
                     .publish_once(incident_subject(&inc.id), payload, None, &inc.msg_id())
-                    .await
+                    .await?;
+                anyhow::Ok(())
             }
             .await;
             if let Err(e) = r {
@@ -424,6 +442,8 @@ impl Incidents {
         let c = engine.counts;
         let s = &self.stats;
         s.opened.store(c.opened, Ordering::Relaxed);
+        s.pending.store(c.pending, Ordering::Relaxed);
+        s.unconfirmed.store(c.unconfirmed, Ordering::Relaxed);
         s.resolved.store(c.resolved, Ordering::Relaxed);
         s.evicted.store(c.evicted, Ordering::Relaxed);
         s.joined.store(c.joined, Ordering::Relaxed);

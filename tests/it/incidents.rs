@@ -14,7 +14,7 @@ use proprio::contract::incident::{Incident, IncidentState};
 use proprio::contract::{self, raise_subject};
 use proprio::event::Kind;
 use proprio::freshness::{Clock, ManualClock, SystemClock};
-use proprio::incident::{IncidentStats, Incidents, IncidentsConfig};
+use proprio::incident::{EngineConfig, IncidentStats, Incidents, IncidentsConfig};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,17 +54,40 @@ fn alert(seq: u64, source: &str, ts: i64, score: f32) -> Alert {
     }
 }
 
+/// An alert without a diagnosis (a diagnosed one is told at once).
+fn undiagnosed(seq: u64, source: &str, ts: i64, score: f32) -> Alert {
+    Alert {
+        diagnosis: None,
+        ..alert(seq, source, ts, score)
+    }
+}
+
 struct Running {
     stats: Arc<IncidentStats>,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+/// The role with every incident told at once (grouping, restarts, the
+/// CLI), or with the default confirmation rule.
 fn start(bus: &Bus, clock: &ManualClock, registry: &std::path::Path) -> Running {
+    start_with(bus, clock, registry, 1)
+}
+
+fn start_with(
+    bus: &Bus,
+    clock: &ManualClock,
+    registry: &std::path::Path,
+    confirm_alerts: u32,
+) -> Running {
     let ctx = Context::new(bus.clone(), Shared::default()).with_clock(Arc::new(clock.clone()));
     let cfg = IncidentsConfig {
         registry: Some(registry.to_path_buf()),
         check_every: Duration::from_millis(50),
+        engine: EngineConfig {
+            confirm_alerts,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let role = Incidents::new(&ctx, cfg);
@@ -305,4 +328,61 @@ async fn alerts_become_incidents_across_restarts_and_crashes() {
         .unwrap_err()
         .to_string();
     assert!(missing.contains("no incident inc-0-00000000"), "{missing}");
+}
+
+#[tokio::test]
+async fn a_pending_incident_is_kept_untold_across_a_crash_and_told_once_confirmed() {
+    let server = NatsServer::start();
+    let bus = server.bus().await;
+    let kv = bus.incidents_kv().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("services.yaml");
+    std::fs::write(&registry, REGISTRY).unwrap();
+    let t0 = SystemClock.now_ms();
+    let clock = ManualClock::new(t0);
+    let confirm = EngineConfig::default().confirm_alerts;
+    assert_eq!(confirm, 3, "the default this test walks through");
+
+    // Two alerts: pending, stored (a restart resumes it), not published.
+    let role = start_with(&bus, &clock, &registry, confirm);
+    raise(&bus, &undiagnosed(1, "C", t0, 6.0)).await;
+    raise(&bus, &undiagnosed(2, "B", t0 + 1000, 6.0)).await;
+    let s = wait_for(&kv, "pending with 2 alerts", |s| {
+        s.len() == 1 && s[0].alerts == 2
+    })
+    .await;
+    assert_eq!(s[0].state, IncidentState::Pending);
+    assert_eq!(role.stats.open.load(Ordering::Relaxed), 0);
+    role.crash().await;
+    assert!(
+        published(&bus).await.is_empty(),
+        "nothing told while pending"
+    );
+
+    // After the crash the third alert confirms the same incident.
+    let role = start_with(&bus, &clock, &registry, confirm);
+    raise(&bus, &undiagnosed(3, "A", t0 + 2000, 6.0)).await;
+    let s = wait_for(&kv, "confirmed with 3 alerts", |s| {
+        s.len() == 1 && s[0].state == IncidentState::Open
+    })
+    .await;
+    assert_eq!((s[0].alerts, s[0].confirmed_ts), (3, Some(t0 + 2000)));
+    assert_eq!(s[0].sources, ["C", "B", "A"]);
+    let told = published(&bus).await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].1.state, IncidentState::Open);
+
+    // A lone alert elsewhere stays pending and, quiet, is forgotten: its
+    // stored state deleted, never published.
+    raise(&bus, &undiagnosed(4, "D", t0 + 3000, 6.0)).await;
+    wait_for(&kv, "D pending", |s| s.len() == 2).await;
+    clock.set(t0 + 3000 + 10 * MIN);
+    let s = wait_for(&kv, "D forgotten, the incident resolved", |s| {
+        s.len() == 1 && s[0].state == IncidentState::Resolved
+    })
+    .await;
+    assert_eq!(s[0].sources, ["C", "B", "A"]);
+    let told = published(&bus).await;
+    assert!(told.iter().all(|(_, i)| i.sources[0] == "C"), "{told:?}");
+    role.stop().await;
 }
