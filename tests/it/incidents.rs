@@ -167,16 +167,43 @@ async fn redeliver(bus: &Bus, a: &Alert, n: u32) {
         .unwrap();
 }
 
+/// A nats-server, its bus and incidents KV, the registry file and a manual
+/// clock at now.
+struct World {
+    _server: NatsServer,
+    _dir: tempfile::TempDir,
+    bus: Bus,
+    kv: kv::Store,
+    registry: std::path::PathBuf,
+    t0: i64,
+    clock: ManualClock,
+}
+
+impl World {
+    async fn new() -> World {
+        let server = NatsServer::start();
+        let bus = server.bus().await;
+        let kv = bus.incidents_kv().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let registry = dir.path().join("services.yaml");
+        std::fs::write(&registry, REGISTRY).unwrap();
+        let t0 = SystemClock.now_ms();
+        World {
+            _server: server,
+            _dir: dir,
+            bus,
+            kv,
+            registry,
+            t0,
+            clock: ManualClock::new(t0),
+        }
+    }
+}
+
 #[tokio::test]
 async fn alerts_become_incidents_across_restarts_and_crashes() {
-    let server = NatsServer::start();
-    let bus = server.bus().await;
-    let kv = bus.incidents_kv().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let registry = dir.path().join("services.yaml");
-    std::fs::write(&registry, REGISTRY).unwrap();
-    let t0 = SystemClock.now_ms();
-    let clock = ManualClock::new(t0);
+    let w = World::new().await;
+    let (bus, kv, registry, t0, clock) = (&w.bus, &w.kv, &w.registry, w.t0, &w.clock);
 
     // C fails first, B after it: one incident, rooted at C.
     let role = start(&bus, &clock, &registry);
@@ -332,14 +359,8 @@ async fn alerts_become_incidents_across_restarts_and_crashes() {
 
 #[tokio::test]
 async fn a_pending_incident_is_kept_untold_across_a_crash_and_told_once_confirmed() {
-    let server = NatsServer::start();
-    let bus = server.bus().await;
-    let kv = bus.incidents_kv().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let registry = dir.path().join("services.yaml");
-    std::fs::write(&registry, REGISTRY).unwrap();
-    let t0 = SystemClock.now_ms();
-    let clock = ManualClock::new(t0);
+    let w = World::new().await;
+    let (bus, kv, registry, t0, clock) = (&w.bus, &w.kv, &w.registry, w.t0, &w.clock);
     let confirm = EngineConfig::default().confirm_alerts;
     assert_eq!(confirm, 3, "the default this test walks through");
 
