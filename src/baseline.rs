@@ -202,6 +202,9 @@ pub struct Surprise {
     pub tails: HashMap<Kind, Tail>,
     /// The same over every kind, for a kind with too few held-out events.
     pub all: Option<Tail>,
+    /// Per template, its most surprising held-out values: a cap on the
+    /// tails' score ([`crate::rarity`]).
+    pub templates: crate::rarity::Templates,
 }
 
 /// One event's calibrated surprise.
@@ -242,6 +245,16 @@ impl Surprise {
                 .filter_map(|(k, v)| Tail::fit(v, Self::MIN_SCALE).map(|t| (*k, t)))
                 .collect(),
             all: Tail::fit(&all, Self::MIN_SCALE),
+            templates: Default::default(),
+        }
+    }
+
+    /// Fits from (kind, template key, source, excess surprise) of held-out
+    /// events: the tails and the templates' caps.
+    pub fn fit_with_templates(obs: &[(Kind, u64, &str, f32)]) -> Surprise {
+        Surprise {
+            templates: crate::rarity::Templates::fit(obs.iter().copied()),
+            ..Surprise::fit(obs.iter().map(|&(k, _, _, x)| (k, x)))
         }
     }
 

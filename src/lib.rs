@@ -46,6 +46,7 @@
 //! - [`baseline`]: per-key robust loss baselines, and the per-kind calibration of
 //!   the excess surprise shipped with each model.
 //! - [`tail`]: peaks-over-threshold tails: a statistic's rarity among normal events.
+//! - [`rarity`]: an event template's own rarity at its surprise, a cap on the tail's score.
 //! - [`curriculum`]: every event rendered as one line of text with special
 //!   tokens; a pulse repeating its key's last one is nothing new.
 //! - [`tokenizer`]: the special tokens of proto/tokens.txt.
@@ -81,6 +82,7 @@ pub mod metrics;
 pub mod model;
 pub mod model_store;
 pub mod policy;
+pub mod rarity;
 pub mod registry;
 pub mod run;
 pub mod scorer;

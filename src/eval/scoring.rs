@@ -27,6 +27,8 @@ pub(super) fn model_scores(
 ) -> Result<Vec<Scores>> {
     let threads = args.threads.max(1) as usize;
     crate::model::set_libtorch_threads(threads);
+    // Templates are keyed on the configured rendering, on both sides.
+    let renderer = crate::curriculum::Renderer::new(&learning.render)?;
     let hows: Vec<&str> = args
         .model_score
         .split(',')
@@ -56,7 +58,7 @@ pub(super) fn model_scores(
         );
         eprintln!("eval: model scores from {}", p.display());
         // The tails are refitted, so a cache serves any tail rule.
-        let (calib, test) = calibrate(data, calib, test);
+        let (calib, test) = calibrate(data, &renderer, calib, test);
         return Ok(model_rows(&hows, &calib, &test, "cached".into()));
     }
     let t0 = Instant::now();
@@ -184,7 +186,7 @@ pub(super) fn model_scores(
         (c, t)
     };
     let scored_s = t1.elapsed().as_secs_f64();
-    let (calib, test) = calibrate(data, calib, test);
+    let (calib, test) = calibrate(data, &renderer, calib, test);
     if let Some(p) = &args.score_cache {
         std::fs::write(p, serde_json::to_string(&(&calib, &test))?)
             .with_context(|| format!("writing {}", p.display()))?;
@@ -337,26 +339,43 @@ fn event_scores(
 /// them on), each calibration event calibrated against its kind's tail;
 /// then the test events in time order through the live scorer's
 /// [`LiveTails`], those tails shipped, each kind's own refitted on the test
-/// events' values as they come (faults included), as live.
+/// events' values as they come (faults included), as live. The shipped
+/// template caps ([`crate::rarity`]) are fitted on the calibration slice
+/// too, as EVALUATE fits them.
 fn calibrate(
     data: &Data,
+    renderer: &crate::curriculum::Renderer,
     mut calib: Vec<ModelScore>,
     mut test: Vec<ModelScore>,
 ) -> (Vec<ModelScore>, Vec<ModelScore>) {
     let (cal, tst) = (&data.train_src, data.test_events());
-    let s = Surprise::fit(
-        data.calib
-            .iter()
-            .zip(&calib)
-            .map(|(&i, m)| (cal[i].kind(), m.excess)),
-    );
-    for (&i, m) in data.calib.iter().zip(calib.iter_mut()) {
-        m.live = s.calibrate(cal[i].kind(), m.excess).score;
+    let key = |e: &Event| crate::rarity::template_key(&renderer.render(e), &e.source);
+    let obs: Vec<_> = data
+        .calib
+        .iter()
+        .zip(&calib)
+        .map(|(&i, m)| {
+            (
+                cal[i].kind(),
+                key(&cal[i]),
+                cal[i].source.as_str(),
+                m.excess,
+            )
+        })
+        .collect();
+    let s = Surprise::fit_with_templates(&obs);
+    for ((kind, template, _, x), m) in obs.iter().zip(calib.iter_mut()) {
+        let tails = s.calibrate(*kind, *x).score;
+        m.live = s
+            .templates
+            .cap(*kind, *template, *x)
+            .map_or(tails, |c| c.min(tails));
     }
     let mut live = LiveTails::new(s);
     for (&i, m) in data.test.iter().zip(test.iter_mut()) {
+        let e = &tst[i];
         m.live = live
-            .calibrate(&tst[i].source, tst[i].kind(), tst[i].ts, m.excess)
+            .calibrate(&e.source, e.kind(), key(e), e.ts, m.excess)
             .score;
     }
     (calib, test)

@@ -161,11 +161,18 @@ impl LiveTails {
         }
     }
 
-    /// How rare `x` is for an event of `source` and `kind` at `ts`, then
-    /// `x` learnt.
-    pub fn calibrate(&mut self, source: &str, kind: Kind, ts: i64, x: f32) -> Calibrated {
+    /// How rare `x` is for an event of `source`, `kind` and template
+    /// `template` ([`crate::rarity::template_key`]) at `ts`, then `x` learnt.
+    pub fn calibrate(
+        &mut self,
+        source: &str,
+        kind: Kind,
+        template: u64,
+        ts: i64,
+        x: f32,
+    ) -> Calibrated {
         let key = (source.to_string(), kind);
-        let c = self.score(&key, x);
+        let c = self.score(&key, template, x);
         if x.is_finite() {
             self.kinds
                 .entry(kind)
@@ -187,12 +194,14 @@ impl LiveTails {
     /// How rare `x` is for an event of `source` and `kind` now, learning
     /// nothing: the shipped tail's score, or the kind's own tail's, or the
     /// source's own tail's, whichever is lowest (the own ones once fitted,
-    /// or when nothing was shipped for the kind).
-    pub fn calibrated(&self, source: &str, kind: Kind, x: f32) -> Calibrated {
-        self.score(&(source.to_string(), kind), x)
+    /// or when nothing was shipped for the kind), capped by the template's
+    /// own rarity at `x` among the shipped held-out events
+    /// ([`crate::rarity::Templates::cap`]).
+    pub fn calibrated(&self, source: &str, kind: Kind, template: u64, x: f32) -> Calibrated {
+        self.score(&(source.to_string(), kind), template, x)
     }
 
-    fn score(&self, key: &(String, Kind), x: f32) -> Calibrated {
+    fn score(&self, key: &(String, Kind), template: u64, x: f32) -> Calibrated {
         let kind = key.1;
         let shipped = self.shipped.calibrate(kind, x);
         let own = |r: Option<&Recent>, of: BaselineOf| {
@@ -211,6 +220,9 @@ impl LiveTails {
             if best.tail.is_none() || c.score < best.score {
                 best = c;
             }
+        }
+        if let Some(cap) = self.shipped.templates.cap(kind, template, x) {
+            best.score = best.score.min(cap);
         }
         best
     }
@@ -251,7 +263,7 @@ mod tests {
     fn feed(t: &mut LiveTails, kind: Kind, values: &[f32], t0: i64, per_min: usize) {
         for (i, &x) in values.iter().enumerate() {
             let ts = t0 + (i * 60_000 / per_min) as i64;
-            t.calibrate("a", kind, ts, x);
+            t.calibrate("a", kind, 0, ts, x);
         }
     }
 
@@ -259,7 +271,7 @@ mod tests {
         let level = Policy::default().level();
         draws
             .iter()
-            .filter(|&&x| t.calibrated("a", kind, x).score >= level)
+            .filter(|&&x| t.calibrated("a", kind, 0, x).score >= level)
             .count()
     }
 
@@ -291,8 +303,14 @@ mod tests {
         println!("own {own:?}: {fa} false alarms in 20 000 fresh draws");
         assert!(fa <= 2, "{fa} false alarms in 20 000, {own:?}");
         // A rare extreme (the OOM kill was 386 nats) still scores high.
-        assert!(t.calibrated("a", Kind::Log, 100.0).score >= 10.0, "{own:?}");
-        assert!(t.calibrated("a", Kind::Log, 386.0).score >= 15.0, "{own:?}");
+        assert!(
+            t.calibrated("a", Kind::Log, 0, 100.0).score >= 10.0,
+            "{own:?}"
+        );
+        assert!(
+            t.calibrated("a", Kind::Log, 0, 386.0).score >= 15.0,
+            "{own:?}"
+        );
         // Another kind is untouched: still the shipped (global) tail.
         assert!(t.own_tail(Kind::Flux).is_none());
     }
@@ -309,7 +327,7 @@ mod tests {
         // Alarming under the kind's own tail, none of it is learnt: the
         // fault's events keep their alarm.
         assert_eq!(after.level(1e-5), before, "{after:?}");
-        assert_eq!(t.calibrated("a", Kind::Log, 80.0).score, Tail::MAX_SCORE);
+        assert_eq!(t.calibrated("a", Kind::Log, 0, 80.0).score, Tail::MAX_SCORE);
         // A minute of unusual events (1 in 100 or rarer): those below the
         // cut are learnt, 32 values at most, a 128th of the window: the
         // level moves little.
@@ -322,7 +340,10 @@ mod tests {
             mild.level(1e-5)
         );
         assert!(mild.level(1e-5) < 1.3 * before, "{before} -> {mild:?}");
-        assert!(t.calibrated("a", Kind::Log, 80.0).score >= 10.0, "{mild:?}");
+        assert!(
+            t.calibrated("a", Kind::Log, 0, 80.0).score >= 10.0,
+            "{mild:?}"
+        );
     }
 
     #[test]
@@ -331,16 +352,18 @@ mod tests {
         let mut t = LiveTails::default();
         t.follow("m1", &low);
         feed(&mut t, Kind::Log, &normal(0, 600, 30.0, 1.0), 0, 600);
-        assert!(t.calibrated("a", Kind::Log, 31.0).score < 2.0);
+        assert!(t.calibrated("a", Kind::Log, 0, 31.0).score < 2.0);
         // The same model again changes nothing; another starts afresh.
         t.follow("m1", &low);
         assert!(t.own_tail(Kind::Log).is_some());
         t.follow("m2", &low);
         assert!(t.own_tail(Kind::Log).is_none());
-        assert!(t.calibrated("a", Kind::Log, 31.0).score >= 10.0);
+        assert!(t.calibrated("a", Kind::Log, 0, 31.0).score >= 10.0);
         // Without any tail (no shipped one for the kind): no score at all.
         assert_eq!(
-            LiveTails::default().calibrated("a", Kind::Log, 1e6).score,
+            LiveTails::default()
+                .calibrated("a", Kind::Log, 0, 1e6)
+                .score,
             0.0
         );
     }
@@ -361,7 +384,7 @@ mod tests {
         assert!(own.score(x) > 5.0, "{own:?}");
         let shipped = wide.calibrate(Kind::Log, x).score;
         assert!(shipped < 2.5, "{shipped}");
-        assert_eq!(t.calibrated("a", Kind::Log, x).score, shipped);
+        assert_eq!(t.calibrated("a", Kind::Log, 0, x).score, shipped);
     }
 
     #[test]
@@ -382,5 +405,27 @@ mod tests {
         assert!(!r.admit(0, LiveTails::PER_MINUTE));
         // After a silent gap, every event again.
         assert!(r.admit(600_000, LiveTails::PER_MINUTE) && r.admit(600_000, LiveTails::PER_MINUTE));
+    }
+
+    #[test]
+    fn a_routine_template_is_capped_a_new_one_is_not() {
+        // 2,000 held-out logs around 0 nats, and 20 of one rare-but-normal
+        // template at 40 to 59 nats from four sources.
+        let mut obs: Vec<(Kind, u64, &str, f32)> = normal(0, 2_000, 0.0, 1.0)
+            .into_iter()
+            .map(|x| (Kind::Log, 1, "s", x))
+            .collect();
+        let sources = ["a", "b", "c", "d"];
+        obs.extend((0..20).map(|i| (Kind::Log, 2, sources[i % 4], 40.0 + i as f32)));
+        let t = LiveTails::new(Surprise::fit_with_templates(&obs));
+        // The tail alone calls 50 nats extreme; the template seen 10 times
+        // at least that surprising in 2,020 is about 1 in 200.
+        let new = t.calibrated("x", Kind::Log, 3, 50.0).score;
+        let routine = t.calibrated("x", Kind::Log, 2, 50.0).score;
+        assert!(new >= 10.0, "{new}");
+        assert!(
+            (routine - (2_020f32 / 10.0).log10()).abs() < 1e-3,
+            "{routine}"
+        );
     }
 }

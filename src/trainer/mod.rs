@@ -212,12 +212,19 @@ pub fn evaluate(
             l.loss,
         )
     }));
-    b.surprise = Surprise::fit(prepared.iter().zip(&losses).map(|(p, l)| {
-        (
-            p.kind.expect("only event documents are scored"),
-            crate::scorer::excess_surprise(&p.tokens, l),
-        )
-    }));
+    let obs: Vec<_> = prepared
+        .iter()
+        .zip(&losses)
+        .map(|(p, l)| {
+            (
+                p.kind.expect("only event documents are scored"),
+                crate::rarity::template_key(&p.rendered, &p.source),
+                p.source.as_str(),
+                crate::scorer::excess_surprise(&p.tokens, l),
+            )
+        })
+        .collect();
+    b.surprise = Surprise::fit_with_templates(&obs);
     (b, mean)
 }
 
