@@ -296,7 +296,7 @@ digests = {
 # Ranks are illustrative values, not recomputed from the formula.
 INCIDENT_OPEN = {
     "id": "inc-1767225600000-8c1d2f3a", "state": "open",
-    "opened_ts": T0, "updated_ts": T0 + 120000, "resolved_ts": None,
+    "opened_ts": T0, "updated_ts": T0 + 120000, "confirmed_ts": T0 + 60000, "resolved_ts": None,
     "score": 6.5, "alerts": 4,
     "suspects": [
         {"source": "AitherPostgres", "rank": 0.9375, "onset_ts": T0, "score": 5.5, "alerts": 2,
@@ -312,12 +312,24 @@ INCIDENT_OPEN = {
 }
 INCIDENT_RESOLVED = {
     "id": "inc-1767229200000-0b7e44d1", "state": "resolved",
-    "opened_ts": T0 + 3600000, "updated_ts": T0 + 3600000, "resolved_ts": T0 + 4200000,
+    "opened_ts": T0 + 3600000, "updated_ts": T0 + 3600000, "confirmed_ts": T0 + 3600000,
+    "resolved_ts": T0 + 4200000,
     "score": 12.0, "alerts": 1,
     "suspects": [{"source": "AitherVault", "rank": 1.0, "onset_ts": T0 + 3600000, "score": 12.0,
                   "alerts": 1, "what": "silence"}],
     "sources": ["AitherVault"],
     "alert_ids": ["silence:AitherVault:1767229170000"],
+}
+# Pending: not yet confirmed, so only ever in the incidents KV (never on
+# the stream), and without confirmed_ts.
+INCIDENT_PENDING = {
+    "id": "inc-1767232800000-5a90c3e2", "state": "pending",
+    "opened_ts": T0 + 7200000, "updated_ts": T0 + 7210000, "resolved_ts": None,
+    "score": 5.25, "alerts": 2,
+    "suspects": [{"source": "AitherScout", "rank": 1.0, "onset_ts": T0 + 7200000, "score": 5.25,
+                  "alerts": 2, "what": "state=degraded"}],
+    "sources": ["AitherScout"],
+    "alert_ids": ["PROPRIO_TELEMETRY:90211", "PROPRIO_TELEMETRY:90377"],
 }
 incidents = {
     "version": 1,
@@ -327,7 +339,8 @@ incidents = {
         {"name": name, "subject": "proprio.incident." + inc["id"], "kv_key": inc["id"],
          "msg_id": "%s:%d:%s" % (inc["id"], inc["alerts"], inc["state"]),
          "incident": inc, "json": js(inc), "msgpack_hex": mp(inc, single_float=True)}
-        for name, inc in [("open", INCIDENT_OPEN), ("resolved", INCIDENT_RESOLVED)]
+        for name, inc in [("open", INCIDENT_OPEN), ("resolved", INCIDENT_RESOLVED),
+                          ("pending", INCIDENT_PENDING)]
     ],
 }
 
@@ -345,4 +358,4 @@ write("invalid.json", {**head, "vectors": invalid})
 write("alert.json", alerts)
 write("digest.json", digests)
 write("incident.json", incidents)
-print("events: %d valid, %d invalid; 2 alerts, 2 digests, 2 incidents" % (len(valid), len(invalid)))
+print("events: %d valid, %d invalid; 2 alerts, 2 digests, 3 incidents" % (len(valid), len(invalid)))

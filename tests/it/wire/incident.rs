@@ -39,9 +39,21 @@ fn incident_vectors_decode_and_round_trip() {
             want.resolved_ts.is_some(),
             want.state == IncidentState::Resolved
         );
+        assert_eq!(
+            want.confirmed_ts.is_none(),
+            want.state == IncidentState::Pending,
+            "{name}: confirmed unless pending"
+        );
         states.push(want.state);
     }
-    assert_eq!(states, [IncidentState::Open, IncidentState::Resolved]);
+    assert_eq!(
+        states,
+        [
+            IncidentState::Open,
+            IncidentState::Resolved,
+            IncidentState::Pending
+        ]
+    );
 }
 
 #[test]
