@@ -205,6 +205,11 @@ pub struct Surprise {
     /// Per template, its most surprising held-out values: a cap on the
     /// tails' score ([`crate::rarity`]).
     pub templates: crate::rarity::Templates,
+    /// The telemetry the model's training has covered: its first and last
+    /// event's time, unix ms, over its cold start and every incremental
+    /// cycle since; None when unknown. Sets how far the configured risk
+    /// applies ([`crate::policy::Policy::for_model`]).
+    pub seen: Option<(i64, i64)>,
 }
 
 /// One event's calibrated surprise.
@@ -246,7 +251,21 @@ impl Surprise {
                 .collect(),
             all: Tail::fit(&all, Self::MIN_SCALE),
             templates: Default::default(),
+            seen: None,
         }
+    }
+
+    /// How much telemetry time the model's training has covered.
+    pub fn seen_ms(&self) -> Option<i64> {
+        self.seen.map(|(a, b)| b.saturating_sub(a).max(0))
+    }
+
+    /// `seen` widened by the events from `first` to `last`.
+    pub fn widen(seen: Option<(i64, i64)>, first: i64, last: i64) -> Option<(i64, i64)> {
+        Some(match seen {
+            Some((a, b)) => (a.min(first), b.max(last)),
+            None => (first, last),
+        })
     }
 
     /// Fits from (kind, template key, source, excess surprise) of held-out

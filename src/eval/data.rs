@@ -46,6 +46,16 @@ impl Data {
     pub fn test_events(&self) -> &[Event] {
         self.test_src.as_deref().unwrap_or(&self.train_src)
     }
+
+    /// The telemetry time the fitted events cover: what a model trained
+    /// on them has seen ([`crate::policy::Policy::for_model`]).
+    pub fn fit_span_ms(&self) -> Option<i64> {
+        let ts = self.fit.iter().map(|&i| self.train_src[i].ts);
+        let (a, b) = ts.fold(None, |acc: Option<(i64, i64)>, t| {
+            Some(acc.map_or((t, t), |(a, b)| (a.min(t), b.max(t))))
+        })?;
+        Some(b - a)
+    }
 }
 
 fn read_sorted(p: &Path) -> Result<Vec<Event>> {

@@ -198,7 +198,8 @@ pub struct EvalArgs {
     /// surprising event of a noisy key is divided by K; a burst is not.
     #[arg(long, value_name = "S:K")]
     pub evidence: Option<String>,
-    /// The live policy's risk: the `live` score's alert level is -log10(RISK).
+    /// The live policy's risk: the `live` score's alert level is -log10(RISK), RISK scaled
+    /// as the scorer scales it for a model trained on less than a day (the fitted events' span).
     #[arg(long, default_value_t = Policy::DEFAULT_RISK, value_name = "RISK")]
     pub risk: f64,
     /// Cache of the model's scores (calibration and test events): read when
@@ -356,7 +357,9 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
         p.exists().then_some(p)
     });
 
-    let policy = args.policy()?;
+    // The risk as the live scorer applies it to a model that has seen
+    // the fitted events.
+    let policy = args.policy()?.for_model(data.fit_span_ms());
     for s in all.iter_mut() {
         s.calib = replay::decided(&data.train_src, &data.calib, &s.calib, &policy);
         s.test = replay::decided(test_events, &data.test, &s.test, &policy);
@@ -571,7 +574,9 @@ pub fn model_evidence(
         .into_iter()
         .next()
         .context("the model gave no score")?;
-    let policy = args.policy()?;
+    // The risk as the live scorer applies it to a model that has seen
+    // the fitted events.
+    let policy = args.policy()?.for_model(data.fit_span_ms());
     Ok(ModelEvidence {
         calib: replay::decided(&data.train_src, &data.calib, &s.calib, &policy),
         test: replay::decided(&data.train_src, &data.test, &s.test, &policy),

@@ -323,6 +323,13 @@ impl Scorer {
             .fetch_add(valid.len() as u64, Ordering::Relaxed);
         // The calibration restarts with each model (its shipped tails).
         j.tails.follow(&info.version, &info.baselines.surprise);
+        // The risk applies in full once the model's training covered a day.
+        let policy = self
+            .ctx
+            .shared
+            .policy
+            .for_model(info.baselines.surprise.seen_ms());
+        j.decider.set_policy(policy);
         let previous_epoch = self.epoch.previous(&info.fingerprint);
         let alerts: Vec<Option<Alert>> = valid
             .iter()

@@ -9,6 +9,7 @@
 use super::digest::build_digest;
 use super::epoch::{EpochWait, Recheck};
 use super::{checkpoint, evaluate, train, validate, Validated};
+use crate::baseline::Surprise;
 use crate::context::{Context, Role};
 use crate::contract::digest::Digest;
 use crate::contract::{
@@ -419,6 +420,9 @@ impl Trainer {
                 progress: false,
                 ..TrainConfig::default()
             };
+            // What the model in service had covered, carried on by an
+            // incremental cycle.
+            let prev_seen = prev.as_ref().and_then(|p| p.meta.baselines.surprise.seen);
             let t = Instant::now();
             let span = tracing::info_span!("growth_step", step = "train").entered();
             let trained = train(prev, &fp, cfg.shape, &cfg.vocab, &v, &tc);
@@ -437,14 +441,15 @@ impl Trainer {
             let t = Instant::now();
             let _span = tracing::info_span!("growth_step", step = "evaluate").entered();
             let native = NativeScorer::new(&trained.gpt, cfg.threads);
-            let (baselines, heldout) = evaluate(&native, &trained.vocab, &v, 64);
-            let (flux_scored, flux_anomalies) = last_flux(
-                &native,
-                &trained.vocab,
-                &v,
-                &baselines,
-                shared.policy.level(),
-            );
+            let (mut baselines, heldout) = evaluate(&native, &trained.vocab, &v, 64);
+            if !cold {
+                if let (Some((a, b)), Some(now)) = (prev_seen, baselines.surprise.seen) {
+                    baselines.surprise.seen = Surprise::widen(Some(now), a, b);
+                }
+            }
+            let policy = shared.policy.for_model(baselines.surprise.seen_ms());
+            let (flux_scored, flux_anomalies) =
+                last_flux(&native, &trained.vocab, &v, &baselines, policy.level());
             metrics.growth_step("evaluate", t.elapsed(), true);
             tracing::info!(
                 step = "evaluate",

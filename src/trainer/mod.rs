@@ -225,7 +225,20 @@ pub fn evaluate(
         })
         .collect();
     b.surprise = Surprise::fit_with_templates(&obs);
+    b.surprise.seen = seen(v);
     (b, mean)
+}
+
+/// The first and last event time among the validated documents (the
+/// registry's are not telemetry).
+pub fn seen(v: &Validated) -> Option<(i64, i64)> {
+    let ts = v
+        .by_key
+        .iter()
+        .flat_map(|(docs, _)| docs.iter())
+        .filter(|d| d.kind.is_some())
+        .map(|d| d.ts);
+    ts.fold(None, |acc, t| Surprise::widen(acc, t, t))
 }
 
 /// Packs a trained model and its evaluation into a checkpoint.
