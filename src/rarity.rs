@@ -123,6 +123,17 @@ impl Templates {
         }
     }
 
+    /// The lowest cap any template of `kind` can have (its whole kept top
+    /// at least as surprising); infinite when none can apply.
+    pub fn lowest_cap(&self, kind: Kind) -> f32 {
+        match self.events.get(&kind) {
+            Some(&n) if n > 0 && !self.tops.is_empty() => {
+                (-((Self::KEEP as f64 / n as f64).min(1.0)).log10()) as f32
+            }
+            _ => f32::INFINITY,
+        }
+    }
+
     /// The highest score an event of `kind` and template `key` with
     /// statistic `x` can have: `-log10(c / n)`, `c` the calibration events
     /// of the template at least as surprising, `n` the kind's; None when

@@ -51,9 +51,7 @@ impl Data {
     /// on them has seen ([`crate::policy::Policy::for_model`]).
     pub fn fit_span_ms(&self) -> Option<i64> {
         let ts = self.fit.iter().map(|&i| self.train_src[i].ts);
-        let (a, b) = ts.fold(None, |acc: Option<(i64, i64)>, t| {
-            Some(acc.map_or((t, t), |(a, b)| (a.min(t), b.max(t))))
-        })?;
+        let (a, b) = ts.fold(None, |acc, t| crate::baseline::Surprise::widen(acc, t, t))?;
         Some(b - a)
     }
 }

@@ -375,7 +375,7 @@ fn calibrate(
     for (&i, m) in data.test.iter().zip(test.iter_mut()) {
         let e = &tst[i];
         m.live = live
-            .calibrate(&e.source, e.kind(), key(e), e.ts, m.excess)
+            .calibrate(&e.source, e.kind(), || key(e), e.ts, m.excess)
             .score;
     }
     (calib, test)

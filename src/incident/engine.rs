@@ -271,13 +271,12 @@ impl Engine {
         }
     }
 
-    /// Whether a pending incident now meets the confirmation rule.
+    /// Whether an incident's alerts meet the confirmation rule.
     fn confirms(&self, o: &Open) -> bool {
         let c = &self.cfg;
-        o.confirmed_ts.is_none()
-            && (o.alerts >= c.confirm_alerts
-                || o.updated_ts.saturating_sub(o.opened_ts) >= c.confirm_span_ms
-                || o.score >= c.confirm_score)
+        o.alerts >= c.confirm_alerts
+            || o.updated_ts.saturating_sub(o.opened_ts) >= c.confirm_span_ms
+            || o.score >= c.confirm_score
     }
 
     /// Resolves every open incident quiet for `quiet` at `now_ms`; returns
@@ -372,8 +371,9 @@ impl Engine {
                 }
             }
             IncidentState::Open | IncidentState::Pending => {
+                let told = inc.state == IncidentState::Open;
                 let same = self.open.iter().any(|o| {
-                    o.id == inc.id && o.alerts == inc.alerts && self.snapshot(o).state == inc.state
+                    o.id == inc.id && o.alerts == inc.alerts && o.confirmed_ts.is_some() == told
                 });
                 if same {
                     self.dirty.remove(&inc.id);

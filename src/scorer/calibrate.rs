@@ -162,12 +162,13 @@ impl LiveTails {
     }
 
     /// How rare `x` is for an event of `source`, `kind` and template
-    /// `template` ([`crate::rarity::template_key`]) at `ts`, then `x` learnt.
+    /// `template` ([`crate::rarity::template_key`], computed only when the
+    /// template's cap could lower the score) at `ts`, then `x` learnt.
     pub fn calibrate(
         &mut self,
         source: &str,
         kind: Kind,
-        template: u64,
+        template: impl FnOnce() -> u64,
         ts: i64,
         x: f32,
     ) -> Calibrated {
@@ -197,11 +198,17 @@ impl LiveTails {
     /// or when nothing was shipped for the kind), capped by the template's
     /// own rarity at `x` among the shipped held-out events
     /// ([`crate::rarity::Templates::cap`]).
-    pub fn calibrated(&self, source: &str, kind: Kind, template: u64, x: f32) -> Calibrated {
+    pub fn calibrated(
+        &self,
+        source: &str,
+        kind: Kind,
+        template: impl FnOnce() -> u64,
+        x: f32,
+    ) -> Calibrated {
         self.score(&(source.to_string(), kind), template, x)
     }
 
-    fn score(&self, key: &(String, Kind), template: u64, x: f32) -> Calibrated {
+    fn score(&self, key: &(String, Kind), template: impl FnOnce() -> u64, x: f32) -> Calibrated {
         let kind = key.1;
         let shipped = self.shipped.calibrate(kind, x);
         let own = |r: Option<&Recent>, of: BaselineOf| {
@@ -221,8 +228,13 @@ impl LiveTails {
                 best = c;
             }
         }
-        if let Some(cap) = self.shipped.templates.cap(kind, template, x) {
-            best.score = best.score.min(cap);
+        // Below the lowest cap the kind allows, no template can lower the
+        // score: the template key (a hash of the line) is not computed.
+        let templates = &self.shipped.templates;
+        if best.score > templates.lowest_cap(kind) {
+            if let Some(cap) = templates.cap(kind, template(), x) {
+                best.score = best.score.min(cap);
+            }
         }
         best
     }
@@ -263,7 +275,7 @@ mod tests {
     fn feed(t: &mut LiveTails, kind: Kind, values: &[f32], t0: i64, per_min: usize) {
         for (i, &x) in values.iter().enumerate() {
             let ts = t0 + (i * 60_000 / per_min) as i64;
-            t.calibrate("a", kind, 0, ts, x);
+            t.calibrate("a", kind, || 0, ts, x);
         }
     }
 
@@ -273,7 +285,7 @@ mod tests {
         let level = Policy::default().for_model(None).level();
         draws
             .iter()
-            .filter(|&&x| t.calibrated("a", kind, 0, x).score >= level)
+            .filter(|&&x| t.calibrated("a", kind, || 0, x).score >= level)
             .count()
     }
 
@@ -306,11 +318,11 @@ mod tests {
         assert!(fa <= 2, "{fa} false alarms in 20 000, {own:?}");
         // A rare extreme (the OOM kill was 386 nats) still scores high.
         assert!(
-            t.calibrated("a", Kind::Log, 0, 100.0).score >= 10.0,
+            t.calibrated("a", Kind::Log, || 0, 100.0).score >= 10.0,
             "{own:?}"
         );
         assert!(
-            t.calibrated("a", Kind::Log, 0, 386.0).score >= 15.0,
+            t.calibrated("a", Kind::Log, || 0, 386.0).score >= 15.0,
             "{own:?}"
         );
         // Another kind is untouched: still the shipped (global) tail.
@@ -329,7 +341,10 @@ mod tests {
         // Alarming under the kind's own tail, none of it is learnt: the
         // fault's events keep their alarm.
         assert_eq!(after.level(1e-5), before, "{after:?}");
-        assert_eq!(t.calibrated("a", Kind::Log, 0, 80.0).score, Tail::MAX_SCORE);
+        assert_eq!(
+            t.calibrated("a", Kind::Log, || 0, 80.0).score,
+            Tail::MAX_SCORE
+        );
         // A minute of unusual events (1 in 100 or rarer): those below the
         // cut are learnt, 32 values at most, a 128th of the window: the
         // level moves little.
@@ -343,7 +358,7 @@ mod tests {
         );
         assert!(mild.level(1e-5) < 1.3 * before, "{before} -> {mild:?}");
         assert!(
-            t.calibrated("a", Kind::Log, 0, 80.0).score >= 10.0,
+            t.calibrated("a", Kind::Log, || 0, 80.0).score >= 10.0,
             "{mild:?}"
         );
     }
@@ -354,17 +369,17 @@ mod tests {
         let mut t = LiveTails::default();
         t.follow("m1", &low);
         feed(&mut t, Kind::Log, &normal(0, 600, 30.0, 1.0), 0, 600);
-        assert!(t.calibrated("a", Kind::Log, 0, 31.0).score < 2.0);
+        assert!(t.calibrated("a", Kind::Log, || 0, 31.0).score < 2.0);
         // The same model again changes nothing; another starts afresh.
         t.follow("m1", &low);
         assert!(t.own_tail(Kind::Log).is_some());
         t.follow("m2", &low);
         assert!(t.own_tail(Kind::Log).is_none());
-        assert!(t.calibrated("a", Kind::Log, 0, 31.0).score >= 10.0);
+        assert!(t.calibrated("a", Kind::Log, || 0, 31.0).score >= 10.0);
         // Without any tail (no shipped one for the kind): no score at all.
         assert_eq!(
             LiveTails::default()
-                .calibrated("a", Kind::Log, 0, 1e6)
+                .calibrated("a", Kind::Log, || 0, 1e6)
                 .score,
             0.0
         );
@@ -386,7 +401,7 @@ mod tests {
         assert!(own.score(x) > 5.0, "{own:?}");
         let shipped = wide.calibrate(Kind::Log, x).score;
         assert!(shipped < 2.5, "{shipped}");
-        assert_eq!(t.calibrated("a", Kind::Log, 0, x).score, shipped);
+        assert_eq!(t.calibrated("a", Kind::Log, || 0, x).score, shipped);
     }
 
     #[test]
@@ -422,8 +437,8 @@ mod tests {
         let t = LiveTails::new(Surprise::fit_with_templates(&obs));
         // The tail alone calls 50 nats extreme; the template seen 10 times
         // at least that surprising in 2,020 is about 1 in 200.
-        let new = t.calibrated("x", Kind::Log, 3, 50.0).score;
-        let routine = t.calibrated("x", Kind::Log, 2, 50.0).score;
+        let new = t.calibrated("x", Kind::Log, || 3, 50.0).score;
+        let routine = t.calibrated("x", Kind::Log, || 2, 50.0).score;
         assert!(new >= 10.0, "{new}");
         assert!(
             (routine - (2_020f32 / 10.0).log10()).abs() < 1e-3,
