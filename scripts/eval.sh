@@ -194,8 +194,8 @@ for key, title in [("hdfs", "HDFS per block"), ("bgl", "BGL per line")]:
     print(f"== {title}: {r['setting']}; test {r['test_units']} units ({r['test_anomalous']} anomalous) over {r['test_hours']:.1f} h")
     head()
     for d in r["detectors"]:
-        if d["name"] == "silence":
-            continue  # the silence watch does not apply to a log file's lines
+        if d["name"] in ("silence", "topology"):
+            continue  # the watches do not apply to a log file's lines
         row(d)
     for n in r.get("notes", []):
         if "not applicable" in n:

@@ -109,7 +109,7 @@ pub async fn digest(args: DigestArgs, cfg: &BusConfig) -> Result<()> {
 /// One alert as one line: when, why, who, how surprising, what.
 pub fn alert_line(a: &Alert) -> String {
     let what = match (&a.diagnosis, a.reason) {
-        (Some(d), AlertReason::Silence) => d.clone(),
+        (Some(d), AlertReason::Silence | AlertReason::Topology) => d.clone(),
         (Some(d), _) => format!("{d}: {}", a.rendered),
         (None, _) => a.rendered.clone(),
     };

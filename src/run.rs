@@ -189,6 +189,10 @@ async fn start_served(
                 let cfg = IncidentsConfig {
                     engine: engine_config(&args.incidents),
                     registry: Some(args.run.registry.clone()),
+                    new_edges: args
+                        .incidents
+                        .new_edges
+                        .then_some(args.incidents.edge_warmup),
                     ..Default::default()
                 };
                 let i = Incidents::new(&ctx, cfg);

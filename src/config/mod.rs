@@ -225,6 +225,7 @@ impl ScorerSection {
             risk: self.risk,
             evidence_window_ms: self.evidence_window.as_millis() as i64,
             evidence_k: self.evidence_count,
+            ..Policy::default()
         }
     }
 }
@@ -393,6 +394,12 @@ pub struct IncidentsSection {
     pub confirm_alerts: u32,
     #[serde(deserialize_with = "text::number")]
     pub confirm_score: f32,
+    /// New dependencies between known services are alerted
+    /// (`incident::novelty`), once a graph source has been heard from for
+    /// `edge_warmup`.
+    pub new_edges: bool,
+    #[serde(with = "text::duration")]
+    pub edge_warmup: Duration,
 }
 
 impl Default for IncidentsSection {
@@ -407,6 +414,8 @@ impl Default for IncidentsSection {
             confirm_span: Duration::from_millis(e.confirm_span_ms as u64),
             confirm_alerts: e.confirm_alerts,
             confirm_score: e.confirm_score,
+            new_edges: true,
+            edge_warmup: Duration::from_millis(crate::incident::novelty::DEFAULT_WARMUP_MS as u64),
         }
     }
 }
@@ -598,6 +607,8 @@ const DOCS: &[(&str, &str)] = &[
     ("incidents.confirm_span", "an incident is told once its alerts span this long (\"0s\": at once)"),
     ("incidents.confirm_alerts", "... or once it has this many alerts (1: every incident at once)"),
     ("incidents.confirm_score", "... or once one alert scores this high"),
+    ("incidents.new_edges", "alert when a known service starts depending on a known service it never did"),
+    ("incidents.edge_warmup", "... once the graph source has been heard from this long (its edges learnt)"),
     ("metrics.addr", "HTTP address of /metrics /healthz /readyz (\"\" = off)"),
     ("log.json", "JSON log lines"),
     ("log.level", "log filter (RUST_LOG, when set, wins)"),

@@ -14,6 +14,9 @@ pub enum AlertReason {
     Surprise,
     /// The source stopped publishing for longer than its usual interval allows.
     Silence,
+    /// The topology check: a known service depends on a known service it
+    /// was never seen to (`incident::novelty`); the diagnosis names the edge.
+    Topology,
 }
 
 impl AlertReason {
@@ -21,6 +24,7 @@ impl AlertReason {
         match self {
             AlertReason::Surprise => "surprise",
             AlertReason::Silence => "silence",
+            AlertReason::Topology => "topology",
         }
     }
 }

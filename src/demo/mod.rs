@@ -486,7 +486,7 @@ impl LiveClock {
     /// time; a silence is noticed on the wall clock, at `at`.
     fn sim_ts(&self, a: &Alert, at: Instant) -> i64 {
         match a.reason {
-            AlertReason::Surprise => a.ts,
+            AlertReason::Surprise | AlertReason::Topology => a.ts,
             AlertReason::Silence => {
                 let wall_ms = if at >= self.wall {
                     at.duration_since(self.wall).as_secs_f64() * 1000.0
@@ -505,7 +505,9 @@ fn what(a: &Alert) -> String {
     match (&a.diagnosis, a.reason) {
         (Some(d), _) => d.clone(),
         (None, AlertReason::Silence) => "fell silent".into(),
-        (None, AlertReason::Surprise) => shorten(&readable(&a.span.text), 50),
+        (None, AlertReason::Surprise | AlertReason::Topology) => {
+            shorten(&readable(&a.span.text), 50)
+        }
     }
 }
 

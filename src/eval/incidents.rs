@@ -8,8 +8,8 @@
 
 use super::data::FaultTruth;
 use super::replay::Alert;
-use super::report::IncidentSummary;
-use crate::contract::alert::{Alert as WireAlert, AlertBaseline, AlertReason, BaselineOf, Span};
+use super::report::{FaultOutcome, IncidentSummary};
+use crate::contract::alert::{Alert as WireAlert, AlertBaseline, BaselineOf, Span};
 use crate::contract::incident::Incident;
 use crate::event::Event;
 use crate::incident::{Engine, EngineConfig, Topology};
@@ -66,11 +66,7 @@ fn wire(a: &Alert, n: usize) -> WireAlert {
         span: Span::default(),
         diagnosis: a.diagnosis.clone(),
         model: None,
-        reason: if a.silence {
-            AlertReason::Silence
-        } else {
-            AlertReason::Surprise
-        },
+        reason: a.reason,
         previous_epoch: false,
     }
 }
@@ -103,10 +99,22 @@ fn judge(
             .iter()
             .filter(|i| explained_by(i, f, grace_ms))
             .min_by_key(|i| i.confirmed_ts.unwrap_or(i.opened_ts));
-        let Some(i) = first else { continue };
+        let mut outcome = FaultOutcome {
+            id: f.id.clone(),
+            kind: f.kind.clone(),
+            ..Default::default()
+        };
+        let Some(i) = first else {
+            s.per_fault.push(outcome);
+            continue;
+        };
         s.faults_caught += 1;
         let told = i.confirmed_ts.unwrap_or(i.opened_ts);
-        ttd.push((told - f.start_ms).max(0) as f64 / 1000.0);
+        let t = (told - f.start_ms).max(0) as f64 / 1000.0;
+        ttd.push(t);
+        outcome.ttd_s = Some(t);
+        outcome.suspect = i.suspects.first().map(|x| x.source.clone());
+        s.per_fault.push(outcome);
         if let Some(root) = &f.root {
             s.with_root += 1;
             let named = |k: usize| i.suspects.iter().take(k).any(|x| &x.source == root);

@@ -166,8 +166,9 @@ pub struct EvalArgs {
     /// An alert up to this long after a fault's end still detects it.
     #[arg(long, default_value_t = 0.0, value_name = "S")]
     pub grace_s: f64,
-    /// The silence watch's alerts (per event mode): `row` (a row of their
-    /// own), `join` (added to every detector's alerts) or `off`.
+    /// The silence watch's and the new-dependency watch's alerts (per
+    /// event mode): `row` (a row each, and joined into every detector's
+    /// incidents, as live), `join` (added to every detector's alerts) or `off`.
     #[arg(long, default_value = "row", value_name = "row|join|off")]
     pub silence: String,
     /// Write the report as JSON here.
@@ -198,6 +199,10 @@ pub struct EvalArgs {
     /// surprising event of a noisy key is divided by K; a burst is not.
     #[arg(long, value_name = "S:K")]
     pub evidence: Option<String>,
+    /// Sustained evidence (experiment): also the mean of the K highest
+    /// scores of the key's last S seconds.
+    #[arg(long, value_name = "S:K")]
+    pub sustained: Option<String>,
     /// The live policy's risk: the `live` score's alert level is -log10(RISK), RISK scaled
     /// as the scorer scales it for a model trained on less than a day (the fitted events' span).
     #[arg(long, default_value_t = Policy::DEFAULT_RISK, value_name = "RISK")]
@@ -239,6 +244,11 @@ impl EvalArgs {
             p.evidence_window_ms = w;
             p.evidence_k = k;
         }
+        if let Some(ev) = &self.sustained {
+            let (w, k) = replay::parse_evidence(ev)?;
+            p.sustained_window_ms = w;
+            p.sustained_k = k;
+        }
         Ok(p)
     }
 
@@ -267,6 +277,7 @@ impl EvalArgs {
             dump: None,
             session_end: false,
             evidence: None,
+            sustained: None,
             score_cache: None,
             calib_cache: None,
             val_fraction: None,
@@ -345,21 +356,38 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
         "--silence {:?}: expected row, join or off",
         args.silence
     );
-    let silence = if args.silence == "off" || grouped {
-        Vec::new()
-    } else {
-        replay::silence_alerts(test_events, &data.test)
-    };
     let grace_ms = (args.grace_s * 1000.0) as i64;
     // The registry the incident replay's topology starts from.
     let registry = args.registry.clone().or_else(|| {
         let p = crate::sim::sidecar(args.test.as_ref().unwrap_or(&args.train), ".registry.yaml");
         p.exists().then_some(p)
     });
+    let (silence, edges) = if args.silence == "off" || grouped {
+        (Vec::new(), Vec::new())
+    } else {
+        let reg = registry
+            .as_deref()
+            .and_then(|p| crate::registry::Registry::load(p).ok());
+        // As if proprio had watched the training part before the test.
+        let before: &[Event] = if data.test_src.is_some() {
+            &data.train_src
+        } else {
+            &[]
+        };
+        (
+            replay::silence_alerts(test_events, &data.test),
+            replay::edge_alerts(before, test_events, &data.test, reg.as_ref()),
+        )
+    };
 
     // The risk as the live scorer applies it to a model that has seen
     // the fitted events.
     let policy = args.policy()?.for_model(data.fit_span_ms());
+    // Each event's own score, before the evidence (for --dump).
+    let own: Vec<(String, Vec<f32>)> = all
+        .iter()
+        .map(|s| (format!("{}:event", s.name), s.test.clone()))
+        .collect();
     for s in all.iter_mut() {
         s.calib = replay::decided(&data.train_src, &data.calib, &s.calib, &policy);
         s.test = replay::decided(test_events, &data.test, &s.test, &policy);
@@ -433,7 +461,10 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
             overall: Metrics::of(test, labels, thr, &all_faults),
             by_type,
             alerts: alerts.len() as u64,
-            silence_alerts: alerts.iter().filter(|a| a.silence).count() as u64,
+            silence_alerts: alerts
+                .iter()
+                .filter(|a| a.reason == crate::contract::alert::AlertReason::Silence)
+                .count() as u64,
             false_alerts,
             false_alerts_per_hour: (hours > 0.0).then(|| false_alerts as f64 / hours),
             false_alert_samples: fa_samples,
@@ -459,6 +490,7 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
         };
         if args.silence == "join" {
             alerts.extend(silence.iter().cloned());
+            alerts.extend(edges.iter().cloned());
         }
         alerts.sort_by_key(|a| a.ts);
         // Incidents, per event mode: sessions are not sources in a topology.
@@ -466,6 +498,7 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
             let mut with_silence = alerts.clone();
             if args.silence == "row" {
                 with_silence.extend(silence.iter().cloned());
+                with_silence.extend(edges.iter().cloned());
                 with_silence.sort_by_key(|a| a.ts);
             }
             incidents::replay_incidents(
@@ -491,12 +524,21 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
             note: Some("the silence watch alone (threshold: multiple of a source's usual interval); no event scores".into()),
             ..row("silence".into(), thr, &[], silence.clone())
         });
+        report.detectors.push(DetectorReport {
+            note: Some(
+                "the new-dependency watch alone (incident::novelty); no event scores".into(),
+            ),
+            ..row("topology".into(), 0.0, &[], edges.clone())
+        });
     }
     if let Some(p) = &args.dump {
         let scores = |pick: fn(&Det) -> &[f32]| -> Vec<(&str, &[f32])> {
             dets.iter().map(|d| (d.name.as_str(), pick(d))).collect()
         };
-        let (test, calib) = (scores(|d| &d.test), scores(|d| &d.calib));
+        let (mut test, calib) = (scores(|d| &d.test), scores(|d| &d.calib));
+        if !grouped {
+            test.extend(own.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+        }
         let parts = [
             report::DumpPart {
                 name: "test",

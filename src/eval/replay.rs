@@ -7,6 +7,7 @@
 use super::data::{FaultTruth, Units};
 use super::report::FaultResult;
 use super::EvalArgs;
+use crate::contract::alert::AlertReason;
 use crate::event::{Event, Kind};
 use crate::scorer::decide::{crosses, Cooldown, Decider, Policy};
 use crate::sim::explains;
@@ -53,7 +54,7 @@ pub(super) struct Alert {
     pub ts: i64,
     pub source: String,
     pub label: Option<String>,
-    pub silence: bool,
+    pub reason: AlertReason,
     pub kind: Kind,
     pub score: f32,
     /// The live scorer's diagnosis of the event (known failure patterns).
@@ -67,7 +68,7 @@ impl Alert {
             ts: e.ts,
             source: e.source.clone(),
             label,
-            silence: false,
+            reason: AlertReason::Surprise,
             kind: e.kind(),
             score,
             diagnosis: diagnoser().diagnose_event(e),
@@ -91,7 +92,7 @@ pub(super) fn silence_alerts(events: &[Event], idx: &[usize]) -> Vec<Alert> {
                 ts: o.crossed_at(e.ts),
                 source: o.source.clone(),
                 label: None,
-                silence: true,
+                reason: AlertReason::Silence,
                 kind: o.kind,
                 score: 0.0,
                 diagnosis: None,
@@ -99,6 +100,43 @@ pub(super) fn silence_alerts(events: &[Event], idx: &[usize]) -> Vec<Alert> {
             tr.settle(&o.source);
         }
         tr.observe(&e.source, e.kind(), e.ts);
+    }
+    out
+}
+
+/// New-dependency alerts over the test events, as the incidents role's
+/// [`EdgeWatch`](crate::incident::EdgeWatch) raises them: its topology
+/// starts from `registry` and has watched the graph events of `before`
+/// (the training part, as if proprio had run through it).
+pub(super) fn edge_alerts(
+    before: &[Event],
+    events: &[Event],
+    idx: &[usize],
+    registry: Option<&crate::registry::Registry>,
+) -> Vec<Alert> {
+    use crate::incident::{EdgeWatch, EngineConfig, Topology};
+    let mut topo = Topology::new(EngineConfig::default().max_edges);
+    if let Some(r) = registry {
+        topo = topo.with_registry(r);
+    }
+    let mut w = EdgeWatch::new(crate::incident::novelty::DEFAULT_WARMUP_MS);
+    let graph = |e: &&Event| e.kind() == Kind::Graph;
+    for e in before.iter().filter(graph) {
+        w.observe(&mut topo, e);
+    }
+    let mut out = Vec::new();
+    for e in idx.iter().map(|&i| &events[i]).filter(graph) {
+        if let Some(n) = w.observe(&mut topo, e) {
+            out.push(Alert {
+                ts: n.ts,
+                source: n.caller.clone(),
+                label: e.label.clone(),
+                reason: AlertReason::Topology,
+                kind: Kind::Graph,
+                score: 0.0,
+                diagnosis: Some(n.diagnosis()),
+            });
+        }
     }
     out
 }
@@ -197,7 +235,7 @@ pub(super) fn judge(
                 if !r.detected {
                     r.detected = true;
                     r.ttd_s = Some((a.ts - f.start_ms) as f64 / 1000.0);
-                    r.by = Some(if a.silence { "silence" } else { "surprise" }.into());
+                    r.by = Some(a.reason.as_str().into());
                 }
             }
         }

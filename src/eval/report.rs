@@ -338,6 +338,21 @@ pub struct IncidentSummary {
     pub with_root: u64,
     /// Median seconds from a caught fault's start to its first incident.
     pub median_ttd_s: Option<f64>,
+    /// Each fault's outcome, in the faults' order: which faults the
+    /// incidents miss is what to work on next.
+    pub per_fault: Vec<FaultOutcome>,
+}
+
+/// One fault as the incidents told it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FaultOutcome {
+    pub id: String,
+    pub kind: String,
+    /// Seconds from the fault's start to its first explaining incident's
+    /// confirmation; `None` when no incident explains it.
+    pub ttd_s: Option<f64>,
+    /// The first explaining incident's first suspect.
+    pub suspect: Option<String>,
 }
 
 impl IncidentSummary {
@@ -362,6 +377,21 @@ impl IncidentSummary {
             self.with_root,
             self.median_ttd_s
                 .map_or("-".into(), |t| format!("{t:.0}s")),
-        )
+        ) + &self.missed()
+    }
+
+    /// "; missed: a-0, b-2" naming the faults no incident explains.
+    fn missed(&self) -> String {
+        let ids: Vec<&str> = self
+            .per_fault
+            .iter()
+            .filter(|f| f.ttd_s.is_none())
+            .map(|f| f.id.as_str())
+            .collect();
+        if ids.is_empty() {
+            String::new()
+        } else {
+            format!("; missed: {}", ids.join(", "))
+        }
     }
 }

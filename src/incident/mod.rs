@@ -7,13 +7,16 @@
 //! feeds the engine from the alerts stream and stores each change: KV
 //! `proprio-incidents` (the current state, what a restart rebuilds from)
 //! and stream `PROPRIO_INCIDENTS` on `proprio.incident.<id>` (every open,
-//! update and resolve). `proprio incidents` is `cli_incidents`.
+//! update and resolve). `proprio incidents` is `cli_incidents`. The role also watches the
+//! topology for new dependencies ([`novelty`]) and raises them as alerts.
 
 pub mod engine;
+pub mod novelty;
 pub mod rank;
 mod role;
 pub mod topology;
 
 pub use engine::{Engine, EngineConfig, Verdict};
+pub use novelty::{EdgeWatch, NewEdge};
 pub use role::{load_all, IncidentStats, Incidents, IncidentsConfig};
 pub use topology::Topology;

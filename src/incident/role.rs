@@ -22,6 +22,7 @@
 //! not double the writes (the intermediate states are not published).
 
 use super::engine::{Engine, EngineConfig, Verdict};
+use super::novelty::{EdgeWatch, NewEdge};
 use super::topology::Topology;
 use crate::bus;
 use crate::context::{settle, Context, Role};
@@ -55,6 +56,9 @@ pub struct IncidentsConfig {
     pub check_every: Duration,
     /// Graph and trace telemetry replayed at start-up.
     pub lookback: Duration,
+    /// New dependencies are alerted once a graph source has been heard
+    /// from for this long ([`super::novelty`]); None: not watched.
+    pub new_edges: Option<Duration>,
 }
 
 impl Default for IncidentsConfig {
@@ -64,6 +68,9 @@ impl Default for IncidentsConfig {
             registry: None,
             check_every: Duration::from_secs(1),
             lookback: Duration::from_secs(15 * 60),
+            new_edges: Some(Duration::from_millis(
+                super::novelty::DEFAULT_WARMUP_MS as u64,
+            )),
         }
     }
 }
@@ -95,6 +102,10 @@ pub struct IncidentStats {
     pub open: AtomicU64,
     /// Topology edges held now.
     pub edges: AtomicU64,
+    /// New dependencies alerted, muted, and not published (see the log).
+    pub new_edges: AtomicU64,
+    pub new_edges_muted: AtomicU64,
+    pub new_edges_failed: AtomicU64,
 }
 
 static INCIDENTS: Family = Family::counter(
@@ -119,6 +130,11 @@ static EDGES: Family = Family {
     labels: &[],
     gauge: true,
 };
+static NEW_EDGES: Family = Family::counter(
+    "proprio_new_dependencies_total",
+    "New dependencies between known services seen in graph telemetry, by outcome (alerted, muted, failed: not published)",
+    &["outcome"],
+);
 static STORE_FAILED: Family = Family::counter(
     "proprio_incident_store_failures_total",
     "Incident changes whose KV put or publish failed (retried)",
@@ -140,6 +156,9 @@ impl ReadAtScrape for IncidentStats {
         out.add(&INCIDENT_ALERTS, &["bad"], g(&self.bad));
         out.add(&EDGES, &[], g(&self.edges));
         out.add(&STORE_FAILED, &[], g(&self.failed));
+        out.add(&NEW_EDGES, &["alerted"], g(&self.new_edges));
+        out.add(&NEW_EDGES, &["muted"], g(&self.new_edges_muted));
+        out.add(&NEW_EDGES, &["failed"], g(&self.new_edges_failed));
     }
 }
 
@@ -192,6 +211,10 @@ impl Role for Incidents {
             .await?;
         let mut since = self.ctx.clock.now_ms() - self.cfg.lookback.as_millis() as i64;
         let mut topo: Option<TopologyFeed> = None;
+        let mut edges = self
+            .cfg
+            .new_edges
+            .map(|w| EdgeWatch::new(w.as_millis() as i64));
         let mut tick = tokio::time::interval(self.cfg.check_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Not the immediate first tick: it would find "no alert since the
@@ -228,7 +251,18 @@ impl Role for Incidents {
                         let subject = Some((self.ctx.bus.root(), m.subject.as_str()));
                         let limits = &self.ctx.shared.limits;
                         if let Ok(ev) = Event::decode(&m.payload, subject, limits, None) {
-                            engine.topology_mut().observe_event(&ev);
+                            let topology = engine.topology_mut();
+                            let new = match edges.as_mut() {
+                                Some(w) => w.observe(topology, &ev),
+                                None => {
+                                    topology.observe_event(&ev);
+                                    None
+                                }
+                            };
+                            if let (Some(n), Ok(info)) = (new, m.info()) {
+                                let id = NewEdge::id_for_message(info.stream, info.stream_sequence);
+                                self.raise(n.alert(id, &ev.key, self.ctx.shared.policy.level())).await;
+                            }
                         }
                     }
                     Some(Err(e)) => tracing::debug!("incidents: topology feed: {e}"),
@@ -312,6 +346,27 @@ impl Incidents {
             Err(e) => {
                 tracing::warn!("incidents: topology feed: {e:#}; retrying");
                 None
+            }
+        }
+    }
+
+    /// Publishes a new dependency's alert unless its caller is muted; it
+    /// comes back through the alerts stream like any other. Not retried:
+    /// the edge is learnt, so a lost publish loses this one alert (logged).
+    async fn raise(&self, alert: Alert) {
+        let now = self.ctx.clock.now_ms();
+        if let Ok(true) = crate::alert::mute::is_muted(&self.ctx.bus, &alert.source, now).await {
+            self.stats.new_edges_muted.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.ctx.bus.publish_alert(&alert).await {
+            Ok(_) => {
+                tracing::info!(source = %alert.source, "incidents: {}", alert.diagnosis.as_deref().unwrap_or(""));
+                self.stats.new_edges.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(source = %alert.source, "new dependency alert not published: {e:#}");
+                self.stats.new_edges_failed.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -63,6 +63,16 @@ impl Topology {
         self.fixed.len() + self.observed.len()
     }
 
+    /// `node` is a service of the registry.
+    pub fn is_registered(&self, node: &str) -> bool {
+        self.services.contains(node)
+    }
+
+    /// `a` is known to depend on `b` (registry or observed).
+    pub fn has_edge(&self, a: &str, b: &str) -> bool {
+        self.deps.get(a).is_some_and(|d| d.contains(b))
+    }
+
     pub fn observed_edges(&self) -> usize {
         self.observed.len()
     }
@@ -201,7 +211,7 @@ impl Topology {
 
 /// The service a graph node stands for: `AitherMind::recall` (a code
 /// graph's function) is AitherMind.
-fn service_of(node: &str) -> &str {
+pub(crate) fn service_of(node: &str) -> &str {
     node.split("::").next().unwrap_or(node)
 }
 

@@ -218,12 +218,16 @@ fn eval_end_to_end_on_a_small_simulation() {
     let names: Vec<&str> = r.detectors.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(
         names,
-        ["model", "template", "zscore", "combined", "silence"]
+        ["model", "template", "zscore", "combined", "silence", "topology"]
     );
     assert_eq!(r.faults_from, "faults file");
     assert!(r.model.is_some(), "the model was trained here");
     assert!(r.test_anomalous > 0 && r.test_units as usize == r.test_events as usize);
-    for det in r.detectors.iter().filter(|d| d.name != "silence") {
+    for det in r
+        .detectors
+        .iter()
+        .filter(|d| d.name != "silence" && d.name != "topology")
+    {
         let m = &det.overall;
         assert_eq!(m.faults as usize, sum.faults.len(), "{}", det.name);
         assert_eq!(det.faults.len(), sum.faults.len());
@@ -269,7 +273,11 @@ fn eval_end_to_end_on_a_small_simulation() {
     )
     .unwrap();
     assert_eq!(faults.as_array().unwrap().len(), sum.faults.len());
-    for det in r.detectors.iter().filter(|d| d.name != "silence") {
+    for det in r
+        .detectors
+        .iter()
+        .filter(|d| d.name != "silence" && d.name != "topology")
+    {
         let c = det.overall.confusion;
         assert_eq!(c.tp + c.fp + c.tn + c.fn_, r.test_units, "{}", det.name);
         assert_eq!(c.tp + c.fn_, r.test_anomalous, "{}", det.name);
@@ -284,7 +292,7 @@ fn eval_end_to_end_on_a_small_simulation() {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.path().join("r.json")).unwrap()).unwrap();
     let dets = json["detectors"].as_array().unwrap();
-    assert_eq!(dets.len(), 5);
+    assert_eq!(dets.len(), 6);
     assert_eq!(json["test_anomalous"].as_u64(), Some(r.test_anomalous));
     let t_json = dets.iter().find(|d| d["name"] == "template").unwrap();
     assert_eq!(

@@ -407,3 +407,75 @@ async fn a_pending_incident_is_kept_untold_across_a_crash_and_told_once_confirme
     assert!(told.iter().all(|(_, i)| i.sources[0] == "C"), "{told:?}");
     role.stop().await;
 }
+
+/// Every alert on the alerts stream.
+async fn alerts_stored(bus: &Bus) -> Vec<Alert> {
+    let mut out = Vec::new();
+    bus.scan_since(
+        contract::STREAM_ALERTS,
+        contract::SUBJECT_RAISE_ALL,
+        0,
+        |m, _| out.push(Alert::decode(&m.payload).unwrap()),
+    )
+    .await
+    .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn a_new_dependency_is_alerted_once_and_tells_its_incident() {
+    let w = World::new().await;
+    let (bus, kv, registry, t0, clock) = (&w.bus, &w.kv, &w.registry, w.t0, &w.clock);
+    let ctx = Context::new(bus.clone(), Shared::default()).with_clock(Arc::new(clock.clone()));
+    let cfg = IncidentsConfig {
+        registry: Some(registry.to_path_buf()),
+        check_every: Duration::from_millis(50),
+        new_edges: Some(Duration::from_secs(3600)),
+        ..Default::default()
+    };
+    let role = Incidents::new(&ctx, cfg);
+    let stats = role.stats();
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(role.run(async move {
+        let _ = rx.await;
+    }));
+    let edge = |ts: i64, src: &str, dst: &str| {
+        format!(r#"{{"ts":{ts},"src":"{src}","rel":"calls","dst":"{dst}"}}"#)
+    };
+    // The graph heard from since two hours ago (its warm-up is an hour),
+    // a registry edge, a new one of a registered service (twice), and the
+    // edges of a service first seen now (learnt during its own warm-up).
+    let edges = [
+        (t0 - 120 * MIN, "A", "B"),
+        (t0, "A", "B"),
+        (t0 + 1, "D", "E"),
+        (t0 + 2, "D", "E"),
+        (t0 + 3, "F", "A"),
+        (t0 + 4, "F", "C"),
+    ];
+    for (ts, src, dst) in edges {
+        bus.publish_acked("os.graph.ServiceGraph", edge(ts, src, dst), None)
+            .await
+            .unwrap();
+    }
+    let s = wait_for(&kv, "D's incident, told at once", |s| {
+        s.len() == 1 && s[0].state == IncidentState::Open
+    })
+    .await;
+    assert_eq!(s[0].sources, ["D"]);
+    let alerts = alerts_stored(&bus).await;
+    assert_eq!(alerts.len(), 1, "one alert: {alerts:#?}");
+    let a = &alerts[0];
+    assert_eq!(
+        (a.source.as_str(), a.reason, a.kind),
+        ("D", AlertReason::Topology, Kind::Graph)
+    );
+    assert_eq!(
+        a.diagnosis.as_deref(),
+        Some("new dependency: D calls E (never seen before)")
+    );
+    assert_eq!(stats.new_edges.load(Ordering::Relaxed), 1);
+    assert_eq!(published(&bus).await.len(), 1);
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
