@@ -47,6 +47,7 @@
 //!   the excess surprise shipped with each model.
 //! - [`tail`]: peaks-over-threshold tails: a statistic's rarity among normal events.
 //! - [`rarity`]: an event template's own rarity at its surprise, a cap on the tail's score.
+//! - [`signature`]: a known failure signature's rarity among normal events, a floor under it.
 //! - [`curriculum`]: every event rendered as one line of text with special
 //!   tokens; a pulse repeating its key's last one is nothing new.
 //! - [`tokenizer`]: the special tokens of proto/tokens.txt.
@@ -86,6 +87,7 @@ pub mod rarity;
 pub mod registry;
 pub mod run;
 pub mod scorer;
+pub mod signature;
 pub mod silence;
 pub mod sim;
 pub mod startup;

@@ -15,10 +15,6 @@ pub struct Policy {
     pub evidence_window_ms: i64,
     /// Evidence is the mean of this many highest scores in the window.
     pub evidence_k: usize,
-    /// Sustained evidence: the mean of `sustained_k` highest scores in
-    /// this longer window also counts (0: off).
-    pub sustained_window_ms: i64,
-    pub sustained_k: usize,
 }
 
 impl Policy {
@@ -66,8 +62,6 @@ impl Default for Policy {
             risk: Self::DEFAULT_RISK,
             evidence_window_ms: Self::DEFAULT_EVIDENCE_WINDOW_MS,
             evidence_k: Self::DEFAULT_EVIDENCE_K,
-            sustained_window_ms: 0,
-            sustained_k: 0,
         }
     }
 }

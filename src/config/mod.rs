@@ -225,7 +225,6 @@ impl ScorerSection {
             risk: self.risk,
             evidence_window_ms: self.evidence_window.as_millis() as i64,
             evidence_k: self.evidence_count,
-            ..Policy::default()
         }
     }
 }

@@ -13,7 +13,7 @@ mod incidents;
 mod tally;
 
 use crate::bus::{Bus, BusConfig};
-use crate::config::{RunSection, RunSettings, TrainerSection};
+use crate::config::{IncidentsSection, RunSection, RunSettings, TrainerSection};
 use crate::contract::alert::{Alert, AlertReason};
 use crate::contract::incident::Incident;
 use crate::contract::{KEY_DIGEST, SUBJECT_ALERTS_ALL, SUBJECT_TICK_TRAIN};
@@ -173,6 +173,14 @@ pub async fn run(args: DemoArgs) -> Result<()> {
         // The silence watch judges the simulated OS's rhythms, which run
         // `speed` times faster than the wall clock it reads.
         speed: args.speed,
+        // Each phase's simulated time starts at the wall clock's now, so
+        // the live phase's event time overlaps the warm-up's: the history
+        // the new-dependency watch learns the graph from is the warm-up
+        // (the simulated graphs publish every edge at boot).
+        incidents: IncidentsSection {
+            edge_warmup: Duration::from_secs_f64(args.warmup_minutes.max(1.0) * 60.0),
+            ..defaults.incidents
+        },
         ..defaults
     })
     .await?;

@@ -199,10 +199,6 @@ pub struct EvalArgs {
     /// surprising event of a noisy key is divided by K; a burst is not.
     #[arg(long, value_name = "S:K")]
     pub evidence: Option<String>,
-    /// Sustained evidence (experiment): also the mean of the K highest
-    /// scores of the key's last S seconds.
-    #[arg(long, value_name = "S:K")]
-    pub sustained: Option<String>,
     /// The live policy's risk: the `live` score's alert level is -log10(RISK), RISK scaled
     /// as the scorer scales it for a model trained on less than a day (the fitted events' span).
     #[arg(long, default_value_t = Policy::DEFAULT_RISK, value_name = "RISK")]
@@ -244,11 +240,6 @@ impl EvalArgs {
             p.evidence_window_ms = w;
             p.evidence_k = k;
         }
-        if let Some(ev) = &self.sustained {
-            let (w, k) = replay::parse_evidence(ev)?;
-            p.sustained_window_ms = w;
-            p.sustained_k = k;
-        }
         Ok(p)
     }
 
@@ -277,7 +268,6 @@ impl EvalArgs {
             dump: None,
             session_end: false,
             evidence: None,
-            sustained: None,
             score_cache: None,
             calib_cache: None,
             val_fraction: None,

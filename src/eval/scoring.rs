@@ -349,33 +349,41 @@ fn calibrate(
     mut test: Vec<ModelScore>,
 ) -> (Vec<ModelScore>, Vec<ModelScore>) {
     let (cal, tst) = (&data.train_src, data.test_events());
-    let key = |e: &Event| crate::rarity::template_key(&renderer.render(e), &e.source);
+    let lines: Vec<String> = data
+        .calib
+        .iter()
+        .map(|&i| renderer.render(&cal[i]))
+        .collect();
     let obs: Vec<_> = data
         .calib
         .iter()
         .zip(&calib)
-        .map(|(&i, m)| {
+        .zip(&lines)
+        .map(|((&i, m), line)| {
             (
                 cal[i].kind(),
-                key(&cal[i]),
+                crate::rarity::template_key(line, &cal[i].source),
                 cal[i].source.as_str(),
                 m.excess,
             )
         })
         .collect();
-    let s = Surprise::fit_with_templates(&obs);
-    for ((kind, template, _, x), m) in obs.iter().zip(calib.iter_mut()) {
+    let mut s = Surprise::fit_with_templates(&obs);
+    s.signatures = crate::signature::Signatures::fit(lines.iter().map(String::as_str));
+    for (((kind, template, _, x), m), line) in obs.iter().zip(calib.iter_mut()).zip(&lines) {
         let tails = s.calibrate(*kind, *x).score;
-        m.live = s
+        let capped = s
             .templates
             .cap(*kind, *template, *x)
             .map_or(tails, |c| c.min(tails));
+        m.live = s.signatures.apply(capped, line);
     }
     let mut live = LiveTails::new(s);
     for (&i, m) in data.test.iter().zip(test.iter_mut()) {
         let e = &tst[i];
+        let line = renderer.render(e);
         m.live = live
-            .calibrate(&e.source, e.kind(), || key(e), e.ts, m.excess)
+            .calibrate_line(&e.source, e.kind(), &line, e.ts, m.excess)
             .score;
     }
     (calib, test)

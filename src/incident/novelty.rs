@@ -25,8 +25,10 @@ use crate::contract::alert::{Alert, AlertBaseline, AlertReason, BaselineOf, Span
 use crate::event::{Body, Event};
 use std::collections::HashMap;
 
-/// The warm-up by default: two snapshots of a graph published hourly.
-pub const DEFAULT_WARMUP_MS: i64 = 2 * 3_600_000;
+/// The warm-up by default: a graph published hourly is judged from its
+/// second snapshot on (every edge of the first learnt), and a new caller's
+/// edges are learnt for its first hour.
+pub const DEFAULT_WARMUP_MS: i64 = 3_600_000;
 
 /// Graph sources whose first message time is remembered; past it, the
 /// earliest heard is forgotten (and warms up again if it returns).

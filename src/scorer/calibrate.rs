@@ -239,6 +239,23 @@ impl LiveTails {
         best
     }
 
+    /// [`LiveTails::calibrate`] for an event rendered as `rendered`, then
+    /// raised to the floor of its known failure signature, if any
+    /// ([`crate::signature`]): what the live scorer and eval score with.
+    pub fn calibrate_line(
+        &mut self,
+        source: &str,
+        kind: Kind,
+        rendered: &str,
+        ts: i64,
+        x: f32,
+    ) -> Calibrated {
+        let template = || crate::rarity::template_key(rendered, source);
+        let mut c = self.calibrate(source, kind, template, ts, x);
+        c.score = self.shipped.signatures.apply(c.score, rendered);
+        c
+    }
+
     /// The tail fitted on the scorer's own values of `kind`, if any yet.
     pub fn own_tail(&self, kind: Kind) -> Option<Tail> {
         self.kinds.get(&kind).and_then(|r| r.tail)

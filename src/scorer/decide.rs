@@ -39,8 +39,7 @@ impl Decider {
     pub fn new(policy: Policy, max_keys: usize) -> Decider {
         Decider {
             level: policy.level(),
-            evidence: Evidence::new(policy.evidence_window_ms, policy.evidence_k, max_keys)
-                .with_sustained(policy.sustained_window_ms, policy.sustained_k),
+            evidence: Evidence::new(policy.evidence_window_ms, policy.evidence_k, max_keys),
             policy,
         }
     }
@@ -122,9 +121,6 @@ impl Cooldown {
 pub struct Evidence {
     window_ms: i64,
     k: usize,
-    /// The sustained window and its count (0: none).
-    long_ms: i64,
-    long_k: usize,
     max_keys: usize,
     recent: HashMap<String, VecDeque<(i64, f32)>>,
 }
@@ -134,20 +130,9 @@ impl Evidence {
         Evidence {
             window_ms,
             k: k.max(1),
-            long_ms: 0,
-            long_k: 0,
             max_keys: max_keys.max(1),
             recent: HashMap::new(),
         }
-    }
-
-    /// Also the mean of the `k` highest scores over `window_ms` (longer
-    /// than the evidence window), the larger of the two counting.
-    pub fn with_sustained(mut self, window_ms: i64, k: usize) -> Evidence {
-        if window_ms > self.window_ms && k > 0 {
-            (self.long_ms, self.long_k) = (window_ms, k);
-        }
-        self
     }
 
     /// Adds `score` of an event of `key` at `ts_ms`; returns the key's evidence.
@@ -165,24 +150,12 @@ impl Evidence {
                 0.0
             },
         ));
-        let kept = self.window_ms.max(self.long_ms);
-        while q.front().is_some_and(|&(t, _)| t <= ts_ms - kept) {
+        while q.front().is_some_and(|&(t, _)| t <= ts_ms - self.window_ms) {
             q.pop_front();
         }
-        let mean_top = |window: i64, k: usize| {
-            let mut top: Vec<f32> = q
-                .iter()
-                .filter(|&&(t, _)| t > ts_ms - window)
-                .map(|&(_, v)| v)
-                .collect();
-            top.sort_by(|a, b| b.total_cmp(a));
-            top.iter().take(k).sum::<f32>() / k as f32
-        };
-        let short = mean_top(self.window_ms, self.k);
-        if self.long_k == 0 {
-            return short;
-        }
-        short.max(mean_top(self.long_ms, self.long_k))
+        let mut top: Vec<f32> = q.iter().map(|&(_, v)| v).collect();
+        top.sort_by(|a, b| b.total_cmp(a));
+        top.iter().take(self.k).sum::<f32>() / self.k as f32
     }
 }
 
@@ -207,7 +180,6 @@ mod tests {
             risk: 1e-5,
             evidence_window_ms: 60_000,
             evidence_k: 2,
-            ..Policy::default()
         };
         let mut d = Decider::new(p, 100);
         // One event at 6 (1 in a million) is evidence 3: no alert.

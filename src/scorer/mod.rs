@@ -243,8 +243,7 @@ impl EventScorer {
 pub fn score_against(p: &Prepared, loss: &EventLoss, ts: i64, tails: &mut LiveTails) -> Scored {
     let kind = p.kind.unwrap_or(Kind::Graph);
     let excess = excess_surprise(&p.tokens, loss);
-    let template = || crate::rarity::template_key(&p.rendered, &p.source);
-    let c = tails.calibrate(&p.source, kind, template, ts, excess);
+    let c = tails.calibrate_line(&p.source, kind, &p.rendered, ts, excess);
     let (ts, te, span_loss) = span::field_span(
         &p.vocab,
         &p.tokens,

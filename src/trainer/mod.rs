@@ -225,6 +225,8 @@ pub fn evaluate(
         })
         .collect();
     b.surprise = Surprise::fit_with_templates(&obs);
+    b.surprise.signatures =
+        crate::signature::Signatures::fit(prepared.iter().map(|p| p.rendered.as_str()));
     b.surprise.seen = seen(v);
     (b, mean)
 }

@@ -50,25 +50,31 @@ async fn digest_in(bus: &Bus, state: DigestState) -> String {
 }
 
 /// A log line no model has seen: alerts on `source` (alone it needs twice
-/// the level, which it reaches).
+/// the level, which it reaches). Published again, up to three times, when no
+/// alert comes: what is tested is how an alert is marked, and on a loaded
+/// machine a young model's lone line can fall short of twice the level, or
+/// its alert of 20 s; a second line within the evidence window needs only
+/// the level.
 async fn oom_alert(client: &async_nats::Client, source: &str) -> Alert {
     let mut sub = client
         .subscribe(format!("proprio.alert.{source}"))
         .await
         .unwrap();
-    let oom = format!(
-        r#"{{"ts":{},"level":"fatal","message":"Memory cgroup out of memory: OOMKilled process 4242 (python3) total-vm:8123456kB"}}"#,
-        now_ms()
-    );
-    client
-        .publish(format!("os.log.{source}"), oom.into())
-        .await
-        .unwrap();
-    let msg = tokio::time::timeout(Duration::from_secs(20), sub.next())
-        .await
-        .expect("an alert within 20 s")
-        .unwrap();
-    Alert::decode(&msg.payload).unwrap()
+    for attempt in 1..=3 {
+        let oom = format!(
+            r#"{{"ts":{},"level":"fatal","message":"Memory cgroup out of memory: OOMKilled process 4242 (python3) total-vm:8123456kB"}}"#,
+            now_ms()
+        );
+        client
+            .publish(format!("os.log.{source}"), oom.into())
+            .await
+            .unwrap();
+        match tokio::time::timeout(Duration::from_secs(20), sub.next()).await {
+            Ok(m) => return Alert::decode(&m.unwrap().payload).unwrap(),
+            Err(_) => eprintln!("no alert on {source} within 20 s (attempt {attempt})"),
+        }
+    }
+    panic!("no alert on {source} after 3 OOM lines");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
