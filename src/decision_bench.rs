@@ -151,13 +151,18 @@ pub fn measure(runs: usize) -> Result<DecisionFigures> {
         })
         .collect();
     let half = events.len() / 2;
+    let mut surprise = Surprise::fit(
+        prepared[..half]
+            .iter()
+            .zip(&losses)
+            .filter_map(|(p, l)| Some((p.kind?, excess_surprise(&p.tokens, l)))),
+    );
+    // The signature floor is live on every event below it: fitted, so its
+    // look-up is in the measured path.
+    surprise.signatures =
+        crate::signature::Signatures::fit(prepared[..half].iter().map(|p| p.rendered.as_str()));
     let baselines = Baselines {
-        surprise: Surprise::fit(
-            prepared[..half]
-                .iter()
-                .zip(&losses)
-                .filter_map(|(p, l)| Some((p.kind?, excess_surprise(&p.tokens, l)))),
-        ),
+        surprise,
         ..Default::default()
     };
     let mut all: Vec<DecisionFigures> = (0..runs)
