@@ -69,6 +69,18 @@ impl Diagnoser {
                 r"(?i)\bOOM[-_ ]?kill(?:ed|er)?\b|\bout of memory\b|exit code 137\b",
                 "OOM killed",
             ),
+            // A process that died abnormally: a non-zero exit status, a fatal
+            // signal, a C++ abort, a Rust panic, a Python traceback (exit 137
+            // is the OOM kill, above).
+            Pattern::new(
+                concat!(
+                    r"(?i)\bexit[_ ]?(?:code|status)\s*[=:]?\s*[1-9]\d{0,2}\b",
+                    r"|\bexited with (?:code|status) [1-9]\d{0,2}\b",
+                    r"|segmentation fault|core dumped|\bSIG(?:SEGV|ABRT|BUS|ILL|FPE)\b",
+                    r"|terminate called after throwing|\bpanicked at\b|Traceback \(most recent call last\)",
+                ),
+                "process crashed",
+            ),
             Pattern::new(
                 r"(?i)address already in use|\bEADDRINUSE\b|\bport \d+ (?:is )?already (?:in use|allocated)",
                 "port conflict",

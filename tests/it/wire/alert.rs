@@ -308,6 +308,22 @@ fn default_diagnoses() {
             "dial tcp 10.0.3.7:8091: connect: connection refused",
             Some("dependency unreachable"),
         ),
+        (
+            "crashed state=crashed exit_code=134 restarts=2",
+            Some("process crashed"),
+        ),
+        ("worker exited with code 1", Some("process crashed")),
+        ("Segmentation fault (core dumped)", Some("process crashed")),
+        (
+            "thread 'main' panicked at src/main.rs:4:5",
+            Some("process crashed"),
+        ),
+        (
+            "Traceback (most recent call last):",
+            Some("process crashed"),
+        ),
+        ("stopped state=stopped exit_code=0", None),
+        ("exit code 0", None),
         ("Back-off restarting failed container", Some("crash loop")),
         (
             "pod AitherCanvas is in CrashLoopBackOff",
