@@ -260,6 +260,15 @@ SILENCE = {
     "span": {"text": "<|SILENCE|>", "start": 1, "end": 2, "loss": 0.0},
     "diagnosis": None, "model": None, "reason": "silence",
 }
+TOPOLOGY = {
+    "id": "edge:PROPRIO_TELEMETRY:90210", "ts": T0 + 3600000, "source": "AitherNotebook",
+    "key": "ServiceGraph", "kind": "graph", "score": 3.5, "loss": 0.0,
+    "baseline": {"median": 0.0, "scale": 0.0, "of": "none"},
+    "rendered": "AitherNotebook calls AitherAdmin",
+    "span": {"text": "", "start": 0, "end": 0, "loss": 0.0},
+    "diagnosis": "new dependency: AitherNotebook calls AitherAdmin (never seen before)",
+    "model": None, "reason": "topology",
+}
 alerts = {
     "version": 1,
     "note": "alert floats are 32-bit; proprio's encoder emits exactly msgpack_hex",
@@ -268,6 +277,8 @@ alerts = {
          "json": js(ALERT), "msgpack_hex": mp(ALERT, single_float=True)},
         {"name": "silence", "subject": "proprio.alert.AitherVault", "alert": SILENCE,
          "json": js(SILENCE), "msgpack_hex": mp(SILENCE, single_float=True)},
+        {"name": "topology", "subject": "proprio.alert.AitherNotebook", "alert": TOPOLOGY,
+         "json": js(TOPOLOGY), "msgpack_hex": mp(TOPOLOGY, single_float=True)},
     ],
 }
 
@@ -358,4 +369,4 @@ write("invalid.json", {**head, "vectors": invalid})
 write("alert.json", alerts)
 write("digest.json", digests)
 write("incident.json", incidents)
-print("events: %d valid, %d invalid; 2 alerts, 2 digests, 3 incidents" % (len(valid), len(invalid)))
+print("events: %d valid, %d invalid; %d alerts, 2 digests, 3 incidents" % (len(valid), len(invalid), len(alerts["vectors"])))
