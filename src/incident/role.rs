@@ -102,7 +102,7 @@ pub struct IncidentStats {
     pub open: AtomicU64,
     /// Topology edges held now.
     pub edges: AtomicU64,
-    /// New dependencies alerted, muted, and not published (see the log).
+    /// Topology alerts published, muted, and not published (see the log).
     pub new_edges: AtomicU64,
     pub new_edges_muted: AtomicU64,
     pub new_edges_failed: AtomicU64,
@@ -132,7 +132,7 @@ static EDGES: Family = Family {
 };
 static NEW_EDGES: Family = Family::counter(
     "proprio_new_dependencies_total",
-    "New dependencies between known services seen in graph telemetry, by outcome (alerted, muted, failed: not published)",
+    "Topology alerts: an established service's never-seen dependency in graph telemetry, by outcome (alerted, muted, failed: not published)",
     &["outcome"],
 );
 static STORE_FAILED: Family = Family::counter(
