@@ -98,12 +98,13 @@ impl Signatures {
         }
     }
 
-    /// The highest floor any label gives.
+    /// The highest floor any label gives: the least-seen label's.
     fn highest(&self) -> f32 {
         self.hits
             .keys()
-            .filter_map(|l| self.floor(l))
-            .fold(f32::NEG_INFINITY, f32::max)
+            .min_by_key(|l| self.hits[*l])
+            .and_then(|l| self.floor(l))
+            .unwrap_or(f32::NEG_INFINITY)
     }
 }
 

@@ -80,7 +80,6 @@ fn start_with(
     registry: &std::path::Path,
     confirm_alerts: u32,
 ) -> Running {
-    let ctx = Context::new(bus.clone(), Shared::default()).with_clock(Arc::new(clock.clone()));
     let cfg = IncidentsConfig {
         registry: Some(registry.to_path_buf()),
         check_every: Duration::from_millis(50),
@@ -90,6 +89,12 @@ fn start_with(
         },
         ..Default::default()
     };
+    start_role(bus, clock, cfg)
+}
+
+/// The role with `cfg`, on `clock`.
+fn start_role(bus: &Bus, clock: &ManualClock, cfg: IncidentsConfig) -> Running {
+    let ctx = Context::new(bus.clone(), Shared::default()).with_clock(Arc::new(clock.clone()));
     let role = Incidents::new(&ctx, cfg);
     let stats = role.stats();
     let (stop, rx) = oneshot::channel::<()>();
@@ -426,19 +431,13 @@ async fn alerts_stored(bus: &Bus) -> Vec<Alert> {
 async fn a_new_dependency_is_alerted_once_and_tells_its_incident() {
     let w = World::new().await;
     let (bus, kv, registry, t0, clock) = (&w.bus, &w.kv, &w.registry, w.t0, &w.clock);
-    let ctx = Context::new(bus.clone(), Shared::default()).with_clock(Arc::new(clock.clone()));
     let cfg = IncidentsConfig {
         registry: Some(registry.to_path_buf()),
         check_every: Duration::from_millis(50),
         new_edges: Some(Duration::from_secs(3600)),
         ..Default::default()
     };
-    let role = Incidents::new(&ctx, cfg);
-    let stats = role.stats();
-    let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(role.run(async move {
-        let _ = rx.await;
-    }));
+    let role = start_role(bus, clock, cfg);
     let edge = |ts: i64, src: &str, dst: &str| {
         format!(r#"{{"ts":{ts},"src":"{src}","rel":"calls","dst":"{dst}"}}"#)
     };
@@ -474,8 +473,7 @@ async fn a_new_dependency_is_alerted_once_and_tells_its_incident() {
         a.diagnosis.as_deref(),
         Some("new dependency: D calls E (never seen before)")
     );
-    assert_eq!(stats.new_edges.load(Ordering::Relaxed), 1);
+    assert_eq!(role.stats.new_edges.load(Ordering::Relaxed), 1);
     assert_eq!(published(&bus).await.len(), 1);
-    let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    role.stop().await;
 }
