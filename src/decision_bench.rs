@@ -110,7 +110,8 @@ pub fn measure(runs: usize) -> Result<DecisionFigures> {
     let registry = cfg.registry.clone();
     let events: Vec<Event> = crate::sim::generate(&cfg)?.collect();
     let r = crate::curriculum::Renderer::default();
-    let lines: Vec<String> = events.iter().map(|e| r.render(e)).collect();
+    let mut sc = r.scaler();
+    let lines: Vec<String> = events.iter().map(|e| r.render(e, &mut sc)).collect();
     let vocab = crate::vocab::learn::learn(
         lines.iter().map(|s| s.as_str()),
         &crate::vocab::learn::VocabConfig::LEARNED,

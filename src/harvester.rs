@@ -16,7 +16,7 @@
 use crate::bus::{self, Feed};
 use crate::context::{settle, Context, Role};
 use crate::contract;
-use crate::curriculum::{Document, Renderer, Repeats};
+use crate::curriculum::{Document, Renderer, Repeats, Scaler};
 use crate::event::{Event, Reason};
 use crate::freshness::Gates;
 use crate::metrics::{self, Family, ReadAtScrape, Report};
@@ -295,6 +295,10 @@ impl Role for Harvester {
         let renderer = Renderer::new(&shared.render).context("harvester renderer")?;
         let mut epoch = Epoch::new(shared.gates.clone(), self.cfg.fingerprint_every)?;
         let mut sampler = Sampler::new(self.cfg.budget_per_minute, self.cfg.max_tracked);
+        // Pulses read against their own series, as each scorer reads them
+        // (every event is rendered before sampling, so both walks see the
+        // same values).
+        let mut scaler = renderer.scaler();
         let bus = &self.ctx.bus;
         let mut feed: Feed = bus
             .feed(
@@ -314,7 +318,7 @@ impl Role for Harvester {
                 Some(()) = inflight.next(), if !inflight.is_empty() => {}
                 msg = feed.next(), if inflight.len() < cap => {
                     self.stats.received.fetch_add(1, Ordering::Relaxed);
-                    let action = self.decide(&msg, &renderer, &mut epoch, &mut sampler);
+                    let action = self.decide(&msg, (&renderer, &mut scaler), &mut epoch, &mut sampler);
                     inflight.push(handle(self.ctx.clone(), self.stats.clone(), msg, action));
                 }
             }
@@ -339,7 +343,7 @@ impl Harvester {
     fn decide(
         &self,
         msg: &jetstream::Message,
-        renderer: &Renderer,
+        (renderer, scaler): (&Renderer, &mut Scaler),
         epoch: &mut Epoch,
         sampler: &mut Sampler,
     ) -> Action {
@@ -358,7 +362,7 @@ impl Harvester {
                 }
             }
         };
-        let doc = Document::of_event(renderer, &ev, epoch.current());
+        let doc = Document::of_event(renderer, scaler, &ev, epoch.current());
         // A redelivery was already admitted once; sampling it again would
         // find it "identical to itself" and drop it.
         let first_delivery = msg.info().map(|i| i.delivered <= 1).unwrap_or(true);

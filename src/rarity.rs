@@ -33,7 +33,11 @@ use std::collections::HashMap;
 
 /// An event's template key: its rendered line with its source's name and
 /// every run of digits taken out, hashed (64 bits of SHA-256, so trainer
-/// and scorers agree across processes).
+/// and scorers agree across processes). A scaled pulse value (`=+7`, `=0`
+/// in a metric field, [`crate::curriculum::Scaler`]) is kept: it is what
+/// the pulse says, not a volatile number, and without it a latency spike
+/// (`latency_p50_ms=+7`) shared a template with every busy pulse
+/// (`latency_p50_ms=+1`) and was capped as routine.
 pub fn template_key(rendered: &str, source: &str) -> u64 {
     let text = if source.is_empty() {
         rendered.to_string()
@@ -42,7 +46,18 @@ pub fn template_key(rendered: &str, source: &str) -> u64 {
     };
     let mut h = Sha256::new();
     let mut in_digits = false;
-    for ch in text.chars() {
+    let chars: Vec<char> = text.chars().collect();
+    let mut in_metric = false;
+    for (i, &ch) in chars.iter().enumerate() {
+        if ch == '<' && chars.get(i + 1) == Some(&'|') {
+            in_metric = text_at(&chars, i, "<|METRIC|>");
+        }
+        if in_metric && ch.is_ascii_digit() && is_value_word(&chars, i) {
+            in_digits = false;
+            let mut buf = [0u8; 4];
+            h.update(ch.encode_utf8(&mut buf).as_bytes());
+            continue;
+        }
         if ch.is_ascii_digit() {
             if !in_digits {
                 h.update(b"#");
@@ -56,6 +71,23 @@ pub fn template_key(rendered: &str, source: &str) -> u64 {
     }
     let d = h.finalize();
     u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
+fn text_at(chars: &[char], i: usize, what: &str) -> bool {
+    what.chars()
+        .enumerate()
+        .all(|(k, c)| chars.get(i + k) == Some(&c))
+}
+
+/// Whether the digit at `i` is a scaled value word: one digit after `=`,
+/// `=+` or `=-`, and then the field's end.
+fn is_value_word(chars: &[char], i: usize) -> bool {
+    let before = match i.checked_sub(1).map(|j| chars[j]) {
+        Some('=') => true,
+        Some('+' | '-') => i >= 2 && chars[i - 2] == '=',
+        _ => false,
+    };
+    before && matches!(chars.get(i + 1), None | Some('<'))
 }
 
 /// The most surprising values of one template among the calibration
@@ -182,6 +214,23 @@ mod tests {
         assert_ne!(a, c);
         // A number where a word was is another template.
         assert_ne!(template_key("state=up", "x"), template_key("state=9", "x"));
+    }
+
+    #[test]
+    fn a_scaled_pulse_value_is_part_of_its_template_a_bucket_is_not() {
+        let t = |v: &str| {
+            template_key(
+                &format!("<|SVC|>a<|METRIC|>p50=+{v}<|METRIC|>cpu=0<|EOE|>"),
+                "a",
+            )
+        };
+        assert_ne!(t("7"), t("1"));
+        assert_eq!(t("7"), t("7"));
+        // Buckets and numbers outside metric fields still collapse.
+        let b = |v: &str| template_key(&format!("<|SVC|>a<|METRIC|>p50=b{v}<|EOE|>"), "a");
+        assert_eq!(b("9"), b("23"));
+        let f = |v: &str| template_key(&format!("<|SVC|>a<|ATTR|>deps={v}<|EOE|>"), "a");
+        assert_eq!(f("2"), f("3"));
     }
 
     const SOURCES: [&str; 4] = ["a", "b", "c", "d"];

@@ -163,7 +163,7 @@ impl Harness {
         let renderer = Renderer::default();
         let lines: Vec<String> = proprio::sim::generate(&sim)
             .unwrap()
-            .map(|e| renderer.render(&e))
+            .map(|e| renderer.render(&e, &mut renderer.scaler()))
             .collect();
         let learned = Arc::new(
             proprio::vocab::learn::learn(
@@ -233,7 +233,7 @@ impl Harness {
         unlabelled.label = None;
         assert_eq!(again, unlabelled);
         // One line of text, whose document round-trips...
-        let doc = Document::of_event(&self.renderer, ev, "fp");
+        let doc = Document::of_event(&self.renderer, &mut self.renderer.scaler(), ev, "fp");
         assert!(!doc.text.contains('\n'), "two lines: {:?}", doc.text);
         let back = Document::from_msgpack(&doc.to_msgpack()).expect("document round-trips");
         assert_eq!(back.text, doc.text);
@@ -319,6 +319,7 @@ impl Harness {
                     rendered: String::new(),
                     tokens: it.event.clone(),
                     item: it.clone(),
+                    readings: Vec::new(),
                 };
                 let ts = NOW + 1000 * i as i64;
                 let s = score_against(&prepared, p, ts, &mut tails);

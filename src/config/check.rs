@@ -175,8 +175,12 @@ impl Config {
             .unwrap_or("model.n_embd");
             return Err(bad(key, format!("is refused: {e:#}")));
         }
-        let render = RenderConfig::load(self.render.metric_format, self.render.masks.as_deref())
-            .map_err(|e| bad("render.masks", format!("is refused: {e:#}")))?;
+        let render = RenderConfig::load(
+            self.render.metric_format,
+            self.render.adapt,
+            self.render.masks.as_deref(),
+        )
+        .map_err(|e| bad("render.masks", format!("is refused: {e:#}")))?;
         Ok(Learning {
             shape,
             vocab: self.model.vocab(),

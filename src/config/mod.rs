@@ -347,6 +347,9 @@ impl ModelSection {
 pub struct RenderSection {
     #[serde(deserialize_with = "text::parsed")]
     pub metric_format: MetricFormat,
+    /// `scaled`: a series' sustained new level reads as usual within this.
+    #[serde(with = "text::duration")]
+    pub adapt: Duration,
     /// None: the built-in masks.
     #[serde(deserialize_with = "text::optional_path")]
     pub masks: Option<PathBuf>,
@@ -356,6 +359,7 @@ impl Default for RenderSection {
     fn default() -> Self {
         RenderSection {
             metric_format: RenderConfig::default().metric_format,
+            adapt: Duration::from_millis(RenderConfig::default().adapt_ms as u64),
             masks: None,
         }
     }
@@ -596,7 +600,8 @@ const DOCS: &[(&str, &str)] = &[
     ("model.block_size", "context window, in tokens"),
     ("model.vocab_merges", "byte-pair merges a cold start learns (0 with vocab_names 0: bytes only)"),
     ("model.vocab_names", "most whole-name tokens a cold start learns"),
-    ("render.metric_format", "metric values as buckets or digits"),
+    ("render.metric_format", "metric values as scaled (a pulse's against its own series), buckets or digits"),
+    ("render.adapt", "scaled: a series' sustained new level reads as usual within this"),
     ("render.masks", "TOML file of volatile-text masks replacing the built-in ones (\"\" = built-in)"),
     ("silence.multiple", "silent after this many usual intervals"),
     ("incidents.join_window", "an alert joins an incident whose latest alert is this recent"),

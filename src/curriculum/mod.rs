@@ -7,14 +7,19 @@
 //!   masked, so that randomness is not mistaken for surprise; loopback
 //!   addresses are kept, since calling localhost is itself a failure pattern;
 //! - metric values are written compactly (2 significant digits with an SI
-//!   suffix, or a magnitude bucket), so that a value's size is a few tokens.
+//!   suffix, or a magnitude bucket), so that a value's size is a few tokens,
+//!   or, for a pulse, relative to its own series ([`Scaler`]), so that what
+//!   is usual reads the same for every series. That makes rendering a walk
+//!   over the stream: every reader keeps its own [`Scaler`].
 
 mod render;
 mod repeats;
+mod scale;
 mod settings;
 
 pub use render::{escape, Renderer};
 pub use repeats::Repeats;
+pub use scale::{Scaled, Scaler};
 pub use settings::{MaskSpec, MetricFormat, RenderConfig};
 
 use crate::event::{Event, Kind};
@@ -82,14 +87,14 @@ pub struct Document {
 }
 
 impl Document {
-    pub fn of_event(r: &Renderer, ev: &Event, fingerprint: &str) -> Document {
+    pub fn of_event(r: &Renderer, scaler: &mut Scaler, ev: &Event, fingerprint: &str) -> Document {
         Document {
             ts: ev.ts,
             key: ev.key.clone(),
             source: ev.source.clone(),
             kind: Some(ev.kind()),
             curriculum: Curriculum::of(ev.kind()),
-            text: r.render(ev),
+            text: r.render(ev, scaler),
             fingerprint: fingerprint.to_string(),
         }
     }

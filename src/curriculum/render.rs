@@ -1,7 +1,7 @@
 //! The renderer: an event or the registry as curriculum lines, masking
 //! volatile text and writing metric values compactly.
 
-use super::{MetricFormat, RenderConfig};
+use super::{MetricFormat, RenderConfig, Scaler};
 use crate::event::{Body, Event, Phase};
 use crate::registry::Registry;
 use regex::Regex;
@@ -18,6 +18,7 @@ struct Mask {
 pub struct Renderer {
     masks: Vec<Mask>,
     metric_format: MetricFormat,
+    adapt_ms: i64,
 }
 
 impl Default for Renderer {
@@ -49,7 +50,17 @@ impl Renderer {
         Ok(Renderer {
             masks,
             metric_format: cfg.metric_format,
+            adapt_ms: cfg.adapt_ms,
         })
+    }
+
+    pub fn metric_format(&self) -> MetricFormat {
+        self.metric_format
+    }
+
+    /// A fresh walk's per-series state, as this rendering adapts.
+    pub fn scaler(&self) -> Scaler {
+        Scaler::new(self.adapt_ms)
     }
 
     /// Masks the volatile parts of free text.
@@ -76,8 +87,10 @@ impl Renderer {
         s
     }
 
-    /// One event as one line.
-    pub fn render(&self, ev: &Event) -> String {
+    /// One event as one line; `scaler` is the walk's per-series state
+    /// (read and updated by a pulse when the format is `scaled`), so events
+    /// are rendered once each, in order.
+    pub fn render(&self, ev: &Event, scaler: &mut Scaler) -> String {
         let mut s = String::with_capacity(96);
         s.push_str("<|BOE|>");
         match &ev.body {
@@ -114,7 +127,11 @@ impl Renderer {
                     s.push_str("<|METRIC|>");
                     s.push_str(&escape(k));
                     s.push('=');
-                    self.number(&mut s, *v);
+                    if self.metric_format == MetricFormat::Scaled {
+                        scaler.scale(&ev.source, k, ev.ts, *v).write(&mut s);
+                    } else {
+                        self.number(&mut s, *v);
+                    }
                 }
             }
             Body::Log { message, level } => {
@@ -211,7 +228,7 @@ impl Renderer {
     fn number(&self, s: &mut String, x: f64) {
         match self.metric_format {
             MetricFormat::Digits => compact(s, x),
-            MetricFormat::Buckets => bucket(s, x),
+            MetricFormat::Buckets | MetricFormat::Scaled => bucket(s, x),
         }
     }
 }
@@ -418,7 +435,7 @@ mod render_tests {
         ];
         let tok = crate::vocab::Vocab::bytes();
         for (e, want) in cases {
-            let got = r.render(&e);
+            let got = r.render(&e, &mut r.scaler());
             assert_eq!(got, want);
             assert!(!got.contains('\n'));
             // Every <|...|> in the line is a real special token.
@@ -439,7 +456,44 @@ mod render_tests {
         assert_eq!(RenderConfig::default().metric_format, MetricFormat::Buckets);
         let mut metrics = BTreeMap::new();
         metrics.insert("cpu".to_string(), 4.0);
-        assert!(r.render(&ev(Body::Pulse { metrics })).contains("cpu=b4"));
+        assert!(r
+            .render(&ev(Body::Pulse { metrics }), &mut r.scaler())
+            .contains("cpu=b4"));
+    }
+
+    #[test]
+    fn scaled_pulses_read_against_their_series_other_numbers_as_buckets() {
+        let r = renderer(MetricFormat::Scaled);
+        let mut sc = r.scaler();
+        let pulse = |ts: i64, lat: f64| Event {
+            ts,
+            body: Body::Pulse {
+                metrics: BTreeMap::from([("latency_p50_ms".to_string(), lat)]),
+            },
+            ..ev(Body::Pulse {
+                metrics: BTreeMap::new(),
+            })
+        };
+        // Cold: as usual; warm: the usual reads 0, a spike the top bin.
+        let first = r.render(&pulse(0, 120.0), &mut sc);
+        assert!(first.contains("latency_p50_ms=0<|EOE|>"), "{first}");
+        for i in 1..20 {
+            r.render(&pulse(i * 15_000, 120.0), &mut sc);
+        }
+        assert!(r
+            .render(&pulse(300_000, 121.0), &mut sc)
+            .contains("latency_p50_ms=0<|EOE|>"));
+        assert!(r
+            .render(&pulse(315_000, 3_000.0), &mut sc)
+            .contains("latency_p50_ms=+7<|EOE|>"));
+        let mut attrs = BTreeMap::new();
+        attrs.insert("mem_mb".to_string(), Scalar::Float(4096.0));
+        let flux = ev(Body::Flux {
+            event: "x".into(),
+            state: None,
+            attrs,
+        });
+        assert!(r.render(&flux, &mut sc).contains("mem_mb=b24"));
     }
 
     #[test]

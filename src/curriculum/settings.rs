@@ -13,6 +13,10 @@ pub enum MetricFormat {
     Digits,
     /// A half-octave magnitude bucket: `b` and the bucket number (2*log2 x, rounded).
     Buckets,
+    /// A pulse's values as spreads from their own series' recent level
+    /// (`+3`, [`super::Scaler`]); other numbers, and a series too new to
+    /// know, as buckets.
+    Scaled,
 }
 
 impl std::str::FromStr for MetricFormat {
@@ -21,7 +25,8 @@ impl std::str::FromStr for MetricFormat {
         match s.trim().to_ascii_lowercase().as_str() {
             "buckets" => Ok(MetricFormat::Buckets),
             "digits" => Ok(MetricFormat::Digits),
-            other => Err(format!("{other:?} is not buckets or digits")),
+            "scaled" => Ok(MetricFormat::Scaled),
+            other => Err(format!("{other:?} is not scaled, buckets or digits")),
         }
     }
 }
@@ -31,6 +36,7 @@ impl MetricFormat {
         match self {
             MetricFormat::Buckets => "buckets",
             MetricFormat::Digits => "digits",
+            MetricFormat::Scaled => "scaled",
         }
     }
 }
@@ -53,6 +59,9 @@ pub struct MaskSpec {
 #[serde(default)]
 pub struct RenderConfig {
     pub metric_format: MetricFormat,
+    /// `scaled`: event time after which a series' sustained new level reads
+    /// as usual at the latest ([`super::Scaler`]), ms.
+    pub adapt_ms: i64,
     /// Applied in order.
     pub masks: Vec<MaskSpec>,
 }
@@ -69,8 +78,11 @@ impl Default for RenderConfig {
             // Buckets by measurement (README, "Rendering"): same model, same
             // data, AUROC 0.881 vs 0.867 for digits, and VRAM pressure 0.894
             // vs 0.685, since the noise of the second digit is gone.
-            // `render.metric_format = "digits"` switches back.
+            // `render.metric_format = "scaled"` reads a pulse against its
+            // own series: better on the metrics benchmark (docs/EVAL.md),
+            // not yet the default (the note of session 9 says why).
             metric_format: MetricFormat::Buckets,
+            adapt_ms: super::Scaler::DEFAULT_ADAPT_MS,
             masks: vec![
                 m(
                     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
@@ -113,10 +125,12 @@ impl RenderConfig {
     /// bad masks file stops start-up with its reason.
     pub fn load(
         metric_format: MetricFormat,
+        adapt: std::time::Duration,
         masks: Option<&std::path::Path>,
     ) -> anyhow::Result<RenderConfig> {
         let mut cfg = RenderConfig {
             metric_format,
+            adapt_ms: adapt.as_millis().min(i64::MAX as u128) as i64,
             ..RenderConfig::default()
         };
         if let Some(path) = masks {

@@ -295,6 +295,8 @@ pub(super) fn write_dump(
     let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = std::io::BufWriter::new(f);
     for p in parts {
+        // The part's own walk, as its events were scored.
+        let mut scaler = renderer.scaler();
         for (k, m) in p.units.members.iter().enumerate() {
             let e = &p.events[p.idx[m[0]]];
             let scores: BTreeMap<&str, f32> = p.scores.iter().map(|(n, s)| (*n, s[k])).collect();
@@ -308,7 +310,7 @@ pub(super) fn write_dump(
                 "scores": scores,
             });
             if !grouped {
-                line["text"] = renderer.render(e).into();
+                line["text"] = renderer.render(e, &mut scaler).into();
                 if p.name == "test" {
                     line["template"] = TemplateFreq::template(renderer, e).into();
                 }

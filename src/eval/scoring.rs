@@ -58,7 +58,8 @@ pub(super) fn model_scores(
         );
         eprintln!("eval: model scores from {}", p.display());
         // The tails are refitted, so a cache serves any tail rule.
-        let (calib, test) = calibrate(data, &renderer, calib, test);
+        let lines = lines(data, &renderer, args.group_by.is_some());
+        let (calib, test) = calibrate(data, &lines, calib, test);
         return Ok(model_rows(&hows, &calib, &test, "cached".into()));
     }
     let t0 = Instant::now();
@@ -186,7 +187,8 @@ pub(super) fn model_scores(
         (c, t)
     };
     let scored_s = t1.elapsed().as_secs_f64();
-    let (calib, test) = calibrate(data, &renderer, calib, test);
+    let lines = lines(data, &renderer, args.group_by.is_some());
+    let (calib, test) = calibrate(data, &lines, calib, test);
     if let Some(p) = &args.score_cache {
         std::fs::write(p, serde_json::to_string(&(&calib, &test))?)
             .with_context(|| format!("writing {}", p.display()))?;
@@ -344,21 +346,16 @@ fn event_scores(
 /// too, as EVALUATE fits them.
 fn calibrate(
     data: &Data,
-    renderer: &crate::curriculum::Renderer,
+    (lines, test_lines): &(Vec<String>, Vec<String>),
     mut calib: Vec<ModelScore>,
     mut test: Vec<ModelScore>,
 ) -> (Vec<ModelScore>, Vec<ModelScore>) {
     let (cal, tst) = (&data.train_src, data.test_events());
-    let lines: Vec<String> = data
-        .calib
-        .iter()
-        .map(|&i| renderer.render(&cal[i]))
-        .collect();
     let obs: Vec<_> = data
         .calib
         .iter()
         .zip(&calib)
-        .zip(&lines)
+        .zip(lines.iter())
         .map(|((&i, m), line)| {
             (
                 cal[i].kind(),
@@ -370,23 +367,64 @@ fn calibrate(
         .collect();
     let mut s = Surprise::fit_with_templates(&obs);
     s.signatures = crate::signature::Signatures::fit(lines.iter().map(String::as_str));
-    for (((kind, template, _, x), m), line) in obs.iter().zip(calib.iter_mut()).zip(&lines) {
+    // What the model was trained on, as the trainer records it.
+    s.seen = data.fit_seen();
+    for (((kind, template, _, x), m), line) in obs.iter().zip(calib.iter_mut()).zip(lines.iter()) {
         let tails = s.calibrate(*kind, *x).score;
         let capped = s
             .templates
             .cap(*kind, *template, *x)
             .map_or(tails, |c| c.min(tails));
-        m.live = s.signatures.apply(capped, line);
+        m.live = s.signature_floor(capped, line);
     }
     let mut live = LiveTails::new(s);
-    for (&i, m) in data.test.iter().zip(test.iter_mut()) {
+    for ((&i, m), line) in data.test.iter().zip(test.iter_mut()).zip(test_lines) {
         let e = &tst[i];
-        let line = renderer.render(e);
         m.live = live
-            .calibrate_line(&e.source, e.kind(), &line, e.ts, m.excess)
+            .calibrate_line(&e.source, e.kind(), line, e.ts, m.excess)
             .score;
     }
     (calib, test)
+}
+
+/// The calibration and test events' lines as they were scored: rendered
+/// in the same walks over the events as [`model_scores`] scores them (a
+/// pulse is read against its series' earlier values,
+/// [`crate::curriculum::Scaler`]), so a cached score meets the line it was
+/// scored on.
+fn lines(
+    data: &Data,
+    renderer: &crate::curriculum::Renderer,
+    grouped: bool,
+) -> (Vec<String>, Vec<String>) {
+    let warm = warmup(&data.train_src, &data.fit, &data.calib, grouped);
+    let walk = |events: &[Event], parts: Vec<(usize, u8)>| {
+        let mut sc = renderer.scaler();
+        let (mut c, mut t) = (Vec::new(), Vec::new());
+        for (i, part) in parts {
+            let line = renderer.render(&events[i], &mut sc);
+            match part {
+                1 => c.push(line),
+                2 => t.push(line),
+                _ => {}
+            }
+        }
+        (c, t)
+    };
+    let mut parts: Vec<(usize, u8)> = warm.iter().map(|&i| (i, 0u8)).collect();
+    parts.extend(data.calib.iter().map(|&i| (i, 1u8)));
+    if data.test_src.is_none() {
+        parts.extend(data.test.iter().map(|&i| (i, 2u8)));
+        parts.sort_by_key(|&(i, _)| i);
+        return walk(&data.train_src, parts);
+    }
+    parts.sort_by_key(|&(i, _)| i);
+    let (c, _) = walk(&data.train_src, parts);
+    let (_, t) = walk(
+        data.test_events(),
+        data.test.iter().map(|&i| (i, 2u8)).collect(),
+    );
+    (c, t)
 }
 
 /// Up to 8 of each key's last fit events before the calibration slice, so the

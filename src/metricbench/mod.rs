@@ -377,8 +377,9 @@ fn live_repeats(learning: &Learning, ev: &[Event], test: &[usize]) -> Result<usi
     let mut rep = crate::curriculum::Repeats::new(usize::MAX);
     let first = test.first().copied().unwrap_or(ev.len());
     let mut n = 0;
+    let mut sc = r.scaler();
     for (j, e) in ev.iter().enumerate() {
-        let again = rep.repeats(e, &r.render(e));
+        let again = rep.repeats(e, &r.render(e, &mut sc));
         n += usize::from(again && j >= first);
     }
     Ok(n)

@@ -22,7 +22,7 @@ pub mod worker;
 
 use crate::baseline::Stat;
 use crate::contract::alert::{BaselineOf, Span};
-use crate::curriculum::{Renderer, Repeats};
+use crate::curriculum::{Renderer, Repeats, Scaler};
 use crate::event::{Event, Kind};
 use crate::model::{EventLoss, ScoreItem};
 use crate::vocab::Vocab;
@@ -145,6 +145,10 @@ pub struct Prepared {
     pub rendered: String,
     pub tokens: Vec<u32>,
     pub item: ScoreItem,
+    /// A scaled pulse's values, each with its series' usual range when it
+    /// was read: what an explanation names instead of the value word
+    /// ([`span::explain_reading`]). Empty otherwise.
+    pub readings: Vec<span::Reading>,
 }
 
 /// What the scorer says about one event.
@@ -172,6 +176,10 @@ pub const SPAN_WIDTH: usize = 8;
 /// Renders, tokenizes and contextualises events; turns losses into scores.
 pub struct EventScorer {
     pub renderer: Renderer,
+    /// Per series, the level a pulse's values are read against: the
+    /// scorer's own walk over the stream ([`crate::curriculum::Scaler`]),
+    /// restarted with the scorer.
+    pub scaler: Scaler,
     /// The model's vocabulary: contexts hold its ids, so a new one comes
     /// with a new scorer.
     pub vocab: Arc<Vocab>,
@@ -187,6 +195,7 @@ impl EventScorer {
         max_keys: usize,
     ) -> EventScorer {
         EventScorer {
+            scaler: renderer.scaler(),
             renderer,
             vocab,
             contexts: Contexts::new(block_size, max_keys),
@@ -197,8 +206,11 @@ impl EventScorer {
     /// Every event, the way a model trained on every event (`proprio
     /// train`, `proprio eval`) reads them.
     pub fn prepare_event(&mut self, ev: &Event) -> Prepared {
-        let rendered = self.renderer.render(ev);
-        self.prepare_text(&ev.key, &ev.source, Some(ev.kind()), rendered)
+        let readings = self.readings(ev);
+        let rendered = self.renderer.render(ev, &mut self.scaler);
+        let mut p = self.prepare_text(&ev.key, &ev.source, Some(ev.kind()), rendered);
+        p.readings = readings;
+        p
     }
 
     /// An event from the bus, the way the growth loop's models read the
@@ -206,11 +218,34 @@ impl EventScorer {
     /// harvester left out of their curriculum ([`Repeats`]), so it is
     /// neither scored nor put in the key's context.
     pub fn prepare_live(&mut self, ev: &Event) -> Option<Prepared> {
-        let rendered = self.renderer.render(ev);
+        let readings = self.readings(ev);
+        let rendered = self.renderer.render(ev, &mut self.scaler);
         if self.repeats.repeats(ev, &rendered) {
             return None;
         }
-        Some(self.prepare_text(&ev.key, &ev.source, Some(ev.kind()), rendered))
+        let mut p = self.prepare_text(&ev.key, &ev.source, Some(ev.kind()), rendered);
+        p.readings = readings;
+        Some(p)
+    }
+
+    /// A scaled pulse's values and their series' usual ranges, read before
+    /// the values are learnt.
+    fn readings(&self, ev: &Event) -> Vec<span::Reading> {
+        match &ev.body {
+            crate::event::Body::Pulse { metrics }
+                if self.renderer.metric_format() == crate::curriculum::MetricFormat::Scaled =>
+            {
+                metrics
+                    .iter()
+                    .map(|(m, &value)| span::Reading {
+                        metric: m.clone(),
+                        value,
+                        usual: self.scaler.usual(&ev.source, m),
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// For text already rendered (curriculum documents).
@@ -234,6 +269,7 @@ impl EventScorer {
             },
             tokens,
             rendered,
+            readings: Vec::new(),
         }
     }
 }
@@ -258,7 +294,10 @@ pub fn score_against(p: &Prepared, loss: &EventLoss, ts: i64, tails: &mut LiveTa
         baseline_of: c.of,
         rendered: p.rendered.clone(),
         span: Span {
-            text: p.vocab.decode(&p.tokens[ts..te]).trim_start().to_string(),
+            text: span::explain_reading(
+                p.vocab.decode(&p.tokens[ts..te]).trim_start(),
+                &p.readings,
+            ),
             start: ts,
             end: te,
             loss: span_loss,

@@ -313,6 +313,71 @@ pub fn readable(text: &str) -> String {
     out
 }
 
+/// A pulse metric's value as published and its series' usual range
+/// (level -/+ two spreads, [`crate::curriculum::Scaler::usual`]) when it was
+/// read; none while the series was too new to know.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub metric: String,
+    pub value: f64,
+    pub usual: Option<(f64, f64)>,
+}
+
+/// A span that is one scaled metric field (`<|METRIC|>mem_mb=+7`) said as a
+/// person reads it: `mem_mb=7,912 (usual 480-520)`. Any other span is
+/// returned as it is.
+pub fn explain_reading(span: &str, readings: &[Reading]) -> String {
+    let field = span.strip_prefix("<|METRIC|>").unwrap_or(span);
+    let Some((name, _)) = field.split_once('=') else {
+        return span.to_string();
+    };
+    match readings.iter().find(|r| r.metric == name) {
+        Some(r) => match r.usual {
+            Some((lo, hi)) => format!(
+                "{name}={} (usual {}-{})",
+                human(r.value),
+                human(if r.value >= 0.0 { lo.max(0.0) } else { lo }),
+                human(hi)
+            ),
+            None => format!("{name}={}", human(r.value)),
+        },
+        None => span.to_string(),
+    }
+}
+
+/// A number for people: thousands grouped above 1,000, three significant
+/// digits below.
+fn human(x: f64) -> String {
+    if !x.is_finite() {
+        return x.to_string();
+    }
+    let a = x.abs();
+    if a >= 1000.0 {
+        let digits = format!("{:.0}", a);
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        if x < 0.0 {
+            out.insert(0, '-');
+        }
+        out
+    } else if a == 0.0 {
+        "0".into()
+    } else {
+        let decimals = (2 - a.log10().floor() as i32).max(0) as usize;
+        let t = format!("{x:.decimals$}");
+        if t.contains('.') {
+            t.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            t
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,13 +396,17 @@ mod tests {
     }
 
     fn render(body: Body) -> String {
-        Renderer::default().render(&Event {
-            ts: 1,
-            source: "svc3".into(),
-            key: "svc3".into(),
-            body,
-            label: None,
-        })
+        let r = Renderer::default();
+        r.render(
+            &Event {
+                ts: 1,
+                source: "svc3".into(),
+                key: "svc3".into(),
+                body,
+                label: None,
+            },
+            &mut r.scaler(),
+        )
     }
 
     /// The span of `line` when the model is surprised most by the token at
@@ -360,6 +429,36 @@ mod tests {
         let (s, e, m) = field_span(&tok, &ids, &losses, SPAN_MAX_CHARS);
         assert!(m > 0.0 && s < e && e <= ids.len(), "{line}: {s}..{e} {m}");
         (tok.decode(&ids[s..e]), s, e)
+    }
+
+    #[test]
+    fn a_scaled_metric_is_explained_by_its_value_and_usual_range() {
+        let r = |metric: &str, value, usual| Reading {
+            metric: metric.into(),
+            value,
+            usual,
+        };
+        let readings = [
+            r("mem_mb", 7912.4, Some((480.2, 520.0))),
+            r("cpu", 0.4213, None),
+            r("error_rate", 0.05, Some((-0.001, 0.004))),
+        ];
+        assert_eq!(
+            explain_reading("<|METRIC|>mem_mb=+7", &readings),
+            "mem_mb=7,912 (usual 480-520)"
+        );
+        assert_eq!(explain_reading("cpu=?", &readings), "cpu=0.421");
+        // A range is never shown below zero for a value that is not.
+        assert_eq!(
+            explain_reading("error_rate=+7", &readings),
+            "error_rate=0.05 (usual 0-0.004)"
+        );
+        // Not a metric field: as it was.
+        assert_eq!(explain_reading("state=crashed", &readings), "state=crashed");
+        assert_eq!(explain_reading("latency=+3", &readings), "latency=+3");
+        assert_eq!(human(1_234_567.0), "1,234,567");
+        assert_eq!(human(-2500.0), "-2,500");
+        assert_eq!(human(42.0), "42");
     }
 
     #[test]
@@ -389,8 +488,8 @@ mod tests {
         metrics.insert("cpu".to_string(), 21.0);
         metrics.insert("mem_pct".to_string(), 97.0);
         let pulse = render(Body::Pulse { metrics });
-        let (text, s, e) = span_at(&pulse, "mem_pct=b", 8);
-        assert!(text.starts_with("mem_pct=b"), "{pulse}: {text}");
+        let (text, s, e) = span_at(&pulse, "mem_pct=", 8);
+        assert!(text.starts_with("mem_pct="), "{pulse}: {text}");
         // The span's offsets are token offsets of the event.
         let ids = Vocab::bytes().encode(&pulse);
         assert_eq!(Vocab::bytes().decode(&ids[s..e]), text);

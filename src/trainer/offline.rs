@@ -183,9 +183,10 @@ pub fn train_events(
     let fp = gates.fingerprint()?;
     let renderer = Renderer::new(&l.render)?;
     let now = events.iter().map(|e| e.ts).max().unwrap_or(0);
+    let mut scaler = renderer.scaler();
     let mut docs: Vec<Document> = events
         .iter()
-        .map(|e| Document::of_event(&renderer, e, &fp))
+        .map(|e| Document::of_event(&renderer, &mut scaler, e, &fp))
         .collect();
     if plan.registry.exists() {
         let reg = Registry::load(&plan.registry)?;

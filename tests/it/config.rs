@@ -402,7 +402,7 @@ fn bad_learning_settings_are_errors_naming_the_key() {
         (
             "[render]\nmetric_format = \"roman\"\n".into(),
             "`render.metric_format`",
-            "buckets or digits",
+            "scaled, buckets or digits",
         ),
         (
             "[render]\nmasks = \"/nonexistent/masks.toml\"\n".into(),
@@ -438,7 +438,12 @@ fn bad_learning_settings_are_errors_naming_the_key() {
 fn the_documented_masks_are_the_built_in_ones() {
     use proprio::curriculum::{MetricFormat, RenderConfig};
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/masks.toml");
-    let loaded = RenderConfig::load(MetricFormat::Buckets, Some(&p)).unwrap();
+    let loaded = RenderConfig::load(
+        MetricFormat::Buckets,
+        std::time::Duration::from_secs(1800),
+        Some(&p),
+    )
+    .unwrap();
     assert_eq!(loaded, RenderConfig::default());
 }
 
@@ -515,7 +520,12 @@ fn train_follows_the_configuration_and_score_follows_the_checkpoint() {
 fn the_bgl_masks_mask_every_digit_run() {
     use proprio::curriculum::{MetricFormat, RenderConfig, Renderer};
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/masks-bgl.toml");
-    let bgl = RenderConfig::load(MetricFormat::Buckets, Some(&p)).unwrap();
+    let bgl = RenderConfig::load(
+        MetricFormat::Buckets,
+        std::time::Duration::from_secs(1800),
+        Some(&p),
+    )
+    .unwrap();
     assert_eq!(
         bgl.masks[..bgl.masks.len() - 1],
         RenderConfig::default().masks[..]

@@ -61,6 +61,7 @@ struct Pipeline {
     vocab: Arc<Vocab>,
     limits: Limits,
     renderer: Renderer,
+    scaler: proprio::curriculum::Scaler,
     /// Kept across inputs, so events are scored in the context of earlier ones.
     events: EventScorer,
     native: NativeScorer,
@@ -79,7 +80,7 @@ impl Pipeline {
         let r = Renderer::default();
         let lines: Vec<String> = proprio::sim::generate(&sim)
             .unwrap()
-            .map(|e| r.render(&e))
+            .map(|e| r.render(&e, &mut r.scaler()))
             .collect();
         let vocab = Arc::new(
             proprio::vocab::learn::learn(
@@ -98,6 +99,7 @@ impl Pipeline {
         Pipeline {
             limits: Limits::default(),
             renderer: Renderer::default(),
+            scaler: Default::default(),
             events: EventScorer::new(Renderer::default(), vocab.clone(), block_size, 64),
             vocab,
             native: NativeScorer::new(&gpt, 1),
@@ -132,7 +134,7 @@ impl Pipeline {
         unlabelled.label = None;
         prop_assert_eq!(&again, &unlabelled);
         // One line of text, tokenized losslessly into the vocabulary.
-        let doc = Document::of_event(&self.renderer, ev, "fp");
+        let doc = Document::of_event(&self.renderer, &mut self.scaler, ev, "fp");
         prop_assert!(!doc.text.contains('\n'), "two lines: {:?}", doc.text);
         prop_assert!(
             Document::from_msgpack(&doc.to_msgpack()).is_ok(),

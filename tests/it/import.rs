@@ -73,9 +73,8 @@ fn bgl_label_is_cut_off_and_never_reaches_the_text() {
     let mut wire: serde_json::Value = serde_json::from_str(&json).unwrap();
     wire.as_object_mut().unwrap().remove("label");
     assert!(!wire.to_string().contains("KERNDTLB"), "{wire}");
-    assert!(!proprio::curriculum::Renderer::default()
-        .render(&e)
-        .contains("KERNDTLB"));
+    let r = proprio::curriculum::Renderer::default();
+    assert!(!r.render(&e, &mut r.scaler()).contains("KERNDTLB"));
 
     let null = "- 1118268322 2005.06.08 NULL 2005-06-08-15.05.22.347520 NULL NULL DISCOVERY WARNING Node card is not fully functional";
     let e = parse_bgl(null).unwrap().unwrap();

@@ -1,0 +1,314 @@
+//! Metric values relative to their own series: each (source, metric)
+//! series keeps a robust recent level and spread, and a value is written as
+//! how many spreads it sits from that level, quantised into a few shared
+//! value words (`0` within two spreads, `+1` .. `+7` one per doubling,
+//! `-1` .. `-7`), as Chronos scales each
+//! series by its own level before quantising (Ansari et al., 2024).
+//!
+//! Why: as an absolute half-octave bucket (`b23`) a value is resolved to
+//! about +/-19 %, and what is usual differs per service, so the 32-dim
+//! model had to memorise every service's levels: a latency spike from a
+//! service's usual 120 ms to 3 s scored like ordinary text (issue 16). Here
+//! the usual reads `0` for every series, and a spike reads `+7` wherever it
+//! happens.
+//!
+//! The state is per reader of the stream (the harvester, each scorer,
+//! eval's and `proprio score`'s walk over a file): each sees the same
+//! series' values in the same order, so each writes the same words once its
+//! series are warm. A series with fewer than [`Scaler::MIN_SAMPLES`] values
+//! is cold and its values read as usual (`0`): a reader that restarts is
+//! blind to a series' values for its first few samples, rather than
+//! alarmed by all of them.
+//!
+//! Adaptation: a series admits at most one value per `adapt / WINDOW` of
+//! event time into its window of [`Scaler::WINDOW`] values, so after a
+//! sustained level shift its median, and with it the words, follow within
+//! about half of `adapt` (30 min by default, `render.adapt`); a spike of a
+//! few samples hardly enters the window at all.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write;
+
+/// Per (source, metric), the recent values a value is read against.
+#[derive(Debug, Clone)]
+pub struct Scaler {
+    series: HashMap<(String, String), Series>,
+    /// Event time a window spans once full: a level shift is the new
+    /// normal after about half of it.
+    adapt_ms: i64,
+    max_series: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Series {
+    window: VecDeque<f64>,
+    last_admitted: i64,
+    last_ts: i64,
+}
+
+/// How far a value sits from its series' usual level.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scaled {
+    /// Too few values yet to know the series.
+    Cold,
+    /// Spreads from the level, quantised: 0 within two spreads (a
+    /// series' ordinary noise reads as its usual), then one step per
+    /// doubling (1 for 2 to 4 spreads), signed, at most [`Scaler::MAX_BIN`].
+    Bin(i8),
+}
+
+impl Scaled {
+    /// The value word as rendered.
+    pub fn write(self, s: &mut String) {
+        match self {
+            // As usual: after a restart every series is new, and a word
+            // the model seldom saw would make each first value a surprise.
+            Scaled::Cold | Scaled::Bin(0) => s.push('0'),
+            Scaled::Bin(b) => {
+                let _ = write!(s, "{b:+}");
+            }
+        }
+    }
+}
+
+impl Default for Scaler {
+    fn default() -> Self {
+        Scaler::new(Self::DEFAULT_ADAPT_MS)
+    }
+}
+
+impl Scaler {
+    pub const DEFAULT_ADAPT_MS: i64 = 30 * 60_000;
+    /// Values a series' window holds.
+    pub const WINDOW: usize = 32;
+    /// Values before a series is warm.
+    pub const MIN_SAMPLES: usize = 6;
+    /// The largest bin: 2^7 = 128 spreads and beyond.
+    pub const MAX_BIN: i8 = 7;
+    /// The least spread relative to the level: a 5 % move of a steady
+    /// series is 2.5 spreads (bin 1), never lost in its own rounding.
+    pub const REL_FLOOR: f64 = 0.02;
+    /// The least spread at all: any move off a flat zero is the top bin.
+    pub const ABS_FLOOR: f64 = 1e-9;
+    /// Series kept; past it the half heard from longest ago is forgotten.
+    /// About 400 bytes each with their names: 50 000 series, ~20 MB.
+    pub const MAX_SERIES: usize = 50_000;
+
+    pub fn new(adapt_ms: i64) -> Scaler {
+        Scaler {
+            series: HashMap::new(),
+            adapt_ms: adapt_ms.max(Self::WINDOW as i64),
+            max_series: Self::MAX_SERIES,
+        }
+    }
+
+    /// Reads `x` of `metric` from `source` at `ts` against its series,
+    /// then learns it (the value is judged before it can move its own
+    /// level).
+    pub fn scale(&mut self, source: &str, metric: &str, ts: i64, x: f64) -> Scaled {
+        if !x.is_finite() {
+            return Scaled::Cold;
+        }
+        let key = (source.to_string(), metric.to_string());
+        if !self.series.contains_key(&key) && self.series.len() >= self.max_series {
+            self.forget_older_half();
+        }
+        let gap = self.adapt_ms / Self::WINDOW as i64;
+        let s = self.series.entry(key).or_default();
+        let out = s.read(x);
+        s.last_ts = s.last_ts.max(ts);
+        if s.window.len() < Self::MIN_SAMPLES || ts - s.last_admitted >= gap {
+            if s.window.len() >= Self::WINDOW {
+                s.window.pop_front();
+            }
+            s.window.push_back(x);
+            s.last_admitted = ts;
+        }
+        out
+    }
+
+    /// The usual range of a series, level -/+ two spreads (None when cold):
+    /// what an explanation shows beside a value.
+    pub fn usual(&self, source: &str, metric: &str) -> Option<(f64, f64)> {
+        let s = self.series.get(&(source.to_string(), metric.to_string()))?;
+        let (level, spread) = s.level_spread()?;
+        Some((level - 2.0 * spread, level + 2.0 * spread))
+    }
+
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    fn forget_older_half(&mut self) {
+        let mut ts: Vec<i64> = self.series.values().map(|s| s.last_ts).collect();
+        ts.sort_unstable();
+        let cut = ts[ts.len() / 2];
+        self.series.retain(|_, s| s.last_ts > cut);
+    }
+}
+
+impl Series {
+    fn read(&self, x: f64) -> Scaled {
+        let Some((level, spread)) = self.level_spread() else {
+            return Scaled::Cold;
+        };
+        let z = (x - level) / spread;
+        let a = z.abs();
+        let bin = if a < 2.0 {
+            0
+        } else {
+            // 1 for [2, 4), 2 for [4, 8), ... one per doubling.
+            (a.log2().floor() as i64).min(Scaler::MAX_BIN as i64) as i8
+        };
+        Scaled::Bin(if z < 0.0 { -bin } else { bin })
+    }
+
+    /// Median and spread: 1.4826 MAD, or where over half the window is
+    /// one value (a mostly-zero series) the upper quartile of the absolute
+    /// deviations instead; at least a share of the level, and an absolute
+    /// floor. Not the mean deviation: a shift's first few values in the
+    /// window would widen it enough to hide the shift within minutes.
+    fn level_spread(&self) -> Option<(f64, f64)> {
+        if self.window.len() < Scaler::MIN_SAMPLES {
+            return None;
+        }
+        let mut v: Vec<f64> = self.window.iter().copied().collect();
+        let med = median(&mut v);
+        let mut dev: Vec<f64> = v.iter().map(|x| (x - med).abs()).collect();
+        let mad = median(&mut dev);
+        let robust = if mad > 0.0 {
+            1.4826 * mad
+        } else {
+            // `dev` is sorted by `median`.
+            0.87 * dev[(dev.len() * 3) / 4]
+        };
+        let spread = robust
+            .max(Scaler::REL_FLOOR * med.abs())
+            .max(Scaler::ABS_FLOOR);
+        Some((med, spread))
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000;
+    const MIN: i64 = 60 * S;
+
+    fn word(x: Scaled) -> String {
+        let mut s = String::new();
+        x.write(&mut s);
+        s
+    }
+
+    /// Feeds `xs` one every `step` ms from `t0`, returns the words.
+    fn feed(sc: &mut Scaler, t0: i64, step: i64, xs: &[f64]) -> Vec<String> {
+        xs.iter()
+            .enumerate()
+            .map(|(i, &x)| word(sc.scale("a", "m", t0 + i as i64 * step, x)))
+            .collect()
+    }
+
+    #[test]
+    fn a_steady_series_reads_zero_and_sees_a_five_percent_move() {
+        let mut sc = Scaler::default();
+        let w = feed(&mut sc, 0, 10 * S, &[100.0; 40]);
+        assert!(w.iter().all(|x| x == "0"), "cold or warm, the usual: {w:?}");
+        let t = 400 * S;
+        assert_eq!(word(sc.scale("a", "m", t, 105.0)), "+1");
+        assert_eq!(word(sc.scale("a", "m", t, 95.0)), "-1");
+        assert_eq!(word(sc.scale("a", "m", t, 101.0)), "0");
+        assert_eq!(word(sc.scale("a", "m", t, 3000.0)), "+7");
+        // Another series, or another source's, is its own.
+        assert_eq!(sc.scale("b", "m", t, 3000.0), Scaled::Cold);
+        let u = sc.usual("a", "m").unwrap();
+        assert!((u.0 - 96.0).abs() < 1e-9 && (u.1 - 104.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_noisy_series_reads_in_its_own_spreads() {
+        let mut sc = Scaler::default();
+        // 90, 95, .., 110 over and over: MAD 5, spread 7.4.
+        let xs: Vec<f64> = (0..40).map(|i| 90.0 + 5.0 * (i % 5) as f64).collect();
+        let w = feed(&mut sc, 0, 60 * S, &xs);
+        assert!(w.iter().all(|x| x == "0"), "{w:?}");
+        let t = 3_000 * S;
+        assert_eq!(word(sc.scale("a", "m", t, 125.0)), "+1");
+        assert_eq!(word(sc.scale("a", "m", t, 200.0)), "+3");
+        assert_eq!(word(sc.scale("a", "m", t, 40.0)), "-3");
+    }
+
+    #[test]
+    fn zero_series_noise_is_not_extreme_but_a_jump_off_a_flat_zero_is() {
+        let mut sc = Scaler::default();
+        let flat = feed(&mut sc, 0, MIN, &[0.0; 20]);
+        assert!(flat.iter().all(|x| x == "0"));
+        assert_eq!(word(sc.scale("a", "m", 30 * MIN, 0.5)), "+7");
+        // Mostly zero with small counts: a 1 or a 2 is ordinary, 40 is not.
+        let mut sc = Scaler::default();
+        let xs: Vec<f64> = (0..32)
+            .map(|i| [0.0, 0.0, 1.0, 0.0, 2.0, 0.0, 0.0, 1.0][i % 8])
+            .collect();
+        feed(&mut sc, 0, MIN, &xs);
+        let t = 40 * MIN;
+        let one = sc.scale("a", "m", t, 1.0);
+        assert_eq!(one, Scaled::Bin(0));
+        assert!(matches!(sc.scale("a", "m", t, 40.0), Scaled::Bin(5..)));
+        // A value that is no number is cold, not a panic or a NaN word.
+        assert_eq!(sc.scale("a", "m", t, f64::NAN), Scaled::Cold);
+    }
+
+    #[test]
+    fn a_sustained_shift_alerts_then_becomes_normal_within_the_adaptation_time() {
+        let adapt = 30 * MIN;
+        let mut sc = Scaler::new(adapt);
+        // An hour at 100 (+/- 1), a pulse every 15 s.
+        let step = 15 * S;
+        let base: Vec<f64> = (0..240).map(|i| 100.0 + (i % 3) as f64 - 1.0).collect();
+        feed(&mut sc, 0, step, &base);
+        let t0 = 240 * step;
+        let shifted: Vec<f64> = (0..240).map(|i| 200.0 + (i % 3) as f64 - 1.0).collect();
+        let w = feed(&mut sc, t0, step, &shifted);
+        // The shift itself reads as far above usual (50 spreads).
+        assert_eq!(w[0], "+5");
+        // Within the adaptation time the new level is usual again.
+        let within = (adapt / step) as usize;
+        assert!(
+            w[within..]
+                .iter()
+                .all(|x| x == "0" || x == "+1" || x == "-1"),
+            "{w:?}"
+        );
+        // Not right away: a short spike does not move the level.
+        assert!(w[..8].iter().all(|x| x.starts_with('+') && x != "+1"));
+    }
+
+    #[test]
+    fn series_are_bounded() {
+        let mut sc = Scaler::default();
+        sc.max_series = 100;
+        for i in 0..1_000 {
+            sc.scale(&format!("s{i}"), "m", i, 1.0);
+        }
+        assert!(sc.len() <= 100);
+        // The newest are kept.
+        assert!(sc
+            .series
+            .contains_key(&("s999".to_string(), "m".to_string())));
+    }
+}
