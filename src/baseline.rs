@@ -215,22 +215,6 @@ pub struct Surprise {
     pub seen: Option<(i64, i64)>,
 }
 
-/// Telemetry a model's training must have covered to be held to the
-/// configured risk: a day, the cycle a system's normal repeats over.
-pub const FULL_CYCLE_MS: i64 = 24 * 3_600_000;
-/// The youngest model's share of the configured risk (3e-4 / 30 = 1e-5).
-pub const YOUNGEST_SHARE: f64 = 1.0 / 30.0;
-
-/// The share of the configured risk a model whose training has covered
-/// `seen_ms` of telemetry is held to (None: unknown, as for older
-/// checkpoints): the share of a day covered, between [`YOUNGEST_SHARE`]
-/// and 1 ([`crate::policy::Policy::for_model`] says why).
-pub fn age_share(seen_ms: Option<i64>) -> f64 {
-    seen_ms.map_or(YOUNGEST_SHARE, |s| {
-        (s as f64 / FULL_CYCLE_MS as f64).clamp(YOUNGEST_SHARE, 1.0)
-    })
-}
-
 /// One event's calibrated surprise.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Calibrated {
@@ -273,12 +257,6 @@ impl Surprise {
             signatures: Default::default(),
             seen: None,
         }
-    }
-
-    /// The signature floor of an event rendered as `rendered` whose score
-    /// is `score` ([`crate::signature`]).
-    pub fn signature_floor(&self, score: f32, rendered: &str) -> f32 {
-        self.signatures.apply(score, rendered)
     }
 
     /// How much telemetry time the model's training has covered.

@@ -19,6 +19,12 @@ pub struct Policy {
 
 impl Policy {
     pub const DEFAULT_RISK: f64 = 3e-4;
+    /// Telemetry a model's training must have covered to be held to the
+    /// configured risk: a day, the cycle a system's normal repeats over.
+    pub const FULL_CYCLE_MS: i64 = 24 * 3_600_000;
+    /// The youngest model's share of the configured risk (3e-4 / 30 =
+    /// 1e-5, the level every model had before this rule).
+    pub const YOUNGEST_SHARE: f64 = 1.0 / 30.0;
     pub const DEFAULT_EVIDENCE_WINDOW_MS: i64 = 60_000;
     pub const DEFAULT_EVIDENCE_K: usize = 2;
 
@@ -29,9 +35,8 @@ impl Policy {
 
     /// The policy for a model whose training has covered `seen_ms` of
     /// telemetry (None: unknown, as for older checkpoints): the risk scaled
-    /// by the share of a day covered, between
-    /// [`crate::baseline::YOUNGEST_SHARE`] (1e-5, the level every model had
-    /// before this rule) and 1 ([`crate::baseline::age_share`]).
+    /// by the share of a day covered, between [`Policy::YOUNGEST_SHARE`]
+    /// and 1.
     ///
     /// Why: a model that has not yet seen the daily cycle meets normal
     /// novelty (the day's load rising past what a night showed) that its
@@ -41,8 +46,11 @@ impl Policy {
     /// trained on 3 hours raised 24 false alerts an hour; at 3e-5 it raised
     /// none.
     pub fn for_model(&self, seen_ms: Option<i64>) -> Policy {
+        let share = seen_ms.map_or(Self::YOUNGEST_SHARE, |s| {
+            (s as f64 / Self::FULL_CYCLE_MS as f64).clamp(Self::YOUNGEST_SHARE, 1.0)
+        });
         Policy {
-            risk: self.risk * crate::baseline::age_share(seen_ms),
+            risk: self.risk * share,
             ..*self
         }
     }

@@ -80,7 +80,7 @@ impl Default for RenderConfig {
             // vs 0.685, since the noise of the second digit is gone.
             // `render.metric_format = "scaled"` reads a pulse against its
             // own series: better on the metrics benchmark (docs/EVAL.md),
-            // not yet the default (the note of session 9 says why).
+            // not yet the default (docs/EVAL.md says why).
             metric_format: MetricFormat::Buckets,
             adapt_ms: super::Scaler::DEFAULT_ADAPT_MS,
             masks: vec![

@@ -375,7 +375,7 @@ fn calibrate(
             .templates
             .cap(*kind, *template, *x)
             .map_or(tails, |c| c.min(tails));
-        m.live = s.signature_floor(capped, line);
+        m.live = s.signatures.apply(capped, line);
     }
     let mut live = LiveTails::new(s);
     for ((&i, m), line) in data.test.iter().zip(test.iter_mut()).zip(test_lines) {

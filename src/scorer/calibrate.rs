@@ -252,7 +252,7 @@ impl LiveTails {
     ) -> Calibrated {
         let template = || crate::rarity::template_key(rendered, source);
         let mut c = self.calibrate(source, kind, template, ts, x);
-        c.score = self.shipped.signature_floor(c.score, rendered);
+        c.score = self.shipped.signatures.apply(c.score, rendered);
         c
     }
 
