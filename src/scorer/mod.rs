@@ -397,4 +397,40 @@ mod tests {
         // The most recent key survived eviction.
         assert_eq!(c.next("k999", &[2]), vec![1]);
     }
+
+    #[test]
+    fn a_scaled_pulse_carries_its_values_and_usual_ranges_and_its_span_names_them() {
+        use crate::curriculum::{MetricFormat, RenderConfig};
+        let renderer = Renderer::new(&RenderConfig {
+            metric_format: MetricFormat::Scaled,
+            ..RenderConfig::default()
+        })
+        .unwrap();
+        let mut sc = EventScorer::new(renderer, Vocab::bytes(), 128, 10);
+        let pulse = |i: i64, p50: f64| Event {
+            ts: i * 15_000,
+            source: "api".into(),
+            key: "api".into(),
+            body: crate::event::Body::Pulse {
+                metrics: [("latency_p50_ms".to_string(), p50)].into(),
+            },
+            label: None,
+        };
+        for i in 0..10 {
+            sc.prepare_event(&pulse(i, 100.0 + (i % 3) as f64));
+        }
+        let p = sc.prepare_event(&pulse(10, 3_012.0));
+        assert!(p.rendered.contains("latency_p50_ms=+7"), "{}", p.rendered);
+        let r = &p.readings[0];
+        assert_eq!((r.metric.as_str(), r.value), ("latency_p50_ms", 3_012.0));
+        let (lo, hi) = r.usual.unwrap();
+        assert!(lo > 90.0 && hi < 110.0, "{lo}-{hi}");
+        assert_eq!(
+            span::explain_reading("<|METRIC|>latency_p50_ms=+7", &p.readings),
+            "latency_p50_ms=3,012 (usual 97-105)"
+        );
+        // The buckets rendering carries none.
+        let mut b = EventScorer::new(Renderer::default(), Vocab::bytes(), 128, 10);
+        assert!(b.prepare_event(&pulse(0, 1.0)).readings.is_empty());
+    }
 }

@@ -35,6 +35,15 @@ impl Running {
 }
 
 async fn start(server: &NatsServer, budget: u32) -> Running {
+    start_rendering(server, budget, Default::default()).await
+}
+
+/// A harvester rendering as `render` says.
+async fn start_rendering(
+    server: &NatsServer,
+    budget: u32,
+    render: proprio::curriculum::RenderConfig,
+) -> Running {
     let bus = server.bus().await;
     let keys = tempfile::tempdir().unwrap();
     let reg = keys.path().join("services.yaml");
@@ -48,6 +57,7 @@ async fn start(server: &NatsServer, budget: u32) -> Running {
         bus.clone(),
         Shared {
             gates,
+            render,
             ..Shared::default()
         },
     );
@@ -333,6 +343,53 @@ async fn a_chatty_source_is_sampled_and_a_quiet_one_is_not() {
         r.stats.harvested.load(Ordering::Relaxed) == 26
     })
     .await;
+    r.stop().await;
+}
+
+/// With `render.metric_format = "scaled"` the harvester reads each pulse
+/// against its series' own level: a steady series reads `cpu=0` (and its
+/// repeats collapse), a jump reads as how far it went, and the series'
+/// usual afterwards reads `cpu=0` again.
+#[tokio::test]
+async fn scaled_pulses_read_against_their_own_series() {
+    use proprio::curriculum::{MetricFormat, RenderConfig};
+    let server = NatsServer::start();
+    let render = RenderConfig {
+        metric_format: MetricFormat::Scaled,
+        ..RenderConfig::default()
+    };
+    let r = start_rendering(&server, 120, render).await;
+    let ts = now_ms();
+    // Eight steady values, a jump (0.9 against 0.5: 40 spreads), the same
+    // again, then the usual.
+    let values = [0.5; 8].iter().chain(&[0.9, 0.9, 0.5]);
+    for (i, cpu) in values.enumerate() {
+        publish(
+            &r.bus,
+            "os.pulse.api",
+            hand_msgpack_pulse(ts + i as i64, *cpu),
+        )
+        .await;
+    }
+    wait_for("eleven looked at", || {
+        r.stats.harvested.load(Ordering::Relaxed) + r.stats.collapsed.load(Ordering::Relaxed) == 11
+    })
+    .await;
+    assert_eq!(r.stats.collapsed.load(Ordering::Relaxed), 8);
+    let docs = documents(&r.bus).await;
+    let words: Vec<&str> = docs
+        .iter()
+        .map(|d| {
+            d.text
+                .split("cpu=")
+                .nth(1)
+                .unwrap_or("")
+                .split('<')
+                .next()
+                .unwrap_or("")
+        })
+        .collect();
+    assert_eq!(words, ["0", "+5", "0"], "usual, the jump, usual again");
     r.stop().await;
 }
 
