@@ -178,7 +178,8 @@ pub struct EventScorer {
     pub renderer: Renderer,
     /// Per series, the level a pulse's values are read against: the
     /// scorer's own walk over the stream ([`crate::curriculum::Scaler`]),
-    /// restarted with the scorer.
+    /// kept across models that render alike (a new `EventScorer` only
+    /// comes with new render settings, vocabulary or block size).
     pub scaler: Scaler,
     /// The model's vocabulary: contexts hold its ids, so a new one comes
     /// with a new scorer.
