@@ -19,7 +19,7 @@ mod settings;
 
 pub use render::{escape, Renderer};
 pub use repeats::Repeats;
-pub use scale::{Scaled, Scaler};
+pub use scale::{Reading, Scaled, Scaler};
 pub use settings::{MaskSpec, MetricFormat, RenderConfig};
 
 use crate::event::{Event, Kind};

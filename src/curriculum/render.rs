@@ -122,6 +122,7 @@ impl Renderer {
                 }
             }
             Body::Pulse { metrics } => {
+                scaler.start_event();
                 svc(&mut s, "<|PULSE|>", &ev.source);
                 for (k, v) in metrics {
                     s.push_str("<|METRIC|>");

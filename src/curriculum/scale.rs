@@ -33,10 +33,25 @@ use std::fmt::Write;
 #[derive(Debug, Clone)]
 pub struct Scaler {
     series: HashMap<(String, String), Series>,
+    /// Whether the event being rendered keeps its [`Reading`]s
+    /// ([`Scaler::recording`]): a scorer's explanations want them, the
+    /// harvester does not.
+    record: bool,
+    readings: Vec<Reading>,
     /// Event time a window spans once full: a level shift is the new
     /// normal after about half of it.
     adapt_ms: i64,
     max_series: usize,
+}
+
+/// A pulse metric's value as published and its series' usual range (level
+/// -/+ two spreads) when it was read; none while the series was too new to
+/// know. What an explanation names instead of the value word.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub metric: String,
+    pub value: f64,
+    pub usual: Option<(f64, f64)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -97,17 +112,55 @@ impl Scaler {
     pub fn new(adapt_ms: i64) -> Scaler {
         Scaler {
             series: HashMap::new(),
+            record: false,
+            readings: Vec::new(),
             adapt_ms: adapt_ms.max(Self::WINDOW as i64),
             max_series: Self::MAX_SERIES,
         }
+    }
+
+    /// This scaler keeps the readings of the event being rendered, for
+    /// [`Scaler::take_readings`].
+    pub fn recording(mut self) -> Scaler {
+        self.record = true;
+        self
+    }
+
+    /// The readings of the event rendered last (none unless
+    /// [`Scaler::recording`], or the event was no pulse).
+    pub fn take_readings(&mut self) -> Vec<Reading> {
+        std::mem::take(&mut self.readings)
+    }
+
+    /// A pulse's rendering begins: the previous event's readings go.
+    pub(super) fn start_event(&mut self) {
+        self.readings.clear();
     }
 
     /// Reads `x` of `metric` from `source` at `ts` against its series,
     /// then learns it (the value is judged before it can move its own
     /// level).
     pub fn scale(&mut self, source: &str, metric: &str, ts: i64, x: f64) -> Scaled {
+        let (out, usual) = self.read_and_learn(source, metric, ts, x);
+        if self.record {
+            self.readings.push(Reading {
+                metric: metric.to_string(),
+                value: x,
+                usual,
+            });
+        }
+        out
+    }
+
+    fn read_and_learn(
+        &mut self,
+        source: &str,
+        metric: &str,
+        ts: i64,
+        x: f64,
+    ) -> (Scaled, Option<(f64, f64)>) {
         if !x.is_finite() {
-            return Scaled::Cold;
+            return (Scaled::Cold, None);
         }
         let key = (source.to_string(), metric.to_string());
         if !self.series.contains_key(&key) && self.series.len() >= self.max_series {
@@ -115,7 +168,7 @@ impl Scaler {
         }
         let gap = self.adapt_ms / Self::WINDOW as i64;
         let s = self.series.entry(key).or_default();
-        let out = s.read(x);
+        let (out, usual) = s.read(x);
         s.last_ts = s.last_ts.max(ts);
         if s.window.len() < Self::MIN_SAMPLES || ts - s.last_admitted >= gap {
             if s.window.len() >= Self::WINDOW {
@@ -124,15 +177,7 @@ impl Scaler {
             s.window.push_back(x);
             s.last_admitted = ts;
         }
-        out
-    }
-
-    /// The usual range of a series, level -/+ two spreads (None when cold):
-    /// what an explanation shows beside a value.
-    pub fn usual(&self, source: &str, metric: &str) -> Option<(f64, f64)> {
-        let s = self.series.get(&(source.to_string(), metric.to_string()))?;
-        let (level, spread) = s.level_spread()?;
-        Some((level - 2.0 * spread, level + 2.0 * spread))
+        (out, usual)
     }
 
     pub fn len(&self) -> usize {
@@ -152,9 +197,10 @@ impl Scaler {
 }
 
 impl Series {
-    fn read(&self, x: f64) -> Scaled {
+    /// The value's word, and the usual range it was read against.
+    fn read(&self, x: f64) -> (Scaled, Option<(f64, f64)>) {
         let Some((level, spread)) = self.level_spread() else {
-            return Scaled::Cold;
+            return (Scaled::Cold, None);
         };
         let z = (x - level) / spread;
         let a = z.abs();
@@ -164,7 +210,8 @@ impl Series {
             // 1 for [2, 4), 2 for [4, 8), ... one per doubling.
             (a.log2().floor() as i64).min(Scaler::MAX_BIN as i64) as i8
         };
-        Scaled::Bin(if z < 0.0 { -bin } else { bin })
+        let usual = (level - 2.0 * spread, level + 2.0 * spread);
+        (Scaled::Bin(if z < 0.0 { -bin } else { bin }), Some(usual))
     }
 
     /// Median and spread: 1.4826 MAD, or where over half the window is
@@ -236,7 +283,9 @@ mod tests {
         assert_eq!(word(sc.scale("a", "m", t, 3000.0)), "+7");
         // Another series, or another source's, is its own.
         assert_eq!(sc.scale("b", "m", t, 3000.0), Scaled::Cold);
-        let u = sc.usual("a", "m").unwrap();
+        let mut sc = sc.recording();
+        sc.scale("a", "m", t, 100.0);
+        let u = sc.take_readings()[0].usual.unwrap();
         assert!((u.0 - 96.0).abs() < 1e-9 && (u.1 - 104.0).abs() < 1e-9);
     }
 

@@ -367,8 +367,6 @@ fn calibrate(
         .collect();
     let mut s = Surprise::fit_with_templates(&obs);
     s.signatures = crate::signature::Signatures::fit(lines.iter().map(String::as_str));
-    // What the model was trained on, as the trainer records it.
-    s.seen = data.fit_seen();
     for (((kind, template, _, x), m), line) in obs.iter().zip(calib.iter_mut()).zip(lines.iter()) {
         let tails = s.calibrate(*kind, *x).score;
         let capped = s

@@ -148,7 +148,7 @@ pub struct Prepared {
     /// A scaled pulse's values, each with its series' usual range when it
     /// was read: what an explanation names instead of the value word
     /// ([`span::explain_reading`]). Empty otherwise.
-    pub readings: Vec<span::Reading>,
+    pub readings: Vec<crate::curriculum::Reading>,
 }
 
 /// What the scorer says about one event.
@@ -196,7 +196,8 @@ impl EventScorer {
         max_keys: usize,
     ) -> EventScorer {
         EventScorer {
-            scaler: renderer.scaler(),
+            // Readings are kept for explanations (only a scaled pulse has any).
+            scaler: renderer.scaler().recording(),
             renderer,
             vocab,
             contexts: Contexts::new(block_size, max_keys),
@@ -207,8 +208,8 @@ impl EventScorer {
     /// Every event, the way a model trained on every event (`proprio
     /// train`, `proprio eval`) reads them.
     pub fn prepare_event(&mut self, ev: &Event) -> Prepared {
-        let readings = self.readings(ev);
         let rendered = self.renderer.render(ev, &mut self.scaler);
+        let readings = self.scaler.take_readings();
         let mut p = self.prepare_text(&ev.key, &ev.source, Some(ev.kind()), rendered);
         p.readings = readings;
         p
@@ -219,34 +220,14 @@ impl EventScorer {
     /// harvester left out of their curriculum ([`Repeats`]), so it is
     /// neither scored nor put in the key's context.
     pub fn prepare_live(&mut self, ev: &Event) -> Option<Prepared> {
-        let readings = self.readings(ev);
         let rendered = self.renderer.render(ev, &mut self.scaler);
+        let readings = self.scaler.take_readings();
         if self.repeats.repeats(ev, &rendered) {
             return None;
         }
         let mut p = self.prepare_text(&ev.key, &ev.source, Some(ev.kind()), rendered);
         p.readings = readings;
         Some(p)
-    }
-
-    /// A scaled pulse's values and their series' usual ranges, read before
-    /// the values are learnt.
-    fn readings(&self, ev: &Event) -> Vec<span::Reading> {
-        match &ev.body {
-            crate::event::Body::Pulse { metrics }
-                if self.renderer.metric_format() == crate::curriculum::MetricFormat::Scaled =>
-            {
-                metrics
-                    .iter()
-                    .map(|(m, &value)| span::Reading {
-                        metric: m.clone(),
-                        value,
-                        usual: self.scaler.usual(&ev.source, m),
-                    })
-                    .collect()
-            }
-            _ => Vec::new(),
-        }
     }
 
     /// For text already rendered (curriculum documents).

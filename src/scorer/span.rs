@@ -313,20 +313,10 @@ pub fn readable(text: &str) -> String {
     out
 }
 
-/// A pulse metric's value as published and its series' usual range
-/// (level -/+ two spreads, [`crate::curriculum::Scaler::usual`]) when it was
-/// read; none while the series was too new to know.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reading {
-    pub metric: String,
-    pub value: f64,
-    pub usual: Option<(f64, f64)>,
-}
-
 /// A span that is one scaled metric field (`<|METRIC|>mem_mb=+7`) said as a
 /// person reads it: `mem_mb=7,912 (usual 480-520)`. Any other span is
 /// returned as it is.
-pub fn explain_reading(span: &str, readings: &[Reading]) -> String {
+pub fn explain_reading(span: &str, readings: &[crate::curriculum::Reading]) -> String {
     let field = span.strip_prefix("<|METRIC|>").unwrap_or(span);
     let Some((name, _)) = field.split_once('=') else {
         return span.to_string();
@@ -433,7 +423,7 @@ mod tests {
 
     #[test]
     fn a_scaled_metric_is_explained_by_its_value_and_usual_range() {
-        let r = |metric: &str, value, usual| Reading {
+        let r = |metric: &str, value, usual| crate::curriculum::Reading {
             metric: metric.into(),
             value,
             usual,

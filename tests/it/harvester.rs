@@ -346,6 +346,24 @@ async fn a_chatty_source_is_sampled_and_a_quiet_one_is_not() {
     r.stop().await;
 }
 
+/// Publishes one pulse of `api` per value, a millisecond apart from `ts`,
+/// and waits until the harvester has looked at every one.
+async fn publish_pulses(r: &Running, ts: i64, values: &[f64]) {
+    for (i, cpu) in values.iter().enumerate() {
+        publish(
+            &r.bus,
+            "os.pulse.api",
+            hand_msgpack_pulse(ts + i as i64, *cpu),
+        )
+        .await;
+    }
+    wait_for("every pulse looked at", || {
+        r.stats.harvested.load(Ordering::Relaxed) + r.stats.collapsed.load(Ordering::Relaxed)
+            == values.len() as u64
+    })
+    .await;
+}
+
 /// With `render.metric_format = "scaled"` the harvester reads each pulse
 /// against its series' own level: a steady series reads `cpu=0` (and its
 /// repeats collapse), a jump reads as how far it went, and the series'
@@ -362,19 +380,8 @@ async fn scaled_pulses_read_against_their_own_series() {
     let ts = now_ms();
     // Eight steady values, a jump (0.9 against 0.5: 40 spreads), the same
     // again, then the usual.
-    let values = [0.5; 8].iter().chain(&[0.9, 0.9, 0.5]);
-    for (i, cpu) in values.enumerate() {
-        publish(
-            &r.bus,
-            "os.pulse.api",
-            hand_msgpack_pulse(ts + i as i64, *cpu),
-        )
-        .await;
-    }
-    wait_for("eleven looked at", || {
-        r.stats.harvested.load(Ordering::Relaxed) + r.stats.collapsed.load(Ordering::Relaxed) == 11
-    })
-    .await;
+    let values: Vec<f64> = [0.5; 8].iter().chain(&[0.9, 0.9, 0.5]).copied().collect();
+    publish_pulses(&r, ts, &values).await;
     assert_eq!(r.stats.collapsed.load(Ordering::Relaxed), 8);
     let docs = documents(&r.bus).await;
     let words: Vec<&str> = docs
@@ -397,19 +404,7 @@ async fn scaled_pulses_read_against_their_own_series() {
 async fn identical_consecutive_heartbeats_collapse() {
     let server = NatsServer::start();
     let r = start(&server, 120).await;
-    let ts = now_ms();
-    for (i, cpu) in [0.5, 0.5, 0.5, 0.9, 0.9, 0.5].iter().enumerate() {
-        publish(
-            &r.bus,
-            "os.pulse.api",
-            hand_msgpack_pulse(ts + i as i64, *cpu),
-        )
-        .await;
-    }
-    wait_for("six looked at", || {
-        r.stats.harvested.load(Ordering::Relaxed) + r.stats.collapsed.load(Ordering::Relaxed) == 6
-    })
-    .await;
+    publish_pulses(&r, now_ms(), &[0.5, 0.5, 0.5, 0.9, 0.9, 0.5]).await;
     assert_eq!(r.stats.collapsed.load(Ordering::Relaxed), 3);
     assert_eq!(documents(&r.bus).await.len(), 3, "0.5, 0.9, 0.5");
     r.stop().await;
