@@ -94,7 +94,12 @@ impl Diagnoser {
                 "crash loop",
             ),
             Pattern::new(
-                r"(?i)vram(?:[_ ]?(?:pct|percent|util(?:ization)?|usage|used))*\s*(?:[=:]|\bat\b|\bis\b)?\s*(?P<pct>9\d|100)(?:\.\d+)?\s*%?(?:[^\d.]|$)",
+                concat!(
+                    r"(?i)vram(?:[_ ]?(?:pct|percent|util(?:ization)?|usage|used))*\s*(?:[=:]|\bat\b|\bis\b)?\s*(?P<pct>9\d|100)(?:\.\d+)?\s*%?(?:[^\d.]|$)",
+                    // "CUDA memory pressure: allocated 15.1GiB / 16.0GiB (94%)",
+                    // "GPU memory usage 97%": a share of 90 % or more on the line.
+                    r"|\b(?:CUDA|GPU) memory\b[^\n%]{0,80}?[\s(](?P<gpct>9\d|100)(?:\.\d+)?\s*%",
+                ),
                 "GPU VRAM pressure",
             ),
             Pattern::new(

@@ -46,13 +46,25 @@ impl Policy {
     /// trained on 3 hours raised 24 false alerts an hour; at 3e-5 it raised
     /// none.
     pub fn for_model(&self, seen_ms: Option<i64>) -> Policy {
-        let share = seen_ms.map_or(Self::YOUNGEST_SHARE, |s| {
-            (s as f64 / Self::FULL_CYCLE_MS as f64).clamp(Self::YOUNGEST_SHARE, 1.0)
-        });
         Policy {
-            risk: self.risk * share,
+            risk: self.risk * Self::share(seen_ms),
             ..*self
         }
+    }
+
+    /// How far above the configured level a model of that age is held:
+    /// `-log10` of its share of the risk (0 from a day on, 1.48 for the
+    /// youngest). What a count that does not come from the model (a
+    /// signature's, [`crate::signature::Signatures::apply`]) is lifted by,
+    /// so that it meets the configured risk whatever the model's age.
+    pub fn age_margin(seen_ms: Option<i64>) -> f32 {
+        crate::tail::level_of_risk(Self::share(seen_ms))
+    }
+
+    fn share(seen_ms: Option<i64>) -> f64 {
+        seen_ms.map_or(Self::YOUNGEST_SHARE, |s| {
+            (s as f64 / Self::FULL_CYCLE_MS as f64).clamp(Self::YOUNGEST_SHARE, 1.0)
+        })
     }
 }
 
@@ -82,6 +94,12 @@ mod tests {
         assert!((r(Some(hour / 2)) - 1e-5).abs() < 1e-12);
         assert!((r(None) - 1e-5).abs() < 1e-12);
         assert!((p.for_model(None).level() - 5.0).abs() < 1e-4);
+        // The margin is the level's rise, whatever the configured risk.
+        for seen in [None, Some(hour / 2), Some(3 * hour), Some(24 * hour)] {
+            let rise = p.for_model(seen).level() - p.level();
+            assert!((Policy::age_margin(seen) - rise).abs() < 1e-4, "{seen:?}");
+        }
+        assert_eq!(Policy::age_margin(Some(48 * hour)), 0.0);
         // Only the risk changes.
         assert_eq!(p.for_model(None).evidence_k, p.evidence_k);
     }

@@ -50,9 +50,15 @@ impl Data {
     /// The telemetry time the fitted events cover: what a model trained
     /// on them has seen ([`crate::policy::Policy::for_model`]).
     pub fn fit_span_ms(&self) -> Option<i64> {
-        let ts = self.fit.iter().map(|&i| self.train_src[i].ts);
-        let (a, b) = ts.fold(None, |acc, t| crate::baseline::Surprise::widen(acc, t, t))?;
+        let (a, b) = self.fit_seen()?;
         Some(b - a)
+    }
+
+    /// The first and last fitted event's time, as a checkpoint's
+    /// [`crate::baseline::Surprise::seen`] says it.
+    pub fn fit_seen(&self) -> Option<(i64, i64)> {
+        let ts = self.fit.iter().map(|&i| self.train_src[i].ts);
+        ts.fold(None, |acc, t| crate::baseline::Surprise::widen(acc, t, t))
     }
 }
 

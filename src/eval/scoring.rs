@@ -11,6 +11,7 @@ use crate::config::Learning;
 use crate::event::Event;
 use crate::model::checkpoint::Checkpoint;
 use crate::scorer::LiveTails;
+use crate::signature::Signatures;
 use crate::trainer::offline::{train_events, Plan};
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -59,7 +60,7 @@ pub(super) fn model_scores(
         eprintln!("eval: model scores from {}", p.display());
         // The tails are refitted, so a cache serves any tail rule.
         let lines = lines(data, &renderer, args.group_by.is_some());
-        let (calib, test) = calibrate(data, &lines, calib, test);
+        let (calib, test) = calibrate(data, &renderer, &lines, calib, test);
         return Ok(model_rows(&hows, &calib, &test, "cached".into()));
     }
     let t0 = Instant::now();
@@ -188,7 +189,7 @@ pub(super) fn model_scores(
     };
     let scored_s = t1.elapsed().as_secs_f64();
     let lines = lines(data, &renderer, args.group_by.is_some());
-    let (calib, test) = calibrate(data, &lines, calib, test);
+    let (calib, test) = calibrate(data, &renderer, &lines, calib, test);
     if let Some(p) = &args.score_cache {
         std::fs::write(p, serde_json::to_string(&(&calib, &test))?)
             .with_context(|| format!("writing {}", p.display()))?;
@@ -346,6 +347,7 @@ fn event_scores(
 /// too, as EVALUATE fits them.
 fn calibrate(
     data: &Data,
+    renderer: &crate::curriculum::Renderer,
     (lines, test_lines): &(Vec<String>, Vec<String>),
     mut calib: Vec<ModelScore>,
     mut test: Vec<ModelScore>,
@@ -366,14 +368,18 @@ fn calibrate(
         })
         .collect();
     let mut s = Surprise::fit_with_templates(&obs);
-    s.signatures = crate::signature::Signatures::fit(lines.iter().map(String::as_str));
+    s.signatures = signatures(data, renderer);
+    // The model's age, as a checkpoint carries it: the policy's and the
+    // signature floor's margin read it.
+    s.seen = data.fit_seen();
+    let margin = crate::policy::Policy::age_margin(s.seen_ms());
     for (((kind, template, _, x), m), line) in obs.iter().zip(calib.iter_mut()).zip(lines.iter()) {
         let tails = s.calibrate(*kind, *x).score;
         let capped = s
             .templates
             .cap(*kind, *template, *x)
             .map_or(tails, |c| c.min(tails));
-        m.live = s.signatures.apply(capped, line);
+        m.live = s.signatures.apply(capped, line, margin);
     }
     let mut live = LiveTails::new(s);
     for ((&i, m), line) in data.test.iter().zip(test.iter_mut()).zip(test_lines) {
@@ -383,6 +389,19 @@ fn calibrate(
             .score;
     }
     (calib, test)
+}
+
+/// The signatures' counts over every training event, fitted on and held
+/// out, as the trainer counts its curriculum ([`crate::signature`]).
+fn signatures(data: &Data, renderer: &crate::curriculum::Renderer) -> Signatures {
+    let mut idx: Vec<usize> = data.fit.iter().chain(&data.calib).copied().collect();
+    idx.sort_unstable();
+    let mut sc = renderer.scaler();
+    let mut s = Signatures::empty();
+    for i in idx {
+        s.count(&renderer.render(&data.train_src[i], &mut sc));
+    }
+    s
 }
 
 /// The calibration and test events' lines as they were scored: rendered

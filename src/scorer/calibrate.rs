@@ -241,7 +241,8 @@ impl LiveTails {
 
     /// [`LiveTails::calibrate`] for an event rendered as `rendered`, then
     /// raised to the floor of its known failure signature, if any
-    /// ([`crate::signature`]): what the live scorer and eval score with.
+    /// ([`crate::signature`], lifted by the model's age margin): what the
+    /// live scorer and eval score with.
     pub fn calibrate_line(
         &mut self,
         source: &str,
@@ -252,7 +253,8 @@ impl LiveTails {
     ) -> Calibrated {
         let template = || crate::rarity::template_key(rendered, source);
         let mut c = self.calibrate(source, kind, template, ts, x);
-        c.score = self.shipped.signatures.apply(c.score, rendered);
+        let margin = crate::policy::Policy::age_margin(self.shipped.seen_ms());
+        c.score = self.shipped.signatures.apply(c.score, rendered, margin);
         c
     }
 
@@ -461,5 +463,49 @@ mod tests {
             (routine - (2_020f32 / 10.0).log10()).abs() < 1e-3,
             "{routine}"
         );
+    }
+
+    #[test]
+    fn a_signature_meets_the_configured_risk_whatever_the_models_age() {
+        const OK: &str = "<|BOE|><|LOG|><|SVC|>a<|LEVEL|>INFO<|MSG|>GET /health 200<|EOE|>";
+        const PORT: &str = "<|BOE|><|LOG|><|SVC|>a<|LEVEL|>ERROR<|MSG|>listen tcp 0.0.0.0:80: bind: address already in use<|EOE|>";
+        // 5,000 normal events, none with a signature; the model finds the
+        // port conflict ordinary (0 nats, its kind's median).
+        let mut shipped = Surprise::fit(
+            normal(0, 5_000, 0.0, 1.0)
+                .into_iter()
+                .map(|x| (Kind::Log, x)),
+        );
+        shipped.signatures = crate::signature::Signatures::fit([OK; 5_000]);
+        let floor = 5_001f32.log10();
+        let hour = 3_600_000;
+        let p = Policy::default();
+        for (seen, young) in [
+            (None, true),
+            (Some((0, hour)), true),
+            (Some((0, 24 * hour)), false),
+        ] {
+            let mut t = LiveTails::default();
+            t.follow(
+                "m",
+                &Surprise {
+                    seen,
+                    ..shipped.clone()
+                },
+            );
+            let level = p.for_model(seen.map(|(a, b)| b - a)).level();
+            let s = t.calibrate_line("a", Kind::Log, PORT, 0, 0.0).score;
+            // The floor, lifted by the model's age margin: as far above
+            // the model's level as the count is above the configured one.
+            let margin = level - p.level();
+            assert!((s - (floor + margin)).abs() < 1e-3, "{seen:?}: {s}");
+            assert!(
+                s >= level && floor >= p.level(),
+                "{seen:?}: {s} under {level}"
+            );
+            assert_eq!(margin > 0.5, young);
+            // An ordinary line gets nothing from it.
+            assert!(t.calibrate_line("a", Kind::Log, OK, 0, 0.0).score < 1.0);
+        }
     }
 }

@@ -454,6 +454,7 @@ impl Trainer {
             tracing::info!(
                 step = "evaluate",
                 heldout_loss = heldout,
+                signature_events = baselines.surprise.signatures.n,
                 flux_scored,
                 flux_anomalies,
                 ms = t.elapsed().as_millis() as u64,

@@ -225,8 +225,15 @@ pub fn evaluate(
         })
         .collect();
     b.surprise = Surprise::fit_with_templates(&obs);
-    b.surprise.signatures =
-        crate::signature::Signatures::fit(prepared.iter().map(|p| p.rendered.as_str()));
+    // Every event document, trained on or held out: the count is no
+    // claim of the model's ([`crate::signature`]).
+    b.surprise.signatures = crate::signature::Signatures::fit(
+        v.by_key
+            .iter()
+            .flat_map(|(docs, _)| docs.iter())
+            .filter(|d| d.kind.is_some())
+            .map(|d| d.text.as_str()),
+    );
     b.surprise.seen = seen(v);
     (b, mean)
 }

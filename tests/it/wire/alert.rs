@@ -339,6 +339,16 @@ fn default_diagnoses() {
         ("vram_pct=91.5 cpu=12", Some("GPU VRAM pressure")),
         ("gpu_vram_used_pct: 100", Some("GPU VRAM pressure")),
         ("VRAM usage at 97 %", Some("GPU VRAM pressure")),
+        (
+            "CUDA memory pressure: allocated 15.1GiB / 16.0GiB (94%), evicting 173 KV cache blocks",
+            Some("GPU VRAM pressure"),
+        ),
+        ("GPU memory usage 97%", Some("GPU VRAM pressure")),
+        (
+            "CUDA memory pressure: allocated 12.0GiB / 16.0GiB (75%)",
+            None,
+        ),
+        ("GPU memory 16.0GiB, 4 jobs, 12% idle", None),
         ("vram_pct=85", None),
         ("vram_mb=9500", None),
         ("vram_total_gb=96", None),
