@@ -72,7 +72,11 @@ fn main() -> anyhow::Result<()> {
         | Command::Incidents(_)
         | Command::Tick(_)
         | Command::Mute(_) => Needs::Nats,
-        Command::Train(_) | Command::Eval(_) | Command::Metricbench(_) => Needs::Learning,
+        // The demo runs every role as configured: a configuration it cannot
+        // read would demonstrate another detector.
+        Command::Train(_) | Command::Eval(_) | Command::Metricbench(_) | Command::Demo(_) => {
+            Needs::Learning
+        }
         _ => Needs::Logging,
     };
     if let Command::Demo(a) = &cli.command {
@@ -96,7 +100,7 @@ fn main() -> anyhow::Result<()> {
             cfg.run_settings(),
             cfg.metrics.addr,
         )),
-        Command::Demo(a) => rt()?.block_on(proprio::demo::run(a)),
+        Command::Demo(a) => rt()?.block_on(proprio::demo::run(a, cfg.run_settings())),
         Command::Simulate(a) => proprio::sim::run(a),
         Command::Train(a) => proprio::trainer::offline::run(a, cfg.learning()?),
         Command::Score(a) => proprio::scorer::offline::run(a),
