@@ -205,8 +205,8 @@ pub struct Surprise {
     /// Per template, its most surprising held-out values: a cap on the
     /// tails' score ([`crate::rarity`]).
     pub templates: crate::rarity::Templates,
-    /// Per known failure signature, how often normal held-out events
-    /// carried it: a floor under the score ([`crate::signature`]).
+    /// Per known failure signature, how often the curriculum's event
+    /// documents carried it: a floor under the score ([`crate::signature`]).
     pub signatures: crate::signature::Signatures,
     /// The telemetry the model's training has covered: its first and last
     /// event's time, unix ms, over its cold start and every incremental

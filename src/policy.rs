@@ -54,9 +54,9 @@ impl Policy {
 
     /// How far above the configured level a model of that age is held:
     /// `-log10` of its share of the risk (0 from a day on, 1.48 for the
-    /// youngest). What a count that does not come from the model (a
-    /// signature's, [`crate::signature::Signatures::apply`]) is lifted by,
-    /// so that it meets the configured risk whatever the model's age.
+    /// youngest). What a rarity that does not come from the model (a
+    /// failure signature's count) is lifted by, so that it meets the
+    /// configured risk whatever the model's age.
     pub fn age_margin(seen_ms: Option<i64>) -> f32 {
         crate::tail::level_of_risk(Self::share(seen_ms))
     }
