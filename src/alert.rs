@@ -116,6 +116,13 @@ impl Diagnoser {
                 r"(?i)connection refused|\bECONNREFUSED\b",
                 "dependency unreachable",
             ),
+            // A scaled pulse value 64 or more of its series' spreads from
+            // its usual level (`latency_p50_ms=+7`,
+            // [`crate::curriculum::Scaler`]); buckets never read so.
+            Pattern::new(
+                r"(?:^|[\s>])[A-Za-z_][\w.]*=[+-][67](?:[\s<]|$)",
+                "metric far from its usual",
+            ),
         ]
     }
 

@@ -160,8 +160,11 @@ pub fn measure(runs: usize) -> Result<DecisionFigures> {
     );
     // The signature floor is live on every event below it: fitted, so its
     // look-up is in the measured path.
-    surprise.signatures =
-        crate::signature::Signatures::fit(prepared[..half].iter().map(|p| p.rendered.as_str()));
+    surprise.signatures = crate::signature::Signatures::fit(
+        prepared[..half]
+            .iter()
+            .map(|p| (p.source.as_str(), p.rendered.as_str())),
+    );
     let baselines = Baselines {
         surprise,
         ..Default::default()

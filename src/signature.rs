@@ -45,14 +45,28 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-/// Per diagnosis label, how many held-out events carried it, of how many.
+/// Per diagnosis label, how many normal events carried it, of how many.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Signatures {
-    /// Held-out events read.
+    /// Events read.
     pub n: u64,
     /// Every label the diagnoser knows, with its hits (0 included: a label
     /// absent here gets no floor).
+    pub hits: BTreeMap<String, u64>,
+    /// The sources that carried a label at least once: their own count. A
+    /// label routine for one source (a database's nightly compaction,
+    /// `cpu=+7 disk_io_mb_s=+5`) is no rarer for it than its own rate,
+    /// however rare the fleet finds it.
+    pub sources: BTreeMap<String, Count>,
+}
+
+/// One source's events read and hits per label (labels it never carried
+/// are absent).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Count {
+    pub n: u64,
     pub hits: BTreeMap<String, u64>,
 }
 
@@ -73,52 +87,40 @@ impl Signatures {
     /// The highest score a floor gives (the tails' own ceiling).
     pub const MAX_FLOOR: f32 = 20.0;
 
-    /// Counts the labels of normal events' rendered lines.
-    pub fn fit<'a>(rendered: impl IntoIterator<Item = &'a str>) -> Signatures {
-        let mut s = Signatures::empty();
-        for r in rendered {
-            s.count(r);
+    /// Counts the labels of normal events' (source, rendered line).
+    pub fn fit<'a>(events: impl IntoIterator<Item = (&'a str, &'a str)>) -> Signatures {
+        let mut c = Counter::default();
+        for (source, rendered) in events {
+            c.count(source, rendered);
         }
-        s
+        c.finish()
     }
 
-    /// No event counted yet, every label known.
-    pub fn empty() -> Signatures {
-        Signatures {
-            n: 0,
-            hits: diagnoser()
-                .patterns()
-                .map(|p| (p.label.clone(), 0))
-                .collect(),
-        }
-    }
-
-    /// Counts one normal event's rendered line.
-    pub fn count(&mut self, rendered: &str) {
-        self.n += 1;
-        if let Some(l) = label_of(rendered) {
-            *self.hits.entry(l).or_insert(0) += 1;
-        }
-    }
-
-    /// The least score an event with diagnosis `label` has.
-    pub fn floor(&self, label: &str) -> Option<f32> {
+    /// The least score an event of `source` with diagnosis `label` has.
+    pub fn floor(&self, label: &str, source: &str) -> Option<f32> {
         if self.n < Self::MIN_N {
             return None;
         }
+        let rate = |n: u64, h: u64| ((n + 1) as f64 / (h + 1) as f64).log10() as f32;
         let h = *self.hits.get(label)?;
-        let f = ((self.n + 1) as f64 / (h + 1) as f64).log10() as f32;
+        let mut f = rate(self.n, h);
+        if let Some(c) = self.sources.get(source) {
+            if let Some(&hs) = c.hits.get(label) {
+                f = f.min(rate(c.n, hs));
+            }
+        }
         Some(f.min(Self::MAX_FLOOR))
     }
 
-    /// `score` raised to the floor of `rendered`'s signature, if any, lifted
-    /// by the model's age `margin` ([`crate::policy::Policy::age_margin`]);
-    /// the label is looked for only when a floor could raise the score.
-    pub fn apply(&self, score: f32, rendered: &str, margin: f32) -> f32 {
+    /// `score` raised to the floor of `rendered`'s signature for `source`,
+    /// if any, lifted by the model's age `margin`
+    /// ([`crate::policy::Policy::age_margin`]); the label is looked for
+    /// only when a floor could raise the score.
+    pub fn apply(&self, score: f32, source: &str, rendered: &str, margin: f32) -> f32 {
         if self.n < Self::MIN_N || score >= self.highest() + margin {
             return score;
         }
-        match label_of(rendered).and_then(|l| self.floor(&l)) {
+        match label_of(rendered).and_then(|l| self.floor(&l, source)) {
             Some(f) if f + margin > score || score.is_nan() => f + margin,
             _ => score,
         }
@@ -127,10 +129,52 @@ impl Signatures {
     /// The highest floor any label gives: the least-seen label's.
     fn highest(&self) -> f32 {
         self.hits
-            .keys()
-            .min_by_key(|l| self.hits[*l])
-            .and_then(|l| self.floor(l))
-            .unwrap_or(f32::NEG_INFINITY)
+            .iter()
+            .min_by_key(|(_, h)| **h)
+            .map(|(_, &h)| ((self.n + 1) as f64 / (h + 1) as f64).log10() as f32)
+            .map_or(f32::NEG_INFINITY, |f| f.min(Self::MAX_FLOOR))
+    }
+}
+
+/// Counts labels over a stream of normal events, then keeps the sources
+/// that carried one ([`Signatures::sources`]).
+#[derive(Debug, Default)]
+pub struct Counter {
+    n: u64,
+    hits: BTreeMap<String, u64>,
+    sources: std::collections::HashMap<String, Count>,
+}
+
+impl Counter {
+    /// Counts one normal event's rendered line.
+    pub fn count(&mut self, source: &str, rendered: &str) {
+        self.n += 1;
+        let c = match self.sources.get_mut(source) {
+            Some(c) => c,
+            None => self.sources.entry(source.to_string()).or_default(),
+        };
+        c.n += 1;
+        if let Some(l) = label_of(rendered) {
+            *c.hits.entry(l.clone()).or_insert(0) += 1;
+            *self.hits.entry(l).or_insert(0) += 1;
+        }
+    }
+
+    pub fn finish(self) -> Signatures {
+        let mut hits: BTreeMap<String, u64> = diagnoser()
+            .patterns()
+            .map(|p| (p.label.clone(), 0))
+            .collect();
+        hits.extend(self.hits);
+        Signatures {
+            n: self.n,
+            hits,
+            sources: self
+                .sources
+                .into_iter()
+                .filter(|(_, c)| !c.hits.is_empty())
+                .collect(),
+        }
     }
 }
 
@@ -142,37 +186,72 @@ mod tests {
     const REFUSED: &str = "<|BOE|><|LOG|><|SVC|>a<|LEVEL|>WARN<|MSG|>dial tcp b:80: connect: connection refused<|EOE|>";
     const OK: &str = "<|BOE|><|LOG|><|SVC|>a<|LEVEL|>INFO<|MSG|>GET /health 200<|EOE|>";
 
+    /// `n` events of source `a`, the line `line`.
+    fn of(n: usize, line: &'static str) -> Vec<(&'static str, &'static str)> {
+        vec![("a", line); n]
+    }
+
     #[test]
     fn a_signature_normal_never_shows_is_as_rare_as_the_sample_can_say() {
-        let mut held = vec![OK; 9_989];
-        held.extend([REFUSED; 10]);
+        let mut held = of(9_989, OK);
+        held.extend(of(10, REFUSED).into_iter().enumerate().map(|(i, (_, l))| {
+            // Ten sources, once each: the fleet's rate is their rate.
+            (["b", "c", "d", "e", "f", "g", "h", "i", "j", "k"][i], l)
+        }));
         let s = Signatures::fit(held.iter().copied());
         assert_eq!(s.n, 9_999);
         assert_eq!(s.hits["dependency unreachable"], 10);
         // Never seen: log10(10 000) = 4.
-        assert!((s.floor("port conflict").unwrap() - 4.0).abs() < 1e-4);
-        assert!((s.apply(1.0, PORT, 0.0) - 4.0).abs() < 1e-4);
-        // Seen 10 times: 10 000 / 11.
-        assert!((s.apply(1.0, REFUSED, 0.0) - 2.9586).abs() < 1e-3);
+        assert!((s.floor("port conflict", "a").unwrap() - 4.0).abs() < 1e-4);
+        assert!((s.apply(1.0, "a", PORT, 0.0) - 4.0).abs() < 1e-4);
+        // Seen 10 times: 10 000 / 11 (for a source that carried it once,
+        // its own rate, 2 / 2, is lower still).
+        assert!((s.apply(1.0, "a", REFUSED, 0.0) - 2.9586).abs() < 1e-3);
+        assert_eq!(s.apply(1.0, "b", REFUSED, 0.0), 1.0);
         // Only ever raises; no signature, no floor; an unknown label none.
-        assert_eq!(s.apply(7.0, PORT, 0.0), 7.0);
-        assert_eq!(s.apply(1.0, OK, 0.0), 1.0);
-        assert_eq!(s.floor("made up"), None);
+        assert_eq!(s.apply(7.0, "a", PORT, 0.0), 7.0);
+        assert_eq!(s.apply(1.0, "a", OK, 0.0), 1.0);
+        assert_eq!(s.floor("made up", "a"), None);
         // A young model's margin lifts the floor, not a score above it, and
         // gives nothing to a line without a signature.
-        assert!((s.apply(1.0, PORT, 1.5) - 5.5).abs() < 1e-4);
-        assert!((s.apply(4.8, REFUSED, 1.5) - 4.8).abs() < 1e-4);
-        assert!((s.apply(1.0, REFUSED, 1.5) - 4.4586).abs() < 1e-3);
-        assert_eq!(s.apply(9.0, PORT, 1.5), 9.0);
-        assert_eq!(s.apply(1.0, OK, 1.5), 1.0);
+        assert!((s.apply(1.0, "a", PORT, 1.5) - 5.5).abs() < 1e-4);
+        assert!((s.apply(4.8, "a", REFUSED, 1.5) - 4.8).abs() < 1e-4);
+        assert!((s.apply(1.0, "a", REFUSED, 1.5) - 4.4586).abs() < 1e-3);
+        assert_eq!(s.apply(9.0, "a", PORT, 1.5), 9.0);
+        assert_eq!(s.apply(1.0, "a", OK, 1.5), 1.0);
+        // Only sources that carried a label keep a count of their own.
+        assert_eq!(s.sources.len(), 10);
+    }
+
+    #[test]
+    fn a_label_routine_for_one_source_is_not_rare_for_it() {
+        // 100,000 events of 100 sources; one of them carries the label on
+        // 1 in 50 of its 1,000 events.
+        let sources: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
+        let mut events: Vec<(&str, &str)> = Vec::new();
+        for (i, src) in sources.iter().enumerate() {
+            for k in 0..1_000 {
+                let line = if i == 0 && k % 50 == 0 { PORT } else { OK };
+                events.push((src.as_str(), line));
+            }
+        }
+        let s = Signatures::fit(events);
+        // The fleet: 20 in 100,000 (3.7); s0: 20 in 1,000 (1.7); others:
+        // the fleet's rate.
+        let fleet = (100_001f32 / 21.0).log10();
+        assert!((s.floor("port conflict", "s1").unwrap() - fleet).abs() < 1e-4);
+        let own = (1_001f32 / 21.0).log10();
+        assert!((s.floor("port conflict", "s0").unwrap() - own).abs() < 1e-4);
+        assert!((s.apply(0.0, "s0", PORT, 0.0) - own).abs() < 1e-4);
+        assert!((s.apply(0.0, "s9", PORT, 0.0) - fleet).abs() < 1e-4);
     }
 
     #[test]
     fn too_few_held_out_events_give_no_floor_and_old_checkpoints_none() {
-        let s = Signatures::fit([OK; 999].iter().copied());
-        assert_eq!(s.floor("port conflict"), None);
-        assert_eq!(s.apply(0.5, PORT, 1.5), 0.5);
+        let s = Signatures::fit(of(999, OK));
+        assert_eq!(s.floor("port conflict", "a"), None);
+        assert_eq!(s.apply(0.5, "a", PORT, 1.5), 0.5);
         let old: Signatures = serde_json::from_str("{}").unwrap();
-        assert_eq!(old.apply(0.5, PORT, 1.5), 0.5);
+        assert_eq!(old.apply(0.5, "a", PORT, 1.5), 0.5);
     }
 }

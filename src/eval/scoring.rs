@@ -11,7 +11,6 @@ use crate::config::Learning;
 use crate::event::Event;
 use crate::model::checkpoint::Checkpoint;
 use crate::scorer::LiveTails;
-use crate::signature::Signatures;
 use crate::trainer::offline::{train_events, Plan};
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -373,13 +372,15 @@ fn calibrate(
     // signature floor's margin read it.
     s.seen = data.fit_seen();
     let margin = crate::policy::Policy::age_margin(s.seen_ms());
-    for (((kind, template, _, x), m), line) in obs.iter().zip(calib.iter_mut()).zip(lines.iter()) {
+    for (((kind, template, source, x), m), line) in
+        obs.iter().zip(calib.iter_mut()).zip(lines.iter())
+    {
         let tails = s.calibrate(*kind, *x).score;
         let capped = s
             .templates
             .cap(*kind, *template, *x)
             .map_or(tails, |c| c.min(tails));
-        m.live = s.signatures.apply(capped, line, margin);
+        m.live = s.signatures.apply(capped, source, line, margin);
     }
     let mut live = LiveTails::new(s);
     for ((&i, m), line) in data.test.iter().zip(test.iter_mut()).zip(test_lines) {
@@ -393,15 +394,16 @@ fn calibrate(
 
 /// The signatures' counts over every training event, fitted on and held
 /// out, as the trainer counts its curriculum ([`crate::signature`]).
-fn signatures(data: &Data, renderer: &crate::curriculum::Renderer) -> Signatures {
+fn signatures(data: &Data, renderer: &crate::curriculum::Renderer) -> crate::signature::Signatures {
     let mut idx: Vec<usize> = data.fit.iter().chain(&data.calib).copied().collect();
     idx.sort_unstable();
     let mut sc = renderer.scaler();
-    let mut s = Signatures::empty();
+    let mut c = crate::signature::Counter::default();
     for i in idx {
-        s.count(&renderer.render(&data.train_src[i], &mut sc));
+        let e = &data.train_src[i];
+        c.count(&e.source, &renderer.render(e, &mut sc));
     }
-    s
+    c.finish()
 }
 
 /// The calibration and test events' lines as they were scored: rendered

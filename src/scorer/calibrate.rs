@@ -254,7 +254,10 @@ impl LiveTails {
         let template = || crate::rarity::template_key(rendered, source);
         let mut c = self.calibrate(source, kind, template, ts, x);
         let margin = crate::policy::Policy::age_margin(self.shipped.seen_ms());
-        c.score = self.shipped.signatures.apply(c.score, rendered, margin);
+        c.score = self
+            .shipped
+            .signatures
+            .apply(c.score, source, rendered, margin);
         c
     }
 
@@ -476,7 +479,7 @@ mod tests {
                 .into_iter()
                 .map(|x| (Kind::Log, x)),
         );
-        shipped.signatures = crate::signature::Signatures::fit([OK; 5_000]);
+        shipped.signatures = crate::signature::Signatures::fit([("a", OK); 5_000]);
         let floor = 5_001f32.log10();
         let hour = 3_600_000;
         let p = Policy::default();

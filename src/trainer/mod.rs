@@ -232,7 +232,7 @@ pub fn evaluate(
             .iter()
             .flat_map(|(docs, _)| docs.iter())
             .filter(|d| d.kind.is_some())
-            .map(|d| d.text.as_str()),
+            .map(|d| (d.source.as_str(), d.text.as_str())),
     );
     b.surprise.seen = seen(v);
     (b, mean)

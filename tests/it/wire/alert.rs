@@ -364,6 +364,13 @@ fn default_diagnoses() {
         ("latency 0.2s", None),
         ("latency is 12 samples", None),
         ("write /data/x: no space left on device", Some("disk full")),
+        (
+            "<|METRIC|>cpu=0<|METRIC|>latency_p50_ms=+7<|EOE|>",
+            Some("metric far from its usual"),
+        ),
+        ("a cpu=+1 mem_mb=-6", Some("metric far from its usual")),
+        ("<|METRIC|>latency_p50_ms=+5<|EOE|>", None),
+        ("retries=+70 offset=-7.5", None),
         ("GET /chat 200 in 41ms", None),
         ("heartbeat ok", None),
         ("", None),
