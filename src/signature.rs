@@ -101,7 +101,6 @@ impl Signatures {
         if self.n < Self::MIN_N {
             return None;
         }
-        let rate = |n: u64, h: u64| ((n + 1) as f64 / (h + 1) as f64).log10() as f32;
         let h = *self.hits.get(label)?;
         let mut f = rate(self.n, h);
         if let Some(c) = self.sources.get(source) {
@@ -131,9 +130,14 @@ impl Signatures {
         self.hits
             .iter()
             .min_by_key(|(_, h)| **h)
-            .map(|(_, &h)| ((self.n + 1) as f64 / (h + 1) as f64).log10() as f32)
+            .map(|(_, &h)| rate(self.n, h))
             .map_or(f32::NEG_INFINITY, |f| f.min(Self::MAX_FLOOR))
     }
+}
+
+/// How rare a label seen `h` times in `n` events is: `log10((n + 1) / (h + 1))`.
+fn rate(n: u64, h: u64) -> f32 {
+    ((n + 1) as f64 / (h + 1) as f64).log10() as f32
 }
 
 /// Counts labels over a stream of normal events, then keeps the sources

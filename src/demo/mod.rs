@@ -147,10 +147,10 @@ fn sim(
     crate::sim::generate(&cfg)
 }
 
-/// Runs the demo with `configured` (the configuration file, the
+/// Runs the demo with `defaults` (the configuration file, the
 /// environment, the flags) under the demo's own choices: its server, its
 /// registry, its training steps, its pace.
-pub async fn run(args: DemoArgs, configured: RunSettings) -> Result<()> {
+pub async fn run(args: DemoArgs, defaults: RunSettings) -> Result<()> {
     let t0 = Instant::now();
     let (_server, url) = match &args.nats {
         Some(u) => (None, u.clone()),
@@ -160,7 +160,6 @@ pub async fn run(args: DemoArgs, configured: RunSettings) -> Result<()> {
         }
     };
     println!("== proprio demo on {url}");
-    let defaults = configured;
     let running = crate::run::start(&RunSettings {
         bus: BusConfig::with_url(url.clone()),
         run: RunSection {
