@@ -102,13 +102,32 @@ impl Signatures {
             return None;
         }
         let h = *self.hits.get(label)?;
-        let mut f = rate(self.n, h);
-        if let Some(c) = self.sources.get(source) {
-            if let Some(&hs) = c.hits.get(label) {
-                f = f.min(rate(c.n, hs));
-            }
-        }
+        let own = self
+            .sources
+            .get(source)
+            .and_then(|c| Some((c.n, *c.hits.get(label)?)));
+        let f = match own {
+            Some((ns, hs)) => rate(self.n, h).min(rate(ns, hs)),
+            None => rate(self.n, self.carriers(label, h)),
+        };
         Some(f.min(Self::MAX_FLOOR))
+    }
+
+    /// How many normal events showed a source carrying `label` (seen `h`
+    /// times) for the first time: the rate a source that never carried it
+    /// is judged by. A label one database shows nightly (`h` in the
+    /// hundreds, one carrier) is no evidence that another source shows it;
+    /// ten sources showing it once each are. Checkpoints without per-source
+    /// counts fall back to the fleet's hits.
+    fn carriers(&self, label: &str, h: u64) -> u64 {
+        if h == 0 || self.sources.is_empty() {
+            return h;
+        }
+        let c = self
+            .sources
+            .values()
+            .filter(|c| c.hits.get(label).is_some_and(|&k| k > 0));
+        (c.count() as u64).min(h)
     }
 
     /// `score` raised to the floor of `rendered`'s signature for `source`,
@@ -125,12 +144,13 @@ impl Signatures {
         }
     }
 
-    /// The highest floor any label gives: the least-seen label's.
+    /// The highest floor any label gives: the least-carried label's.
     fn highest(&self) -> f32 {
         self.hits
             .iter()
-            .min_by_key(|(_, h)| **h)
-            .map(|(_, &h)| rate(self.n, h))
+            .map(|(l, &h)| self.carriers(l, h))
+            .min()
+            .map(|h| rate(self.n, h))
             .map_or(f32::NEG_INFINITY, |f| f.min(Self::MAX_FLOOR))
     }
 }
@@ -240,14 +260,40 @@ mod tests {
             }
         }
         let s = Signatures::fit(events);
-        // The fleet: 20 in 100,000 (3.7); s0: 20 in 1,000 (1.7); others:
-        // the fleet's rate.
-        let fleet = (100_001f32 / 21.0).log10();
-        assert!((s.floor("port conflict", "s1").unwrap() - fleet).abs() < 1e-4);
+        // s0: 20 in 1,000 (1.7). The others: one source in 100,000 events
+        // first showed it (4.7), not the fleet's 20 hits (3.7): s0's
+        // routine says nothing of them.
         let own = (1_001f32 / 21.0).log10();
         assert!((s.floor("port conflict", "s0").unwrap() - own).abs() < 1e-4);
         assert!((s.apply(0.0, "s0", PORT, 0.0) - own).abs() < 1e-4);
-        assert!((s.apply(0.0, "s9", PORT, 0.0) - fleet).abs() < 1e-4);
+        let first = (100_001f32 / 2.0).log10();
+        assert!((s.floor("port conflict", "s1").unwrap() - first).abs() < 1e-4);
+        assert!((s.apply(0.0, "s9", PORT, 0.0) - first).abs() < 1e-4);
+    }
+
+    #[test]
+    fn a_label_many_sources_show_is_as_common_for_a_source_that_never_did() {
+        // 20 sources of 100 show it 5 times each: 20 first showings in
+        // 100,000 events, whatever the 100 hits.
+        let sources: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
+        let mut events: Vec<(&str, &str)> = Vec::new();
+        for (i, src) in sources.iter().enumerate() {
+            for k in 0..1_000 {
+                let line = if i < 20 && k % 200 == 0 { PORT } else { OK };
+                events.push((src.as_str(), line));
+            }
+        }
+        let s = Signatures::fit(events);
+        assert_eq!(s.hits["port conflict"], 100);
+        let first = (100_001f32 / 21.0).log10();
+        assert!((s.floor("port conflict", "s50").unwrap() - first).abs() < 1e-4);
+        // A checkpoint without per-source counts judges by the fleet's hits.
+        let old = Signatures {
+            sources: BTreeMap::new(),
+            ..s.clone()
+        };
+        let fleet = (100_001f32 / 101.0).log10();
+        assert!((old.floor("port conflict", "s50").unwrap() - fleet).abs() < 1e-4);
     }
 
     #[test]
