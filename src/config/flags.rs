@@ -89,7 +89,7 @@ pub struct RunArgs {
     /// Telemetry subject root.
     #[arg(long = "root", id = "nats.root", value_name = "ROOT")]
     pub root: Option<String>,
-    /// Share of normal events whose score alone would alert, for a model trained on a day or more (e.g. 3e-4).
+    /// Share of normal events whose score alone would alert, for a model trained on a day or more (e.g. 1e-4).
     #[arg(long = "risk", id = "scorer.risk", value_name = "SHARE")]
     pub risk: Option<f64>,
     /// Per source and kind, at most one alert per this much event time.

@@ -454,7 +454,7 @@ mod render_tests {
     #[test]
     fn buckets_are_an_alternative() {
         let r = renderer(MetricFormat::Buckets);
-        assert_eq!(RenderConfig::default().metric_format, MetricFormat::Buckets);
+        assert_eq!(RenderConfig::default().metric_format, MetricFormat::Scaled);
         let mut metrics = BTreeMap::new();
         metrics.insert("cpu".to_string(), 4.0);
         assert!(r

@@ -472,15 +472,15 @@ mod tests {
     fn a_signature_meets_the_configured_risk_whatever_the_models_age() {
         const OK: &str = "<|BOE|><|LOG|><|SVC|>a<|LEVEL|>INFO<|MSG|>GET /health 200<|EOE|>";
         const PORT: &str = "<|BOE|><|LOG|><|SVC|>a<|LEVEL|>ERROR<|MSG|>listen tcp 0.0.0.0:80: bind: address already in use<|EOE|>";
-        // 5,000 normal events, none with a signature; the model finds the
+        // 20,000 normal events, none with a signature; the model finds the
         // port conflict ordinary (0 nats, its kind's median).
         let mut shipped = Surprise::fit(
-            normal(0, 5_000, 0.0, 1.0)
+            normal(0, 20_000, 0.0, 1.0)
                 .into_iter()
                 .map(|x| (Kind::Log, x)),
         );
-        shipped.signatures = crate::signature::Signatures::fit([("a", OK); 5_000]);
-        let floor = 5_001f32.log10();
+        shipped.signatures = crate::signature::Signatures::fit([("a", OK); 20_000]);
+        let floor = 20_001f32.log10();
         let hour = 3_600_000;
         let p = Policy::default();
         for (seen, young) in [

@@ -191,7 +191,7 @@ mod tests {
         // Another key is on its own; 10+ alone is enough.
         assert!(!d.decide("b", 10_000, 9.0).alert);
         assert!(d.decide("c", 10_000, 10.0).alert);
-        assert!((Policy::default().level() - 3.523).abs() < 1e-3);
+        assert!((Policy::default().level() - 4.0).abs() < 1e-3);
         // An ordinary event right after a surprising one does not ride on
         // it: the key's evidence is high, the event's share is not.
         let x = d.decide("c", 11_000, 0.1);

@@ -412,7 +412,12 @@ mod tests {
             "latency_p50_ms=3,012 (usual 97-105)"
         );
         // The buckets rendering carries none.
-        let mut b = EventScorer::new(Renderer::default(), Vocab::bytes(), 128, 10);
+        let buckets = Renderer::new(&RenderConfig {
+            metric_format: MetricFormat::Buckets,
+            ..RenderConfig::default()
+        })
+        .unwrap();
+        let mut b = EventScorer::new(buckets, Vocab::bytes(), 128, 10);
         assert!(b.prepare_event(&pulse(0, 1.0)).readings.is_empty());
     }
 }

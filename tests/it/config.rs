@@ -439,7 +439,7 @@ fn the_documented_masks_are_the_built_in_ones() {
     use proprio::curriculum::{MetricFormat, RenderConfig};
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/masks.toml");
     let loaded = RenderConfig::load(
-        MetricFormat::Buckets,
+        MetricFormat::Scaled,
         std::time::Duration::from_secs(1800),
         Some(&p),
     )

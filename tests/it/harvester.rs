@@ -402,8 +402,15 @@ async fn scaled_pulses_read_against_their_own_series() {
 
 #[tokio::test]
 async fn identical_consecutive_heartbeats_collapse() {
+    use proprio::curriculum::{MetricFormat, RenderConfig};
     let server = NatsServer::start();
-    let r = start(&server, 120).await;
+    // Buckets: each value its own line. (Scaled, a series too new to know
+    // reads 0, so all six would collapse into one.)
+    let buckets = RenderConfig {
+        metric_format: MetricFormat::Buckets,
+        ..RenderConfig::default()
+    };
+    let r = start_rendering(&server, 120, buckets).await;
     publish_pulses(&r, now_ms(), &[0.5, 0.5, 0.5, 0.9, 0.9, 0.5]).await;
     assert_eq!(r.stats.collapsed.load(Ordering::Relaxed), 3);
     assert_eq!(documents(&r.bus).await.len(), 3, "0.5, 0.9, 0.5");
