@@ -10,7 +10,10 @@
 //! events makes an event carrying it about `(hits + 1) / (n + 1)` rare, and
 //! its score is at least `-log10` of that. A signature the fleet's normal
 //! never shows scores `log10(n + 1)`: the floor claims no more rarity than
-//! the sample can show.
+//! the sample can show. Per source: a source that carried the label is
+//! judged by its own rate too, one that never did by how often a source
+//! showed it for the first time ([`Signatures::floor`]), so one database's
+//! nightly compaction does not make a far value common for every service.
 //!
 //! Every event document the model was trained and evaluated on counts, not
 //! only the held-out ones the tails are fitted on: the count asks nothing of
