@@ -112,9 +112,14 @@ impl Cooldown {
 }
 
 /// Evidence over time: per key, the mean of the `k` highest scores (negative
-/// ones as 0, missing ones as 0) among the key's events in the `window_ms`
-/// ending at the newest. A fault makes a key say several surprising things
-/// in a short time; a noisy key's lone surprising event is divided by `k`.
+/// ones as 0) among the key's events in the `window_ms` ending at the
+/// newest, a missing one as 0 as far as the key's cadence could have filled
+/// it. A fault makes a key say several surprising things in a short time; a
+/// chatty key's lone surprising event is divided by `k`. A key that speaks
+/// less often than the window (a metric sampled every 5 minutes) cannot say
+/// two things in it: its lone event is divided by what its usual interval
+/// lets the window hold, at least 1, so its sample counts whole; the risk
+/// still bounds its false alerts, per event, and it has few events.
 /// Measured with `proprio eval --evidence S:K` (src/eval): on the simulated
 /// OS it turns bursts the per-event threshold misses into detections
 /// without adding false alerts. Bounded in keys like [`super::Contexts`].
@@ -122,7 +127,43 @@ pub struct Evidence {
     window_ms: i64,
     k: usize,
     max_keys: usize,
-    recent: HashMap<String, VecDeque<(i64, f32)>>,
+    recent: HashMap<String, Recent>,
+}
+
+/// One key's events in the window and its usual interval.
+#[derive(Default)]
+struct Recent {
+    events: VecDeque<(i64, f32)>,
+    /// The newest event's time.
+    last: Option<i64>,
+    /// Moving mean of `ln` of the gaps between its events, ms: a geometric
+    /// mean, so a bursty key's many short gaps are not hidden by its pauses.
+    ln_gap: Option<f64>,
+}
+
+impl Recent {
+    /// Weight of a new gap in the moving mean.
+    const ALPHA: f64 = 0.1;
+
+    fn observe(&mut self, ts_ms: i64) {
+        if let Some(last) = self.last {
+            let gap = (ts_ms - last).max(1) as f64;
+            self.ln_gap = Some(match self.ln_gap {
+                Some(m) => m + Self::ALPHA * (gap.ln() - m),
+                None => gap.ln(),
+            });
+        }
+        self.last = Some(self.last.map_or(ts_ms, |l| l.max(ts_ms)));
+    }
+
+    /// How many events the window can be expected to hold, between 1 and
+    /// `k` (`k` while the cadence is unknown).
+    fn expected(&self, window_ms: i64, k: usize) -> f32 {
+        match self.ln_gap {
+            Some(m) => (window_ms as f64 / m.exp()).clamp(1.0, k as f64) as f32,
+            None => k as f32,
+        }
+    }
 }
 
 impl Evidence {
@@ -139,9 +180,11 @@ impl Evidence {
     pub fn push(&mut self, key: &str, ts_ms: i64, score: f32) -> f32 {
         if !self.recent.contains_key(key) && self.recent.len() >= self.max_keys {
             // Forget the keys whose newest event is oldest (half of them).
-            super::keep_newer_half(&mut self.recent, |q| q.back().map(|e| e.0));
+            super::keep_newer_half(&mut self.recent, |r| r.last);
         }
-        let q = self.recent.entry(key.to_string()).or_default();
+        let r = self.recent.entry(key.to_string()).or_default();
+        r.observe(ts_ms);
+        let q = &mut r.events;
         q.push_back((
             ts_ms,
             if score.is_finite() {
@@ -155,7 +198,9 @@ impl Evidence {
         }
         let mut top: Vec<f32> = q.iter().map(|&(_, v)| v).collect();
         top.sort_by(|a, b| b.total_cmp(a));
-        top.iter().take(self.k).sum::<f32>() / self.k as f32
+        let held = top.len().min(self.k) as f32;
+        let expected = r.expected(self.window_ms, self.k);
+        top.iter().take(self.k).sum::<f32>() / held.max(expected)
     }
 }
 
@@ -167,11 +212,35 @@ mod tests {
     fn evidence_divides_a_lone_spike_and_keeps_a_burst() {
         let mut e = Evidence::new(30_000, 2, 10);
         assert_eq!(e.push("a", 0, 6.0), 3.0);
-        // 40 s later the spike has left the window.
-        assert_eq!(e.push("a", 40_000, 1.0), 0.5);
+        // 40 s later the spike has left the window, and the key's one gap
+        // says it speaks less often than the window: its event counts whole.
+        assert_eq!(e.push("a", 40_000, 1.0), 1.0);
         assert_eq!(e.push("a", 41_000, 4.0), 2.5);
         assert_eq!(e.push("a", 42_000, -3.0), 2.5);
         assert_eq!(e.push("b", 42_000, 4.0), 2.0);
+    }
+
+    #[test]
+    fn a_key_too_slow_to_fill_the_window_is_not_divided_for_it() {
+        let mut e = Evidence::new(60_000, 2, 10);
+        // A metric sampled every 5 minutes, then a spike: counted whole.
+        for i in 0..10 {
+            e.push("slow", i * 300_000, 0.5);
+        }
+        assert_eq!(e.push("slow", 10 * 300_000, 6.0), 6.0);
+        // Every 10 s: the lone spike is halved, a burst is not.
+        for i in 0..30 {
+            e.push("chatty", i * 10_000, 0.5);
+        }
+        assert_eq!(e.push("chatty", 300_000, 6.0), 3.25);
+        assert_eq!(e.push("chatty", 310_000, 6.0), 6.0);
+        // Every 40 s: its previous event is in the window, the mean of two.
+        for i in 0..30 {
+            e.push("mid", i * 40_000, 0.0);
+        }
+        assert_eq!(e.push("mid", 1_200_000, 6.0), 3.0);
+        // Unknown cadence (a first event): divided by k, as before.
+        assert_eq!(e.push("new", 0, 6.0), 3.0);
     }
 
     #[test]
