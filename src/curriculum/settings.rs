@@ -75,8 +75,8 @@ impl Default for RenderConfig {
             mixed: false,
         };
         RenderConfig {
-            // Scaled by measurement (docs/EVAL.md, "Scaled values by
-            // default"): a latency spike reads `+7` on any service, so the
+            // Scaled by measurement (docs/EVAL.md, "Scaled values and risk
+            // 1e-4 by default"): a latency spike reads `+7` on any service, so the
             // mixed day's 30 faults are all caught (27 with buckets), with
             // no false incident on a fault-free day at risk 1e-4.
             metric_format: MetricFormat::Scaled,
