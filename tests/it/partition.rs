@@ -279,7 +279,7 @@ async fn two_partitioned_replicas_detect_what_one_replica_does() {
     // under the 10,000 a floor needs to claim 1e-4) cannot lift an OOM line
     // to the default's level, so only the model's own scores alert, near
     // the level, and the unpartitioned replica (its online tails fed by the
-    // warm-up too) fell under it in three runs of three.
+    // warm-up too) fell under it in four runs in a row, after passing three.
     let parts = [
         "--roles",
         "scorer",
