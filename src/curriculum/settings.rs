@@ -145,12 +145,20 @@ impl RenderConfig {
         Ok(cfg)
     }
 
-    /// What the freshness fingerprint adds for this rendering: nothing for
-    /// the built-in one (its changes come with a new build), the whole
-    /// settings otherwise, so that documents rendered one way are never
-    /// trained on by a trainer that scores another way.
+    /// What the freshness fingerprint adds for this rendering: the whole
+    /// settings, so that documents rendered one way are never trained on by
+    /// a trainer that scores another way; nothing for the rendering
+    /// fingerprints were first computed without (the built-in one with
+    /// buckets, the default until session 11), so a deployment rendering so
+    /// keeps its fingerprint. Hence the change of default to scaled is a new
+    /// epoch (a cold start, the model in service marked previous epoch until
+    /// it), not buckets and scaled documents mixed in one curriculum.
     pub fn fingerprint_text(&self) -> String {
-        if *self == RenderConfig::default() {
+        let unmarked = RenderConfig {
+            metric_format: MetricFormat::Buckets,
+            ..RenderConfig::default()
+        };
+        if *self == unmarked {
             String::new()
         } else {
             serde_json::to_string(self).unwrap_or_default()

@@ -367,11 +367,18 @@ fn learning_settings_are_configurable() {
     let fp = g.fingerprint().unwrap();
     std::fs::write(&compose, "services: {a: {}}\n").unwrap();
     assert_ne!(g.fingerprint().unwrap(), fp, "a key file changed");
+    // The built-in rendering (scaled) is in the fingerprint, so a
+    // deployment that rendered the former default (buckets) cold-starts on
+    // the new one; buckets itself adds nothing, as before.
+    let unmarked = proprio::freshness::fingerprint(std::slice::from_ref(&reg)).unwrap();
     let builtin = proprio::config::Learning::default().gates(&reg);
+    assert_ne!(builtin.fingerprint().unwrap(), unmarked);
+    let mut buckets = proprio::config::Learning::default();
+    buckets.render.metric_format = proprio::curriculum::MetricFormat::Buckets;
     assert_eq!(
-        builtin.fingerprint().unwrap(),
-        proprio::freshness::fingerprint(std::slice::from_ref(&reg)).unwrap(),
-        "the built-in rendering adds nothing to the fingerprint"
+        buckets.gates(&reg).fingerprint().unwrap(),
+        unmarked,
+        "the former default rendering adds nothing to the fingerprint"
     );
     // Printed back, it reads back the same.
     let printed = write(dir.path(), "printed.toml", &c.render());

@@ -187,10 +187,10 @@ async fn two_trainers_one_cycle() {
         id: id.into(),
         ..Default::default()
     };
-    let gates = proprio::freshness::Gates {
-        key_files: vec![args(&nats.url, &[]).run.registry],
-        ..Default::default()
-    };
+    // The gates the harvester's run was started with (its rendering is in
+    // the fingerprint).
+    let run = args(&nats.url, &[]);
+    let gates = run.learning.gates(&run.run.registry);
     let ctx = Context::new(
         bus.clone(),
         Shared {
