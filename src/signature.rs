@@ -148,11 +148,15 @@ impl Signatures {
     }
 
     /// The highest floor any label gives: the least-carried label's.
+    /// Called for every scored event: a label normal never carried (the
+    /// usual case) settles it without counting any label's carriers.
     fn highest(&self) -> f32 {
-        self.hits
-            .iter()
-            .map(|(l, &h)| self.carriers(l, h))
-            .min()
+        let least = if self.hits.values().any(|&h| h == 0) {
+            Some(0)
+        } else {
+            self.hits.iter().map(|(l, &h)| self.carriers(l, h)).min()
+        };
+        least
             .map(|h| rate(self.n, h))
             .map_or(f32::NEG_INFINITY, |f| f.min(Self::MAX_FLOOR))
     }
@@ -250,19 +254,24 @@ mod tests {
         assert_eq!(s.sources.len(), 10);
     }
 
+    /// 1,000 events of each of 100 sources `s0`..`s99`: event `k` of source
+    /// `i` a port conflict where `conflict(i, k)`.
+    fn fleet(conflict: impl Fn(usize, usize) -> bool) -> Signatures {
+        let sources: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
+        let mut c = Counter::default();
+        for (i, src) in sources.iter().enumerate() {
+            for k in 0..1_000 {
+                c.count(src, if conflict(i, k) { PORT } else { OK });
+            }
+        }
+        c.finish()
+    }
+
     #[test]
     fn a_label_routine_for_one_source_is_not_rare_for_it() {
         // 100,000 events of 100 sources; one of them carries the label on
         // 1 in 50 of its 1,000 events.
-        let sources: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
-        let mut events: Vec<(&str, &str)> = Vec::new();
-        for (i, src) in sources.iter().enumerate() {
-            for k in 0..1_000 {
-                let line = if i == 0 && k % 50 == 0 { PORT } else { OK };
-                events.push((src.as_str(), line));
-            }
-        }
-        let s = Signatures::fit(events);
+        let s = fleet(|i, k| i == 0 && k % 50 == 0);
         // s0: 20 in 1,000 (1.7). The others: one source in 100,000 events
         // first showed it (4.7), not the fleet's 20 hits (3.7): s0's
         // routine says nothing of them.
@@ -278,15 +287,7 @@ mod tests {
     fn a_label_many_sources_show_is_as_common_for_a_source_that_never_did() {
         // 20 sources of 100 show it 5 times each: 20 first showings in
         // 100,000 events, whatever the 100 hits.
-        let sources: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
-        let mut events: Vec<(&str, &str)> = Vec::new();
-        for (i, src) in sources.iter().enumerate() {
-            for k in 0..1_000 {
-                let line = if i < 20 && k % 200 == 0 { PORT } else { OK };
-                events.push((src.as_str(), line));
-            }
-        }
-        let s = Signatures::fit(events);
+        let s = fleet(|i, k| i < 20 && k % 200 == 0);
         assert_eq!(s.hits["port conflict"], 100);
         let first = (100_001f32 / 21.0).log10();
         assert!((s.floor("port conflict", "s50").unwrap() - first).abs() < 1e-4);

@@ -130,12 +130,11 @@ pub struct Evidence {
     recent: HashMap<String, Recent>,
 }
 
-/// One key's events in the window and its usual interval.
+/// One key's events in the window (never empty once pushed: the newest is
+/// always in it) and its usual interval.
 #[derive(Default)]
 struct Recent {
     events: VecDeque<(i64, f32)>,
-    /// The newest event's time.
-    last: Option<i64>,
     /// Moving mean of `ln` of the gaps between its events, ms: a geometric
     /// mean, so a bursty key's many short gaps are not hidden by its pauses.
     ln_gap: Option<f64>,
@@ -145,15 +144,22 @@ impl Recent {
     /// Weight of a new gap in the moving mean.
     const ALPHA: f64 = 0.1;
 
-    fn observe(&mut self, ts_ms: i64) {
-        if let Some(last) = self.last {
+    /// The newest event's time.
+    fn last(&self) -> Option<i64> {
+        self.events.back().map(|e| e.0)
+    }
+
+    /// Adds an event at `ts_ms` with `score`: its gap to the previous one
+    /// joins the moving mean.
+    fn push(&mut self, ts_ms: i64, score: f32) {
+        if let Some(last) = self.last() {
             let gap = (ts_ms - last).max(1) as f64;
             self.ln_gap = Some(match self.ln_gap {
                 Some(m) => m + Self::ALPHA * (gap.ln() - m),
                 None => gap.ln(),
             });
         }
-        self.last = Some(self.last.map_or(ts_ms, |l| l.max(ts_ms)));
+        self.events.push_back((ts_ms, score));
     }
 
     /// How many events the window can be expected to hold, between 1 and
@@ -180,19 +186,18 @@ impl Evidence {
     pub fn push(&mut self, key: &str, ts_ms: i64, score: f32) -> f32 {
         if !self.recent.contains_key(key) && self.recent.len() >= self.max_keys {
             // Forget the keys whose newest event is oldest (half of them).
-            super::keep_newer_half(&mut self.recent, |r| r.last);
+            super::keep_newer_half(&mut self.recent, |r| r.last());
         }
         let r = self.recent.entry(key.to_string()).or_default();
-        r.observe(ts_ms);
-        let q = &mut r.events;
-        q.push_back((
+        r.push(
             ts_ms,
             if score.is_finite() {
                 score.max(0.0)
             } else {
                 0.0
             },
-        ));
+        );
+        let q = &mut r.events;
         while q.front().is_some_and(|&(t, _)| t <= ts_ms - self.window_ms) {
             q.pop_front();
         }
