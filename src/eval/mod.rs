@@ -345,8 +345,16 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
             dets.iter().map(|d| (d.name.as_str(), pick(d))).collect()
         };
         let (mut test, calib) = (scores(|d| &d.test), scores(|d| &d.calib));
+        // Per event: its own score and the decision's weight.
+        let own_scores = || own.iter().map(|(n, v)| (n.as_str(), v.as_slice()));
+        let mut test_events_scores: Vec<(&str, &[f32])> = own_scores().collect();
+        test_events_scores.extend(all.iter().map(|s| (s.name.as_str(), s.test.as_slice())));
+        let calib_events_scores: Vec<(&str, &[f32])> = all
+            .iter()
+            .map(|s| (s.name.as_str(), s.calib.as_slice()))
+            .collect();
         if !grouped {
-            test.extend(own.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+            test.extend(own_scores());
         }
         let parts = [
             report::DumpPart {
@@ -355,6 +363,7 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
                 idx: &data.test,
                 units: &tu,
                 scores: &test,
+                event_scores: &test_events_scores,
             },
             report::DumpPart {
                 name: "calibration",
@@ -362,6 +371,7 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
                 idx: &data.calib,
                 units: &cu,
                 scores: &calib,
+                event_scores: &calib_events_scores,
             },
         ];
         report::write_dump(p, &renderer, &parts, grouped)?;

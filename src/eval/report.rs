@@ -281,11 +281,14 @@ pub(super) struct DumpPart<'a> {
     pub idx: &'a [usize],
     pub units: &'a Units,
     pub scores: &'a [(&'a str, &'a [f32])],
+    /// Per event of `idx` (grouped mode lists a unit's events with these,
+    /// to show which event lifts a unit).
+    pub event_scores: &'a [(&'a str, &'a [f32])],
 }
 
 /// `--dump`: every test unit's scores, then every calibration unit's, one
 /// JSON line each (per event mode, with the rendered text; test events also
-/// with their template).
+/// with their template; grouped, with each member event's text and scores).
 pub(super) fn write_dump(
     path: &Path,
     renderer: &Renderer,
@@ -295,8 +298,13 @@ pub(super) fn write_dump(
     let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = std::io::BufWriter::new(f);
     for p in parts {
-        // The part's own walk, as its events were scored.
+        // The part's own walk in time order, as its events were scored.
         let mut scaler = renderer.scaler();
+        let texts: Vec<String> = p
+            .idx
+            .iter()
+            .map(|&i| renderer.render(&p.events[i], &mut scaler))
+            .collect();
         for (k, m) in p.units.members.iter().enumerate() {
             let e = &p.events[p.idx[m[0]]];
             let scores: BTreeMap<&str, f32> = p.scores.iter().map(|(n, s)| (*n, s[k])).collect();
@@ -310,10 +318,20 @@ pub(super) fn write_dump(
                 "scores": scores,
             });
             if !grouped {
-                line["text"] = renderer.render(e, &mut scaler).into();
+                line["text"] = texts[m[0]].as_str().into();
                 if p.name == "test" {
                     line["template"] = TemplateFreq::template(renderer, e).into();
                 }
+            } else {
+                let members: Vec<serde_json::Value> = m
+                    .iter()
+                    .map(|&j| {
+                        let scores: BTreeMap<&str, f32> =
+                            p.event_scores.iter().map(|(n, s)| (*n, s[j])).collect();
+                        serde_json::json!({ "text": texts[j], "scores": scores })
+                    })
+                    .collect();
+                line["members"] = members.into();
             }
             serde_json::to_writer(&mut w, &line)?;
             w.write_all(b"\n")?;
