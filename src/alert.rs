@@ -123,6 +123,12 @@ impl Diagnoser {
                 r"(?:^|[\s>])[A-Za-z_][\w.]*=[+-][67](?:[\s<]|$)",
                 "metric far from its usual",
             ),
+            // A varying series stuck on one value (`queue_depth=flat`,
+            // rendering scheme 2): a frozen exporter or gauge.
+            Pattern::new(
+                r"(?:^|[\s>])[A-Za-z_][\w.]*=flat(?:[\s<]|$)",
+                "metric stuck",
+            ),
         ]
     }
 

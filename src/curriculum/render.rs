@@ -19,6 +19,7 @@ pub struct Renderer {
     masks: Vec<Mask>,
     metric_format: MetricFormat,
     adapt_ms: i64,
+    scheme: u32,
 }
 
 impl Default for Renderer {
@@ -51,6 +52,7 @@ impl Renderer {
             masks,
             metric_format: cfg.metric_format,
             adapt_ms: cfg.adapt_ms,
+            scheme: cfg.scheme,
         })
     }
 
@@ -60,7 +62,7 @@ impl Renderer {
 
     /// A fresh walk's per-series state, as this rendering adapts.
     pub fn scaler(&self) -> Scaler {
-        Scaler::new(self.adapt_ms)
+        Scaler::new(self.adapt_ms).flat(self.scheme >= 2)
     }
 
     /// Masks the volatile parts of free text.

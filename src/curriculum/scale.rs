@@ -20,6 +20,16 @@
 //! blind to a series' values for its first few samples, rather than
 //! alarmed by all of them.
 //!
+//! A stuck series (scheme 2, [`Scaler::flat`]): a series that varies
+//! and then repeats one non-zero value, exactly, more times in a row than
+//! it ever did before (twice its longest earlier run, and at least
+//! [`Scaler::FLAT_RUN`] samples) reads `flat` instead of its value word. A
+//! stuck exporter or a frozen gauge repeats its last value, which every
+//! value word reads as usual (issue 16's flat-line). Zero is left out: a
+//! counter or a queue that idles at 0 is quiet, not stuck; so is a series
+//! back at the value of its longest earlier run (a constant gauge after a
+//! noisy spell, read by a walk that began shortly before it).
+//!
 //! Adaptation: a series admits at most one value per `adapt / WINDOW` of
 //! event time into its window of [`Scaler::WINDOW`] values, so after a
 //! sustained level shift its median, and with it the words, follow within
@@ -42,6 +52,8 @@ pub struct Scaler {
     /// normal after about half of it.
     adapt_ms: i64,
     max_series: usize,
+    /// Whether a stuck series reads `flat` (rendering scheme 2).
+    flat: bool,
 }
 
 /// A pulse metric's value as published and its series' usual range (level
@@ -52,6 +64,8 @@ pub struct Reading {
     pub metric: String,
     pub value: f64,
     pub usual: Option<(f64, f64)>,
+    /// Samples in a row at this value when it read `flat`, else 0.
+    pub flat_for: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -59,6 +73,16 @@ struct Series {
     window: VecDeque<f64>,
     last_admitted: i64,
     last_ts: i64,
+    /// The repeats: the previous value, how many samples in a row held it,
+    /// the longest such run that ended, the changes of value and the
+    /// samples seen (saturating).
+    last: Option<f64>,
+    run: u32,
+    longest: u32,
+    /// The value of that longest run: back at it, a series rests.
+    rest: Option<f64>,
+    changes: u32,
+    seen: u32,
 }
 
 /// How far a value sits from its series' usual level.
@@ -70,6 +94,8 @@ pub enum Scaled {
     /// series' ordinary noise reads as its usual), then one step per
     /// doubling (1 for 2 to 4 spreads), signed, at most [`Scaler::MAX_BIN`].
     Bin(i8),
+    /// Stuck at one value for this many samples in a row ([`Scaler::flat`]).
+    Flat(u32),
 }
 
 impl Scaled {
@@ -82,6 +108,7 @@ impl Scaled {
             Scaled::Bin(b) => {
                 let _ = write!(s, "{b:+}");
             }
+            Scaled::Flat(_) => s.push_str("flat"),
         }
     }
 }
@@ -106,8 +133,15 @@ impl Scaler {
     /// The least spread at all: any move off a flat zero is the top bin.
     pub const ABS_FLOOR: f64 = 1e-9;
     /// Series kept; past it the half heard from longest ago is forgotten.
-    /// About 400 bytes each with their names: 50 000 series, ~20 MB.
+    /// About 450 bytes each with their names: 50 000 series, ~23 MB.
     pub const MAX_SERIES: usize = 50_000;
+    /// The shortest run of one value that can read `flat`.
+    pub const FLAT_RUN: u32 = 6;
+    /// A series reads `flat` only once it has shown this many samples and
+    /// this many changes of value: a new reader, or a gauge that seldom
+    /// moves, has no claim to know its longest run yet.
+    pub const FLAT_HISTORY: u32 = 64;
+    pub const FLAT_CHANGES: u32 = 16;
 
     pub fn new(adapt_ms: i64) -> Scaler {
         Scaler {
@@ -116,7 +150,15 @@ impl Scaler {
             readings: Vec::new(),
             adapt_ms: adapt_ms.max(Self::WINDOW as i64),
             max_series: Self::MAX_SERIES,
+            flat: false,
         }
+    }
+
+    /// This scaler writes `flat` for a stuck series (rendering scheme 2;
+    /// a checkpoint of scheme 1 is read without it, as it was trained).
+    pub fn flat(mut self, on: bool) -> Scaler {
+        self.flat = on;
+        self
     }
 
     /// This scaler keeps the readings of the event being rendered, for
@@ -147,6 +189,10 @@ impl Scaler {
                 metric: metric.to_string(),
                 value: x,
                 usual,
+                flat_for: match out {
+                    Scaled::Flat(n) => n,
+                    _ => 0,
+                },
             });
         }
         out
@@ -168,7 +214,11 @@ impl Scaler {
         }
         let gap = self.adapt_ms / Self::WINDOW as i64;
         let s = self.series.entry(key).or_default();
-        let (out, usual) = s.read(x);
+        let (mut out, usual) = s.read(x);
+        let run = s.repeat(x);
+        if self.flat && s.stuck(x, run) {
+            out = Scaled::Flat(run);
+        }
         s.last_ts = s.last_ts.max(ts);
         if s.window.len() < Self::MIN_SAMPLES || ts - s.last_admitted >= gap {
             if s.window.len() >= Self::WINDOW {
@@ -197,6 +247,36 @@ impl Scaler {
 }
 
 impl Series {
+    /// Counts `x` into the repeats; the run it is part of.
+    fn repeat(&mut self, x: f64) -> u32 {
+        if self.last == Some(x) {
+            self.run = self.run.saturating_add(1);
+        } else {
+            if let Some(last) = self.last {
+                if self.run > self.longest {
+                    self.longest = self.run;
+                    self.rest = Some(last);
+                }
+                self.changes = self.changes.saturating_add(1);
+            }
+            self.last = Some(x);
+            self.run = 1;
+        }
+        self.seen = self.seen.saturating_add(1);
+        self.run
+    }
+
+    /// Whether a run of `run` samples at `x` is longer than this series
+    /// has shown it can hold still: see the module doc.
+    fn stuck(&self, x: f64, run: u32) -> bool {
+        x != 0.0
+            && self.rest != Some(x)
+            && self.seen >= Scaler::FLAT_HISTORY
+            && self.changes >= Scaler::FLAT_CHANGES
+            && run >= Scaler::FLAT_RUN
+            && run > self.longest.saturating_mul(2)
+    }
+
     /// The value's word, and the usual range it was read against.
     fn read(&self, x: f64) -> (Scaled, Option<(f64, f64)>) {
         let Some((level, spread)) = self.level_spread() else {
@@ -345,6 +425,56 @@ mod tests {
         );
         // Not right away: a short spike does not move the level.
         assert!(w[..8].iter().all(|x| x.starts_with('+') && x != "+1"));
+    }
+
+    #[test]
+    fn a_varying_series_stuck_on_one_value_reads_flat_and_an_idle_or_constant_one_does_not() {
+        // Varies for 80 samples (no value twice in a row), then holds 104.5.
+        let varying: Vec<f64> = (0..80).map(|i| 100.0 + (i % 7) as f64).collect();
+        let mut held = varying.clone();
+        held.extend([104.5; 10]);
+        let mut sc = Scaler::default().flat(true).recording();
+        let w = feed(&mut sc, 0, 5 * MIN, &held);
+        let first = 80 + Scaler::FLAT_RUN as usize - 1;
+        assert!(w[..first].iter().all(|x| x != "flat"), "{w:?}");
+        assert!(w[first..].iter().all(|x| x == "flat"), "{w:?}");
+        let readings = sc.take_readings();
+        assert_eq!(readings.last().map(|r| r.flat_for), Some(10));
+        // Scheme 1 (a checkpoint trained without the word) never writes it.
+        let mut old = Scaler::default();
+        assert!(feed(&mut old, 0, 5 * MIN, &held)
+            .iter()
+            .all(|x| x != "flat"));
+        // A series that idles at 0, or never varies, or has held values as
+        // long before, is not stuck.
+        for xs in [
+            varying
+                .iter()
+                .copied()
+                .chain([0.0; 30])
+                .collect::<Vec<f64>>(),
+            vec![42.0; 120],
+            (0..160)
+                .map(|i| [3.0, 3.0, 3.0, 3.0, 3.0, 5.0, 5.0, 5.0, 5.0, 5.0][i % 10])
+                .chain([4.0; 9])
+                .collect(),
+            // Constant, a noisy spell, constant again at the same value.
+            [512.0; 24]
+                .into_iter()
+                .chain((0..48).map(|i| 512.0 + [-30.0, 12.0, 25.0, -7.0][i % 4] * (i % 3) as f64))
+                .chain([512.0; 100])
+                .collect(),
+        ] {
+            let mut sc = Scaler::default().flat(true);
+            let w = feed(&mut sc, 0, 5 * MIN, &xs);
+            assert!(w.iter().all(|x| x != "flat"), "{xs:?}: {w:?}");
+        }
+        // A young series has no claim to know its longest run.
+        let mut sc = Scaler::default().flat(true);
+        let young: Vec<f64> = (0..20).map(|i| i as f64).chain([7.0; 20]).collect();
+        assert!(feed(&mut sc, 0, 5 * MIN, &young)
+            .iter()
+            .all(|x| x != "flat"));
     }
 
     #[test]

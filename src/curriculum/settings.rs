@@ -64,6 +64,11 @@ pub struct RenderConfig {
     pub adapt_ms: i64,
     /// Applied in order.
     pub masks: Vec<MaskSpec>,
+    /// What `scaled` writes: 1, the value words; 2, also `flat` for a
+    /// stuck series ([`super::Scaler::flat`]). A checkpoint without the
+    /// field was trained on 1 and is read so.
+    #[serde(default = "RenderConfig::first_scheme")]
+    pub scheme: u32,
 }
 
 impl Default for RenderConfig {
@@ -81,6 +86,7 @@ impl Default for RenderConfig {
             // no false incident on a fault-free day at risk 1e-4.
             metric_format: MetricFormat::Scaled,
             adapt_ms: super::Scaler::DEFAULT_ADAPT_MS,
+            scheme: Self::SCHEME,
             masks: vec![
                 m(
                     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
@@ -118,6 +124,13 @@ struct MasksFile {
 }
 
 impl RenderConfig {
+    /// The rendering scheme new models are trained with.
+    pub const SCHEME: u32 = 2;
+
+    fn first_scheme() -> u32 {
+        1
+    }
+
     /// The configured rendering: `masks` replaces the built-in list when
     /// given. Every pattern is compiled and every token checked here, so a
     /// bad masks file stops start-up with its reason.

@@ -322,6 +322,11 @@ pub fn explain_reading(span: &str, readings: &[crate::curriculum::Reading]) -> S
         return span.to_string();
     };
     match readings.iter().find(|r| r.metric == name) {
+        Some(r) if r.flat_for > 0 => format!(
+            "{name}={} (flat for {} samples)",
+            human(r.value),
+            r.flat_for
+        ),
         Some(r) => match r.usual {
             Some((lo, hi)) => format!(
                 "{name}={} (usual {}-{})",
@@ -427,6 +432,7 @@ mod tests {
             metric: metric.into(),
             value,
             usual,
+            flat_for: 0,
         };
         let readings = [
             r("mem_mb", 7912.4, Some((480.2, 520.0))),
@@ -446,6 +452,15 @@ mod tests {
         // Not a metric field: as it was.
         assert_eq!(explain_reading("state=crashed", &readings), "state=crashed");
         assert_eq!(explain_reading("latency=+3", &readings), "latency=+3");
+        // A stuck series says so.
+        let stuck = [crate::curriculum::Reading {
+            flat_for: 9,
+            ..r("queue_depth", 17.0, Some((3.0, 30.0)))
+        }];
+        assert_eq!(
+            explain_reading("queue_depth=flat", &stuck),
+            "queue_depth=17 (flat for 9 samples)"
+        );
         assert_eq!(human(1_234_567.0), "1,234,567");
         assert_eq!(human(-2500.0), "-2,500");
         assert_eq!(human(42.0), "42");

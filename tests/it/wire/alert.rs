@@ -370,6 +370,11 @@ fn default_diagnoses() {
         ),
         ("a cpu=+1 mem_mb=-6", Some("metric far from its usual")),
         ("<|METRIC|>latency_p50_ms=+5<|EOE|>", None),
+        (
+            "<|METRIC|>cpu=0<|METRIC|>queue_depth=flat<|EOE|>",
+            Some("metric stuck"),
+        ),
+        ("state=flatline flat=1", None),
         ("retries=+70 offset=-7.5", None),
         ("GET /chat 200 in 41ms", None),
         ("heartbeat ok", None),
