@@ -578,7 +578,7 @@ const DOCS: &[(&str, &str)] = &[
     ("run.threads", "threads for the model"),
     ("run.max_payload", "largest telemetry payload accepted (bytes, or 64KiB, 1MiB); larger is dead-lettered as too_large"),
     ("run.key_files", "files whose change is an architecture change (besides the registry): fingerprint, cold start"),
-    ("scorer.risk", "share of normal events whose score alone would alert, for a model trained on a day or more (younger: its share of a day, at least 1/30)"),
+    ("scorer.risk", "share of normal events whose score alone would alert, for a model trained on a day or more (younger: its share of a day, at least 1/30); for a key slower than the evidence window, share of its windows"),
     ("scorer.evidence_window", "an alert weighs the key's events in this window"),
     ("scorer.evidence_count", "evidence = mean of this many highest scores in the window"),
     ("scorer.cooldown", "per source and kind, one alert per this"),

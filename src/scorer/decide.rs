@@ -22,7 +22,8 @@ pub struct Decision {
     /// What the policy's level is compared with: the evidence, but at most
     /// `k` times the event's own score, so an unremarkable event of a key
     /// whose other events were surprising does not alert on their account
-    /// (the event that makes the evidence cross always carries its share).
+    /// (the event that makes the evidence cross always carries its share);
+    /// plus a slow key's allowance ([`Evidence::push`]).
     pub weight: f32,
     /// The weight reached the policy's level.
     pub alert: bool,
@@ -55,15 +56,20 @@ impl Decider {
         self.policy = policy;
     }
 
+    /// An event of `key` at `ts` that is not scored: see [`Evidence::hear`].
+    pub fn heard(&mut self, key: &str, ts: i64) {
+        self.evidence.hear(key, ts);
+    }
+
     /// Weighs an event of `key` at `ts` whose calibrated score is `score`.
     pub fn decide(&mut self, key: &str, ts: i64, score: f32) -> Decision {
-        let evidence = self.evidence.push(key, ts, score);
+        let (evidence, allowance) = self.evidence.push(key, ts, score);
         let own = if score.is_finite() {
             score.max(0.0)
         } else {
             0.0
         };
-        let weight = evidence.min(own * self.evidence.k as f32);
+        let weight = evidence.min(own * self.evidence.k as f32) + allowance;
         Decision {
             score,
             evidence,
@@ -118,8 +124,17 @@ impl Cooldown {
 /// chatty key's lone surprising event is divided by `k`. A key that speaks
 /// less often than the window (a metric sampled every 5 minutes) cannot say
 /// two things in it: its lone event is divided by what its usual interval
-/// lets the window hold, at least 1, so its sample counts whole; the risk
-/// still bounds its false alerts, per event, and it has few events.
+/// lets the window hold, at least 1, so its sample counts whole.
+///
+/// And the risk is per window, not per event, for a key that speaks less
+/// often than the window: its event stands for `interval / window` windows
+/// (at most [`Evidence::MAX_SLOW`]), and its weight is allowed `log10` of
+/// that, so a metric sampled every 5 minutes may alert on a sample 5 times
+/// as common as a key deciding once a minute needs, and both spend the same
+/// false alerts an hour. Per event, a slow series would alert far less often
+/// than the operator's risk says (measured: the metrics benchmark's
+/// 5-minute series, docs/EVAL.md).
+///
 /// Measured with `proprio eval --evidence S:K` (src/eval): on the simulated
 /// OS it turns bursts the per-event threshold misses into detections
 /// without adding false alerts. Bounded in keys like [`super::Contexts`].
@@ -135,6 +150,8 @@ pub struct Evidence {
 #[derive(Default)]
 struct Recent {
     events: VecDeque<(i64, f32)>,
+    /// The newest event heard, scored or not ([`Decider::heard`]).
+    heard: Option<i64>,
     /// Moving mean of `ln` of the gaps between its events, ms: a geometric
     /// mean, so a bursty key's many short gaps are not hidden by its pauses.
     ln_gap: Option<f64>,
@@ -146,19 +163,30 @@ impl Recent {
 
     /// The newest event's time.
     fn last(&self) -> Option<i64> {
-        self.events.back().map(|e| e.0)
+        self.heard
     }
 
-    /// Adds an event at `ts_ms` with `score`: its gap to the previous one
-    /// joins the moving mean.
-    fn push(&mut self, ts_ms: i64, score: f32) {
-        if let Some(last) = self.last() {
-            let gap = (ts_ms - last).max(1) as f64;
-            self.ln_gap = Some(match self.ln_gap {
-                Some(m) => m + Self::ALPHA * (gap.ln() - m),
-                None => gap.ln(),
-            });
+    /// An event at `ts_ms`: its gap to the previous one heard (at least 1
+    /// ms) joins the moving mean; one older than that changes nothing (an
+    /// unscored event heard before the scored ones of its batch).
+    fn hear(&mut self, ts_ms: i64) {
+        match self.heard {
+            Some(last) if ts_ms < last => return,
+            Some(last) => {
+                let gap = (ts_ms - last).max(1) as f64;
+                self.ln_gap = Some(match self.ln_gap {
+                    Some(m) => m + Self::ALPHA * (gap.ln() - m),
+                    None => gap.ln(),
+                });
+            }
+            None => {}
         }
+        self.heard = Some(ts_ms);
+    }
+
+    /// Adds an event at `ts_ms` with `score`.
+    fn push(&mut self, ts_ms: i64, score: f32) {
+        self.hear(ts_ms);
         self.events.push_back((ts_ms, score));
     }
 
@@ -170,9 +198,25 @@ impl Recent {
             None => k as f32,
         }
     }
+
+    /// `log10` of the windows one of its events stands for, between 0 and
+    /// `log10(Evidence::MAX_SLOW)` (0 while the cadence is unknown).
+    fn allowance(&self, window_ms: i64) -> f32 {
+        self.ln_gap.map_or(0.0, |m| {
+            (m.exp() / window_ms as f64)
+                .clamp(1.0, Evidence::MAX_SLOW)
+                .log10() as f32
+        })
+    }
 }
 
 impl Evidence {
+    /// The most windows one event may stand for: a key heard from once an
+    /// hour is held to a tenth of its events' rarity, not a sixtieth, so a
+    /// rare key's interval, estimated from few gaps, cannot make its events
+    /// common enough to alert on.
+    pub const MAX_SLOW: f64 = 10.0;
+
     pub fn new(window_ms: i64, k: usize, max_keys: usize) -> Evidence {
         Evidence {
             window_ms,
@@ -182,13 +226,27 @@ impl Evidence {
         }
     }
 
-    /// Adds `score` of an event of `key` at `ts_ms`; returns the key's evidence.
-    pub fn push(&mut self, key: &str, ts_ms: i64, score: f32) -> f32 {
+    /// An event of `key` at `ts_ms` left unscored (a pulse repeating its
+    /// key's last one, [`crate::curriculum::Repeats`]): it counts for the
+    /// key's cadence, which is how often the key speaks, not how often it
+    /// says something new.
+    pub fn hear(&mut self, key: &str, ts_ms: i64) {
+        self.entry(key).hear(ts_ms);
+    }
+
+    fn entry(&mut self, key: &str) -> &mut Recent {
         if !self.recent.contains_key(key) && self.recent.len() >= self.max_keys {
             // Forget the keys whose newest event is oldest (half of them).
             super::keep_newer_half(&mut self.recent, |r| r.last());
         }
-        let r = self.recent.entry(key.to_string()).or_default();
+        self.recent.entry(key.to_string()).or_default()
+    }
+
+    /// Adds `score` of an event of `key` at `ts_ms`; returns the key's
+    /// evidence and its slow-key allowance (see the type's doc).
+    pub fn push(&mut self, key: &str, ts_ms: i64, score: f32) -> (f32, f32) {
+        let (window_ms, k) = (self.window_ms, self.k);
+        let r = self.entry(key);
         r.push(
             ts_ms,
             if score.is_finite() {
@@ -198,14 +256,17 @@ impl Evidence {
             },
         );
         let q = &mut r.events;
-        while q.front().is_some_and(|&(t, _)| t <= ts_ms - self.window_ms) {
+        while q.front().is_some_and(|&(t, _)| t <= ts_ms - window_ms) {
             q.pop_front();
         }
         let mut top: Vec<f32> = q.iter().map(|&(_, v)| v).collect();
         top.sort_by(|a, b| b.total_cmp(a));
-        let held = top.len().min(self.k) as f32;
-        let expected = r.expected(self.window_ms, self.k);
-        top.iter().take(self.k).sum::<f32>() / held.max(expected)
+        let held = top.len().min(k) as f32;
+        let expected = r.expected(window_ms, k);
+        (
+            top.iter().take(k).sum::<f32>() / held.max(expected),
+            r.allowance(window_ms),
+        )
     }
 }
 
@@ -216,13 +277,13 @@ mod tests {
     #[test]
     fn evidence_divides_a_lone_spike_and_keeps_a_burst() {
         let mut e = Evidence::new(30_000, 2, 10);
-        assert_eq!(e.push("a", 0, 6.0), 3.0);
+        assert_eq!(e.push("a", 0, 6.0).0, 3.0);
         // 40 s later the spike has left the window, and the key's one gap
         // says it speaks less often than the window: its event counts whole.
-        assert_eq!(e.push("a", 40_000, 1.0), 1.0);
-        assert_eq!(e.push("a", 41_000, 4.0), 2.5);
-        assert_eq!(e.push("a", 42_000, -3.0), 2.5);
-        assert_eq!(e.push("b", 42_000, 4.0), 2.0);
+        assert_eq!(e.push("a", 40_000, 1.0).0, 1.0);
+        assert_eq!(e.push("a", 41_000, 4.0).0, 2.5);
+        assert_eq!(e.push("a", 42_000, -3.0).0, 2.5);
+        assert_eq!(e.push("b", 42_000, 4.0).0, 2.0);
     }
 
     #[test]
@@ -232,20 +293,62 @@ mod tests {
         for i in 0..10 {
             e.push("slow", i * 300_000, 0.5);
         }
-        assert_eq!(e.push("slow", 10 * 300_000, 6.0), 6.0);
+        assert_eq!(e.push("slow", 10 * 300_000, 6.0).0, 6.0);
         // Every 10 s: the lone spike is halved, a burst is not.
         for i in 0..30 {
             e.push("chatty", i * 10_000, 0.5);
         }
-        assert_eq!(e.push("chatty", 300_000, 6.0), 3.25);
-        assert_eq!(e.push("chatty", 310_000, 6.0), 6.0);
+        assert_eq!(e.push("chatty", 300_000, 6.0).0, 3.25);
+        assert_eq!(e.push("chatty", 310_000, 6.0).0, 6.0);
         // Every 40 s: its previous event is in the window, the mean of two.
         for i in 0..30 {
             e.push("mid", i * 40_000, 0.0);
         }
-        assert_eq!(e.push("mid", 1_200_000, 6.0), 3.0);
+        assert_eq!(e.push("mid", 1_200_000, 6.0).0, 3.0);
         // Unknown cadence (a first event): divided by k, as before.
-        assert_eq!(e.push("new", 0, 6.0), 3.0);
+        assert_eq!(e.push("new", 0, 6.0).0, 3.0);
+    }
+
+    #[test]
+    fn a_slow_key_is_allowed_the_windows_its_event_stands_for() {
+        let mut e = Evidence::new(60_000, 2, 10);
+        let every = |e: &mut Evidence, key: &str, gap: i64| {
+            (0..20).map(|i| e.push(key, i * gap, 1.0).1).last().unwrap()
+        };
+        // Every 5 minutes: 5 windows, log10 5.
+        assert!((every(&mut e, "5m", 300_000) - 5f32.log10()).abs() < 1e-4);
+        // Once a minute or faster: none.
+        assert!(every(&mut e, "1m", 60_000) < 1e-6);
+        assert!(every(&mut e, "10s", 10_000) < 1e-6);
+        // Once an hour: at most a decade.
+        assert!((every(&mut e, "1h", 3_600_000) - 1.0).abs() < 1e-4);
+        // A first event: none.
+        assert_eq!(e.push("new", 0, 6.0).1, 0.0);
+        // Through the decision: a 5-minute series alerts at 4 - 0.7 = 3.3,
+        // a 10 s one needs 4 (and company).
+        let mut d = Decider::new(Policy::default(), 100);
+        for i in 0..20 {
+            assert!(!d.decide("5m", i * 300_000, 0.5).alert);
+            d.decide("10s", i * 10_000, 0.5);
+        }
+        let x = d.decide("5m", 20 * 300_000, 3.4);
+        assert!(
+            x.alert && (x.weight - 3.4 - 5f32.log10()).abs() < 1e-4,
+            "{x:?}"
+        );
+        assert!(!d.decide("10s", 200_000, 3.9).alert);
+        // A key heard every 10 s but scored every 5 minutes (its repeated
+        // pulses unscored) is a 10 s key: no allowance, its lone spike halved.
+        let mut d = Decider::new(Policy::default(), 100);
+        for i in 0..600 {
+            if i % 30 == 0 {
+                d.decide("k", i * 10_000, 0.5);
+            } else {
+                d.heard("k", i * 10_000);
+            }
+        }
+        let x = d.decide("k", 6_000_000, 6.0);
+        assert!(!x.alert && x.weight == 3.0, "{x:?}");
     }
 
     #[test]

@@ -291,7 +291,7 @@ impl Scorer {
     ) {
         let now = self.ctx.clock.now_ms();
         let batch = self.shed_stale(batch, now).await;
-        let valid = self.validate(scorer, batch, now).await;
+        let valid = self.validate(scorer, &mut *j.decider, batch, now).await;
         if valid.is_empty() {
             return;
         }
@@ -440,10 +440,12 @@ impl Scorer {
 
     /// Decodes and prepares a batch's events; one that fails validation is
     /// terminated (the harvester dead-letters it; here it is just not
-    /// scored), a repeated pulse acknowledged unscored.
+    /// scored), a repeated pulse acknowledged unscored (its key's cadence
+    /// still hears it).
     async fn validate(
         &self,
         scorer: &mut EventScorer,
+        decider: &mut Decider,
         batch: Vec<jetstream::Message>,
         now: i64,
     ) -> Vec<Valid> {
@@ -461,6 +463,7 @@ impl Scorer {
                 Ok(ev) => match scorer.prepare_live(&ev) {
                     Some(prepared) => valid.push(Valid { msg, ev, prepared }),
                     None => {
+                        decider.heard(&ev.key, ev.ts);
                         self.stats.collapsed.fetch_add(1, Ordering::Relaxed);
                         settle(&msg, AckKind::Ack).await;
                     }
