@@ -70,6 +70,11 @@ pub struct BenchArgs {
     pub window_h: f64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Seed of the model's training alone [default: --seed]: the same
+    /// series under another training run, to see how much of a difference
+    /// between two builds the model's own variation explains.
+    #[arg(long, value_name = "N")]
+    pub train_seed: Option<u64>,
     /// Leave proprio out (the baselines alone take seconds).
     #[arg(long)]
     pub no_model: bool,
@@ -300,7 +305,7 @@ fn proprio_rows(
     eargs.steps = args.steps;
     eargs.model = args.model.clone();
     eargs.save_model = args.save_model.clone();
-    eargs.seed = args.seed;
+    eargs.seed = args.train_seed.unwrap_or(args.seed);
     eargs.threads = args.threads;
     let (ci, ti) = (calib.clone(), test.clone());
     let skipped = live_repeats(learning, &ev, &ti)?;
