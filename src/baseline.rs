@@ -281,6 +281,12 @@ impl Surprise {
         }
     }
 
+    /// The tail an event of `kind` is calibrated against: its kind's, or
+    /// the one over every kind.
+    pub fn tail(&self, kind: Kind) -> Option<Tail> {
+        self.tails.get(&kind).copied().or(self.all)
+    }
+
     /// How rare `x` is for an event of `kind`. Score 0 without a fitted
     /// tail (too few held-out events): no alert without calibration.
     pub fn calibrate(&self, kind: Kind, x: f32) -> Calibrated {

@@ -16,7 +16,7 @@
 use crate::bus::{self, Feed};
 use crate::context::{settle, Context, Role};
 use crate::contract;
-use crate::curriculum::{Document, Renderer, Repeats, Scaler};
+use crate::curriculum::{Document, Renderer, Sample, Sampler, Sampling, Scaler};
 use crate::event::{Event, Reason};
 use crate::freshness::Gates;
 use crate::metrics::{self, Family, ReadAtScrape, Report};
@@ -24,7 +24,6 @@ use anyhow::{Context as _, Result};
 use async_nats::jetstream::{self, AckKind};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,15 +33,11 @@ use std::time::{Duration, Instant};
 /// rendering).
 #[derive(Debug, Clone)]
 pub struct HarvesterConfig {
-    /// Most documents one source may contribute per minute of event time;
-    /// past it the source's events are dropped until the next minute.
-    pub budget_per_minute: u32,
+    /// The curriculum's sampling, the rule offline training follows too.
+    pub sampling: Sampling,
     /// How often the key files are re-hashed. Hashing per message would
     /// cost disk reads on the hot path for a change that happens on deploys.
     pub fingerprint_every: Duration,
-    /// Most sources/keys whose sampling state is kept; beyond it the state
-    /// is reset, which at worst lets one extra document per source through.
-    pub max_tracked: usize,
     /// Curriculum publishes awaiting their ack at once; bounds memory and
     /// how much is redelivered after a crash.
     pub in_flight: usize,
@@ -51,9 +46,8 @@ pub struct HarvesterConfig {
 impl Default for HarvesterConfig {
     fn default() -> Self {
         HarvesterConfig {
-            budget_per_minute: 120,
+            sampling: Sampling::default(),
             fingerprint_every: Duration::from_secs(60),
-            max_tracked: 50_000,
             in_flight: 256,
         }
     }
@@ -163,62 +157,6 @@ impl std::fmt::Display for HarvestStats {
     }
 }
 
-/// The sampler's decision for one document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sample {
-    Keep,
-    /// The source already used its budget for this minute.
-    OverBudget,
-    /// A heartbeat saying exactly what the key's previous one said.
-    Collapsed,
-}
-
-/// Keeps a chatty source from crowding out the others: a per-source budget
-/// per minute of event time (event time, so replaying a backlog samples it
-/// as it happened rather than squeezing hours into one minute's budget),
-/// and identical consecutive pulses collapsed to one ([`Repeats`], the rule
-/// the live scorer reads the stream by too).
-#[derive(Debug)]
-pub struct Sampler {
-    budget: u32,
-    max_tracked: usize,
-    /// source -> (minute, documents kept in it)
-    windows: HashMap<String, (i64, u32)>,
-    repeats: Repeats,
-}
-
-impl Sampler {
-    pub fn new(budget_per_minute: u32, max_tracked: usize) -> Sampler {
-        Sampler {
-            budget: budget_per_minute,
-            max_tracked: max_tracked.max(1),
-            windows: HashMap::new(),
-            repeats: Repeats::new(max_tracked),
-        }
-    }
-
-    pub fn admit(&mut self, ev: &Event, text: &str) -> Sample {
-        if self.repeats.repeats(ev, text) {
-            return Sample::Collapsed;
-        }
-        let minute = ev.ts.div_euclid(60_000);
-        if self.windows.len() >= self.max_tracked && !self.windows.contains_key(&ev.source) {
-            self.windows.clear();
-        }
-        let w = self.windows.entry(ev.source.clone()).or_insert((minute, 0));
-        // Only a later minute resets: an out-of-order event counts against
-        // the current one instead of opening a fresh budget.
-        if minute > w.0 {
-            *w = (minute, 0);
-        }
-        if w.1 >= self.budget {
-            return Sample::OverBudget;
-        }
-        w.1 += 1;
-        Sample::Keep
-    }
-}
-
 /// The fingerprint epoch, re-read from the key files now and then.
 struct Epoch {
     gates: Gates,
@@ -294,7 +232,7 @@ impl Role for Harvester {
         let shared = &self.ctx.shared;
         let renderer = Renderer::new(&shared.render).context("harvester renderer")?;
         let mut epoch = Epoch::new(shared.gates.clone(), self.cfg.fingerprint_every)?;
-        let mut sampler = Sampler::new(self.cfg.budget_per_minute, self.cfg.max_tracked);
+        let mut sampler = Sampler::new(self.cfg.sampling);
         // Pulses read against their own series, as each scorer reads them
         // (every event is rendered before sampling, so both walks see the
         // same values).

@@ -131,7 +131,11 @@ async fn start_served(
         let shutdown = stopped(&rx);
         let task = match role {
             Role::Harvester => {
-                let h = Harvester::new(&ctx, HarvesterConfig::default());
+                let cfg = HarvesterConfig {
+                    sampling: args.learning.sampling,
+                    ..HarvesterConfig::default()
+                };
+                let h = Harvester::new(&ctx, cfg);
                 r.harvester = Some(h.stats());
                 tokio::spawn(h.run(shutdown))
             }

@@ -77,6 +77,12 @@ impl Tail {
     /// The tail of `sample` (non-finite values ignored), its scale at least
     /// `min_sigma`; None with fewer than [`Tail::MIN_N`] values.
     pub fn fit(sample: &[f32], min_sigma: f32) -> Option<Tail> {
+        Self::fit_shaped(sample, min_sigma, Self::MAX_XI)
+    }
+
+    /// [`Tail::fit`] with the shape at most `max_xi` (a shape known from a
+    /// larger sample, [`crate::scorer::LiveTails`]).
+    pub fn fit_shaped(sample: &[f32], min_sigma: f32, max_xi: f32) -> Option<Tail> {
         let mut v: Vec<f32> = sample.iter().copied().filter(|x| x.is_finite()).collect();
         if v.len() < Self::MIN_N {
             return None;
@@ -96,7 +102,9 @@ impl Tail {
         let least = min_sigma.max(0.0) as f64 * std::f64::consts::LN_2;
         let (d1, d2) = ((q2 - u).max(least), (q3 - q2).max(least));
         let xi = if d1 > 1e-9 && d2 > 1e-9 {
-            (d2 / d1).log2().clamp(0.0, Self::MAX_XI as f64)
+            (d2 / d1)
+                .log2()
+                .clamp(0.0, max_xi.clamp(0.0, Self::MAX_XI) as f64)
         } else {
             0.0
         };

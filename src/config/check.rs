@@ -189,6 +189,13 @@ impl Config {
             weight_decay: t.weight_decay,
             render,
             key_files: self.run.key_files.clone(),
+            sampling: crate::curriculum::Sampling {
+                budget_per_minute: match t.sample_per_minute {
+                    0 => u32::MAX,
+                    n => n,
+                },
+                ..Default::default()
+            },
         })
     }
 

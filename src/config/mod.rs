@@ -269,6 +269,11 @@ pub struct TrainerSection {
     pub lr: f64,
     #[serde(deserialize_with = "text::number")]
     pub weight_decay: f64,
+    /// Most curriculum documents one source gives per minute of event
+    /// time (the harvester's sampler, which offline training follows);
+    /// 0: no budget.
+    #[serde(deserialize_with = "text::number")]
+    pub sample_per_minute: u32,
 }
 
 impl Default for TrainerSection {
@@ -286,6 +291,7 @@ impl Default for TrainerSection {
             batch_size: t.batch_size,
             lr: t.lr,
             weight_decay: t.weight_decay,
+            sample_per_minute: crate::curriculum::Sampling::default().budget_per_minute,
         }
     }
 }
@@ -484,6 +490,10 @@ pub struct Learning {
     pub render: RenderConfig,
     /// Key files after the registry, in this order.
     pub key_files: Vec<PathBuf>,
+    /// What of the stream becomes curriculum: the live harvester samples
+    /// by it, and offline training admits its events by it, so both learn
+    /// from the same documents.
+    pub sampling: crate::curriculum::Sampling,
 }
 
 impl Default for Learning {
@@ -497,6 +507,7 @@ impl Default for Learning {
             weight_decay: t.weight_decay,
             render: RenderConfig::default(),
             key_files: Vec::new(),
+            sampling: Default::default(),
         }
     }
 }
@@ -594,6 +605,7 @@ const DOCS: &[(&str, &str)] = &[
     ("trainer.batch_size", "windows per training step"),
     ("trainer.lr", "peak learning rate"),
     ("trainer.weight_decay", "AdamW weight decay"),
+    ("trainer.sample_per_minute", "most curriculum documents one source gives per minute of event time (0: no budget)"),
     ("model.n_embd", "embedding width of a cold-started model"),
     ("model.n_layer", "transformer blocks"),
     ("model.n_head", "attention heads (dividing n_embd)"),

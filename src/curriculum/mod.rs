@@ -14,11 +14,13 @@
 
 mod render;
 mod repeats;
+mod sample;
 mod scale;
 mod settings;
 
 pub use render::{escape, Renderer};
 pub use repeats::Repeats;
+pub use sample::{Sample, Sampler, Sampling};
 pub use scale::{Reading, Scaled, Scaler};
 pub use settings::{MaskSpec, MetricFormat, RenderConfig};
 

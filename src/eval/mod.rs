@@ -106,6 +106,10 @@ struct Scores {
     note: Option<String>,
     /// The live score: its threshold is the policy's level, not a quantile.
     live: bool,
+    /// Per calibration and test event, whether the live scorer leaves it
+    /// unscored (a repeated pulse); empty for the baselines, which score
+    /// every event.
+    unscored: (Vec<bool>, Vec<bool>),
 }
 
 fn parse_detectors(s: &str) -> Result<Vec<String>> {
@@ -198,8 +202,14 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
         .map(|s| (format!("{}:event", s.name), s.test.clone()))
         .collect();
     for s in all.iter_mut() {
-        s.calib = replay::decided(&data.train_src, &data.calib, &s.calib, &policy);
-        s.test = replay::decided(test_events, &data.test, &s.test, &policy);
+        s.calib = replay::decided(
+            &data.train_src,
+            &data.calib,
+            &s.calib,
+            &s.unscored.0,
+            &policy,
+        );
+        s.test = replay::decided(test_events, &data.test, &s.test, &s.unscored.1, &policy);
     }
     report.notes.push(format!(
         "event scores are the live decision's weight: per key, the evidence (the mean of the top {} over {}s), at most {} times the event's own; the live score alerts at -log10(risk {:e}) = {}",
@@ -439,8 +449,14 @@ pub fn model_evidence(
     // the fitted events.
     let policy = args.policy()?.for_model(data.fit_span_ms());
     Ok(ModelEvidence {
-        calib: replay::decided(&data.train_src, &data.calib, &s.calib, &policy),
-        test: replay::decided(&data.train_src, &data.test, &s.test, &policy),
+        calib: replay::decided(
+            &data.train_src,
+            &data.calib,
+            &s.calib,
+            &s.unscored.0,
+            &policy,
+        ),
+        test: replay::decided(&data.train_src, &data.test, &s.test, &s.unscored.1, &policy),
         test_live: s.test,
         level: policy.level(),
         note: s.note.unwrap_or_default(),
@@ -476,6 +492,7 @@ fn baseline_scores(
             test: t.score(renderer, &test),
             note: Some(format!("{} templates in training", t.templates())),
             live: false,
+            unscored: Default::default(),
         });
     }
     let mut has_metrics = false;
@@ -488,6 +505,7 @@ fn baseline_scores(
             test: z.score(&test),
             note: Some(format!("{} metric series in training", z.series())),
             live: false,
+            unscored: Default::default(),
         });
     }
     (all, has_metrics)

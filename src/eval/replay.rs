@@ -29,16 +29,28 @@ pub(super) fn parse_evidence(s: &str) -> Result<(i64, usize)> {
 /// The weight of each event as the live [`Decider`] gives it: over the
 /// events of its key in the policy's window ending at it (itself
 /// included), the mean of the `k` highest scores, at most `k` times its own.
+/// An event marked in `unscored` (a repeated pulse the live scorer skips)
+/// is only heard, as live, and weighs 0.
 pub(super) fn decided(
     events: &[Event],
     idx: &[usize],
     scores: &[f32],
+    unscored: &[bool],
     policy: &Policy,
 ) -> Vec<f32> {
     let mut d = Decider::new(*policy, crate::scorer::Contexts::DEFAULT_MAX_KEYS);
     idx.iter()
         .zip(scores)
-        .map(|(&i, &s)| d.decide(&events[i].key, events[i].ts, s).weight)
+        .enumerate()
+        .map(|(j, (&i, &s))| {
+            let e = &events[i];
+            if unscored.get(j).copied().unwrap_or(false) {
+                d.heard(&e.key, e.ts);
+                0.0
+            } else {
+                d.decide(&e.key, e.ts, s).weight
+            }
+        })
         .collect()
 }
 

@@ -59,7 +59,7 @@ pub(super) fn model_scores(
         eprintln!("eval: model scores from {}", p.display());
         // The tails are refitted, so a cache serves any tail rule.
         let lines = lines(data, &renderer, args.group_by.is_some());
-        let (calib, test) = calibrate(data, &renderer, &lines, calib, test);
+        let (calib, test) = calibrate(data, (&renderer, learning.sampling), &lines, calib, test);
         return Ok(model_rows(&hows, &calib, &test, "cached".into()));
     }
     let t0 = Instant::now();
@@ -188,7 +188,7 @@ pub(super) fn model_scores(
     };
     let scored_s = t1.elapsed().as_secs_f64();
     let lines = lines(data, &renderer, args.group_by.is_some());
-    let (calib, test) = calibrate(data, &renderer, &lines, calib, test);
+    let (calib, test) = calibrate(data, (&renderer, learning.sampling), &lines, calib, test);
     if let Some(p) = &args.score_cache {
         std::fs::write(p, serde_json::to_string(&(&calib, &test))?)
             .with_context(|| format!("writing {}", p.display()))?;
@@ -207,6 +207,11 @@ fn model_rows(
     test: &[ModelScore],
     how_long: String,
 ) -> Vec<Scores> {
+    let unscored = test.iter().filter(|m| m.repeat).count();
+    let how_long = format!(
+        "{how_long}; {unscored} of {} test events left unscored as live (a pulse repeating its key's previous one)",
+        test.len()
+    );
     hows.iter()
         .map(|how| Scores {
             name: if hows.len() == 1 {
@@ -218,6 +223,10 @@ fn model_rows(
             test: test.iter().map(|m| m.get(how)).collect(),
             note: Some(format!("{how} score; {how_long}")),
             live: *how == "live",
+            unscored: (
+                calib.iter().map(|m| m.repeat).collect(),
+                test.iter().map(|m| m.repeat).collect(),
+            ),
         })
         .collect()
 }
@@ -259,6 +268,11 @@ pub struct ModelScore {
     /// `xsum` over every token, the source name's included.
     #[serde(default)]
     pub xall: f32,
+    /// A pulse repeating its key's previous one: the live scorer leaves it
+    /// unscored ([`crate::curriculum::Repeats`]), so every score is 0 and
+    /// the decision only hears it ([`crate::scorer::decide::Decider::heard`]).
+    #[serde(default)]
+    pub repeat: bool,
 }
 
 impl ModelScore {
@@ -287,12 +301,19 @@ fn event_scores(
     batch: usize,
     threads: usize,
 ) -> Result<Vec<ModelScore>> {
-    use crate::scorer::offline::{score_chunks, Chunk};
+    use crate::scorer::offline::{score_chunks, Chunk, Read};
     use crate::scorer::{content_positions, excess_surprise, excess_tokens};
     let mut out = Vec::with_capacity(idx.len());
     let picked = idx.iter().map(|&i| &events[i]);
-    score_chunks(ck, picked, batch, threads, |c: Chunk<'_>| {
-        for (p, l) in c.prepared.iter().zip(c.losses) {
+    score_chunks(ck, picked, Read::Live, batch, threads, |c: Chunk<'_>| {
+        for pl in c.prepared.iter().zip(c.losses) {
+            let (Some(p), Some(l)) = pl else {
+                out.push(ModelScore {
+                    repeat: true,
+                    ..ModelScore::default()
+                });
+                continue;
+            };
             let pos = content_positions(&p.tokens);
             let content: Vec<f32> = pos
                 .iter()
@@ -328,6 +349,7 @@ fn event_scores(
                     .map(|(l, h)| l - h)
                     .filter(|v| v.is_finite())
                     .sum(),
+                repeat: false,
             });
         }
         Ok(())
@@ -338,43 +360,51 @@ fn event_scores(
 /// The live score of every event: the surprise tails refitted on the
 /// calibration slice's excess surprise (unlabelled, anomalies and all: the
 /// slice stands for the recent events the growth loop's EVALUATE step fits
-/// them on), each calibration event calibrated against its kind's tail;
+/// them on, so only the events the harvester would have made curriculum of
+/// count), each calibration event calibrated against its kind's tail;
 /// then the test events in time order through the live scorer's
 /// [`LiveTails`], those tails shipped, each kind's own refitted on the test
 /// events' values as they come (faults included), as live. The shipped
 /// template caps ([`crate::rarity`]) are fitted on the calibration slice
-/// too, as EVALUATE fits them.
+/// too, as EVALUATE fits them. A repeated pulse, unscored live, keeps its 0.
 fn calibrate(
     data: &Data,
-    renderer: &crate::curriculum::Renderer,
+    (renderer, sampling): (&crate::curriculum::Renderer, crate::curriculum::Sampling),
     (lines, test_lines): &(Vec<String>, Vec<String>),
     mut calib: Vec<ModelScore>,
     mut test: Vec<ModelScore>,
 ) -> (Vec<ModelScore>, Vec<ModelScore>) {
     let (cal, tst) = (&data.train_src, data.test_events());
-    let obs: Vec<_> = data
-        .calib
-        .iter()
-        .zip(&calib)
-        .zip(lines.iter())
-        .map(|((&i, m), line)| {
-            (
-                cal[i].kind(),
-                crate::rarity::template_key(line, &cal[i].source),
-                cal[i].source.as_str(),
-                m.excess,
-            )
-        })
-        .collect();
-    let mut s = Surprise::fit_with_templates(&obs);
-    s.signatures = signatures(data, renderer);
+    let (signatures, admitted) = curriculum(data, renderer, sampling);
+    let obs = |pick: &dyn Fn(usize, &ModelScore) -> bool| -> Vec<_> {
+        data.calib
+            .iter()
+            .zip(&calib)
+            .zip(lines.iter())
+            .filter(|((&i, m), _)| pick(i, m))
+            .map(|((&i, m), line)| {
+                (
+                    cal[i].kind(),
+                    crate::rarity::template_key(line, &cal[i].source),
+                    cal[i].source.as_str(),
+                    m.excess,
+                )
+            })
+            .collect()
+    };
+    let mut s = Surprise::fit_with_templates(&obs(&|i, m| admitted[i] && !m.repeat));
+    s.signatures = signatures;
     // The model's age, as a checkpoint carries it: the policy's and the
     // signature floor's margin read it.
     s.seen = data.fit_seen();
     let margin = crate::policy::Policy::age_margin(s.seen_ms());
+    let every = obs(&|_, _| true);
     for (((kind, template, source, x), m), line) in
-        obs.iter().zip(calib.iter_mut()).zip(lines.iter())
+        every.iter().zip(calib.iter_mut()).zip(lines.iter())
     {
+        if m.repeat {
+            continue;
+        }
         let tails = s.calibrate(*kind, *x).score;
         let capped = s
             .templates
@@ -384,6 +414,9 @@ fn calibrate(
     }
     let mut live = LiveTails::new(s);
     for ((&i, m), line) in data.test.iter().zip(test.iter_mut()).zip(test_lines) {
+        if m.repeat {
+            continue;
+        }
         let e = &tst[i];
         m.live = live
             .calibrate_line(&e.source, e.kind(), line, e.ts, m.excess)
@@ -392,18 +425,31 @@ fn calibrate(
     (calib, test)
 }
 
-/// The signatures' counts over every training event, fitted on and held
-/// out, as the trainer counts its curriculum ([`crate::signature`]).
-fn signatures(data: &Data, renderer: &crate::curriculum::Renderer) -> crate::signature::Signatures {
+/// The curriculum the live harvester would have made of the training
+/// events (fit and calibration, in time order, through its
+/// [`crate::curriculum::Sampler`]): which events it admits, by index into
+/// `data.train_src`, and the signatures' counts over them, as the trainer
+/// counts its curriculum ([`crate::signature`]).
+fn curriculum(
+    data: &Data,
+    renderer: &crate::curriculum::Renderer,
+    sampling: crate::curriculum::Sampling,
+) -> (crate::signature::Signatures, Vec<bool>) {
     let mut idx: Vec<usize> = data.fit.iter().chain(&data.calib).copied().collect();
     idx.sort_unstable();
     let mut sc = renderer.scaler();
+    let mut sampler = crate::curriculum::Sampler::new(sampling);
+    let mut admitted = vec![false; data.train_src.len()];
     let mut c = crate::signature::Counter::default();
     for i in idx {
         let e = &data.train_src[i];
-        c.count(&e.source, &renderer.render(e, &mut sc));
+        let line = renderer.render(e, &mut sc);
+        if sampler.admit(e, &line) == crate::curriculum::Sample::Keep {
+            admitted[i] = true;
+            c.count(&e.source, &line);
+        }
     }
-    c.finish()
+    (c.finish(), admitted)
 }
 
 /// The calibration and test events' lines as they were scored: rendered

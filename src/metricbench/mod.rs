@@ -342,7 +342,7 @@ fn proprio_rows(
             .fold(0.0f32, f32::max)
     };
     let note = format!(
-        "{}; AUROC of the live score before the evidence {}; highest test live score {:.2}, evidence {:.2}; {:.1} % of the test events repeat their key's previous pulse line, which the live scorer would skip (eval scores them)",
+        "{}; AUROC of the live score before the evidence {}; highest test live score {:.2}, evidence {:.2}; {:.1} % of the test events repeat their key's previous pulse line and are left unscored, as live",
         m.note,
         raw.map_or("-".into(), |a| format!("{a:.3}")),
         top(&m.test_live),
@@ -373,10 +373,9 @@ fn proprio_rows(
     ))
 }
 
-/// How many of the `test` events the live scorer would leave unscored as
-/// repeats of their key's previous pulse ([`crate::curriculum::Repeats`]):
-/// eval's path scores every event, so the figure says how far the row is
-/// from the live one.
+/// How many of the `test` events the live scorer leaves unscored as
+/// repeats of their key's previous pulse ([`crate::curriculum::Repeats`]),
+/// as eval's replay does.
 fn live_repeats(learning: &Learning, ev: &[Event], test: &[usize]) -> Result<usize> {
     let r = crate::curriculum::Renderer::new(&learning.render)?;
     let mut rep = crate::curriculum::Repeats::new(usize::MAX);

@@ -69,21 +69,36 @@ pub fn score_events_with(
     // Calibrated as a scorer that just took this model would: its shipped
     // tails, then the file's own values ([`super::LiveTails`]).
     let mut tails = super::LiveTails::new(ck.meta.baselines.surprise.clone());
-    score_chunks(ck, events.iter(), batch, threads, |chunk| {
+    score_chunks(ck, events.iter(), Read::Every, batch, threads, |chunk| {
         let scored = chunk.prepared.iter().zip(chunk.losses);
-        for (ev, (p, l)) in chunk.events.iter().zip(scored) {
-            sink(ev, score_against(p, l, ev.ts, &mut tails))?;
+        for (ev, pl) in chunk.events.iter().zip(scored) {
+            if let (Some(p), Some(l)) = pl {
+                sink(ev, score_against(p, l, ev.ts, &mut tails))?;
+            }
         }
         Ok(())
     })
 }
 
-/// One chunk of [`score_chunks`]: its events, as prepared (tokens in
-/// context), and their losses and entropies.
+/// Which events of a stream are scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// Every event, each in the context of every previous one of its key
+    /// (`proprio score`: a line per event asked about).
+    Every,
+    /// As the live scorer reads the stream ([`EventScorer::prepare_live`]):
+    /// a pulse repeating its key's previous one is neither scored nor
+    /// part of the context (`proprio eval`, which replays the live path).
+    Live,
+}
+
+/// One chunk of [`score_chunks`]: its events and, for each one scored, its
+/// preparation (tokens in context) and its losses and entropies; `None`
+/// for an event [`Read::Live`] leaves unscored.
 pub struct Chunk<'a> {
     pub events: &'a [&'a Event],
-    pub prepared: &'a [Prepared],
-    pub losses: &'a [EventLoss],
+    pub prepared: &'a [Option<Prepared>],
+    pub losses: &'a [Option<EventLoss>],
 }
 
 /// Scores `events` in order, each in the context of the previous ones of
@@ -94,6 +109,7 @@ pub struct Chunk<'a> {
 pub fn score_chunks<'e>(
     ck: &Checkpoint,
     events: impl Iterator<Item = &'e Event>,
+    read: Read,
     batch: usize,
     threads: usize,
     mut per_chunk: impl FnMut(Chunk<'_>) -> Result<()>,
@@ -109,10 +125,22 @@ pub fn score_chunks<'e>(
     let mut events = events.peekable();
     while events.peek().is_some() {
         let chunk: Vec<&Event> = events.by_ref().take(CHUNK).collect();
-        let prepared: Vec<Prepared> = chunk.iter().map(|e| scorer.prepare_event(e)).collect();
-        let items: Vec<ScoreItem> = prepared.iter().map(|p| p.item.clone()).collect();
-        let keys: Vec<&str> = prepared.iter().map(|p| p.key.as_str()).collect();
-        let losses = native.score_cached(&mut cache, &keys, &items, batch);
+        let prepared: Vec<Option<Prepared>> = chunk
+            .iter()
+            .map(|e| match read {
+                Read::Every => Some(scorer.prepare_event(e)),
+                Read::Live => scorer.prepare_live(e),
+            })
+            .collect();
+        let items: Vec<ScoreItem> = prepared.iter().flatten().map(|p| p.item.clone()).collect();
+        let keys: Vec<&str> = prepared.iter().flatten().map(|p| p.key.as_str()).collect();
+        let mut losses = native
+            .score_cached(&mut cache, &keys, &items, batch)
+            .into_iter();
+        let losses: Vec<Option<EventLoss>> = prepared
+            .iter()
+            .map(|p| p.as_ref().and_then(|_| losses.next()))
+            .collect();
         per_chunk(Chunk {
             events: &chunk,
             prepared: &prepared,

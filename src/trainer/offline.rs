@@ -2,7 +2,7 @@
 
 use super::{checkpoint, evaluate, train, validate};
 use crate::config::Learning;
-use crate::curriculum::{Document, Renderer};
+use crate::curriculum::{Document, Renderer, Sample, Sampler};
 use crate::event::read_jsonl;
 use crate::freshness::{Gates, HOUR_MS};
 use crate::model::checkpoint::Checkpoint;
@@ -125,6 +125,11 @@ impl Plan {
 #[derive(Debug, serde::Serialize)]
 pub struct TrainSummary {
     pub events: usize,
+    /// Events the harvester's sampler would have left out of the
+    /// curriculum: over their source's per-minute budget, or a pulse
+    /// repeating its key's previous one ([`crate::curriculum::Sampler`]).
+    pub sampled_out: usize,
+    pub collapsed: usize,
     pub kept: usize,
     pub expired: usize,
     pub keys: usize,
@@ -183,11 +188,21 @@ pub fn train_events(
     let fp = gates.fingerprint()?;
     let renderer = Renderer::new(&l.render)?;
     let now = events.iter().map(|e| e.ts).max().unwrap_or(0);
+    // The curriculum the live harvester would have published from these
+    // events: every event rendered (the scaler walks them all), then
+    // sampled by the harvester's rule.
     let mut scaler = renderer.scaler();
-    let mut docs: Vec<Document> = events
-        .iter()
-        .map(|e| Document::of_event(&renderer, &mut scaler, e, &fp))
-        .collect();
+    let mut sampler = Sampler::new(l.sampling);
+    let mut docs: Vec<Document> = Vec::with_capacity(events.len());
+    let (mut sampled_out, mut collapsed) = (0usize, 0usize);
+    for e in events {
+        let doc = Document::of_event(&renderer, &mut scaler, e, &fp);
+        match sampler.admit(e, &doc.text) {
+            Sample::Keep => docs.push(doc),
+            Sample::OverBudget => sampled_out += 1,
+            Sample::Collapsed => collapsed += 1,
+        }
+    }
     if plan.registry.exists() {
         let reg = Registry::load(&plan.registry)?;
         docs.extend(Document::of_registry(&renderer, &reg, &fp, now));
@@ -217,6 +232,8 @@ pub fn train_events(
     let ck = checkpoint(t, &fp, baselines, now, &l.render);
     let summary = TrainSummary {
         events: events.len(),
+        sampled_out,
+        collapsed,
         kept: v.kept,
         expired: v.expired,
         keys: v.by_key.len(),

@@ -64,7 +64,10 @@ async fn start_rendering(
     let h = Harvester::new(
         &ctx,
         HarvesterConfig {
-            budget_per_minute: budget,
+            sampling: proprio::curriculum::Sampling {
+                budget_per_minute: budget,
+                ..Default::default()
+            },
             ..HarvesterConfig::default()
         },
     );
