@@ -81,7 +81,7 @@ impl Tail {
     }
 
     /// [`Tail::fit`] with the shape at most `max_xi` (a shape known from a
-    /// larger sample, [`crate::scorer::LiveTails`]).
+    /// larger sample: the live windows read the shipped fit's).
     pub fn fit_shaped(sample: &[f32], min_sigma: f32, max_xi: f32) -> Option<Tail> {
         let mut v: Vec<f32> = sample.iter().copied().filter(|x| x.is_finite()).collect();
         if v.len() < Self::MIN_N {

@@ -5,7 +5,7 @@
 //! every event.
 
 use super::Repeats;
-use crate::event::Event;
+use crate::event::{Event, Kind};
 use std::collections::HashMap;
 
 /// The sampler's settings.
@@ -44,6 +44,13 @@ pub enum Sample {
 /// and identical consecutive pulses collapsed to one ([`Repeats`], the rule
 /// the live scorer reads the stream by too).
 ///
+/// A graph source's budget is an hour's, spent at once if need be: a
+/// topology snapshot (hundreds of edges in one second, once an hour) is
+/// bounded by the architecture, not by traffic, and a minute's budget cut
+/// every snapshot at the same edge, so the edges after it were never
+/// learnt and scored as new every hour: on the simulated fault-free day,
+/// InfraGraph's `gpu-node-N located_in rack-gpu` lines alerted every hour.
+///
 /// The budget keeps the head of each minute, which leaves a source of many
 /// keys (HDFS blocks) with gapped sessions. Sampling such a source by key
 /// instead (a hash-chosen share of its keys kept whole) was measured and
@@ -77,7 +84,12 @@ impl Sampler {
         if self.repeats.repeats(ev, text) {
             return Sample::Collapsed;
         }
-        let minute = ev.ts.div_euclid(60_000);
+        // A graph snapshot spends an hour's budget at once.
+        let (period, budget) = match ev.kind() {
+            Kind::Graph => (3_600_000, self.budget.saturating_mul(60)),
+            _ => (60_000, self.budget),
+        };
+        let minute = ev.ts.div_euclid(period);
         if self.windows.len() >= self.max_tracked && !self.windows.contains_key(&ev.source) {
             self.windows.clear();
         }
@@ -87,7 +99,7 @@ impl Sampler {
         if minute > w.0 {
             *w = (minute, 0);
         }
-        if w.1 >= self.budget {
+        if w.1 >= budget {
             return Sample::OverBudget;
         }
         w.1 += 1;
@@ -129,6 +141,32 @@ mod tests {
                 .collect();
             assert!(kept[..10].iter().all(|&k| k) && kept[10..].iter().all(|&k| !k));
         }
+    }
+
+    #[test]
+    fn a_graph_snapshot_spends_an_hours_budget() {
+        let mut s = sampler(10);
+        let edge = |ts: i64, i: usize| Event {
+            ts,
+            source: "g".into(),
+            key: "g".into(),
+            body: Body::Graph {
+                graph: "g".into(),
+                src: format!("n{i}"),
+                rel: "calls".into(),
+                dst: "x".into(),
+            },
+            label: None,
+        };
+        let kept = |s: &mut Sampler, t0: i64| {
+            (0..800)
+                .filter(|&i| s.admit(&edge(t0, i), &format!("{i}")) == Sample::Keep)
+                .count()
+        };
+        assert_eq!(kept(&mut s, 0), 600);
+        // Later in the hour the budget is spent; the next hour has its own.
+        assert_eq!(kept(&mut s, 1_800_000), 0);
+        assert_eq!(kept(&mut s, 3_600_000), 600);
     }
 
     #[test]
