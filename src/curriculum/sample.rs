@@ -63,7 +63,7 @@ pub enum Sample {
 pub struct Sampler {
     budget: u32,
     max_tracked: usize,
-    /// source -> (minute, documents kept in it)
+    /// source -> (minute, or hour for a graph source; documents kept in it)
     windows: HashMap<String, (i64, u32)>,
     repeats: Repeats,
 }
@@ -89,15 +89,15 @@ impl Sampler {
             Kind::Graph => (3_600_000, self.budget.saturating_mul(60)),
             _ => (60_000, self.budget),
         };
-        let minute = ev.ts.div_euclid(period);
+        let at = ev.ts.div_euclid(period);
         if self.windows.len() >= self.max_tracked && !self.windows.contains_key(&ev.source) {
             self.windows.clear();
         }
-        let w = self.windows.entry(ev.source.clone()).or_insert((minute, 0));
-        // Only a later minute resets: an out-of-order event counts against
+        let w = self.windows.entry(ev.source.clone()).or_insert((at, 0));
+        // Only a later period resets: an out-of-order event counts against
         // the current one instead of opening a fresh budget.
-        if minute > w.0 {
-            *w = (minute, 0);
+        if at > w.0 {
+            *w = (at, 0);
         }
         if w.1 >= budget {
             return Sample::OverBudget;

@@ -376,29 +376,33 @@ fn calibrate(
 ) -> (Vec<ModelScore>, Vec<ModelScore>) {
     let (cal, tst) = (&data.train_src, data.test_events());
     let (signatures, admitted) = curriculum(data, renderer, sampling);
-    let obs = |pick: &dyn Fn(usize, &ModelScore) -> bool| -> Vec<_> {
-        data.calib
-            .iter()
-            .zip(&calib)
-            .zip(lines.iter())
-            .filter(|((&i, m), _)| pick(i, m))
-            .map(|((&i, m), line)| {
-                (
-                    cal[i].kind(),
-                    crate::rarity::template_key(line, &cal[i].source),
-                    cal[i].source.as_str(),
-                    m.excess,
-                )
-            })
-            .collect()
-    };
-    let mut s = Surprise::fit_with_templates(&obs(&|i, m| admitted[i] && !m.repeat));
+    let every: Vec<_> = data
+        .calib
+        .iter()
+        .zip(&calib)
+        .zip(lines.iter())
+        .map(|((&i, m), line)| {
+            (
+                cal[i].kind(),
+                crate::rarity::template_key(line, &cal[i].source),
+                cal[i].source.as_str(),
+                m.excess,
+            )
+        })
+        .collect();
+    // Fitted on what the curriculum would hold and the scorer scores.
+    let fitted: Vec<_> = every
+        .iter()
+        .zip(data.calib.iter().zip(&calib))
+        .filter(|(_, (&i, m))| admitted[i] && !m.repeat)
+        .map(|(o, _)| *o)
+        .collect();
+    let mut s = Surprise::fit_with_templates(&fitted);
     s.signatures = signatures;
     // The model's age, as a checkpoint carries it: the policy's and the
     // signature floor's margin read it.
     s.seen = data.fit_seen();
     let margin = crate::policy::Policy::age_margin(s.seen_ms());
-    let every = obs(&|_, _| true);
     for (((kind, template, source, x), m), line) in
         every.iter().zip(calib.iter_mut()).zip(lines.iter())
     {
