@@ -8,7 +8,7 @@
 
 use super::data::FaultTruth;
 use super::replay::Alert;
-use super::report::{FaultOutcome, IncidentSummary};
+use super::report::{FalseIncident, FaultOutcome, IncidentSummary};
 use crate::contract::alert::{Alert as WireAlert, AlertBaseline, BaselineOf, Span};
 use crate::contract::incident::Incident;
 use crate::event::Event;
@@ -88,10 +88,17 @@ fn judge(
         faults: faults.len() as u64,
         ..Default::default()
     };
-    s.false_incidents = incidents
+    s.false_list = incidents
         .iter()
         .filter(|i| !faults.iter().any(|f| explained_by(i, f, grace_ms)))
-        .count() as u64;
+        .map(|i| FalseIncident {
+            opened_ts: i.opened_ts,
+            alerts: i.alerts,
+            score: i.score,
+            sources: i.sources.iter().take(4).cloned().collect(),
+        })
+        .collect();
+    s.false_incidents = s.false_list.len() as u64;
     s.false_per_hour = (hours > 0.0).then(|| s.false_incidents as f64 / hours);
     let mut ttd = Vec::new();
     for f in faults {
@@ -114,6 +121,8 @@ fn judge(
         ttd.push(t);
         outcome.ttd_s = Some(t);
         outcome.suspect = i.suspects.first().map(|x| x.source.clone());
+        outcome.alerts = i.alerts;
+        outcome.score = i.score;
         s.per_fault.push(outcome);
         if let Some(root) = &f.root {
             s.with_root += 1;

@@ -361,6 +361,19 @@ pub struct IncidentSummary {
     /// Each fault's outcome, in the faults' order: which faults the
     /// incidents miss is what to work on next.
     pub per_fault: Vec<FaultOutcome>,
+    /// The incidents no fault explains, in opening order: what a user
+    /// would have been woken for.
+    pub false_list: Vec<FalseIncident>,
+}
+
+/// An incident no fault explains.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FalseIncident {
+    pub opened_ts: i64,
+    pub alerts: u32,
+    pub score: f32,
+    /// Its sources in onset order (at most a few).
+    pub sources: Vec<String>,
 }
 
 /// One fault as the incidents told it.
@@ -373,6 +386,9 @@ pub struct FaultOutcome {
     pub ttd_s: Option<f64>,
     /// The first explaining incident's first suspect.
     pub suspect: Option<String>,
+    /// That incident's alerts and highest score.
+    pub alerts: u32,
+    pub score: f32,
 }
 
 impl IncidentSummary {
