@@ -136,3 +136,54 @@ fn judge(
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::incident::IncidentState;
+
+    fn incident(ts: i64, sources: &[&str], alerts: u32) -> Incident {
+        Incident {
+            id: format!("i{ts}"),
+            state: IncidentState::Resolved,
+            opened_ts: ts,
+            updated_ts: ts,
+            confirmed_ts: Some(ts),
+            resolved_ts: Some(ts + 1),
+            score: 5.0,
+            alerts,
+            suspects: Vec::new(),
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+            alert_ids: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn false_incidents_are_listed_and_caught_faults_sized() {
+        let fault = FaultTruth {
+            id: "oom-0".into(),
+            kind: "oom".into(),
+            start_ms: 1_000,
+            end_ms: 2_000,
+            sources: vec!["db".into()],
+            root: None,
+            by_source: true,
+        };
+        let incidents = [
+            incident(1_500, &["db", "api"], 7),
+            // Inside the window, but not on the fault's source.
+            incident(1_600, &["web"], 3),
+            // On the fault's source, but after its window.
+            incident(9_000, &["db"], 2),
+        ];
+        let s = judge(&incidents, &[fault], 0, 1.0);
+        assert_eq!((s.incidents, s.false_incidents, s.faults_caught), (3, 2, 1));
+        let listed: Vec<(i64, &str, u32)> = s
+            .false_list
+            .iter()
+            .map(|f| (f.opened_ts, f.sources[0].as_str(), f.alerts))
+            .collect();
+        assert_eq!(listed, vec![(1_600, "web", 3), (9_000, "db", 2)]);
+        assert_eq!((s.per_fault[0].alerts, s.per_fault[0].score), (7, 5.0));
+    }
+}
