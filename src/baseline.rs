@@ -86,7 +86,7 @@ pub struct Baselines {
     /// key's median as only 1 in TAIL_QUANTILE normal events of its kind".
     #[serde(default)]
     pub tails: HashMap<Kind, f32>,
-    /// How rare each key's excess surprise is: what turns an event's
+    /// How rare each key's surprisal is: what turns an event's
     /// statistic into the calibrated score the alert decision reads.
     #[serde(default)]
     pub surprise: Surprise,
@@ -182,7 +182,7 @@ impl Baselines {
     }
 }
 
-/// The calibration of the excess surprise (the scorer's `excess_surprise`),
+/// The calibration of the surprisal (the scorer's `surprisal`),
 /// fitted at EVALUATE on held-out events and shipped with the model: per
 /// kind, the tail of its values ([`Tail`]), from which an event's rarity is
 /// read.
@@ -213,6 +213,10 @@ pub struct Surprise {
     /// cycle since; None when unknown. Sets how far the configured risk
     /// applies ([`crate::policy::Policy::for_model`]).
     pub seen: Option<(i64, i64)>,
+    /// The statistic the tails and caps were fitted on
+    /// ([`Surprise::STATISTIC`]); empty in checkpoints from before it was
+    /// named, whose values were the excess surprise.
+    pub statistic: String,
 }
 
 /// One event's calibrated surprise.
@@ -228,12 +232,17 @@ pub struct Calibrated {
 
 impl Surprise {
     /// Floor of a tail's scale, in nats: beyond the tail's start, each nat
-    /// of excess surprise makes an event at most e times rarer, so a sample
+    /// of surprisal makes an event at most e times rarer, so a sample
     /// whose top is flat (thousands of identical HDFS blocks) does not turn
     /// a fraction of a nat into an alarm.
     pub const MIN_SCALE: f32 = 1.0;
 
-    /// Fits from (kind, excess surprise) of held-out events.
+    /// The statistic this build scores with ([`crate::scorer::surprisal`]).
+    /// Tails fitted on another one say nothing about its values: the scorer
+    /// drops them ([`Surprise::for_this_build`]).
+    pub const STATISTIC: &'static str = "surprisal";
+
+    /// Fits from (kind, surprisal) of held-out events.
     pub fn fit(obs: impl IntoIterator<Item = (Kind, f32)>) -> Surprise {
         let mut by_kind: HashMap<Kind, Vec<f32>> = HashMap::new();
         let mut all = Vec::new();
@@ -256,6 +265,31 @@ impl Surprise {
             templates: Default::default(),
             signatures: Default::default(),
             seen: None,
+            statistic: Self::STATISTIC.into(),
+        }
+    }
+
+    /// These tails if they were fitted on this build's statistic; else
+    /// none (the scorer then fits its own on the events it scores, and
+    /// scores 0 until it has: a checkpoint from an older build neither
+    /// floods nor silences by calibrating the wrong values), keeping what
+    /// is no statistic's (the signatures, the model's age).
+    pub fn for_this_build(self) -> Surprise {
+        if self.statistic == Self::STATISTIC {
+            return self;
+        }
+        if !self.tails.is_empty() || self.all.is_some() {
+            tracing::warn!(
+                fitted_on = %self.statistic,
+                scores = Self::STATISTIC,
+                "the model's shipped tails were fitted on another statistic: calibrating online"
+            );
+        }
+        Surprise {
+            signatures: self.signatures,
+            seen: self.seen,
+            statistic: Self::STATISTIC.into(),
+            ..Surprise::default()
         }
     }
 
@@ -272,7 +306,7 @@ impl Surprise {
         })
     }
 
-    /// Fits from (kind, template key, source, excess surprise) of held-out
+    /// Fits from (kind, template key, source, surprisal) of held-out
     /// events: the tails and the templates' caps.
     pub fn fit_with_templates(obs: &[(Kind, u64, &str, f32)]) -> Surprise {
         Surprise {
@@ -317,6 +351,27 @@ mod tests {
         let (z, _) = b.score("k", Kind::Log, 5.0);
         assert!((2.5..=3.5).contains(&z), "{z}");
         assert!(b.score("k", Kind::Log, 20.0).0 > 10.0);
+    }
+
+    #[test]
+    fn tails_fitted_on_another_statistic_are_dropped_the_rest_kept() {
+        let obs: Vec<(Kind, f32)> = (0..2000).map(|i| (Kind::Log, (i % 97) as f32)).collect();
+        let fitted = Surprise::fit(obs.iter().copied());
+        assert_eq!(fitted.statistic, Surprise::STATISTIC);
+        assert!(fitted.calibrate(Kind::Log, 500.0).score > 3.0);
+        assert_eq!(fitted.clone().for_this_build(), fitted);
+        // A checkpoint from before the statistic was named: its values were
+        // the excess surprise.
+        let old = Surprise {
+            statistic: String::new(),
+            seen: Some((0, 1)),
+            ..fitted
+        };
+        let now = old.for_this_build();
+        assert!(now.tails.is_empty() && now.all.is_none() && now.kinds.is_empty());
+        assert_eq!(now.calibrate(Kind::Log, 500.0).score, 0.0);
+        assert_eq!(now.seen, Some((0, 1)));
+        assert_eq!(now.statistic, Surprise::STATISTIC);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What the decision and incident stages cost per event: `proprio bench`'s
 //! second table. The issue that built them asks for at most 5 ms p99 per
 //! event, so the figure is measured on the live code, not estimated:
-//! [`score_against`] (excess surprise, the kind's tail updated online, the
+//! [`score_against`] (surprisal, the kind's tail updated online, the
 //! field span), the
 //! [`Decider`], and for alerts [`surprise_alert`], the [`Cooldown`] and the
 //! incident [`Engine`], over simulated hours of the 203-service OS.
@@ -22,7 +22,7 @@ use crate::model::EventLoss;
 use crate::scorer::calibrate::LiveTails;
 use crate::scorer::decide::{Cooldown, Decider, Policy};
 use crate::scorer::role::surprise_alert;
-use crate::scorer::{excess_surprise, score_against, Contexts, EventScorer};
+use crate::scorer::{score_against, surprisal, Contexts, EventScorer};
 use anyhow::Result;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -156,7 +156,7 @@ pub fn measure(runs: usize) -> Result<DecisionFigures> {
         prepared[..half]
             .iter()
             .zip(&losses)
-            .filter_map(|(p, l)| Some((p.kind?, excess_surprise(&p.tokens, l)))),
+            .filter_map(|(p, l)| Some((p.kind?, surprisal(&p.tokens, l)))),
     );
     // The signature floor is live on every event below it: fitted, so its
     // look-up is in the measured path.

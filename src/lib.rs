@@ -17,7 +17,7 @@
 //!
 //! Roles (each: decide, effects, settle):
 //! - [`harvester`]: telemetry into curriculum documents; bad input dead-lettered.
-//! - [`scorer`]: per-key contexts (cached keys and values in the model thread), excess surprise to calibrated score (the
+//! - [`scorer`]: per-key contexts (cached keys and values in the model thread), surprisal to calibrated score (the
 //!   shipped tails, updated online), the alert decision (evidence against the
 //!   [`policy`], cooldown, mute), the role.
 //! - [`silence`]: the silence watch, a source that stopped publishing.
@@ -44,7 +44,7 @@
 //! - [`model`]: the GPT, its training, native scoring and checkpoints (libtorch via tch).
 //! - [`freshness`]: the three gates: fingerprint, TTL, decay.
 //! - [`baseline`]: per-key robust loss baselines, and the per-kind calibration of
-//!   the excess surprise shipped with each model.
+//!   the surprisal shipped with each model.
 //! - [`tail`]: peaks-over-threshold tails: a statistic's rarity among normal events.
 //! - [`rarity`]: an event template's own rarity at its surprise, a cap on the tail's score.
 //! - [`signature`]: a known failure signature's rarity among normal events, a floor under it.

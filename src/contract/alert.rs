@@ -39,11 +39,11 @@ pub enum BaselineOf {
     None,
 }
 
-/// Its kind's excess surprise on normal events, against whose tail the
+/// Its kind's surprisal on normal events, against whose tail the
 /// score was read (the baseline module's `Surprise`).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct AlertBaseline {
-    /// Median excess surprise of the kind's normal events, in nats.
+    /// Median surprisal of the kind's normal events, in nats.
     pub median: f32,
     /// Their scaled MAD, in nats.
     pub scale: f32,

@@ -51,18 +51,20 @@ pub struct EvalArgs {
     /// Save the trained checkpoint here.
     #[arg(long, value_name = "FILE")]
     pub save_model: Option<PathBuf>,
-    /// The model's score: `z` (robust z of the loss vs its key's baseline, as
-    /// the live scorer alerts on), `loss` (raw mean loss per token) or `span`
+    /// The model's score: `live` (what the scorer alerts on: the event's
+    /// surprisal calibrated by the live tails), `surprisal` (the raw
+    /// statistic, [`crate::scorer::surprisal`]), `z` (robust z of the loss
+    /// vs its key's baseline), `loss` (raw mean loss per token) or `span`
     /// (mean loss of the event's most surprising 8-token stretch); `content`
     /// and `cspan` are `loss` and `span` without the source name's tokens;
     /// `xsum`, `xspan`, `xmax`: excess surprise, loss minus the model's
     /// expected loss (entropy), see [`crate::scorer::excess_surprise`]
-    /// (`xall` is `xsum` with the source name's tokens). A comma-separated list
-    /// reports one row per score from one scoring pass.
+    /// (`xall` is `xsum` with the source name's tokens). A comma-separated
+    /// list reports one row per score from one scoring pass.
     #[arg(
         long,
         default_value = "live",
-        value_name = "live|z|loss|span|content|cspan|xsum|xspan|xmax|xall"
+        value_name = "live|z|loss|span|content|cspan|xsum|xspan|xmax|xall|surprisal"
     )]
     pub model_score: String,
     /// Registry for the axiomatic/topology curricula [default: TRAIN.registry.yaml if present, else none].

@@ -21,7 +21,7 @@
 //! 4. **Detectors**, each fitted on the training part minus the slice:
 //!    `model` (the GPT, trained for `--steps`; an event is scored in the
 //!    context of its key's previous events, and its score is, by
-//!    `--model-score`, the live score (default: its excess surprise
+//!    `--model-score`, the live score (default: its surprisal
 //!    calibrated against the tails fitted on the calibration slice, as the
 //!    growth loop's EVALUATE step fits them on recent events), or another
 //!    reading of its token losses, `scoring::ModelScore`;

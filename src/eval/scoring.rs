@@ -232,22 +232,32 @@ fn model_rows(
 }
 
 /// The model scores `--model-score` accepts.
-const MODEL_SCORES: [&str; 10] = [
-    "live", "z", "loss", "span", "content", "cspan", "xsum", "xspan", "xmax", "xall",
+const MODEL_SCORES: [&str; 11] = [
+    "live",
+    "z",
+    "loss",
+    "span",
+    "content",
+    "cspan",
+    "xsum",
+    "xspan",
+    "xmax",
+    "xall",
+    "surprisal",
 ];
 
 /// Every way the model can score one event.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, Deserialize)]
 pub struct ModelScore {
-    /// The live score: `excess` calibrated against the surprise tails fitted
+    /// The live score: `surprise` calibrated against the surprise tails fitted
     /// on the calibration slice, as EVALUATE fits them on recent events,
     /// then, on the test events, updated online as the live scorer's
     /// ([`crate::scorer::LiveTails`], [`calibrate`]).
     #[serde(default)]
     pub live: f32,
-    /// The live statistic, [`crate::scorer::excess_surprise`].
+    /// The live statistic, [`crate::scorer::surprisal`].
     #[serde(default)]
-    pub excess: f32,
+    pub surprise: f32,
     /// Robust z of `loss` against the checkpoint's baseline for the key.
     pub z: f32,
     /// Mean loss per token of the event.
@@ -286,6 +296,7 @@ impl ModelScore {
             "xspan" => self.xspan,
             "xmax" => self.xmax,
             "xall" => self.xall,
+            "surprisal" => self.surprise,
             "z" => self.z,
             _ => self.live,
         }
@@ -302,7 +313,7 @@ fn event_scores(
     threads: usize,
 ) -> Result<Vec<ModelScore>> {
     use crate::scorer::offline::{score_chunks, Chunk, Read};
-    use crate::scorer::{content_positions, excess_surprise, excess_tokens};
+    use crate::scorer::{content_positions, excess_surprise, excess_tokens, surprisal};
     let mut out = Vec::with_capacity(idx.len());
     let picked = idx.iter().map(|&i| &events[i]);
     score_chunks(ck, picked, Read::Live, batch, threads, |c: Chunk<'_>| {
@@ -328,7 +339,7 @@ fn event_scores(
             let x = excess_tokens(&p.tokens, l);
             out.push(ModelScore {
                 live: 0.0,
-                excess: excess_surprise(&p.tokens, l),
+                surprise: surprisal(&p.tokens, l),
                 z: ck.meta.baselines.score(&p.key, kind, l.loss).0,
                 loss: l.loss,
                 // The stretch statistic, not the readable field the alert shows.
@@ -358,7 +369,7 @@ fn event_scores(
 }
 
 /// The live score of every event: the surprise tails refitted on the
-/// calibration slice's excess surprise (unlabelled, anomalies and all: the
+/// calibration slice's surprisal (unlabelled, anomalies and all: the
 /// slice stands for the recent events the growth loop's EVALUATE step fits
 /// them on, so only the events the harvester would have made curriculum of
 /// count), each calibration event calibrated against its kind's tail;
@@ -386,7 +397,7 @@ fn calibrate(
                 cal[i].kind(),
                 crate::rarity::template_key(line, &cal[i].source),
                 cal[i].source.as_str(),
-                m.excess,
+                m.surprise,
             )
         })
         .collect();
@@ -423,7 +434,7 @@ fn calibrate(
         }
         let e = &tst[i];
         m.live = live
-            .calibrate_line(&e.source, e.kind(), line, e.ts, m.excess)
+            .calibrate_line(&e.source, e.kind(), line, e.ts, m.surprise)
             .score;
     }
     (calib, test)

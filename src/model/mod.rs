@@ -50,7 +50,7 @@ pub struct ScoreItem {
 /// (every token after the first), and each of those tokens' loss, in order,
 /// so an alert can show the span that surprised the model; with the entropy
 /// the model expected at each, so surprise can be measured against it
-/// (the scorer's `excess_surprise`).
+/// (eval's `xsum` readings, the scorer's `excess_surprise`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventLoss {
     pub loss: f32,

@@ -1,4 +1,4 @@
-//! The live calibration of the excess surprise: the tails the model shipped
+//! The live calibration of the surprisal: the tails the model shipped
 //! with (fitted at EVALUATE, [`Surprise`]), and per kind a tail refitted on
 //! the scorer's own recent values once it has [`Tail::MIN_N`] of them; an
 //! event's score is the lower of the two. One type for the live scorer,
@@ -37,7 +37,7 @@
 //! most 1/128 of a full window ([`LiveTails::WINDOW`] values, two hours or
 //! more); and the evidence rule ([`super::decide::Evidence`]) still wants
 //! two surprising events. The window restarts with each model
-//! ([`LiveTails::follow`]): the excess surprise is the model's, and so are
+//! ([`LiveTails::follow`]): the surprisal is the model's, and so are
 //! its values.
 //!
 //! Two guards keep a window from calling a failure normal. A source's
@@ -175,11 +175,12 @@ impl LiveTails {
     /// least recently admitted half goes when full.
     pub const MAX_SOURCES: usize = 10_000;
 
-    /// Scoring against `shipped` until the scorer's own values take over.
+    /// Scoring against `shipped` until the scorer's own values take over
+    /// (its tails only if fitted on this build's statistic).
     pub fn new(shipped: Surprise) -> LiveTails {
         LiveTails {
             version: None,
-            shipped,
+            shipped: shipped.for_this_build(),
             kinds: HashMap::new(),
             sources: HashMap::new(),
         }

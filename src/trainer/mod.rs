@@ -220,7 +220,7 @@ pub fn evaluate(
                 p.kind.expect("only event documents are scored"),
                 crate::rarity::template_key(&p.rendered, &p.source),
                 p.source.as_str(),
-                crate::scorer::excess_surprise(&p.tokens, l),
+                crate::scorer::surprisal(&p.tokens, l),
             )
         })
         .collect();
