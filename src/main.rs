@@ -114,8 +114,20 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(a) => proprio::decision_bench::bench(a),
         Command::Config(_) => Ok(()),
         Command::Health(a) => proprio::endpoint::health_command(&a),
-        Command::Eval(a) => proprio::eval::run(a, cfg.learning()?),
-        Command::Metricbench(a) => proprio::metricbench::run(a, cfg.learning()?),
+        Command::Eval(a) => proprio::eval::run(
+            proprio::eval::EvalArgs {
+                configured: Some(cfg.scorer.policy()),
+                ..a
+            },
+            cfg.learning()?,
+        ),
+        Command::Metricbench(a) => proprio::metricbench::run(
+            proprio::metricbench::BenchArgs {
+                configured: Some(cfg.scorer.policy()),
+                ..a
+            },
+            cfg.learning()?,
+        ),
         Command::Import(a) => proprio::import::run(a),
     }
 }

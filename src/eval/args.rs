@@ -110,9 +110,10 @@ pub struct EvalArgs {
     #[arg(long, value_name = "S:K")]
     pub evidence: Option<String>,
     /// The live policy's risk: the `live` score's alert level is -log10(RISK), RISK scaled
-    /// as the scorer scales it for a model trained on less than a day (the fitted events' span).
-    #[arg(long, default_value_t = Policy::DEFAULT_RISK, value_name = "RISK")]
-    pub risk: f64,
+    /// as the scorer scales it for a model trained on less than a day (the fitted events' span)
+    /// [default: the configured `scorer.risk`, 1e-4].
+    #[arg(long, value_name = "RISK")]
+    pub risk: Option<f64>,
     /// Cache of the model's scores (calibration and test events): read when
     /// the file exists and matches the event counts, else written after
     /// scoring. For trying thresholds and --evidence without scoring again;
@@ -130,16 +131,22 @@ pub struct EvalArgs {
     /// Forward-pass batch size.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    /// The configured alert policy (`[scorer]`), which `--risk` and
+    /// `--evidence` override: eval replays what the scorer would decide
+    /// under the same configuration. The built-in defaults when unset.
+    #[arg(skip)]
+    pub configured: Option<Policy>,
 }
 
 impl EvalArgs {
-    /// The alert policy eval replays: production defaults unless `--risk` or
-    /// `--evidence` say otherwise.
+    /// The alert policy eval replays: the configured one (production
+    /// defaults without a configuration) unless `--risk` or `--evidence`
+    /// say otherwise.
     pub fn policy(&self) -> Result<Policy> {
-        let mut p = Policy {
-            risk: self.risk,
-            ..Policy::default()
-        };
+        let mut p = self.configured.unwrap_or_default();
+        if let Some(risk) = self.risk {
+            p.risk = risk;
+        }
         anyhow::ensure!(
             p.risk > 0.0 && p.risk < 1.0,
             "--risk {}: expected a share between 0 and 1",
@@ -169,7 +176,7 @@ impl EvalArgs {
             model: None,
             save_model: None,
             model_score: "live".into(),
-            risk: Policy::DEFAULT_RISK,
+            risk: None,
             registry: None,
             cooldown_s: 60.0,
             grace_s: 0.0,
@@ -185,6 +192,34 @@ impl EvalArgs {
             seed: 1,
             threads: 2,
             batch: 64,
+            configured: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configured_policy_is_replayed_unless_a_flag_overrides_it() {
+        let configured = Policy {
+            risk: 1e-5,
+            evidence_window_ms: 30_000,
+            evidence_k: 3,
+        };
+        let mut a = EvalArgs::new("x.jsonl");
+        assert_eq!(a.policy().unwrap(), Policy::default());
+        a.configured = Some(configured);
+        assert_eq!(a.policy().unwrap(), configured);
+        a.risk = Some(2e-4);
+        a.evidence = Some("60:2".into());
+        let p = a.policy().unwrap();
+        assert_eq!(
+            (p.risk, p.evidence_window_ms, p.evidence_k),
+            (2e-4, 60_000, 2)
+        );
+        a.risk = Some(1.5);
+        assert!(a.policy().is_err());
     }
 }

@@ -96,6 +96,9 @@ pub struct BenchArgs {
     /// Write the events (JSON lines, labelled) here, and the windows to FILE.windows.json.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// The configured alert policy (`[scorer]`) the live level replays.
+    #[arg(skip)]
+    pub configured: Option<crate::policy::Policy>,
 }
 
 impl BenchArgs {
@@ -307,6 +310,7 @@ fn proprio_rows(
     eargs.save_model = args.save_model.clone();
     eargs.seed = args.train_seed.unwrap_or(args.seed);
     eargs.threads = args.threads;
+    eargs.configured = args.configured;
     let (ci, ti) = (calib.clone(), test.clone());
     let skipped = live_repeats(learning, &ev, &ti)?;
     let m = crate::eval::model_evidence(&eargs, learning, ev, fit, calib, test)?;
