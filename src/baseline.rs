@@ -237,7 +237,7 @@ impl Surprise {
     /// a fraction of a nat into an alarm.
     pub const MIN_SCALE: f32 = 1.0;
 
-    /// The statistic this build scores with ([`crate::scorer::surprisal`]).
+    /// The statistic this build scores with (the scorer's `surprisal`).
     /// Tails fitted on another one say nothing about its values: the scorer
     /// drops them ([`Surprise::for_this_build`]).
     pub const STATISTIC: &'static str = "surprisal";
