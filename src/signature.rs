@@ -44,6 +44,7 @@
 
 use crate::alert::Diagnoser;
 use crate::contract::alert::strip_specials;
+use crate::curriculum::Said;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -79,9 +80,10 @@ pub fn diagnoser() -> &'static Diagnoser {
     D.get_or_init(Diagnoser::default)
 }
 
-/// The label of a rendered line, as the floor reads it.
+/// The label of a rendered line, as the floor reads it: what the event
+/// says, not the flux event a pulse carries as context.
 pub fn label_of(rendered: &str) -> Option<String> {
-    diagnoser().diagnose(&strip_specials(rendered))
+    diagnoser().diagnose(&strip_specials(&Said::without_carried(rendered)))
 }
 
 impl Signatures {
@@ -265,6 +267,16 @@ mod tests {
             }
         }
         c.finish()
+    }
+
+    #[test]
+    fn a_pulses_carried_event_is_no_signature() {
+        let flux = "<|BOE|><|FLUX|><|SVC|>a<|EVENT|>oom_killed<|EOE|>";
+        assert_eq!(label_of(flux).as_deref(), Some("OOM killed"));
+        let pulse = "<|BOE|><|PULSE|><|SVC|>a<|EVENT|>oom_killed<|METRIC|>mem_mb=+1<|EOE|>";
+        assert_eq!(label_of(pulse), None);
+        let far = "<|BOE|><|PULSE|><|SVC|>a<|EVENT|>oom_killed<|METRIC|>mem_mb=+7<|EOE|>";
+        assert_eq!(label_of(far).as_deref(), Some("metric far from its usual"));
     }
 
     #[test]

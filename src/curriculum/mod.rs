@@ -14,12 +14,14 @@
 
 mod render;
 mod repeats;
+mod said;
 mod sample;
 mod scale;
 mod settings;
 
 pub use render::{escape, Renderer};
 pub use repeats::Repeats;
+pub use said::Said;
 pub use sample::{Sample, Sampler, Sampling};
 pub use scale::{Reading, Scaled, Scaler};
 pub use settings::{MaskSpec, MetricFormat, RenderConfig};

@@ -62,7 +62,9 @@ impl Renderer {
 
     /// A fresh walk's per-series state, as this rendering adapts.
     pub fn scaler(&self) -> Scaler {
-        Scaler::new(self.adapt_ms).flat(self.scheme >= 2)
+        Scaler::new(self.adapt_ms)
+            .flat(self.scheme >= 2)
+            .carrying(self.scheme >= 3)
     }
 
     /// Masks the volatile parts of free text.
@@ -101,6 +103,7 @@ impl Renderer {
                 state,
                 attrs,
             } => {
+                scaler.note_flux(&ev.source, event, ev.ts);
                 svc(&mut s, "<|FLUX|>", &ev.source);
                 s.push_str("<|EVENT|>");
                 s.push_str(&escape(event));
@@ -126,6 +129,10 @@ impl Renderer {
             Body::Pulse { metrics } => {
                 scaler.start_event();
                 svc(&mut s, "<|PULSE|>", &ev.source);
+                if let Some(said) = scaler.carried(&ev.source, ev.ts) {
+                    s.push_str("<|EVENT|>");
+                    s.push_str(&escape(said));
+                }
                 for (k, v) in metrics {
                     s.push_str("<|METRIC|>");
                     s.push_str(&escape(k));
@@ -379,7 +386,7 @@ mod tests {
 #[cfg(test)]
 mod render_tests {
     use super::*;
-    use crate::curriculum::MaskSpec;
+    use crate::curriculum::{MaskSpec, Said};
     use crate::event::{Body, Event, Phase, Scalar};
     use std::collections::BTreeMap;
 
@@ -497,6 +504,46 @@ mod render_tests {
             attrs,
         });
         assert!(r.render(&flux, &mut sc).contains("mem_mb=b24"));
+    }
+
+    #[test]
+    fn a_pulse_carries_its_sources_latest_flux_event_from_scheme_3() {
+        let at = |ts: i64, body: Body| Event { ts, ..ev(body) };
+        let burst = || Body::Flux {
+            event: "request_burst".into(),
+            state: Some("healthy".into()),
+            attrs: BTreeMap::new(),
+        };
+        let pulse = || Body::Pulse {
+            metrics: BTreeMap::from([("cpu".to_string(), 0.5)]),
+        };
+        let r = renderer(MetricFormat::Scaled);
+        assert_eq!(RenderConfig::SCHEME, 3);
+        let mut sc = r.scaler();
+        r.render(&at(0, burst()), &mut sc);
+        assert_eq!(
+            r.render(&at(60_000, pulse()), &mut sc),
+            "<|BOE|><|PULSE|><|SVC|>AitherMind<|EVENT|>request_burst<|METRIC|>cpu=0<|EOE|>"
+        );
+        // Ten minutes on, the pulse is read alone again.
+        let late = r.render(&at(Said::CARRY_MS + 1, pulse()), &mut sc);
+        assert!(!late.contains("<|EVENT|>"), "{late}");
+        // Another source's pulse carries nothing.
+        let other = Event {
+            source: "AitherFlux".into(),
+            ..at(60_000, pulse())
+        };
+        r.render(&at(70_000, burst()), &mut sc);
+        assert!(!r.render(&other, &mut sc).contains("<|EVENT|>"));
+        // A checkpoint of scheme 2 is read as it was trained.
+        let old = Renderer::new(&RenderConfig {
+            scheme: 2,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut sc = old.scaler();
+        old.render(&at(0, burst()), &mut sc);
+        assert!(!old.render(&at(1, pulse()), &mut sc).contains("<|EVENT|>"));
     }
 
     #[test]

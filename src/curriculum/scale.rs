@@ -36,6 +36,7 @@
 //! about half of `adapt` (30 min by default, `render.adapt`); a spike of a
 //! few samples hardly enters the window at all.
 
+use super::Said;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
 
@@ -54,6 +55,9 @@ pub struct Scaler {
     max_series: usize,
     /// Whether a stuck series reads `flat` (rendering scheme 2).
     flat: bool,
+    /// Each source's latest flux event, when pulses carry it (rendering
+    /// scheme 3).
+    said: Option<Said>,
 }
 
 /// A pulse metric's value as published and its series' usual range (level
@@ -151,7 +155,27 @@ impl Scaler {
             adapt_ms: adapt_ms.max(Self::WINDOW as i64),
             max_series: Self::MAX_SERIES,
             flat: false,
+            said: None,
         }
+    }
+
+    /// This walk carries a source's latest flux event into its pulses
+    /// (rendering scheme 3, [`Said`]).
+    pub fn carrying(mut self, on: bool) -> Scaler {
+        self.said = on.then(Said::default);
+        self
+    }
+
+    /// A flux event of `source` at `ts`, for the pulses that follow.
+    pub(super) fn note_flux(&mut self, source: &str, event: &str, ts: i64) {
+        if let Some(s) = &mut self.said {
+            s.note(source, event, ts);
+        }
+    }
+
+    /// The flux event a pulse of `source` at `ts` carries, if any.
+    pub(super) fn carried(&self, source: &str, ts: i64) -> Option<&str> {
+        self.said.as_ref()?.recent(source, ts)
     }
 
     /// This scaler writes `flat` for a stuck series (rendering scheme 2;

@@ -65,8 +65,9 @@ pub struct RenderConfig {
     /// Applied in order.
     pub masks: Vec<MaskSpec>,
     /// What `scaled` writes: 1, the value words; 2, also `flat` for a
-    /// stuck series ([`super::Scaler::flat`]). A checkpoint without the
-    /// field was trained on 1 and is read so.
+    /// stuck series ([`super::Scaler::flat`]); 3, also a pulse carries its
+    /// source's latest flux event of the last minutes ([`super::Said`]).
+    /// A checkpoint without the field was trained on 1 and is read so.
     #[serde(default = "RenderConfig::first_scheme")]
     pub scheme: u32,
 }
@@ -125,7 +126,7 @@ struct MasksFile {
 
 impl RenderConfig {
     /// The rendering scheme new models are trained with.
-    pub const SCHEME: u32 = 2;
+    pub const SCHEME: u32 = 3;
 
     fn first_scheme() -> u32 {
         1

@@ -7,23 +7,40 @@ use crate::tokenizer::{tokenizer, Tokenizer};
 /// Token-loss positions (indices into
 /// [`crate::model::EventLoss::token_losses`]) of an event's content: every
 /// predicted token except the source name's bytes (the tokens between
-/// `<|SVC|>` and the next special token).
+/// `<|SVC|>` and the next special token) and a pulse's carried flux event
+/// (`<|EVENT|>` and its name, [`crate::curriculum::Said`]).
 pub fn content_positions(tokens: &[u32]) -> Vec<usize> {
-    let svc = tokenizer().special("<|SVC|>");
-    let (a, b) = match tokens.iter().position(|&t| t == svc) {
-        Some(i) => {
-            let end = tokens[i + 1..]
-                .iter()
-                .position(|&t| Tokenizer::is_special(t))
-                .map_or(tokens.len(), |j| i + 1 + j);
-            (i + 1, end)
-        }
-        None => (0, 0),
+    let tok = tokenizer();
+    let name = field_after(tokens, tok.special("<|SVC|>"));
+    // A pulse's carried flux event (rendering scheme 3): context, scored
+    // when the flux event itself came; its marker too, since whether a
+    // pulse carries one says only that its source spoke lately.
+    let carried = if tokens.contains(&tok.special("<|PULSE|>")) {
+        field_after(tokens, tok.special("<|EVENT|>")).map(|(a, b)| (a - 1, b))
+    } else {
+        None
+    };
+    let outside = |i: usize| {
+        [name, carried]
+            .iter()
+            .flatten()
+            .all(|(a, b)| !(*a..*b).contains(&i))
     };
     // token_losses[j] is the loss of tokens[j + 1].
     (0..tokens.len().saturating_sub(1))
-        .filter(|&j| !(a..b).contains(&(j + 1)))
+        .filter(|&j| outside(j + 1))
         .collect()
+}
+
+/// The tokens after the first `marker`, up to the next special token
+/// (half-open, indices into `tokens`).
+fn field_after(tokens: &[u32], marker: u32) -> Option<(usize, usize)> {
+    let i = tokens.iter().position(|&t| t == marker)?;
+    let end = tokens[i + 1..]
+        .iter()
+        .position(|&t| Tokenizer::is_special(t))
+        .map_or(tokens.len(), |j| i + 1 + j);
+    Some((i + 1, end))
 }
 
 #[cfg(test)]
@@ -53,5 +70,13 @@ mod tests {
         ]
         .concat();
         assert_eq!(content_positions(&w), vec![0, 1, 3]);
+        // A pulse's carried event, marker and name, is context too.
+        let p = tok.encode("<|BOE|><|PULSE|><|SVC|>a<|EVENT|>up<|METRIC|>c=0<|EOE|>");
+        // Tokens: BOE PULSE SVC a EVENT u p METRIC c = 0 EOE.
+        assert_eq!(p.len(), 12);
+        assert_eq!(content_positions(&p), vec![0, 1, 6, 7, 8, 9, 10]);
+        // A flux event's own name is content.
+        let f = tok.encode("<|BOE|><|FLUX|><|SVC|>a<|EVENT|>up<|EOE|>");
+        assert_eq!(content_positions(&f), vec![0, 1, 3, 4, 5, 6]);
     }
 }

@@ -263,12 +263,15 @@ pub fn score_against(p: &Prepared, loss: &EventLoss, ts: i64, tails: &mut LiveTa
     let kind = p.kind.unwrap_or(Kind::Graph);
     let surprise = surprisal(&p.tokens, loss);
     let c = tails.calibrate_line(&p.source, kind, &p.rendered, ts, surprise);
-    let (ts, te, span_loss) = span::field_span(
-        &p.vocab,
-        &p.tokens,
-        &loss.token_losses,
-        span::SPAN_MAX_CHARS,
-    );
+    // The span is what the event says: the source's name and a pulse's
+    // carried event are never its evidence.
+    let mut said = vec![0.0; loss.token_losses.len()];
+    for j in content_positions(&p.tokens) {
+        if let Some(l) = loss.token_losses.get(j) {
+            said[j] = *l;
+        }
+    }
+    let (ts, te, span_loss) = span::field_span(&p.vocab, &p.tokens, &said, span::SPAN_MAX_CHARS);
     Scored {
         loss: loss.loss,
         surprise,
