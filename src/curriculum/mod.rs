@@ -140,3 +140,14 @@ impl Document {
         rmp_serde::from_slice(b)
     }
 }
+
+/// Bounds a walk's per-key state: drops the half of `map` heard from
+/// longest ago (`last_ts` of each entry).
+fn forget_older_half<K, V>(map: &mut std::collections::HashMap<K, V>, last_ts: impl Fn(&V) -> i64) {
+    let mut ts: Vec<i64> = map.values().map(&last_ts).collect();
+    ts.sort_unstable();
+    let Some(&cut) = ts.get(ts.len() / 2) else {
+        return;
+    };
+    map.retain(|_, v| last_ts(v) > cut);
+}

@@ -30,6 +30,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 /// Per source, its latest unroutine flux event and when it came.
 #[derive(Debug, Clone, Default)]
@@ -77,7 +78,7 @@ impl Said {
             return;
         }
         s.last_ts = ts;
-        if s.routine(fnv(event), ts) {
+        if s.routine(name_hash(event), ts) {
             return;
         }
         s.latest =
@@ -120,10 +121,7 @@ impl Said {
     }
 
     fn forget_older_half(&mut self) {
-        let mut ts: Vec<i64> = self.sources.values().map(|s| s.last_ts).collect();
-        ts.sort_unstable();
-        let cut = ts[ts.len() / 2];
-        self.sources.retain(|_, s| s.last_ts > cut);
+        super::forget_older_half(&mut self.sources, |s| s.last_ts);
     }
 }
 
@@ -152,12 +150,11 @@ impl Source {
     }
 }
 
-/// FNV-1a: a name's hash, the same in every process (the harvester's and
-/// the scorer's walks must agree).
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
+/// A name's hash, to tell names apart within one walk.
+fn name_hash(s: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]

@@ -263,10 +263,7 @@ impl Scaler {
     }
 
     fn forget_older_half(&mut self) {
-        let mut ts: Vec<i64> = self.series.values().map(|s| s.last_ts).collect();
-        ts.sort_unstable();
-        let cut = ts[ts.len() / 2];
-        self.series.retain(|_, s| s.last_ts > cut);
+        super::forget_older_half(&mut self.series, |s| s.last_ts);
     }
 }
 

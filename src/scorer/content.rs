@@ -32,6 +32,18 @@ pub fn content_positions(tokens: &[u32]) -> Vec<usize> {
         .collect()
 }
 
+/// Each predicted token's loss where it is content
+/// ([`content_positions`]), 0 elsewhere; as long as `token_losses`.
+pub fn content_losses(tokens: &[u32], token_losses: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; token_losses.len()];
+    for j in content_positions(tokens) {
+        if let Some(l) = token_losses.get(j) {
+            out[j] = *l;
+        }
+    }
+    out
+}
+
 /// The tokens after the first `marker`, up to the next special token
 /// (half-open, indices into `tokens`).
 fn field_after(tokens: &[u32], marker: u32) -> Option<(usize, usize)> {

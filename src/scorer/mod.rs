@@ -31,7 +31,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 pub use calibrate::LiveTails;
-pub use content::content_positions;
+pub use content::{content_losses, content_positions};
 
 /// Per-key memory of the last events' tokens.
 pub struct Contexts {
@@ -261,16 +261,11 @@ impl EventScorer {
 /// `tails` (which learn its surprisal, [`LiveTails::calibrate`]).
 pub fn score_against(p: &Prepared, loss: &EventLoss, ts: i64, tails: &mut LiveTails) -> Scored {
     let kind = p.kind.unwrap_or(Kind::Graph);
-    let surprise = surprisal(&p.tokens, loss);
+    // What the event says: the surprisal's terms, and the span's evidence
+    // (the source's name and a pulse's carried event are never either).
+    let said = content_losses(&p.tokens, &loss.token_losses);
+    let surprise = said.iter().filter(|x| x.is_finite()).sum();
     let c = tails.calibrate_line(&p.source, kind, &p.rendered, ts, surprise);
-    // The span is what the event says: the source's name and a pulse's
-    // carried event are never its evidence.
-    let mut said = vec![0.0; loss.token_losses.len()];
-    for j in content_positions(&p.tokens) {
-        if let Some(l) = loss.token_losses.get(j) {
-            said[j] = *l;
-        }
-    }
     let (ts, te, span_loss) = span::field_span(&p.vocab, &p.tokens, &said, span::SPAN_MAX_CHARS);
     Scored {
         loss: loss.loss,
