@@ -48,6 +48,22 @@ pub enum DiagnoserError {
     },
 }
 
+const VRAM_PRESSURE: &str = "GPU VRAM pressure";
+const LATENCY_SPIKE: &str = "latency spike";
+const METRIC_FAR: &str = "metric far from its usual";
+const METRIC_STUCK: &str = "metric stuck";
+
+/// Whether a diagnosis reads a metric's level (VRAM at 95 %, a p99 of two
+/// seconds, a value far from its usual) rather than names a failure that
+/// happened (an OOM kill, a crash, a port conflict). A reading says how
+/// things are at one sample: a load burst's p99 passes a second as a
+/// latency fault's does. So a reading, like any surprise, must last to
+/// confirm an incident (`incident::EngineConfig`), while a failure is sure
+/// at once.
+pub fn is_reading(diagnosis: &str) -> bool {
+    [VRAM_PRESSURE, LATENCY_SPIKE, METRIC_FAR, METRIC_STUCK].contains(&diagnosis)
+}
+
 /// Names known failure patterns: the first rule whose regex matches gives the
 /// diagnosis. [`Diagnoser::default`] holds [`Diagnoser::default_patterns`].
 #[derive(Debug, Clone)]
@@ -100,7 +116,7 @@ impl Diagnoser {
                     // "GPU memory usage 97%": a share of 90 % or more on the line.
                     r"|\b(?:CUDA|GPU) memory\b[^\n%]{0,80}?[\s(](?P<gpct>9\d|100)(?:\.\d+)?\s*%",
                 ),
-                "GPU VRAM pressure",
+                VRAM_PRESSURE,
             ),
             Pattern::new(
                 concat!(
@@ -109,7 +125,7 @@ impl Diagnoser {
                     r"(?i)latency\w*_ms\s*[=:]?\s*(?:[1-9]\d{3,}(?:\.\d+)?|\d+(?:\.\d+)?(?-i:[kMGT]))(?:[^\w.]|$)",
                     r"|latency\w*\s*(?:[=:]|\bof\b|\bis\b)?\s*(?:[1-9]\d{3,}(?:\.\d+)?\s*ms|[1-9]\d*(?:\.\d+)?\s*s)\b",
                 ),
-                "latency spike",
+                LATENCY_SPIKE,
             ),
             Pattern::new(r"(?i)no space left on device|\bdisk full\b", "disk full"),
             Pattern::new(
@@ -121,14 +137,11 @@ impl Diagnoser {
             // [`crate::curriculum::Scaler`]); buckets never read so.
             Pattern::new(
                 r"(?:^|[\s>])[A-Za-z_][\w.]*=[+-][67](?:[\s<]|$)",
-                "metric far from its usual",
+                METRIC_FAR,
             ),
             // A varying series stuck on one value (`queue_depth=flat`,
             // rendering scheme 2): a frozen exporter or gauge.
-            Pattern::new(
-                r"(?:^|[\s>])[A-Za-z_][\w.]*=flat(?:[\s<]|$)",
-                "metric stuck",
-            ),
+            Pattern::new(r"(?:^|[\s>])[A-Za-z_][\w.]*=flat(?:[\s<]|$)", METRIC_STUCK),
         ]
     }
 

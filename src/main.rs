@@ -117,6 +117,7 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(a) => proprio::eval::run(
             proprio::eval::EvalArgs {
                 configured: Some(cfg.scorer.policy()),
+                configured_incidents: Some(cfg.incidents.engine()),
                 ..a
             },
             cfg.learning()?,

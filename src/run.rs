@@ -7,7 +7,7 @@ use crate::context::{Context, Role as _, Shared};
 use crate::contract::SUBJECT_TICK_TRAIN;
 use crate::endpoint::Readiness;
 use crate::harvester::{Harvester, HarvesterConfig};
-use crate::incident::{EngineConfig, Incidents, IncidentsConfig};
+use crate::incident::{Incidents, IncidentsConfig};
 use crate::metrics::Metrics;
 use crate::scorer::role::{Scorer, ScorerConfig};
 use crate::silence::{SilenceConfig, SilenceWatch};
@@ -191,7 +191,7 @@ async fn start_served(
             }
             Role::Incidents => {
                 let cfg = IncidentsConfig {
-                    engine: engine_config(&args.incidents),
+                    engine: args.incidents.engine(),
                     registry: Some(args.run.registry.clone()),
                     new_edges: args
                         .incidents
@@ -215,21 +215,6 @@ async fn start_served(
     r.readiness.set_ready(r.bus.client().clone());
     tracing::info!(roles = ?args.run.roles, "proprio running");
     Ok(r)
-}
-
-/// The incident engine's settings from its configuration section (the
-/// topology's edge bound is not configurable).
-fn engine_config(s: &crate::config::IncidentsSection) -> EngineConfig {
-    EngineConfig {
-        join_window_ms: s.join_window.as_millis() as i64,
-        quiet_ms: s.quiet.as_millis() as i64,
-        max_hops: s.max_hops,
-        max_open: s.max_open,
-        confirm_span_ms: s.confirm_span.as_millis() as i64,
-        confirm_alerts: s.confirm_alerts,
-        confirm_score: s.confirm_score,
-        ..Default::default()
-    }
 }
 
 /// Publishes a training tick every `every` until `stop`.
@@ -291,15 +276,4 @@ pub async fn run_with_metrics(
             }
         })
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn incidents_section_defaults_are_the_engines() {
-        let s = crate::config::IncidentsSection::default();
-        assert_eq!(engine_config(&s), EngineConfig::default());
-    }
 }

@@ -356,6 +356,12 @@ mod tests {
         assert_eq!(c, Config::default());
     }
 
+    #[test]
+    fn incidents_section_defaults_are_the_engines() {
+        let s = crate::config::IncidentsSection::default();
+        assert_eq!(s.engine(), crate::incident::EngineConfig::default());
+    }
+
     /// The documented keys are exactly the configuration's fields.
     #[test]
     fn every_field_is_a_documented_key() {

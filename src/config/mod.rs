@@ -411,6 +411,23 @@ pub struct IncidentsSection {
     pub edge_warmup: Duration,
 }
 
+impl IncidentsSection {
+    /// The incident engine these settings make (the topology's edge bound
+    /// is not configurable): what `run` starts and `proprio eval` replays.
+    pub fn engine(&self) -> crate::incident::EngineConfig {
+        crate::incident::EngineConfig {
+            join_window_ms: self.join_window.as_millis() as i64,
+            quiet_ms: self.quiet.as_millis() as i64,
+            max_hops: self.max_hops,
+            max_open: self.max_open,
+            confirm_span_ms: self.confirm_span.as_millis() as i64,
+            confirm_alerts: self.confirm_alerts,
+            confirm_score: self.confirm_score,
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for IncidentsSection {
     /// The incident engine's defaults (`run` holds the two equal).
     fn default() -> Self {

@@ -136,6 +136,10 @@ pub struct EvalArgs {
     /// under the same configuration. The built-in defaults when unset.
     #[arg(skip)]
     pub configured: Option<Policy>,
+    /// The configured incident engine (`[incidents]`) eval's incidents are
+    /// replayed with. The engine's defaults when unset.
+    #[arg(skip)]
+    pub configured_incidents: Option<crate::incident::EngineConfig>,
 }
 
 impl EvalArgs {
@@ -193,6 +197,7 @@ impl EvalArgs {
             threads: 2,
             batch: 64,
             configured: None,
+            configured_incidents: None,
         }
     }
 }

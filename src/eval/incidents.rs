@@ -1,5 +1,5 @@
 //! Incidents in eval: the live incident engine ([`crate::incident::Engine`],
-//! default settings) replayed over a detector's alerts, with the topology it
+//! the configured settings) replayed over a detector's alerts, with the topology it
 //! would have learnt (the registry, then the graph and trace events of the
 //! test part in time order), and judged against the faults by the rule the
 //! demo uses ([`crate::sim::fault::explains`]): an incident is explained by
@@ -23,11 +23,10 @@ pub(super) fn replay_incidents(
     events: &[Event],
     idx: &[usize],
     registry: Option<&Path>,
-    faults: &[FaultTruth],
+    (cfg, faults): (EngineConfig, &[FaultTruth]),
     grace_ms: i64,
     hours: f64,
 ) -> IncidentSummary {
-    let cfg = EngineConfig::default();
     let mut topo = Topology::new(cfg.max_edges);
     if let Some(reg) = registry.and_then(|p| crate::registry::Registry::load(p).ok()) {
         topo = topo.with_registry(&reg);

@@ -325,7 +325,10 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
                 test_events,
                 &data.test,
                 registry.as_deref(),
-                &faults,
+                (
+                    args.configured_incidents.clone().unwrap_or_default(),
+                    &faults,
+                ),
                 grace_ms,
                 hours,
             )

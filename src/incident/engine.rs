@@ -48,7 +48,8 @@ pub struct EngineConfig {
     /// least `confirm_alerts`, or one scores at least `confirm_score`, or
     /// one is a silence alert (a source silent for several of its usual
     /// intervals has lasted already: the silence watch's own rule) or
-    /// carries a diagnosis (a known failure, e.g. an OOM kill). Until
+    /// names a known failure (e.g. an OOM kill; a diagnosis that only reads
+    /// a metric's level, `alert::is_reading`, does not). Until
     /// then it is pending, and a pending incident that goes quiet ends
     /// unconfirmed (its alerts still went out raw). `confirm_alerts` 1
     /// confirms every incident at once.
@@ -65,7 +66,7 @@ impl Default for EngineConfig {
             max_hops: 2,
             max_open: 256,
             max_edges: 20_000,
-            confirm_span_ms: 30_000,
+            confirm_span_ms: 5 * 60_000,
             confirm_alerts: 3,
             confirm_score: 12.0,
         }
@@ -256,9 +257,13 @@ impl Engine {
             }
         };
         // A silence alert has lasted already (the silence watch's own
-        // rule); a diagnosis is a known failure recognised.
+        // rule); a diagnosis that names a failure is one recognised (one
+        // that reads a metric's level must last like any surprise).
         let sure = alert.reason == crate::contract::alert::AlertReason::Silence
-            || alert.diagnosis.is_some();
+            || alert
+                .diagnosis
+                .as_deref()
+                .is_some_and(|d| !crate::alert::is_reading(d));
         if self.open[i].confirmed_ts.is_none() && (sure || self.confirms(&self.open[i])) {
             self.open[i].confirmed_ts = Some(alert.ts);
             self.counts.opened += 1;

@@ -393,6 +393,22 @@ fn an_incident_is_told_only_once_confirmed() {
     };
     e.observe(&oom);
     assert_eq!(e.changed()[0].state, IncidentState::Open);
+
+    // A diagnosis that reads a metric's level (a load burst's p99 reads
+    // as a latency spike) must last like any surprise.
+    for reading in [
+        "latency spike",
+        "GPU VRAM pressure",
+        "metric far from its usual",
+    ] {
+        let mut e = confirming();
+        let a = Alert {
+            diagnosis: Some(reading.into()),
+            ..alert("1", "C", T, 6.0)
+        };
+        e.observe(&a);
+        assert_eq!(e.changed()[0].state, IncidentState::Pending, "{reading}");
+    }
 }
 
 #[test]

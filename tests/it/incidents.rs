@@ -47,7 +47,7 @@ fn alert(seq: u64, source: &str, ts: i64, score: f32) -> Alert {
         },
         rendered: format!("<|BOE|><|PULSE|><|SVC|>{source}<|EOE|>"),
         span: Span::default(),
-        diagnosis: Some("latency spike".into()),
+        diagnosis: Some("process crashed".into()),
         model: None,
         reason: AlertReason::Surprise,
         previous_epoch: false,
@@ -339,7 +339,7 @@ async fn alerts_become_incidents_across_restarts_and_crashes() {
     let lines: Vec<&str> = list.lines().collect();
     assert_eq!(lines.len(), 2, "{list}");
     assert!(
-        lines[0].contains(&format!("resolved {id} root=C (latency spike")),
+        lines[0].contains(&format!("resolved {id} root=C (process crashed")),
         "{list}"
     );
     assert!(lines[0].ends_with("sources=4 alerts=5 score=6.0"), "{list}");
