@@ -429,7 +429,7 @@ impl IncidentsSection {
 }
 
 impl Default for IncidentsSection {
-    /// The incident engine's defaults (`run` holds the two equal).
+    /// The incident engine's defaults (a test in `layers` holds the two equal).
     fn default() -> Self {
         let e = crate::incident::EngineConfig::default();
         IncidentsSection {
