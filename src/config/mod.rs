@@ -18,11 +18,13 @@
 
 mod check;
 pub mod flags;
+mod incidents;
 mod layers;
 mod text;
 
 pub use check::{command, keys_table, ConfigArgs, ConfigCommand};
 pub use flags::{Flags, GlobalArgs, NatsFlags, RunArgs};
+pub use incidents::IncidentsSection;
 pub use layers::Origin;
 
 use crate::bus::{BusConfig, NatsSecurity};
@@ -381,68 +383,6 @@ pub struct SilenceSection {
 impl Default for SilenceSection {
     fn default() -> Self {
         SilenceSection { multiple: 3.0 }
-    }
-}
-
-/// How alerts are grouped into incidents (see `incident::engine`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IncidentsSection {
-    #[serde(with = "text::duration")]
-    pub join_window: Duration,
-    #[serde(with = "text::duration")]
-    pub quiet: Duration,
-    #[serde(deserialize_with = "text::number")]
-    pub max_hops: usize,
-    #[serde(deserialize_with = "text::number")]
-    pub max_open: usize,
-    /// The confirmation rule (see `incident::EngineConfig`).
-    #[serde(with = "text::duration")]
-    pub confirm_span: Duration,
-    #[serde(deserialize_with = "text::number")]
-    pub confirm_alerts: u32,
-    #[serde(deserialize_with = "text::number")]
-    pub confirm_score: f32,
-    /// New dependencies between known services are alerted
-    /// (`incident::novelty`), once a graph source has been heard from for
-    /// `edge_warmup`.
-    pub new_edges: bool,
-    #[serde(with = "text::duration")]
-    pub edge_warmup: Duration,
-}
-
-impl IncidentsSection {
-    /// The incident engine these settings make (the topology's edge bound
-    /// is not configurable): what `run` starts and `proprio eval` replays.
-    pub fn engine(&self) -> crate::incident::EngineConfig {
-        crate::incident::EngineConfig {
-            join_window_ms: self.join_window.as_millis() as i64,
-            quiet_ms: self.quiet.as_millis() as i64,
-            max_hops: self.max_hops,
-            max_open: self.max_open,
-            confirm_span_ms: self.confirm_span.as_millis() as i64,
-            confirm_alerts: self.confirm_alerts,
-            confirm_score: self.confirm_score,
-            ..Default::default()
-        }
-    }
-}
-
-impl Default for IncidentsSection {
-    /// The incident engine's defaults (a test in `layers` holds the two equal).
-    fn default() -> Self {
-        let e = crate::incident::EngineConfig::default();
-        IncidentsSection {
-            join_window: Duration::from_secs(5 * 60),
-            quiet: Duration::from_secs(10 * 60),
-            max_hops: 2,
-            max_open: 256,
-            confirm_span: Duration::from_millis(e.confirm_span_ms as u64),
-            confirm_alerts: e.confirm_alerts,
-            confirm_score: e.confirm_score,
-            new_edges: true,
-            edge_warmup: Duration::from_millis(crate::incident::novelty::DEFAULT_WARMUP_MS as u64),
-        }
     }
 }
 

@@ -16,17 +16,15 @@ use crate::incident::{Engine, EngineConfig, Topology};
 use crate::sim::explains;
 use std::path::Path;
 
-/// The incidents `alerts` make (alerts in time order; `idx` the test events
-/// in time order, for the topology), judged against `faults`.
+/// The incidents `alerts` make under `cfg` (alerts in time order; `idx`
+/// the test events in time order, for the topology).
 pub(super) fn replay_incidents(
     alerts: &[Alert],
     events: &[Event],
     idx: &[usize],
     registry: Option<&Path>,
-    (cfg, faults): (EngineConfig, &[FaultTruth]),
-    grace_ms: i64,
-    hours: f64,
-) -> IncidentSummary {
+    cfg: EngineConfig,
+) -> Vec<Incident> {
     let mut topo = Topology::new(cfg.max_edges);
     if let Some(reg) = registry.and_then(|p| crate::registry::Registry::load(p).ok()) {
         topo = topo.with_registry(&reg);
@@ -42,8 +40,7 @@ pub(super) fn replay_incidents(
         engine.observe(&wire(a, n));
     }
     engine.advance(i64::MAX / 4);
-    let incidents = engine.changed();
-    judge(&incidents, faults, grace_ms, hours)
+    engine.changed()
 }
 
 /// An eval alert in the wire form the engine reads.
@@ -76,7 +73,8 @@ fn explained_by(i: &Incident, f: &FaultTruth, grace_ms: i64) -> bool {
         .any(|s| explains((f.start_ms, f.end_ms), &f.sources, grace_ms, s, i.opened_ts))
 }
 
-fn judge(
+/// The incidents judged against `faults`.
+pub(super) fn judge(
     incidents: &[Incident],
     faults: &[FaultTruth],
     grace_ms: i64,

@@ -320,18 +320,14 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
                 with_silence.extend(edges.iter().cloned());
                 with_silence.sort_by_key(|a| a.ts);
             }
-            incidents::replay_incidents(
+            let told = incidents::replay_incidents(
                 &with_silence,
                 test_events,
                 &data.test,
                 registry.as_deref(),
-                (
-                    args.configured_incidents.clone().unwrap_or_default(),
-                    &faults,
-                ),
-                grace_ms,
-                hours,
-            )
+                args.configured_incidents.clone().unwrap_or_default(),
+            );
+            incidents::judge(&told, &faults, grace_ms, hours)
         });
         report.detectors.push(DetectorReport {
             calibration_max: d.calib.iter().copied().fold(f32::NEG_INFINITY, f32::max),
