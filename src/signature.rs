@@ -106,7 +106,11 @@ impl Signatures {
         if self.n < Self::MIN_N {
             return None;
         }
-        let h = *self.hits.get(label)?;
+        let h = match self.hits.get(label) {
+            Some(&h) => h,
+            None if self.counted(label) => 0,
+            None => return None,
+        };
         let own = self
             .sources
             .get(source)
@@ -116,6 +120,17 @@ impl Signatures {
             None => rate(self.n, self.carriers(label, h)),
         };
         Some(f.min(Self::MAX_FLOOR))
+    }
+
+    /// Whether `label` expands a pattern's label (`metric jumped: mem_mb`
+    /// of `metric jumped: ${metric}`) that these counts knew: one that
+    /// normal never carried was counted as 0. A label of a pattern the
+    /// checkpoint's diagnoser lacked gets no floor.
+    fn counted(&self, label: &str) -> bool {
+        self.hits.keys().any(|k| {
+            k.find("${")
+                .is_some_and(|i| i > 0 && label.len() > i && label.starts_with(&k[..i]))
+        })
     }
 
     /// How many normal events showed a source carrying `label` (seen `h`
@@ -277,6 +292,58 @@ mod tests {
         assert_eq!(label_of(pulse), None);
         let far = "<|BOE|><|PULSE|><|SVC|>a<|EVENT|>oom_killed<|METRIC|>mem_mb=+7<|EOE|>";
         assert_eq!(label_of(far).as_deref(), Some("metric far from its usual"));
+    }
+
+    #[test]
+    fn a_jump_off_the_recent_line_is_a_reading_counted_per_metric() {
+        let line = |m: &str, w: &str| format!("<|BOE|><|PULSE|><|SVC|>a<|METRIC|>{m}={w}<|EOE|>");
+        let label = |m: &str, w: &str| label_of(&line(m, w));
+        assert_eq!(
+            label("mem_mb", "0!+3").as_deref(),
+            Some("metric jumped: mem_mb")
+        );
+        assert_eq!(label("cpu", "+1!-9").as_deref(), Some("metric leapt: cpu"));
+        assert_eq!(label("cpu", "-2!+2").as_deref(), Some("metric moved: cpu"));
+        assert_eq!(label("cpu", "0!+1"), None);
+        // The window's word alone is no such label.
+        assert_eq!(label("cpu", "+4"), None);
+        // Far from the window's level first, as before scheme 4.
+        assert_eq!(
+            label("cpu", "+7!+9").as_deref(),
+            Some("metric far from its usual")
+        );
+        for l in [
+            "metric leapt: cpu",
+            "metric jumped: cpu",
+            "metric moved: cpu",
+        ] {
+            assert!(crate::alert::is_reading(l), "{l}");
+        }
+        // Counted per metric: a counter that jumps in 1 of 10 events of
+        // source a says nothing of a's gauge, which normal never saw jump.
+        let (busy, quiet) = (line("errors", "+1!+5"), line("mem_mb", "0"));
+        let held: Vec<(&str, &str)> = (0..10_000)
+            .map(|k| {
+                (
+                    "a",
+                    if k % 10 == 0 {
+                        busy.as_str()
+                    } else {
+                        quiet.as_str()
+                    },
+                )
+            })
+            .collect();
+        let s = Signatures::fit(held);
+        assert_eq!(s.hits["metric leapt: errors"], 1_000);
+        let gauge = s.floor("metric leapt: mem_mb", "a").unwrap();
+        assert!((gauge - 10_001f32.log10()).abs() < 1e-4, "{gauge}");
+        let counter = s.floor("metric leapt: errors", "a").unwrap();
+        assert!((counter - (10_001f32 / 1_001.0).log10()).abs() < 1e-4);
+        // A checkpoint counted before the label existed gives it no floor.
+        let mut old = s.clone();
+        old.hits.retain(|l, _| !l.starts_with("metric leapt"));
+        assert_eq!(old.floor("metric leapt: mem_mb", "a"), None);
     }
 
     #[test]

@@ -18,12 +18,13 @@ mod said;
 mod sample;
 mod scale;
 mod settings;
+mod sudden;
 
 pub use render::{escape, Renderer};
 pub use repeats::Repeats;
 pub use said::Said;
 pub use sample::{Sample, Sampler, Sampling};
-pub use scale::{Reading, Scaled, Scaler};
+pub use scale::{Reading, Scaled, Scaler, Word};
 pub use settings::{MaskSpec, MetricFormat, RenderConfig};
 
 use crate::event::{Event, Kind};

@@ -65,6 +65,7 @@ impl Renderer {
         Scaler::new(self.adapt_ms)
             .flat(self.scheme >= 2)
             .carrying(self.scheme >= 3)
+            .sudden(self.scheme >= 4)
     }
 
     /// Masks the volatile parts of free text.
@@ -138,7 +139,7 @@ impl Renderer {
                     s.push_str(&escape(k));
                     s.push('=');
                     if self.metric_format == MetricFormat::Scaled {
-                        scaler.scale(&ev.source, k, ev.ts, *v).write(&mut s);
+                        scaler.word(&ev.source, k, ev.ts, *v).write(&mut s);
                     } else {
                         self.number(&mut s, *v);
                     }
@@ -493,9 +494,19 @@ mod render_tests {
         assert!(r
             .render(&pulse(300_000, 121.0), &mut sc)
             .contains("latency_p50_ms=0<|EOE|>"));
+        // Far from the window's level; a series heard every 15 s has no
+        // second word (scheme 4 reads slow series only, `Scaler::SLOW`).
         assert!(r
             .render(&pulse(315_000, 3_000.0), &mut sc)
             .contains("latency_p50_ms=+7<|EOE|>"));
+        // Heard every 5 minutes, it has.
+        let mut sc = r.scaler();
+        for i in 0..20 {
+            r.render(&pulse(i * 300_000, 120.0), &mut sc);
+        }
+        assert!(r
+            .render(&pulse(20 * 300_000, 3_000.0), &mut sc)
+            .contains("latency_p50_ms=+7!+9<|EOE|>"));
         let mut attrs = BTreeMap::new();
         attrs.insert("mem_mb".to_string(), Scalar::Float(4096.0));
         let flux = ev(Body::Flux {
@@ -518,7 +529,7 @@ mod render_tests {
             metrics: BTreeMap::from([("cpu".to_string(), 0.5)]),
         };
         let r = renderer(MetricFormat::Scaled);
-        assert_eq!(RenderConfig::SCHEME, 3);
+        assert!(RenderConfig::SCHEME >= 3);
         let mut sc = r.scaler();
         r.render(&at(0, burst()), &mut sc);
         assert_eq!(

@@ -66,7 +66,9 @@ pub struct RenderConfig {
     pub masks: Vec<MaskSpec>,
     /// What `scaled` writes: 1, the value words; 2, also `flat` for a
     /// stuck series ([`super::Scaler::flat`]); 3, also a pulse carries its
-    /// source's latest flux event of the last minutes ([`super::Said`]).
+    /// source's latest flux event of the last minutes ([`super::Said`]);
+    /// 4, also a slow series' value far off the line through its last
+    /// values says so (`+1!+3`, [`super::Scaler::SLOW`]).
     /// A checkpoint without the field was trained on 1 and is read so.
     #[serde(default = "RenderConfig::first_scheme")]
     pub scheme: u32,
@@ -126,7 +128,7 @@ struct MasksFile {
 
 impl RenderConfig {
     /// The rendering scheme new models are trained with.
-    pub const SCHEME: u32 = 3;
+    pub const SCHEME: u32 = 4;
 
     fn first_scheme() -> u32 {
         1

@@ -96,6 +96,10 @@ pub struct BenchArgs {
     /// Write the events (JSON lines, labelled) here, and the windows to FILE.windows.json.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Write each test sample proprio read (JSON lines: series, time,
+    /// value, rendered line, live score, evidence, window kind) here.
+    #[arg(long, value_name = "FILE")]
+    pub dump: Option<PathBuf>,
     /// The configured alert policy (`[scorer]`) the live level replays.
     #[arg(skip)]
     pub configured: Option<crate::policy::Policy>,
@@ -313,7 +317,15 @@ fn proprio_rows(
     eargs.configured = args.configured;
     let (ci, ti) = (calib.clone(), test.clone());
     let skipped = live_repeats(learning, &ev, &ti)?;
+    let lines = match &args.dump {
+        Some(_) => rendered(learning, &ev)?,
+        None => Vec::new(),
+    };
+    let dumped = args.dump.as_ref().map(|_| ev.clone());
     let m = crate::eval::model_evidence(&eargs, learning, ev, fit, calib, test)?;
+    if let (Some(p), Some(ev)) = (&args.dump, dumped) {
+        write_dump(p, series, &ev, &at, &ti, &lines, &m.test_live, &m.test)?;
+    }
     let blank = || -> Vec<Vec<f32>> {
         series
             .iter()
@@ -375,6 +387,45 @@ fn proprio_rows(
         ],
         m.model,
     ))
+}
+
+/// Every event rendered as one walk over the stream renders it.
+fn rendered(learning: &Learning, ev: &[Event]) -> Result<Vec<String>> {
+    let r = crate::curriculum::Renderer::new(&learning.render)?;
+    let mut sc = r.scaler();
+    Ok(ev.iter().map(|e| r.render(e, &mut sc)).collect())
+}
+
+/// `--dump`: one JSON line per test sample.
+#[allow(clippy::too_many_arguments)]
+fn write_dump(
+    p: &std::path::Path,
+    series: &[Series],
+    ev: &[Event],
+    at: &[(usize, usize)],
+    test: &[usize],
+    lines: &[String],
+    live: &[f32],
+    evidence: &[f32],
+) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(
+        std::fs::File::create(p).with_context(|| format!("writing {}", p.display()))?,
+    );
+    let num = |x: f32| (!x.is_nan()).then_some(x);
+    for (j, &e) in test.iter().enumerate() {
+        let (i, k) = at[e];
+        let s = &series[i];
+        let window = s.window_of(ev[e].ts).map(|w| s.windows[w].kind.as_str());
+        let row = serde_json::json!({
+            "key": ev[e].key, "ts": ev[e].ts, "value": s.values[k], "shape": s.shape.as_str(),
+            "rendered": lines.get(e), "live": num(live[j]), "evidence": num(evidence[j]),
+            "window": window,
+        });
+        writeln!(f, "{row}")?;
+    }
+    f.flush()?;
+    Ok(())
 }
 
 /// How many of the `test` events the live scorer leaves unscored as

@@ -327,15 +327,22 @@ pub fn explain_reading(span: &str, readings: &[crate::curriculum::Reading]) -> S
             human(r.value),
             r.flat_for
         ),
-        Some(r) => match r.usual {
-            Some((lo, hi)) => format!(
-                "{name}={} (usual {}-{})",
-                human(r.value),
-                human(if r.value >= 0.0 { lo.max(0.0) } else { lo }),
-                human(hi)
-            ),
-            None => format!("{name}={}", human(r.value)),
-        },
+        Some(r) => {
+            let range = |(lo, hi): (f64, f64)| {
+                let lo = if r.value >= 0.0 { lo.max(0.0) } else { lo };
+                format!("{}-{}", human(lo), human(hi))
+            };
+            match (r.lately, r.usual) {
+                (Some(l), Some(u)) => format!(
+                    "{name}={} (lately {}, usual {})",
+                    human(r.value),
+                    range(l),
+                    range(u)
+                ),
+                (None, Some(u)) => format!("{name}={} (usual {})", human(r.value), range(u)),
+                _ => format!("{name}={}", human(r.value)),
+            }
+        }
         None => span.to_string(),
     }
 }
@@ -433,6 +440,7 @@ mod tests {
             value,
             usual,
             flat_for: 0,
+            lately: None,
         };
         let readings = [
             r("mem_mb", 7912.4, Some((480.2, 520.0))),
@@ -448,6 +456,15 @@ mod tests {
         assert_eq!(
             explain_reading("error_rate=+7", &readings),
             "error_rate=0.05 (usual 0-0.004)"
+        );
+        // Off its last few values' line (scheme 4): where the line was too.
+        let jumped = [crate::curriculum::Reading {
+            lately: Some((40.5, 44.0)),
+            ..r("cpu_pct", 71.0, Some((30.0, 66.0)))
+        }];
+        assert_eq!(
+            explain_reading("cpu_pct=+1!+5", &jumped),
+            "cpu_pct=71 (lately 40.5-44, usual 30-66)"
         );
         // Not a metric field: as it was.
         assert_eq!(explain_reading("state=crashed", &readings), "state=crashed");
