@@ -305,8 +305,19 @@ mod tests {
         assert_eq!(label("cpu", "+1!-9").as_deref(), Some("metric leapt: cpu"));
         assert_eq!(label("cpu", "-2!+2").as_deref(), Some("metric moved: cpu"));
         assert_eq!(label("cpu", "0!+1"), None);
-        // The window's word alone is no such label.
+        // A slow series' window word 8 to 64 spreads off, on its recent
+        // line: a shift that held. A fast series' (no second word) is no
+        // such label.
+        assert_eq!(
+            label("cpu", "+4!0").as_deref(),
+            Some("metric off its usual: cpu")
+        );
+        assert_eq!(
+            label("cpu", "-3!+1").as_deref(),
+            Some("metric off its usual: cpu")
+        );
         assert_eq!(label("cpu", "+4"), None);
+        assert_eq!(label("cpu", "+2!0"), None);
         // Far from the window's level first, as before scheme 4.
         assert_eq!(
             label("cpu", "+7!+9").as_deref(),
@@ -316,6 +327,7 @@ mod tests {
             "metric leapt: cpu",
             "metric jumped: cpu",
             "metric moved: cpu",
+            "metric off its usual: cpu",
         ] {
             assert!(crate::alert::is_reading(l), "{l}");
         }

@@ -104,16 +104,21 @@ struct Series {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Word {
     pub scaled: Scaled,
-    /// Bins off the local line ([`Recent::bin`]); 0 within 4 spreads,
-    /// not written.
-    pub sudden: i8,
+    /// Bins off the local line ([`Recent::bin`]), 0 within 4 spreads;
+    /// none for a fast series or one too new to have a line.
+    pub sudden: Option<i8>,
 }
 
 impl Word {
     pub fn write(self, s: &mut String) {
         self.scaled.write(s);
-        if self.sudden != 0 && !matches!(self.scaled, Scaled::Flat(_)) {
-            let _ = write!(s, "!{:+}", self.sudden);
+        match self.sudden {
+            _ if matches!(self.scaled, Scaled::Flat(_)) => {}
+            Some(0) => s.push_str("!0"),
+            Some(b) => {
+                let _ = write!(s, "!{b:+}");
+            }
+            None => {}
         }
     }
 }
@@ -270,7 +275,7 @@ impl Scaler {
                     Scaled::Flat(n) => n,
                     _ => 0,
                 },
-                lately: lately.filter(|_| word.sudden != 0),
+                lately: lately.filter(|_| word.sudden.is_some_and(|b| b != 0)),
             });
         }
         word
@@ -286,7 +291,7 @@ impl Scaler {
         if !x.is_finite() {
             let cold = Word {
                 scaled: Scaled::Cold,
-                sudden: 0,
+                sudden: None,
             };
             return (cold, None, None);
         }
@@ -301,7 +306,7 @@ impl Scaler {
         if self.flat && s.stuck(x, run) {
             out = Scaled::Flat(run);
         }
-        let (mut sudden, mut lately) = (0, None);
+        let (mut sudden, mut lately) = (None, None);
         if self.sudden {
             // Only where the window spans hours: see [`Scaler::SLOW`].
             let slow = s.recent.usual_gap().is_some_and(|g| {
@@ -309,7 +314,7 @@ impl Scaler {
             });
             let line = s.recent.line(ts, Self::REL_FLOOR, Self::ABS_FLOOR);
             if let Some((level, spread)) = line.filter(|_| slow) {
-                sudden = Recent::bin((x - level) / spread);
+                sudden = Some(Recent::bin((x - level) / spread));
                 let r = Recent::LEAST * spread;
                 lately = Some((level - r, level + r));
             }
@@ -588,11 +593,13 @@ mod tests {
             sc.word("a", "m", i as i64 * 5 * MIN, at(i)).write(&mut s);
             words.push(s);
         }
-        assert!(words.iter().all(|w| !w.contains('!')), "{words:?}");
+        // Warm, a slow series always carries the second word; the cycle
+        // never moves it off 0.
+        assert!(words[20..].iter().all(|w| w.ends_with("!0")), "{words:?}");
         // A spike of 10 noise scales is off the recent line, and the
         // reading says where the line was.
         let w = sc.word("a", "m", 200 * 5 * MIN, at(200) + 10.0);
-        assert!(w.sudden >= 2, "{w:?}");
+        assert!(w.sudden.is_some_and(|b| b >= 2), "{w:?}");
         let r = sc.take_readings().pop().unwrap();
         let (lo, hi) = r.lately.unwrap();
         assert!(lo < at(200) && at(200) < hi && hi < r.value, "{r:?}");

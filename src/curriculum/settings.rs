@@ -67,8 +67,8 @@ pub struct RenderConfig {
     /// What `scaled` writes: 1, the value words; 2, also `flat` for a
     /// stuck series ([`super::Scaler::flat`]); 3, also a pulse carries its
     /// source's latest flux event of the last minutes ([`super::Said`]);
-    /// 4, also a slow series' value far off the line through its last
-    /// values says so (`+1!+3`, [`super::Scaler::SLOW`]).
+    /// 4, also a slow series' value read against the line through its
+    /// last values (`+1!+3`, `!0` near it; [`super::Scaler::SLOW`]).
     /// A checkpoint without the field was trained on 1 and is read so.
     #[serde(default = "RenderConfig::first_scheme")]
     pub scheme: u32,
