@@ -181,7 +181,8 @@ impl Scaler {
     /// The least spread at all: any move off a flat zero is the top bin.
     pub const ABS_FLOOR: f64 = 1e-9;
     /// Series kept; past it the half heard from longest ago is forgotten.
-    /// About 450 bytes each with their names: 50 000 series, ~23 MB.
+    /// About 450 bytes each with their names, and from scheme 4 their last
+    /// 32 (time, value) pairs, 512 bytes more: 50 000 series, ~48 MB.
     pub const MAX_SERIES: usize = 50_000;
     /// The shortest run of one value that can read `flat`.
     pub const FLAT_RUN: u32 = 6;
@@ -312,8 +313,10 @@ impl Scaler {
             let slow = s.recent.usual_gap().is_some_and(|g| {
                 g.saturating_mul(Self::WINDOW as i64) > Self::SLOW * self.adapt_ms
             });
-            let line = s.recent.line(ts, Self::REL_FLOOR, Self::ABS_FLOOR);
-            if let Some((level, spread)) = line.filter(|_| slow) {
+            let line = slow
+                .then(|| s.recent.line(ts, Self::REL_FLOOR, Self::ABS_FLOOR))
+                .flatten();
+            if let Some((level, spread)) = line {
                 sudden = Some(Recent::bin((x - level) / spread));
                 let r = Recent::LEAST * spread;
                 lately = Some((level - r, level + r));

@@ -46,7 +46,8 @@ impl Recent {
         }
         let usual_gap = self.usual_gap()?;
         let last = self.values[n - 1];
-        if ts - last.0 > Self::MAX_GAP * usual_gap {
+        // Saturating: times come off the wire.
+        if ts.saturating_sub(last.0) > Self::MAX_GAP.saturating_mul(usual_gap) {
             return None;
         }
         let local: Vec<(i64, f64)> = self.values.iter().skip(n - Self::LOCAL).copied().collect();
@@ -56,7 +57,7 @@ impl Recent {
         for (i, a) in local.iter().enumerate() {
             for b in &local[i + 1..] {
                 if b.0 != a.0 {
-                    slopes.push((b.1 - a.1) / (b.0 - a.0) as f64);
+                    slopes.push((b.1 - a.1) / b.0.saturating_sub(a.0) as f64);
                 }
             }
         }
@@ -67,7 +68,7 @@ impl Recent {
         };
         let mut at: Vec<f64> = local
             .iter()
-            .map(|(t, v)| v + slope * (ts - t) as f64)
+            .map(|(t, v)| v + slope * ts.saturating_sub(*t) as f64)
             .collect();
         let level = median(&mut at);
         // The noise: steps between neighbours, robustly; the mean
@@ -118,7 +119,7 @@ impl Recent {
             .values
             .iter()
             .zip(self.values.iter().skip(1))
-            .map(|(a, b)| b.0 - a.0)
+            .map(|(a, b)| b.0.saturating_sub(a.0))
             .collect();
         gaps.sort_unstable();
         gaps.get(gaps.len() / 2).map(|g| (*g).max(1))
