@@ -55,9 +55,9 @@ const METRIC_STUCK: &str = "metric stuck";
 /// Readings of one metric, labelled with its name so that their signature
 /// floors are counted per metric: a counter that jumps all day does not
 /// make a steady gauge's jump common, nor a noisy series' small moves its
-/// large ones. Off the line through the series'
-/// last values (rendering scheme 4, [`crate::curriculum::Scaler::SLOW`]):
-/// 16 spreads or more, 8 to 16, 5.7 to 8.
+/// large ones. Off the line through the series' last values (rendering
+/// scheme 4, [`crate::curriculum::Scaler::SLOW`]): 16 spreads or more, 8
+/// to 16, 5.7 to 8.
 const METRIC_LEAPT: &str = "metric leapt: ${metric}";
 const METRIC_JUMPED: &str = "metric jumped: ${metric}";
 const METRIC_MOVED: &str = "metric moved: ${metric}";
