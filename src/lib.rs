@@ -32,6 +32,7 @@
 //! - [`logging`]: log set-up; repeated lines rate-limited.
 //! - [`config`]: the layered configuration (default < file < environment < flags).
 //! - [`units`]: durations and sizes as people write them.
+//! - [`median`]: the one median of the crate.
 //! - [`policy`]: the alert policy (risk, evidence window and count).
 //!
 //! Plumbing:
@@ -78,6 +79,7 @@ pub mod harvester;
 pub mod import;
 pub mod incident;
 pub mod logging;
+pub mod median;
 pub mod metricbench;
 pub mod metrics;
 pub mod model;

@@ -36,8 +36,9 @@
 //! about half of `adapt` (30 min by default, `render.adapt`); a spike of a
 //! few samples hardly enters the window at all.
 
-use super::sudden::{median, Recent};
+use super::sudden::Recent;
 use super::Said;
+use crate::median::median;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
 
@@ -310,12 +311,11 @@ impl Scaler {
         let (mut sudden, mut lately) = (None, None);
         if self.sudden {
             // Only where the window spans hours: see [`Scaler::SLOW`].
-            let slow = s.recent.usual_gap().is_some_and(|g| {
-                g.saturating_mul(Self::WINDOW as i64) > Self::SLOW * self.adapt_ms
-            });
-            let line = slow
-                .then(|| s.recent.line(ts, Self::REL_FLOOR, Self::ABS_FLOOR))
-                .flatten();
+            let line = s
+                .recent
+                .usual_gap()
+                .filter(|g| g.saturating_mul(Self::WINDOW as i64) > Self::SLOW * self.adapt_ms)
+                .and_then(|g| s.recent.line(ts, g, Self::REL_FLOOR, Self::ABS_FLOOR));
             if let Some((level, spread)) = line {
                 sudden = Some(Recent::bin((x - level) / spread));
                 let r = Recent::LEAST * spread;

@@ -13,6 +13,7 @@
 //! (a drift, a cycle) it follows by design; the window's word still reads
 //! those.
 
+use crate::median::median;
 use std::collections::VecDeque;
 
 /// The last values of one series, with their times.
@@ -34,17 +35,23 @@ impl Recent {
     /// series is too short or the value comes after a gap.
     #[cfg(test)]
     pub fn z(&self, ts: i64, x: f64, rel_floor: f64, abs_floor: f64) -> Option<f64> {
-        let (level, spread) = self.line(ts, rel_floor, abs_floor)?;
+        let (level, spread) = self.line(ts, self.usual_gap()?, rel_floor, abs_floor)?;
         Some((x - level) / spread)
     }
 
-    /// The line's value at `ts` and the spread around it.
-    pub fn line(&self, ts: i64, rel_floor: f64, abs_floor: f64) -> Option<(f64, f64)> {
+    /// The line's value at `ts` and the spread around it, for a series
+    /// whose values come `usual_gap` apart ([`Recent::usual_gap`]).
+    pub fn line(
+        &self,
+        ts: i64,
+        usual_gap: i64,
+        rel_floor: f64,
+        abs_floor: f64,
+    ) -> Option<(f64, f64)> {
         let n = self.values.len();
         if n < Self::LOCAL + 4 {
             return None;
         }
-        let usual_gap = self.usual_gap()?;
         let last = self.values[n - 1];
         // Saturating: times come off the wire.
         if ts.saturating_sub(last.0) > Self::MAX_GAP.saturating_mul(usual_gap) {
@@ -114,15 +121,20 @@ impl Recent {
     pub const MAX_BIN: i8 = 9;
 
     /// The median time between the values kept, once there are two.
+    /// Asked of every value of every series (whether it is slow), so on
+    /// the stack, not the heap.
     pub fn usual_gap(&self) -> Option<i64> {
-        let mut gaps: Vec<i64> = self
-            .values
-            .iter()
-            .zip(self.values.iter().skip(1))
-            .map(|(a, b)| b.0.saturating_sub(a.0))
-            .collect();
-        gaps.sort_unstable();
-        gaps.get(gaps.len() / 2).map(|g| (*g).max(1))
+        let mut gaps = [0i64; Self::KEPT];
+        let mut n = 0;
+        for (a, b) in self.values.iter().zip(self.values.iter().skip(1)) {
+            gaps[n] = b.0.saturating_sub(a.0);
+            n += 1;
+        }
+        if n == 0 {
+            return None;
+        }
+        let (_, mid, _) = gaps[..n].select_nth_unstable(n / 2);
+        Some((*mid).max(1))
     }
 
     /// Learns `x` at `ts` (after it was read).
@@ -131,16 +143,6 @@ impl Recent {
             self.values.pop_front();
         }
         self.values.push_back((ts, x));
-    }
-}
-
-pub(super) fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 

@@ -316,15 +316,15 @@ fn proprio_rows(
     eargs.threads = args.threads;
     eargs.configured = args.configured;
     let (ci, ti) = (calib.clone(), test.clone());
-    let skipped = live_repeats(learning, &ev, &ti)?;
-    let lines = match &args.dump {
-        Some(_) => rendered(learning, &ev)?,
+    let (skipped, lines) = live_repeats(learning, &ev, &ti, args.dump.is_some())?;
+    // What the dump names of each test event, taken before eval takes them.
+    let named: Vec<(String, i64)> = match &args.dump {
+        Some(_) => ti.iter().map(|&e| (ev[e].key.clone(), ev[e].ts)).collect(),
         None => Vec::new(),
     };
-    let dumped = args.dump.as_ref().map(|_| ev.clone());
     let m = crate::eval::model_evidence(&eargs, learning, ev, fit, calib, test)?;
-    if let (Some(p), Some(ev)) = (&args.dump, dumped) {
-        write_dump(p, series, &ev, &at, &ti, &lines, &m.test_live, &m.test)?;
+    if let Some(p) = &args.dump {
+        write_dump(p, series, &at, &ti, &named, &lines, &m.test_live, &m.test)?;
     }
     let blank = || -> Vec<Vec<f32>> {
         series
@@ -389,21 +389,14 @@ fn proprio_rows(
     ))
 }
 
-/// Every event rendered as one walk over the stream renders it.
-fn rendered(learning: &Learning, ev: &[Event]) -> Result<Vec<String>> {
-    let r = crate::curriculum::Renderer::new(&learning.render)?;
-    let mut sc = r.scaler();
-    Ok(ev.iter().map(|e| r.render(e, &mut sc)).collect())
-}
-
 /// `--dump`: one JSON line per test sample.
 #[allow(clippy::too_many_arguments)]
 fn write_dump(
     p: &std::path::Path,
     series: &[Series],
-    ev: &[Event],
     at: &[(usize, usize)],
     test: &[usize],
+    named: &[(String, i64)],
     lines: &[String],
     live: &[f32],
     evidence: &[f32],
@@ -413,12 +406,12 @@ fn write_dump(
         std::fs::File::create(p).with_context(|| format!("writing {}", p.display()))?,
     );
     let num = |x: f32| (!x.is_nan()).then_some(x);
-    for (j, &e) in test.iter().enumerate() {
+    for (j, (&e, (key, ts))) in test.iter().zip(named).enumerate() {
         let (i, k) = at[e];
         let s = &series[i];
-        let window = s.window_of(ev[e].ts).map(|w| s.windows[w].kind.as_str());
+        let window = s.window_of(*ts).map(|w| s.windows[w].kind.as_str());
         let row = serde_json::json!({
-            "key": ev[e].key, "ts": ev[e].ts, "value": s.values[k], "shape": s.shape.as_str(),
+            "key": key, "ts": ts, "value": s.values[k], "shape": s.shape.as_str(),
             "rendered": lines.get(e), "live": num(live[j]), "evidence": num(evidence[j]),
             "window": window,
         });
@@ -430,18 +423,28 @@ fn write_dump(
 
 /// How many of the `test` events the live scorer leaves unscored as
 /// repeats of their key's previous pulse ([`crate::curriculum::Repeats`]),
-/// as eval's replay does.
-fn live_repeats(learning: &Learning, ev: &[Event], test: &[usize]) -> Result<usize> {
+/// as eval's replay does; and, if `keep`, every event's line from that
+/// one walk over the stream (for `--dump`).
+fn live_repeats(
+    learning: &Learning,
+    ev: &[Event],
+    test: &[usize],
+    keep: bool,
+) -> Result<(usize, Vec<String>)> {
     let r = crate::curriculum::Renderer::new(&learning.render)?;
     let mut rep = crate::curriculum::Repeats::new(usize::MAX);
     let first = test.first().copied().unwrap_or(ev.len());
-    let mut n = 0;
+    let (mut n, mut lines) = (0, Vec::new());
     let mut sc = r.scaler();
     for (j, e) in ev.iter().enumerate() {
-        let again = rep.repeats(e, &r.render(e, &mut sc));
+        let line = r.render(e, &mut sc);
+        let again = rep.repeats(e, &line);
         n += usize::from(again && j >= first);
+        if keep {
+            lines.push(line);
+        }
     }
-    Ok(n)
+    Ok((n, lines))
 }
 
 fn f3(x: Option<f64>) -> String {
