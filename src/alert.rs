@@ -67,6 +67,10 @@ const METRIC_MOVED: &str = "metric moved: ${metric}";
 /// bursts, `req_rate=+4`) gave 12 false incidents on the mixed day against
 /// 3 (training seed 2; docs/EVAL.md).
 const METRIC_OFF: &str = "metric off its usual: ${metric}";
+/// A slow series' window word 4 spreads off or more, on one side, for its
+/// last few values (`+2~!0`, rendering scheme 5): a level shift or a drift
+/// of a size the day's excursions reach once, but do not hold.
+const METRIC_HELD: &str = "metric held off its usual: ${metric}";
 
 /// Whether a diagnosis reads a metric's level (VRAM at 95 %, a p99 of two
 /// seconds, a value far from its usual) rather than names a failure that
@@ -77,9 +81,15 @@ const METRIC_OFF: &str = "metric off its usual: ${metric}";
 /// at once.
 pub fn is_reading(diagnosis: &str) -> bool {
     [VRAM_PRESSURE, LATENCY_SPIKE, METRIC_FAR, METRIC_STUCK].contains(&diagnosis)
-        || [METRIC_LEAPT, METRIC_JUMPED, METRIC_MOVED, METRIC_OFF]
-            .iter()
-            .any(|l| diagnosis.starts_with(&l[..l.find('$').unwrap_or(0)]))
+        || [
+            METRIC_LEAPT,
+            METRIC_JUMPED,
+            METRIC_MOVED,
+            METRIC_OFF,
+            METRIC_HELD,
+        ]
+        .iter()
+        .any(|l| diagnosis.starts_with(&l[..l.find('$').unwrap_or(0)]))
 }
 
 /// Names known failure patterns: the first rule whose regex matches gives the
@@ -150,32 +160,40 @@ impl Diagnoser {
                 r"(?i)connection refused|\bECONNREFUSED\b",
                 "dependency unreachable",
             ),
+            // Per metric (`mem_mb=0!+3`: see METRIC_LEAPT), the farthest
+            // first; a line's first match is its diagnosis. A leap is read
+            // per metric before the fleet's reading of a far value: a
+            // replica count that doubles (`replicas=+7!+9`) is no more
+            // common because other metrics' mostly-zero counts read `+7`
+            // all day.
+            Pattern::new(
+                r"(?:^|[\s>])(?P<metric>[A-Za-z_][\w.]*)=(?:0|[+-]\d)~?![+-][5-9](?:[\s<]|$)",
+                METRIC_LEAPT,
+            ),
             // A scaled pulse value 64 or more of its series' spreads from
             // its usual level (`latency_p50_ms=+7`,
             // [`crate::curriculum::Scaler`]); buckets never read so.
             Pattern::new(
-                r"(?:^|[\s>])[A-Za-z_][\w.]*=[+-][67](?:![+-]\d)?(?:[\s<]|$)",
+                r"(?:^|[\s>])[A-Za-z_][\w.]*=[+-][67]~?(?:![+-]\d)?(?:[\s<]|$)",
                 METRIC_FAR,
             ),
             // A varying series stuck on one value (`queue_depth=flat`,
             // rendering scheme 2): a frozen exporter or gauge.
             Pattern::new(r"(?:^|[\s>])[A-Za-z_][\w.]*=flat(?:[\s<]|$)", METRIC_STUCK),
-            // Per metric (`mem_mb=0!+3`: see METRIC_LEAPT), the farthest
-            // first; a line's first match is its diagnosis.
             Pattern::new(
-                r"(?:^|[\s>])(?P<metric>[A-Za-z_][\w.]*)=(?:0|[+-]\d)![+-][5-9](?:[\s<]|$)",
-                METRIC_LEAPT,
+                r"(?:^|[\s>])(?P<metric>[A-Za-z_][\w.]*)=(?:0|[+-]\d)~?![+-][34](?:[\s<]|$)",
+                METRIC_JUMPED,
             ),
             Pattern::new(
-                r"(?:^|[\s>])(?P<metric>[A-Za-z_][\w.]*)=(?:0|[+-]\d)![+-][34](?:[\s<]|$)",
-                METRIC_JUMPED,
+                r"(?:^|[\s>])(?P<metric>[A-Za-z_][\w.]*)=[+-][2-7]~(?:!(?:0|[+-]\d))?(?:[\s<]|$)",
+                METRIC_HELD,
             ),
             Pattern::new(
                 r"(?:^|[\s>])(?P<metric>[A-Za-z_][\w.]*)=[+-][345]!(?:0|[+-]\d)(?:[\s<]|$)",
                 METRIC_OFF,
             ),
             Pattern::new(
-                r"(?:^|[\s>])(?P<metric>[A-Za-z_][\w.]*)=(?:0|[+-]\d)![+-]2(?:[\s<]|$)",
+                r"(?:^|[\s>])(?P<metric>[A-Za-z_][\w.]*)=(?:0|[+-]\d)~?![+-]2(?:[\s<]|$)",
                 METRIC_MOVED,
             ),
         ]

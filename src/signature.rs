@@ -318,16 +318,41 @@ mod tests {
         );
         assert_eq!(label("cpu", "+4"), None);
         assert_eq!(label("cpu", "+2!0"), None);
-        // Far from the window's level first, as before scheme 4.
+        // A leap is read per metric before a value far from the window's
+        // level is the fleet's reading.
+        assert_eq!(label("cpu", "+7!+9").as_deref(), Some("metric leapt: cpu"));
+        for w in ["+7", "-6!+4", "+7~!+1"] {
+            assert_eq!(
+                label("cpu", w).as_deref(),
+                Some("metric far from its usual"),
+                "{w}"
+            );
+        }
+        // Held off its usual (scheme 5): from 4 spreads, once it lasted;
+        // a jump on the way is named first.
         assert_eq!(
-            label("cpu", "+7!+9").as_deref(),
-            Some("metric far from its usual")
+            label("cpu", "-2~!0").as_deref(),
+            Some("metric held off its usual: cpu")
         );
+        assert_eq!(
+            label("cpu", "+5~").as_deref(),
+            Some("metric held off its usual: cpu")
+        );
+        assert_eq!(
+            label("cpu", "+6~!0").as_deref(),
+            Some("metric held off its usual: cpu")
+        );
+        assert_eq!(
+            label("cpu", "+2~!+3").as_deref(),
+            Some("metric jumped: cpu")
+        );
+        assert_eq!(label("cpu", "+1~!0"), None);
         for l in [
             "metric leapt: cpu",
             "metric jumped: cpu",
             "metric moved: cpu",
             "metric off its usual: cpu",
+            "metric held off its usual: cpu",
         ] {
             assert!(crate::alert::is_reading(l), "{l}");
         }

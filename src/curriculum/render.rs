@@ -66,6 +66,7 @@ impl Renderer {
             .flat(self.scheme >= 2)
             .carrying(self.scheme >= 3)
             .sudden(self.scheme >= 4)
+            .held(self.scheme >= 5)
     }
 
     /// Masks the volatile parts of free text.

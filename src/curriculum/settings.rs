@@ -68,7 +68,9 @@ pub struct RenderConfig {
     /// stuck series ([`super::Scaler::flat`]); 3, also a pulse carries its
     /// source's latest flux event of the last minutes ([`super::Said`]);
     /// 4, also a slow series' value read against the line through its
-    /// last values (`+1!+3`, `!0` near it; [`super::Scaler::SLOW`]).
+    /// last values (`+1!+3`, `!0` near it; [`super::Scaler::SLOW`]);
+    /// 5, also `~` after a slow series' window word that has stayed 4
+    /// spreads off for its last values (`+2~!0`, [`super::Scaler::HELD_RUN`]).
     /// A checkpoint without the field was trained on 1 and is read so.
     #[serde(default = "RenderConfig::first_scheme")]
     pub scheme: u32,
@@ -128,7 +130,7 @@ struct MasksFile {
 
 impl RenderConfig {
     /// The rendering scheme new models are trained with.
-    pub const SCHEME: u32 = 4;
+    pub const SCHEME: u32 = 5;
 
     fn first_scheme() -> u32 {
         1

@@ -65,29 +65,51 @@ fn burst(tag: &str, rounds: usize) -> Vec<(String, Vec<u8>, String)> {
 
 /// Waits until the scoring stream has taken the telemetry through `seq`
 /// and every partition's consumer has acknowledged all it was given.
+/// A cluster answers 503 ("JetStream system temporarily unavailable")
+/// while it elects a leader; such an answer is polled again, not a failure.
 async fn scored_through(js: &async_nats::jetstream::Context, seq: u64, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        let mut left = 0;
-        for k in 0..PARTITIONS {
-            let mut c: async_nats::jetstream::consumer::PullConsumer = js
-                .get_consumer_from_stream(format!("proprio-scorer-p{k}"), STREAM_SCORING)
-                .await
-                .unwrap();
-            let i = c.info().await.unwrap();
-            left += i.num_pending + i.num_ack_pending as u64;
-        }
-        let mut s = js.get_stream(STREAM_SCORING).await.unwrap();
-        let sourced = s.info().await.unwrap().state.last_sequence;
-        if left == 0 && sourced >= seq {
-            return;
+        let state = scoring_state(js).await;
+        if let Ok((left, sourced)) = state {
+            if left == 0 && sourced >= seq {
+                return;
+            }
         }
         assert!(
             Instant::now() < deadline,
-            "scoring stream at {sourced} of {seq}, {left} events unacknowledged"
+            "scoring stream not through {seq}: (unacknowledged, last sequence) = {state:?}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// (events pending or unacknowledged over all partitions, the scoring
+/// stream's last sequence).
+async fn scoring_state(js: &async_nats::jetstream::Context) -> Result<(u64, u64), String> {
+    let mut left = 0;
+    for k in 0..PARTITIONS {
+        let mut c: async_nats::jetstream::consumer::PullConsumer = js
+            .get_consumer_from_stream(format!("proprio-scorer-p{k}"), STREAM_SCORING)
+            .await
+            .map_err(|e| format!("consumer p{k}: {e}"))?;
+        let i = c
+            .info()
+            .await
+            .map_err(|e| format!("consumer p{k} info: {e}"))?;
+        left += i.num_pending + i.num_ack_pending as u64;
+    }
+    let mut s = js
+        .get_stream(STREAM_SCORING)
+        .await
+        .map_err(|e| format!("stream: {e}"))?;
+    let sourced = s
+        .info()
+        .await
+        .map_err(|e| format!("stream info: {e}"))?
+        .state
+        .last_sequence;
+    Ok((left, sourced))
 }
 
 async fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
