@@ -67,9 +67,9 @@ const METRIC_MOVED: &str = "metric moved: ${metric}";
 /// bursts, `req_rate=+4`) gave 12 false incidents on the mixed day against
 /// 3 (training seed 2; docs/EVAL.md).
 const METRIC_OFF: &str = "metric off its usual: ${metric}";
-/// A slow series' window word 4 spreads off or more, on one side, for its
-/// last few values (`+2~!0`, rendering scheme 5): a level shift or a drift
-/// of a size the day's excursions reach once, but do not hold.
+/// A slow series' window word off on one side for its last few values
+/// (`+2~!0`, `+1~!0`, rendering scheme 5): a level shift or a drift of a
+/// size the day's excursions reach once, but do not hold.
 const METRIC_HELD: &str = "metric held off its usual: ${metric}";
 
 /// Whether a diagnosis reads a metric's level (VRAM at 95 %, a p99 of two
@@ -185,7 +185,7 @@ impl Diagnoser {
                 METRIC_JUMPED,
             ),
             Pattern::new(
-                r"(?:^|[\s>])(?P<metric>[A-Za-z_][\w.]*)=[+-][2-7]~(?:!(?:0|[+-]\d))?(?:[\s<]|$)",
+                r"(?:^|[\s>])(?P<metric>[A-Za-z_][\w.]*)=[+-][1-7]~(?:!(?:0|[+-]\d))?(?:[\s<]|$)",
                 METRIC_HELD,
             ),
             Pattern::new(

@@ -328,7 +328,7 @@ mod tests {
                 "{w}"
             );
         }
-        // Held off its usual (scheme 5): from 4 spreads, once it lasted;
+        // Held off its usual (scheme 5), once it lasted;
         // a jump on the way is named first.
         assert_eq!(
             label("cpu", "-2~!0").as_deref(),
@@ -346,7 +346,11 @@ mod tests {
             label("cpu", "+2~!+3").as_deref(),
             Some("metric jumped: cpu")
         );
-        assert_eq!(label("cpu", "+1~!0"), None);
+        assert_eq!(
+            label("cpu", "+1~!0").as_deref(),
+            Some("metric held off its usual: cpu")
+        );
+        assert_eq!(label("cpu", "+1!0"), None);
         for l in [
             "metric leapt: cpu",
             "metric jumped: cpu",
