@@ -330,26 +330,15 @@ mod tests {
         }
         // Held off its usual (scheme 5), once it lasted;
         // a jump on the way is named first.
-        assert_eq!(
-            label("cpu", "-2~!0").as_deref(),
-            Some("metric held off its usual: cpu")
-        );
-        assert_eq!(
-            label("cpu", "+5~").as_deref(),
-            Some("metric held off its usual: cpu")
-        );
-        assert_eq!(
-            label("cpu", "+6~!0").as_deref(),
-            Some("metric held off its usual: cpu")
-        );
-        assert_eq!(
-            label("cpu", "+2~!+3").as_deref(),
-            Some("metric jumped: cpu")
-        );
-        assert_eq!(
-            label("cpu", "+1~!0").as_deref(),
-            Some("metric held off its usual: cpu")
-        );
+        for (w, l) in [
+            ("-2~!0", "metric held off its usual: cpu"),
+            ("+5~", "metric held off its usual: cpu"),
+            ("+6~!0", "metric held off its usual: cpu"),
+            ("+2~!+3", "metric jumped: cpu"),
+            ("+1~!0", "metric held off its usual: cpu"),
+        ] {
+            assert_eq!(label("cpu", w).as_deref(), Some(l), "{w}");
+        }
         assert_eq!(label("cpu", "+1!0"), None);
         for l in [
             "metric leapt: cpu",

@@ -352,9 +352,9 @@ impl Scaler {
         }
         let (mut sudden, mut lately, mut held) = (None, None, false);
         // Only where the window spans hours: see [`Scaler::SLOW`].
-        let slow = s
-            .recent
-            .usual_gap()
+        let slow = (self.sudden || self.held)
+            .then(|| s.recent.usual_gap())
+            .flatten()
             .filter(|g| g.saturating_mul(Self::WINDOW as i64) > Self::SLOW * self.adapt_ms);
         if self.held {
             let b = match out {
