@@ -67,8 +67,8 @@ const METRIC_MOVED: &str = "metric moved: ${metric}";
 /// bursts, `req_rate=+4`) gave 12 false incidents on the mixed day against
 /// 3 (training seed 2; docs/EVAL.md).
 const METRIC_OFF: &str = "metric off its usual: ${metric}";
-/// A slow series' window word off on one side for its last few values
-/// (`+2~!0`, `+1~!0`, rendering scheme 5): a level shift or a drift of a
+/// A slow series off its usual on one side for its last few values
+/// (`+2~!0`, `0~!0`, rendering scheme 5): a level shift or a drift of a
 /// size the day's excursions reach once, but do not hold.
 const METRIC_HELD: &str = "metric held off its usual: ${metric}";
 
@@ -185,7 +185,7 @@ impl Diagnoser {
                 METRIC_JUMPED,
             ),
             Pattern::new(
-                r"(?:^|[\s>])(?P<metric>[A-Za-z_][\w.]*)=[+-][1-7]~(?:!(?:0|[+-]\d))?(?:[\s<]|$)",
+                r"(?:^|[\s>])(?P<metric>[A-Za-z_][\w.]*)=(?:0|[+-][1-7])~(?:!(?:0|[+-]\d))?(?:[\s<]|$)",
                 METRIC_HELD,
             ),
             Pattern::new(

@@ -336,6 +336,7 @@ mod tests {
             ("+6~!0", "metric held off its usual: cpu"),
             ("+2~!+3", "metric jumped: cpu"),
             ("+1~!0", "metric held off its usual: cpu"),
+            ("0~!0", "metric held off its usual: cpu"),
         ] {
             assert_eq!(label("cpu", w).as_deref(), Some(l), "{w}");
         }

@@ -32,11 +32,11 @@
 //!
 //! A held series (scheme 5, [`Scaler::held`]): a slow series whose window
 //! word has stayed at `+2` or beyond (or `-2`) for its last
-//! [`Scaler::HELD_RUN`] values, or at `±1` or beyond for its last
-//! [`Scaler::LEAN_RUN`], writes `~` after it (`+2~!0`): a level shift or a
-//! drift the window has not taken in yet. One such value is an excursion;
-//! a run is not, and its repeated line is never scored again, so the run
-//! must be in the word.
+//! [`Scaler::HELD_RUN`] values, or whose last values all sit off the line
+//! through the two hours before them ([`Recent::off_trend`]), writes `~`
+//! after its word (`+2~!0`, `0~!0`): a level shift or a drift the window
+//! has not taken in yet. One such value is an excursion; a run is not, and
+//! its repeated line is never scored again, so the run must be in the word.
 //!
 //! Adaptation: a series admits at most one value per `adapt / WINDOW` of
 //! event time into its window of [`Scaler::WINDOW`] values, so after a
@@ -109,9 +109,8 @@ struct Series {
     /// The last values as they came, every one (scheme 4).
     recent: Recent,
     /// Window words in a row at [`Scaler::HELD_BIN`] or beyond on one
-    /// side, and at 1 or beyond, signed by the side (scheme 5).
+    /// side, signed by the side (scheme 5).
     off_run: i32,
-    lean_run: i32,
 }
 
 /// A value's word: its reading against the window, and from scheme 4
@@ -124,8 +123,8 @@ pub struct Word {
     /// Bins off the local line ([`Recent::bin`]), 0 within 4 spreads;
     /// none for a fast series or one too new to have a line.
     pub sudden: Option<i8>,
-    /// The window's word has been off on one side for the last values
-    /// ([`Scaler::HELD_RUN`], [`Scaler::LEAN_RUN`]).
+    /// The series has been off its usual on one side for its last values
+    /// ([`Scaler::HELD_RUN`], [`Recent::off_trend`]).
     pub held: bool,
 }
 
@@ -215,16 +214,16 @@ impl Scaler {
     pub const FLAT_HISTORY: u32 = 64;
     pub const FLAT_CHANGES: u32 = 16;
     /// A slow series whose window word stays at bin 2 or beyond (4+
-    /// spreads) on one side for 3 values in a row (15 minutes at 5), or
-    /// at bin 1 or beyond for 8 (40 minutes), is held off its usual: a
-    /// level shift or a drift the window has not yet taken in, which no
-    /// single value shows (a shift of 4 to 8 noise scales reads `+1` or
-    /// `+2` like the day's own excursions, and its repeats are not
-    /// scored). Shorter runs were common on the metrics benchmark's
-    /// normal series, and their per-metric floors sank (docs/EVAL.md).
+    /// spreads) on one side for 3 values in a row (15 minutes at 5) is
+    /// held off its usual: a level shift or a drift the window has not
+    /// yet taken in, which no single value shows (a shift of 4 to 8 noise
+    /// scales reads `+1` or `+2` like the day's own excursions, and its
+    /// repeats are not scored). Runs of 2 were common on the metrics
+    /// benchmark's normal series, and their per-metric floors sank; runs
+    /// at bin 1 too, on a daily cycle's slopes, which the window lags
+    /// (docs/EVAL.md); [`Recent::off_trend`] reads those.
     pub const HELD_BIN: i8 = 2;
     pub const HELD_RUN: i32 = 3;
-    pub const LEAN_RUN: i32 = 8;
 
     pub fn new(adapt_ms: i64) -> Scaler {
         Scaler {
@@ -362,9 +361,7 @@ impl Scaler {
                 _ => 0,
             };
             s.off_run = extend(s.off_run, b, Self::HELD_BIN);
-            s.lean_run = extend(s.lean_run, b, 1);
-            held = slow.is_some()
-                && (s.off_run.abs() >= Self::HELD_RUN || s.lean_run.abs() >= Self::LEAN_RUN);
+            held = slow.is_some() && s.off_run.abs() >= Self::HELD_RUN;
         }
         if self.sudden {
             let line = slow.and_then(|g| s.recent.line(ts, g, Self::REL_FLOOR, Self::ABS_FLOOR));
@@ -377,6 +374,9 @@ impl Scaler {
         if self.sudden || self.held {
             // Their times tell a slow series.
             s.recent.push(ts, x);
+        }
+        if let (true, Some(g), false) = (self.held, slow, held) {
+            held = s.recent.off_trend(g, Self::REL_FLOOR, Self::ABS_FLOOR) != 0;
         }
         s.last_ts = s.last_ts.max(ts);
         if s.window.len() < Self::MIN_SAMPLES || ts - s.last_admitted >= gap {

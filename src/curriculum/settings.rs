@@ -69,8 +69,8 @@ pub struct RenderConfig {
     /// source's latest flux event of the last minutes ([`super::Said`]);
     /// 4, also a slow series' value read against the line through its
     /// last values (`+1!+3`, `!0` near it; [`super::Scaler::SLOW`]);
-    /// 5, also `~` after a slow series' window word that has stayed off
-    /// on one side for its last values (`+2~!0`, [`super::Scaler::HELD_RUN`]).
+    /// 5, also `~` after a slow series' word once it has stayed off its
+    /// usual on one side for its last values (`+2~!0`, [`super::Scaler::HELD_RUN`]).
     /// A checkpoint without the field was trained on 1 and is read so.
     #[serde(default = "RenderConfig::first_scheme")]
     pub scheme: u32,
