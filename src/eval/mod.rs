@@ -272,6 +272,23 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
             let f: Vec<&FaultResult> = fr.iter().filter(|f| &f.kind == ty).collect();
             by_type.insert(ty.clone(), Metrics::of(&s, &y, thr, &f));
         }
+        // The metrics' own share: a type's labelled pulses against the
+        // normal pulses (per event only).
+        let mut pulses_by_type = BTreeMap::new();
+        if !grouped {
+            let pulse = |k: usize| test_events[data.test[k]].kind() == crate::event::Kind::Pulse;
+            for ty in &types {
+                let pick: Vec<usize> = (0..test.len())
+                    .filter(|&k| pulse(k))
+                    .filter(|&k| tu.labels[k].as_deref().is_none_or(|l| label_type(l) == ty))
+                    .collect();
+                let s: Vec<f32> = pick.iter().map(|&k| test[k]).collect();
+                let y: Vec<bool> = pick.iter().map(|&k| test_labels[k]).collect();
+                if y.iter().any(|&l| l) {
+                    pulses_by_type.insert(ty.clone(), Metrics::of(&s, &y, thr, &[]));
+                }
+            }
+        }
         let labels = &test_labels[..test.len()];
         DetectorReport {
             name,
@@ -279,6 +296,7 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
             calibration_max: f32::NAN,
             overall: Metrics::of(test, labels, thr, &all_faults),
             by_type,
+            pulses_by_type,
             alerts: alerts.len() as u64,
             silence_alerts: alerts
                 .iter()

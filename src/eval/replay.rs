@@ -29,8 +29,9 @@ pub(super) fn parse_evidence(s: &str) -> Result<(i64, usize)> {
 /// The weight of each event as the live [`Decider`] gives it: over the
 /// events of its key in the policy's window ending at it (itself
 /// included), the mean of the `k` highest scores, at most `k` times its own.
-/// An event marked in `unscored` (a repeated pulse the live scorer skips)
-/// is only heard, as live, and weighs 0.
+/// An event marked in `unscored` (a repeated pulse the live scorer leaves
+/// unscored) restates its key's last pulse or is only heard, as live
+/// ([`Decider::restated`]), and then weighs 0.
 pub(super) fn decided(
     events: &[Event],
     idx: &[usize],
@@ -45,8 +46,9 @@ pub(super) fn decided(
         .map(|(j, (&i, &s))| {
             let e = &events[i];
             if unscored.get(j).copied().unwrap_or(false) {
-                d.heard(&e.key, e.ts);
-                0.0
+                d.restated(&e.key, e.ts).map_or(0.0, |x| x.weight)
+            } else if e.kind() == Kind::Pulse {
+                d.decide_pulse(&e.key, e.ts, s).weight
             } else {
                 d.decide(&e.key, e.ts, s).weight
             }

@@ -78,6 +78,11 @@ pub struct DetectorReport {
     pub calibration_max: f32,
     pub overall: Metrics,
     pub by_type: BTreeMap<String, Metrics>,
+    /// Per type, its labelled pulses (health metrics) against the normal
+    /// pulses: how well the metrics are read (per event mode; types with
+    /// labelled pulses only).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pulses_by_type: BTreeMap<String, Metrics>,
     /// Alerts of the replay (after the cooldown), silence alerts included.
     pub alerts: u64,
     pub silence_alerts: u64,
@@ -203,6 +208,19 @@ impl Report {
             }
             if let Some(i) = &d.incidents {
                 let _ = writeln!(s, "{}: {}", d.name, i.line());
+            }
+            if !d.pulses_by_type.is_empty() {
+                let each: Vec<String> = d
+                    .pulses_by_type
+                    .iter()
+                    .map(|(ty, m)| format!("{ty} {} ({})", f3(m.auroc), m.anomalous))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "{}: AUROC of each type's labelled pulses against the normal pulses: {}",
+                    d.name,
+                    each.join(", ")
+                );
             }
         }
         for n in &self.notes {

@@ -280,7 +280,8 @@ pub struct ModelScore {
     pub xall: f32,
     /// A pulse repeating its key's previous one: the live scorer leaves it
     /// unscored ([`crate::curriculum::Repeats`]), so every score is 0 and
-    /// the decision only hears it ([`crate::scorer::decide::Decider::heard`]).
+    /// the decision restates its key's last pulse or only hears it
+    /// ([`crate::scorer::decide::Decider::restated`]).
     #[serde(default)]
     pub repeat: bool,
 }

@@ -15,6 +15,7 @@ pub mod decide;
 pub mod epoch;
 pub mod feed;
 pub mod offline;
+mod restate;
 pub mod role;
 pub mod span;
 mod stats;

@@ -6,13 +6,15 @@
 //! message's stream sequence, so a redelivered event never alerts twice.
 //!
 //! A batch goes through the role's three steps: the pure decisions
-//! ([`Decider::decide`] on each score, then [`judge`] once a candidate's mute is
+//! ([`Decider::decide`] on each score, [`Decider::restated`] on each repeated
+//! pulse, then [`judge`] once a candidate's mute is
 //! known, and [`settlement`]), the effects (the forward pass, mute look-ups
 //! and publishes, each batched), and settling every message.
 
 use super::decide::{Cooldown, Decider};
 use super::epoch::EpochWatch;
 use super::feed::ScorerFeed;
+use super::restate::LastPulses;
 pub use super::stats::ScorerStats;
 use super::worker::ModelWorker;
 use super::{score_against, EventScorer, LiveTails, Prepared, Scored};
@@ -126,11 +128,12 @@ pub fn settlement(fate: Fate, published: Option<&Result<bool>>) -> AckKind {
 /// How long a message whose alert could not be decided or stored waits.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// A decoded, prepared message of a batch.
+/// A decoded, prepared message of a batch; not prepared (None): a pulse
+/// repeating its key's last one, left unscored ([`Decider::restated`]).
 struct Valid {
     msg: jetstream::Message,
     ev: Event,
-    prepared: Prepared,
+    prepared: Option<Prepared>,
 }
 
 pub struct Scorer {
@@ -213,6 +216,7 @@ impl Role for Scorer {
         let mut cooldown = Cooldown::new(self.cfg.cooldown_ms);
         let mut decider = Decider::new(self.ctx.shared.policy, self.cfg.max_keys);
         let mut tails = LiveTails::default();
+        let mut pulses = LastPulses::new(self.cfg.max_keys);
         tokio::pin!(shutdown);
         let mut behind = false;
         loop {
@@ -233,6 +237,7 @@ impl Role for Scorer {
                 tails: &mut tails,
                 decider: &mut decider,
                 cooldown: &mut cooldown,
+                pulses: &mut pulses,
             };
             self.process(&mut scorer, judges, batch).await;
         }
@@ -291,13 +296,15 @@ impl Scorer {
     ) {
         let now = self.ctx.clock.now_ms();
         let batch = self.shed_stale(batch, now).await;
-        let valid = self.validate(scorer, &mut *j.decider, batch, now).await;
+        let valid = self.validate(scorer, batch, now).await;
         if valid.is_empty() {
             return;
         }
         let t = std::time::Instant::now();
-        let items = valid.iter().map(|v| v.prepared.item.clone()).collect();
-        let keys = valid.iter().map(|v| v.prepared.key.clone()).collect();
+        let prepared = || valid.iter().filter_map(|v| v.prepared.as_ref());
+        let items = prepared().map(|p| p.item.clone()).collect();
+        let keys = prepared().map(|p| p.key.clone()).collect();
+        let fresh = prepared().count();
         let scored = self.worker.score(keys, items).await;
         // A model of another vocabulary came in between cutting the batch
         // and scoring it: its ids mean other tokens, so the losses are not
@@ -308,7 +315,10 @@ impl Scorer {
         let Some((losses, info)) = scored else {
             self.stats
                 .warming
-                .fetch_add(valid.len() as u64, Ordering::Relaxed);
+                .fetch_add(fresh as u64, Ordering::Relaxed);
+            self.stats
+                .collapsed
+                .fetch_add((valid.len() - fresh) as u64, Ordering::Relaxed);
             for v in &valid {
                 settle(&v.msg, AckKind::Ack).await;
             }
@@ -316,11 +326,12 @@ impl Scorer {
         };
         let metrics = &self.ctx.metrics;
         metrics.scoring_seconds.observe(t.elapsed().as_secs_f64());
-        metrics.batch_size.observe(valid.len() as f64);
+        metrics.batch_size.observe(fresh as f64);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.scored.fetch_add(fresh as u64, Ordering::Relaxed);
         self.stats
-            .scored
-            .fetch_add(valid.len() as u64, Ordering::Relaxed);
+            .collapsed
+            .fetch_add((valid.len() - fresh) as u64, Ordering::Relaxed);
         // The calibration restarts with each model (its shipped tails).
         j.tails.follow(&info.version, &info.baselines.surprise);
         // The risk applies in full once the model's training covered a day.
@@ -331,14 +342,32 @@ impl Scorer {
             .for_model(info.baselines.surprise.seen_ms());
         j.decider.set_policy(policy);
         let previous_epoch = self.epoch.previous(&info.fingerprint);
+        let mut losses = losses.iter();
         let alerts: Vec<Option<Alert>> = valid
             .iter()
-            .zip(&losses)
-            .map(|(v, loss)| {
-                let s = score_against(&v.prepared, loss, v.ev.ts, j.tails);
-                observe(metrics, &v.ev, &s);
-                let d = j.decider.decide(&v.ev.key, v.ev.ts, s.score);
-                d.alert.then(|| {
+            .map(|v| {
+                let (key, ts) = (&v.ev.key, v.ev.ts);
+                let scored = v.prepared.as_ref().and_then(|p| Some((p, losses.next()?)));
+                let (s, alert) = match scored {
+                    Some((p, loss)) => {
+                        let s = score_against(p, loss, ts, j.tails);
+                        observe(metrics, &v.ev, &s);
+                        let d = if v.ev.kind() == Kind::Pulse {
+                            j.pulses.keep(key, ts, &s);
+                            j.decider.decide_pulse(key, ts, s.score)
+                        } else {
+                            j.decider.decide(key, ts, s.score)
+                        };
+                        (Some(s), d.alert)
+                    }
+                    // Restated: its alert says what the pulse it repeats said.
+                    None => match j.decider.restated(key, ts) {
+                        Some(d) => (j.pulses.get(key).cloned(), d.alert),
+                        None => (None, false),
+                    },
+                };
+                let s = s.filter(|_| alert)?;
+                Some({
                     // A partitioned event names its telemetry sequence.
                     let seq = source_sequence(v.msg.headers.as_ref())
                         .or_else(|| v.msg.info().ok().map(|i| i.stream_sequence))
@@ -440,12 +469,11 @@ impl Scorer {
 
     /// Decodes and prepares a batch's events; one that fails validation is
     /// terminated (the harvester dead-letters it; here it is just not
-    /// scored), a repeated pulse acknowledged unscored (its key's cadence
-    /// still hears it).
+    /// scored), a repeated pulse kept unprepared (decided in its turn,
+    /// [`Decider::restated`]).
     async fn validate(
         &self,
         scorer: &mut EventScorer,
-        decider: &mut Decider,
         batch: Vec<jetstream::Message>,
         now: i64,
     ) -> Vec<Valid> {
@@ -457,17 +485,13 @@ impl Scorer {
                 // A redelivery was read once already: compared with
                 // itself, it would repeat its own pulse.
                 Ok(ev) if msg.info().is_ok_and(|i| i.delivered > 1) => {
-                    let prepared = scorer.prepare_event(&ev);
+                    let prepared = Some(scorer.prepare_event(&ev));
                     valid.push(Valid { msg, ev, prepared });
                 }
-                Ok(ev) => match scorer.prepare_live(&ev) {
-                    Some(prepared) => valid.push(Valid { msg, ev, prepared }),
-                    None => {
-                        decider.heard(&ev.key, ev.ts);
-                        self.stats.collapsed.fetch_add(1, Ordering::Relaxed);
-                        settle(&msg, AckKind::Ack).await;
-                    }
-                },
+                Ok(ev) => {
+                    let prepared = scorer.prepare_live(&ev);
+                    valid.push(Valid { msg, ev, prepared });
+                }
                 Err(_) => {
                     self.stats.invalid.fetch_add(1, Ordering::Relaxed);
                     settle(&msg, AckKind::Term).await;
@@ -601,6 +625,7 @@ struct Judges<'a> {
     tails: &'a mut LiveTails,
     decider: &'a mut Decider,
     cooldown: &'a mut Cooldown,
+    pulses: &'a mut LastPulses,
 }
 
 /// How the scorer reads events now: the rendering and block size of the
