@@ -72,9 +72,9 @@ impl Decider {
     ///
     /// Why a fast key's repeat counts: a fault's pulses repeat while the
     /// state lasts (a p50 held at 3 s renders the same words every 30 s),
-    /// and heard only, two thirds of them weighed 0, as the quietest
-    /// normal events do (measured: the simulated latency spikes' pulses
-    /// ranked at per-event AUROC 0.898, 1.000 for those scored). Why a slow
+    /// and heard only, the repeats weighed 0, as the two thirds of normal
+    /// pulses that repeat do (measured: the simulated VRAM pressure's
+    /// pulses ranked at per-event AUROC 0.790, 1.000 restated). Why a slow
     /// key's does not: each of its samples is a window of its own, so a
     /// restated sample would alert again every window for as long as the
     /// state lasts (the metrics benchmark's false alarms at the live level,

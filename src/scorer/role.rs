@@ -325,9 +325,11 @@ impl Scorer {
             return;
         };
         let metrics = &self.ctx.metrics;
-        metrics.scoring_seconds.observe(t.elapsed().as_secs_f64());
-        metrics.batch_size.observe(fresh as f64);
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        if fresh > 0 {
+            metrics.scoring_seconds.observe(t.elapsed().as_secs_f64());
+            metrics.batch_size.observe(fresh as f64);
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        }
         self.stats.scored.fetch_add(fresh as u64, Ordering::Relaxed);
         self.stats
             .collapsed
@@ -347,9 +349,9 @@ impl Scorer {
             .iter()
             .map(|v| {
                 let (key, ts) = (&v.ev.key, v.ev.ts);
-                let scored = v.prepared.as_ref().and_then(|p| Some((p, losses.next()?)));
-                let (s, alert) = match scored {
-                    Some((p, loss)) => {
+                let loss = v.prepared.as_ref().and_then(|_| losses.next());
+                let (s, alert) = match (&v.prepared, loss) {
+                    (Some(p), Some(loss)) => {
                         let s = score_against(p, loss, ts, j.tails);
                         observe(metrics, &v.ev, &s);
                         let d = if v.ev.kind() == Kind::Pulse {
@@ -361,10 +363,11 @@ impl Scorer {
                         (Some(s), d.alert)
                     }
                     // Restated: its alert says what the pulse it repeats said.
-                    None => match j.decider.restated(key, ts) {
+                    (None, _) => match j.decider.restated(key, ts) {
                         Some(d) => (j.pulses.get(key).cloned(), d.alert),
                         None => (None, false),
                     },
+                    (Some(_), None) => (None, false),
                 };
                 let s = s.filter(|_| alert)?;
                 Some({
