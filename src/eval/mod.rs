@@ -262,30 +262,28 @@ pub fn evaluate(args: &EvalArgs, learning: &Learning) -> Result<Report> {
     let row = |name: String, thr: f32, test: &[f32], alerts: Vec<Alert>| {
         let (fr, false_alerts, fa_samples) = replay::judge(&alerts, &faults, grace_ms);
         let all_faults: Vec<&FaultResult> = fr.iter().collect();
-        let mut by_type = BTreeMap::new();
-        for ty in &types {
+        // A type's labelled units against every normal unit, of those `keep` admits.
+        let of_type = |ty: &str, keep: &dyn Fn(usize) -> bool, f: &[&FaultResult]| {
             let pick: Vec<usize> = (0..test.len())
+                .filter(|&k| keep(k))
                 .filter(|&k| tu.labels[k].as_deref().is_none_or(|l| label_type(l) == ty))
                 .collect();
             let s: Vec<f32> = pick.iter().map(|&k| test[k]).collect();
             let y: Vec<bool> = pick.iter().map(|&k| test_labels[k]).collect();
-            let f: Vec<&FaultResult> = fr.iter().filter(|f| &f.kind == ty).collect();
-            by_type.insert(ty.clone(), Metrics::of(&s, &y, thr, &f));
-        }
+            Metrics::of(&s, &y, thr, f)
+        };
+        let mut by_type = BTreeMap::new();
         // The metrics' own share: a type's labelled pulses against the
         // normal pulses (per event only).
         let mut pulses_by_type = BTreeMap::new();
-        if !grouped {
-            let pulse = |k: usize| test_events[data.test[k]].kind() == crate::event::Kind::Pulse;
-            for ty in &types {
-                let pick: Vec<usize> = (0..test.len())
-                    .filter(|&k| pulse(k))
-                    .filter(|&k| tu.labels[k].as_deref().is_none_or(|l| label_type(l) == ty))
-                    .collect();
-                let s: Vec<f32> = pick.iter().map(|&k| test[k]).collect();
-                let y: Vec<bool> = pick.iter().map(|&k| test_labels[k]).collect();
-                if y.iter().any(|&l| l) {
-                    pulses_by_type.insert(ty.clone(), Metrics::of(&s, &y, thr, &[]));
+        let pulse = |k: usize| test_events[data.test[k]].kind() == crate::event::Kind::Pulse;
+        for ty in &types {
+            let f: Vec<&FaultResult> = fr.iter().filter(|f| &f.kind == ty).collect();
+            by_type.insert(ty.clone(), of_type(ty, &|_| true, &f));
+            if !grouped {
+                let m = of_type(ty, &pulse, &[]);
+                if m.anomalous > 0 {
+                    pulses_by_type.insert(ty.clone(), m);
                 }
             }
         }

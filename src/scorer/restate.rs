@@ -20,12 +20,16 @@ impl LastPulses {
     }
 
     /// `s`, a pulse of `key` at `ts`, is what its repeats restate.
-    pub fn keep(&mut self, key: &str, ts: i64, s: &Scored) {
-        if !self.lines.contains_key(key) && self.lines.len() >= self.max_keys {
+    pub fn keep(&mut self, key: &str, ts: i64, s: Scored) {
+        if let Some(line) = self.lines.get_mut(key) {
+            *line = (ts, s);
+            return;
+        }
+        if self.lines.len() >= self.max_keys {
             // Forget the keys whose last pulse is oldest (half of them).
             super::keep_newer_half(&mut self.lines, |(t, _)| *t);
         }
-        self.lines.insert(key.to_string(), (ts, s.clone()));
+        self.lines.insert(key.to_string(), (ts, s));
     }
 
     /// The last scored pulse of `key`, if still kept.
@@ -55,10 +59,10 @@ mod tests {
     fn the_newest_keys_are_kept_within_the_bound() {
         let mut p = LastPulses::new(4);
         for (i, k) in ["a", "b", "c", "d"].iter().enumerate() {
-            p.keep(k, i as i64, &scored(i as f32));
+            p.keep(k, i as i64, scored(i as f32));
         }
-        p.keep("a", 10, &scored(7.0));
-        p.keep("e", 11, &scored(8.0));
+        p.keep("a", 10, scored(7.0));
+        p.keep("e", 11, scored(8.0));
         assert!(p.lines.len() <= 4);
         assert_eq!(p.get("a").map(|s| s.score), Some(7.0));
         assert_eq!(p.get("e").map(|s| s.score), Some(8.0));

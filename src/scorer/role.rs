@@ -305,6 +305,9 @@ impl Scorer {
         let items = prepared().map(|p| p.item.clone()).collect();
         let keys = prepared().map(|p| p.key.clone()).collect();
         let fresh = prepared().count();
+        self.stats
+            .collapsed
+            .fetch_add((valid.len() - fresh) as u64, Ordering::Relaxed);
         let scored = self.worker.score(keys, items).await;
         // A model of another vocabulary came in between cutting the batch
         // and scoring it: its ids mean other tokens, so the losses are not
@@ -316,9 +319,6 @@ impl Scorer {
             self.stats
                 .warming
                 .fetch_add(fresh as u64, Ordering::Relaxed);
-            self.stats
-                .collapsed
-                .fetch_add((valid.len() - fresh) as u64, Ordering::Relaxed);
             for v in &valid {
                 settle(&v.msg, AckKind::Ack).await;
             }
@@ -331,9 +331,6 @@ impl Scorer {
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
         }
         self.stats.scored.fetch_add(fresh as u64, Ordering::Relaxed);
-        self.stats
-            .collapsed
-            .fetch_add((valid.len() - fresh) as u64, Ordering::Relaxed);
         // The calibration restarts with each model (its shipped tails).
         j.tails.follow(&info.version, &info.baselines.surprise);
         // The risk applies in full once the model's training covered a day.
@@ -344,44 +341,37 @@ impl Scorer {
             .for_model(info.baselines.surprise.seen_ms());
         j.decider.set_policy(policy);
         let previous_epoch = self.epoch.previous(&info.fingerprint);
+        // A partitioned event names its telemetry sequence.
+        let alert_of = |v: &Valid, s: &Scored| {
+            let seq = source_sequence(v.msg.headers.as_ref())
+                .or_else(|| v.msg.info().ok().map(|i| i.stream_sequence))
+                .unwrap_or(0);
+            let a = surprise_alert(&v.ev, s, &self.cfg.diagnoser, Some(&info.version), seq);
+            Alert {
+                previous_epoch,
+                ..a
+            }
+        };
         let mut losses = losses.iter();
         let alerts: Vec<Option<Alert>> = valid
             .iter()
             .map(|v| {
                 let (key, ts) = (&v.ev.key, v.ev.ts);
-                let loss = v.prepared.as_ref().and_then(|_| losses.next());
-                let (s, alert) = match (&v.prepared, loss) {
-                    (Some(p), Some(loss)) => {
-                        let s = score_against(p, loss, ts, j.tails);
-                        observe(metrics, &v.ev, &s);
-                        let d = if v.ev.kind() == Kind::Pulse {
-                            j.pulses.keep(key, ts, &s);
-                            j.decider.decide_pulse(key, ts, s.score)
-                        } else {
-                            j.decider.decide(key, ts, s.score)
-                        };
-                        (Some(s), d.alert)
-                    }
+                let Some(p) = &v.prepared else {
                     // Restated: its alert says what the pulse it repeats said.
-                    (None, _) => match j.decider.restated(key, ts) {
-                        Some(d) => (j.pulses.get(key).cloned(), d.alert),
-                        None => (None, false),
-                    },
-                    (Some(_), None) => (None, false),
+                    j.decider.restated(key, ts).filter(|d| d.alert)?;
+                    return j.pulses.get(key).map(|s| alert_of(v, s));
                 };
-                let s = s.filter(|_| alert)?;
-                Some({
-                    // A partitioned event names its telemetry sequence.
-                    let seq = source_sequence(v.msg.headers.as_ref())
-                        .or_else(|| v.msg.info().ok().map(|i| i.stream_sequence))
-                        .unwrap_or(0);
-                    let a =
-                        surprise_alert(&v.ev, &s, &self.cfg.diagnoser, Some(&info.version), seq);
-                    Alert {
-                        previous_epoch,
-                        ..a
-                    }
-                })
+                let s = score_against(p, losses.next()?, ts, j.tails);
+                observe(metrics, &v.ev, &s);
+                if v.ev.kind() != Kind::Pulse {
+                    let d = j.decider.decide(key, ts, s.score);
+                    return d.alert.then(|| alert_of(v, &s));
+                }
+                let d = j.decider.decide_pulse(key, ts, s.score);
+                let alert = d.alert.then(|| alert_of(v, &s));
+                j.pulses.keep(key, ts, s);
+                alert
             })
             .collect();
         let fates = self.fates(&valid, &alerts, j.cooldown, now).await;
